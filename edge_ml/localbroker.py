@@ -1,0 +1,165 @@
+"""A private mosquitto broker on a free loopback port.
+
+Used by ``edge-ml demo``, the benchmarks and the test suite: each gets its own broker that it can
+stop and restart without touching a system broker that may already listen on 127.0.0.1:1883.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+LOOPBACK = "127.0.0.1"
+
+
+class BrokerError(RuntimeError):
+    """mosquitto is missing or would not start."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Ask the kernel for a TCP port that is free right now on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def find_mosquitto() -> str:
+    """Path of the mosquitto binary (Debian puts it in /usr/sbin, often not on PATH)."""
+    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise BrokerError("mosquitto not found: install it (apt-get install mosquitto)")
+    return found
+
+
+class LocalBroker:
+    """One mosquitto process bound to loopback, with persistence so restarts keep sessions.
+
+    Parameters
+    ----------
+    workdir
+        Folder for the config, the persistence file and the log (a temp dir when omitted).
+    port
+        TCP port; a free one is picked when omitted and kept across restarts.
+    extra_config
+        Lines appended to the generated config after the listener line (TLS, password files).
+    """
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        port: int | None = None,
+        extra_config: str = "",
+        listener_options: str = "",
+    ) -> None:
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edge-ml-broker-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = LOOPBACK
+        self.port = port or free_port()
+        self.extra_config = extra_config
+        self.listener_options = listener_options
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.workdir / "mosquitto.log"
+
+    def _write_config(self) -> Path:
+        config = self.workdir / "mosquitto.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "per_listener_settings false",
+                    f"listener {self.port} {LOOPBACK}",
+                    self.listener_options,
+                    "allow_anonymous true" if "password_file" not in self.extra_config else "",
+                    "persistence true",
+                    f"persistence_location {self.workdir}/",
+                    # Queue plenty of QoS 1 messages for a persistent session that is away.
+                    "max_queued_messages 1000000",
+                    "max_inflight_messages 0",
+                    "autosave_interval 1",
+                    f"log_dest file {self.log_path}",
+                    "log_type error",
+                    "log_type warning",
+                    "log_type notice",
+                    self.extra_config,
+                    "",
+                ]
+            )
+        )
+        return config
+
+    def start(self, timeout: float = 10.0) -> LocalBroker:
+        """Start mosquitto and wait until it accepts TCP connections."""
+        if self.process and self.process.poll() is None:
+            return self
+        config = self._write_config()
+        self.process = subprocess.Popen(
+            [find_mosquitto(), "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                stderr = self.process.stderr
+                err = stderr.read().decode(errors="replace") if stderr else ""
+                log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+                raise BrokerError(f"mosquitto exited with {self.process.returncode}: {err}{log}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s")
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop mosquitto (SIGTERM lets it save persistence; ``kill`` simulates a crash)."""
+        if not self.process:
+            return
+        if self.process.poll() is None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+

@@ -1,0 +1,1 @@
+"""Reference device-side code (MicroPython, also runs under CPython)."""

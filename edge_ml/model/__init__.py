@@ -1,0 +1,1 @@
+"""Online models: river-backed reference and the Numba half-space-tree forest."""

@@ -1,0 +1,346 @@
+"""Half-space-tree forest on the Numba engine: river's tree structure, per-stream masses.
+
+The structure is built by river's own builder (:func:`river.tree.padded.make_padded_tree`), so a
+river ``HalfSpaceTrees`` with the same seed and integer feature keys holds identical trees;
+streams share it and keep only their masses (:class:`ForestState`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from river.tree.padded import make_padded_tree
+
+from edge_ml.kernels.hst import hst_batch
+
+__all__ = ["ForestState", "TreeStructure"]
+
+# River's HalfSpaceTrees builds each tree with ``padding=0.15``: split points are drawn away
+# from the outer 15 % of a node's range on each side, so no split is too narrow.
+RIVER_PADDING = 0.15
+
+# Largest window whose masses fit in uint16: a node's mass never exceeds the window size.
+UINT16_MAX_WINDOW = 65535
+
+
+def _flatten_bfs(root: Any, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten one river padded tree into BFS arrays of its internal nodes.
+
+    Parameters
+    ----------
+    root
+        Root ``PaddedBranch`` of a complete tree of height ``height``.
+    height
+        Tree height.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(feature int32[2**height - 1], threshold float64[2**height - 1])``.
+    """
+    n_internal = 2**height - 1
+    feature = np.empty(n_internal, dtype=np.int32)
+    threshold = np.empty(n_internal, dtype=np.float64)
+    level = [root]
+    index = 0
+    for _ in range(height):
+        next_level = []
+        for node in level:
+            feature[index] = node.feature
+            threshold[index] = node.threshold
+            index += 1
+            next_level.extend(node.children)
+        level = next_level
+    return feature, threshold
+
+
+@dataclass(frozen=True)
+class TreeStructure:
+    """Split features and thresholds of a forest, shared by every stream.
+
+    Parameters
+    ----------
+    n_features
+        Feature-vector length ``F``; features are the integers ``0 .. F - 1``.
+    n_trees
+        Number of trees ``T``.
+    height
+        Tree height ``h``: ``2**h - 1`` internal nodes and ``2**h`` leaves per tree.
+    seed
+        Seed of the ``random.Random`` the trees were drawn from.
+    split_feature
+        ``int32[T, 2**h - 1]``, BFS layout (children of node ``i`` are ``2i + 1``, ``2i + 2``).
+    split_threshold
+        ``float64[T, 2**h - 1]``, same layout; ``x[f] < threshold`` goes left.
+    """
+
+    n_features: int
+    n_trees: int
+    height: int
+    seed: int
+    split_feature: np.ndarray
+    split_threshold: np.ndarray
+
+    @classmethod
+    def from_river(cls, n_features: int, n_trees: int, height: int, seed: int) -> TreeStructure:
+        """Build the trees exactly as river's ``HalfSpaceTrees.learn_one`` does.
+
+        River builds its trees on the first ``learn_one`` from that sample's sorted keys, each
+        limited to (0, 1), with ``padding=0.15`` and one ``random.Random(seed)`` shared by the
+        ``n_trees`` builds in order. With keys ``0 .. n_features - 1`` the trees here are those of
+        ``HalfSpaceTrees(n_trees, height, seed=seed)`` fed ``{i: x_i}``.
+
+        Parameters
+        ----------
+        n_features
+            Feature-vector length.
+        n_trees
+            Number of trees.
+        height
+            Tree height (at least 1).
+        seed
+            Random seed.
+
+        Returns
+        -------
+        TreeStructure
+            The flattened structure.
+        """
+        if n_features < 1 or n_trees < 1 or height < 1:
+            raise ValueError(
+                f"need n_features, n_trees, height >= 1, got {n_features}, {n_trees}, {height}"
+            )
+        rng = random.Random(seed)
+        features = []
+        thresholds = []
+        for _ in range(n_trees):
+            root = make_padded_tree(
+                limits={i: (0.0, 1.0) for i in range(n_features)},
+                height=height,
+                padding=RIVER_PADDING,
+                rng=rng,
+                r_mass=0,
+                l_mass=0,
+            )
+            feature, threshold = _flatten_bfs(root, height)
+            features.append(feature)
+            thresholds.append(threshold)
+        split_feature = np.ascontiguousarray(np.stack(features), dtype=np.int32)
+        split_threshold = np.ascontiguousarray(np.stack(thresholds), dtype=np.float64)
+        split_feature.flags.writeable = False
+        split_threshold.flags.writeable = False
+        return cls(n_features, n_trees, height, seed, split_feature, split_threshold)
+
+    @property
+    def n_nodes(self) -> int:
+        """Nodes per tree, internal and leaves: ``2**(h + 1) - 1``."""
+        return 2 ** (self.height + 1) - 1
+
+
+def mass_dtype(window_size: int) -> np.dtype:
+    """Smallest mass dtype of the contract for a window: uint16, or uint32 above 65535.
+
+    Parameters
+    ----------
+    window_size
+        Readings per window; no node mass can exceed it.
+
+    Returns
+    -------
+    numpy.dtype
+        ``uint16`` or ``uint32``.
+    """
+    return np.dtype(np.uint16 if window_size <= UINT16_MAX_WINDOW else np.uint32)
+
+
+class ForestState:
+    """Per-stream masses of a half-space-tree forest, one slot per stream.
+
+    Parameters
+    ----------
+    structure
+        Shared tree structure.
+    window_size
+        Readings per window (river's ``window_size``).
+    capacity
+        Initial number of stream slots.
+    """
+
+    _ARRAY_NAMES = ("mass", "ref", "count", "first_window")
+
+    def __init__(self, structure: TreeStructure, window_size: int, capacity: int = 16) -> None:
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {window_size}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.structure = structure
+        self.window_size = int(window_size)
+        self.mass = np.zeros(
+            (capacity, 2, structure.n_trees, structure.n_nodes), dtype=mass_dtype(window_size)
+        )
+        self.ref = np.zeros(capacity, dtype=np.uint8)
+        self.count = np.zeros(capacity, dtype=np.int32)
+        self.first_window = np.ones(capacity, dtype=np.uint8)
+
+    @property
+    def capacity(self) -> int:
+        """Number of stream slots currently allocated."""
+        return int(self.ref.shape[0])
+
+    @property
+    def bytes_per_stream(self) -> int:
+        """Bytes of model state owned by one stream slot (masses, ref, count, first_window)."""
+        per_slot = self.mass[0].nbytes if self.capacity else 0
+        return per_slot + self.ref.itemsize + self.count.itemsize + self.first_window.itemsize
+
+    def grow(self, capacity: int) -> None:
+        """Make room for at least ``capacity`` slots, doubling; existing slots keep their state.
+
+        Parameters
+        ----------
+        capacity
+            Number of slots needed.
+        """
+        new = self.capacity
+        while new < capacity:
+            new *= 2
+        if new == self.capacity:
+            return
+        old = self.capacity
+        mass = np.zeros((new, *self.mass.shape[1:]), dtype=self.mass.dtype)
+        mass[:old] = self.mass
+        ref = np.zeros(new, dtype=np.uint8)
+        ref[:old] = self.ref
+        count = np.zeros(new, dtype=np.int32)
+        count[:old] = self.count
+        first_window = np.ones(new, dtype=np.uint8)
+        first_window[:old] = self.first_window
+        self.mass, self.ref, self.count, self.first_window = mass, ref, count, first_window
+
+    def reset(self, slot: int) -> None:
+        """Give one stream a fresh model: empty windows, warming up again.
+
+        Parameters
+        ----------
+        slot
+            Stream slot to reset.
+        """
+        self.mass[slot] = 0
+        self.ref[slot] = 0
+        self.count[slot] = 0
+        self.first_window[slot] = 1
+
+    def score_learn(
+        self, slots: np.ndarray, X: np.ndarray, paper_score: bool = False
+    ) -> np.ndarray:
+        """Score each reading before learning it, in arrival order.
+
+        Parameters
+        ----------
+        slots
+            Stream slot of each reading, shape ``(B,)``; every slot must be below ``capacity``.
+        X
+            Readings, shape ``(B, n_features)``, values in [0, 1], NaN for a missing feature.
+        paper_score
+            Use the score of Tan et al. (2011) instead of river's (see
+            :func:`edge_ml.kernels.hst.hst_step`).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``float64[B]`` scores in [0, 1]; 0.0 while a stream is in its first window.
+        """
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.structure.n_features or X.shape[0] != len(slots):
+            raise ValueError(
+                f"X must have shape ({len(slots)}, {self.structure.n_features}), got {X.shape}"
+            )
+        if len(slots) and (slots.min() < 0 or slots.max() >= self.capacity):
+            raise IndexError(f"slot out of range [0, {self.capacity})")
+        s = self.structure
+        return hst_batch(
+            s.split_feature,
+            s.split_threshold,
+            self.mass,
+            self.ref,
+            self.count,
+            self.first_window,
+            slots,
+            X,
+            s.height,
+            self.window_size,
+            bool(paper_score),
+        )
+
+    def export(self) -> dict[str, np.ndarray]:
+        """Return the state as plain arrays (copies) for a checkpoint.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``mass``, ``ref``, ``count`` and ``first_window``.
+        """
+        return {name: getattr(self, name).copy() for name in self._ARRAY_NAMES}
+
+    @classmethod
+    def restore(
+        cls, structure: TreeStructure, window_size: int, arrays: dict[str, np.ndarray]
+    ) -> ForestState:
+        """Rebuild a state from :meth:`export` arrays, checking shapes and dtypes.
+
+        Parameters
+        ----------
+        structure
+            The structure the state was learned with.
+        window_size
+            The window size the state was learned with.
+        arrays
+            Output of :meth:`export`.
+
+        Returns
+        -------
+        ForestState
+            A state that continues exactly where the exported one stopped.
+
+        Raises
+        ------
+        ValueError
+            If an array is missing or its shape, dtype or values do not fit the structure.
+        """
+        missing = [name for name in cls._ARRAY_NAMES if name not in arrays]
+        if missing:
+            raise ValueError(f"forest state is missing arrays: {', '.join(missing)}")
+        mass = np.asarray(arrays["mass"])
+        capacity = mass.shape[0] if mass.ndim == 4 else -1
+        expected = {
+            "mass": ((capacity, 2, structure.n_trees, structure.n_nodes), mass_dtype(window_size)),
+            "ref": ((capacity,), np.dtype(np.uint8)),
+            "count": ((capacity,), np.dtype(np.int32)),
+            "first_window": ((capacity,), np.dtype(np.uint8)),
+        }
+        for name, (shape, dtype) in expected.items():
+            array = np.asarray(arrays[name])
+            if array.shape != shape or array.dtype != dtype:
+                raise ValueError(
+                    f"forest state array {name!r}: expected {dtype}{list(shape)}, "
+                    f"got {array.dtype}{list(array.shape)} (n_trees={structure.n_trees}, "
+                    f"height={structure.height}, window_size={window_size})"
+                )
+        if capacity < 1:
+            raise ValueError("forest state has no slots")
+        ref = np.asarray(arrays["ref"])
+        count = np.asarray(arrays["count"])
+        if ref.max() > 1 or count.min() < 0 or count.max() >= window_size:
+            raise ValueError(
+                f"forest state has out-of-range ref or count values for window_size {window_size}"
+            )
+        if mass.max() > window_size:
+            raise ValueError(f"forest state has a node mass above window_size {window_size}")
+        state = cls(structure, window_size, capacity=1)
+        for name in cls._ARRAY_NAMES:
+            setattr(state, name, np.array(arrays[name], copy=True, order="C"))
+        return state

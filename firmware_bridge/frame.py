@@ -47,7 +47,7 @@ MAX_MEASUREMENTS = 32
 MAX_SEQ = 2**32 - 1
 
 _KEYS = ("v", "dev", "seq", "ts", "m")
-_NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,%d}" % MAX_NAME_LEN)  # noqa: UP031
+_NAME_RE = re.compile(rf"[A-Za-z0-9_.:\-]{{1,{MAX_NAME_LEN}}}")
 # msgpack hard limits. A name of 64 characters is at most 64 bytes (ASCII alphabet), but a
 # hostile frame may carry any UTF-8, so strings are allowed 4 bytes per character before the
 # alphabet check rejects them with a clear message. Maps: 5 keys at the top, 32 in "m".

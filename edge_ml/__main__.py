@@ -1,0 +1,3 @@
+from edge_ml.cli import main
+
+main()

@@ -1,0 +1,224 @@
+"""``edge-ml``: thin commands over the library. Exit codes: 0 ok, 1 runtime failure, 2 usage
+or config error (with the key and the file named)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_ml import __version__
+from edge_ml.config import Config, load_config
+from edge_ml.errors import ConfigError, EdgeMLError
+from edge_ml.storage import open_readonly
+
+
+class UsageError(click.UsageError):
+    exit_code = 2
+
+
+def _config(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _db_path(db: str | None, config_path: str | None) -> str:
+    return db or _config(config_path).storage.db
+
+
+def _open(db: str | None, config_path: str | None = None) -> Any:
+    try:
+        return open_readonly(_db_path(db, config_path))
+    except EdgeMLError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _since(text: str | None) -> float | None:
+    """Epoch seconds from ``1700000000``, ISO 8601, or a relative ``15m``/``2h``/``3d``."""
+    if not text:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    from edge_ml.pipeline import parse_timestamp
+
+    try:
+        return parse_timestamp(text)
+    except ValueError as exc:
+        raise UsageError(f"--since: cannot read {text!r} (try 1h, 2d or ISO 8601)") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge-ml")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Edge anomaly detection for IoT sensor streams (MQTT in, alerts out)."""
+    level = logging.WARNING - 10 * verbose if verbose else logging.INFO
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML config (default: $EDGE_ML_CONFIG or /etc/edge-ml/edge-ml.toml).")
+def run(config_path: str | None) -> None:
+    """Run the daemon in the foreground (what systemd runs)."""
+    from edge_ml.daemon import Daemon
+
+    config = _config(config_path)
+    try:
+        daemon = Daemon(config)
+    except EdgeMLError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(daemon.run())
+
+
+@main.command()
+@click.option("--seconds", default=30.0, show_default=True, help="How long the fleet publishes.")
+@click.option("--sensors", default=8, show_default=True, help="Simulated sensor nodes.")
+@click.option("--rate", default=20.0, show_default=True, help="Readings per second per node.")
+@click.option("--seed", default=7, show_default=True, help="Seed of the simulated fleet.")
+@click.option("--workdir", type=click.Path(file_okay=False),
+              help="Keep the broker, database and logs here (default: a temp dir).")
+def demo(seconds: float, sensors: int, rate: float, seed: int, workdir: str | None) -> None:
+    """Private broker + simulated sensors + the daemon; alerts found vs anomalies injected."""
+    from edge_ml.demo import run_demo
+
+    try:
+        ok = run_demo(seconds=seconds, sensors=sensors, rate=rate, seed=seed,
+                      workdir=Path(workdir) if workdir else None, out=click.echo)
+    except EdgeMLError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(0 if ok else 1)
+
+
+def _alert_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no alerts"
+    lines = [f"{'time (UTC)':<24} {'state':<9} {'severity':<9} {'score':>7} {'value':>12}  stream"]
+    for r in rows:
+        value = "" if r["value"] is None else f"{r['value']:.4g}"
+        lines.append(
+            f"{(r['ts_iso'] or '')[:23]:<24} {r['state']:<9} {r['severity']:<9} "
+            f"{r['score']:>7.4f} {value:>12}  {r['stream']}"
+        )
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: from config).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
+@click.option("--stream", "stream_glob", help="Only streams matching this glob (sensors/*/temp).")
+@click.option("--since", help="Only alerts since: 1h, 2d, epoch seconds or ISO 8601.")
+@click.option("--open", "open_only", is_flag=True, help="Only alerts still open.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@click.option("--limit", default=100, show_default=True, help="At most this many rows.")
+@click.option("--follow", is_flag=True, help="Keep printing new alerts as they are stored.")
+def alerts(db: str | None, config_path: str | None, stream_glob: str | None, since: str | None,
+           open_only: bool, as_json: bool, limit: int, follow: bool) -> None:
+    """List alerts (one row per open and per resolve), newest first."""
+    storage = _open(db, config_path)
+    rows = storage.alerts(stream_glob, _since(since), open_only, limit)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+    else:
+        click.echo(_alert_table(rows))
+    if not follow:
+        return
+    last_id = max((r["id"] for r in rows), default=0) or storage.db.execute(
+        "SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0]
+    try:
+        while True:
+            time.sleep(0.5)
+            for row in storage.alerts_after(last_id):
+                last_id = row["id"]
+                if stream_glob and not fnmatch.fnmatchcase(row["stream"], stream_glob):
+                    continue
+                click.echo(json.dumps(row) if as_json else _alert_table([row]).splitlines()[1])
+    except KeyboardInterrupt:
+        pass
+
+
+def _status_text(status: dict[str, Any]) -> str:
+    lines = [
+        f"database        {status['db']} (schema {status['schema_version']})",
+        f"readings        {status['readings_total']}",
+        f"rejects         {status['rejects_total']}"
+        + (f"  {status['rejects_by_reason']}" if status["rejects_by_reason"] else ""),
+        f"alerts          {status['alerts_total']} events, {status['open_alerts']} open",
+        f"drift events    {status['drift_events']}",
+    ]
+    cp = status["last_checkpoint"]
+    checkpoint = f"{cp['created_at_iso']} ({cp['reason']})" if cp else "-"
+    lines.append(f"last checkpoint {checkpoint}")
+    health = status.get("health")
+    if health:
+        lines.append(f"daemon          pid {health.get('pid')}, up {health.get('uptime_s')} s, "
+                     f"connected {health.get('connected')}, queue {health.get('queue_depth')}")
+    lines.append("")
+    lines.append(f"{'stream':<40} {'readings':>9} {'state':<10} {'score':>7}  open alert")
+    for s in status["streams"]:
+        state = "warming" if s["warming_up"] else "scoring"
+        score = "-" if s["last_score"] is None else f"{s['last_score']:.4f}"
+        lines.append(f"{s['stream']:<40} {s['readings']:>9} {state:<10} {score:>7}  "
+                     f"{s['open_alert'] or ''}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: from config).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def status(db: str | None, config_path: str | None, as_json: bool) -> None:
+    """Streams, readings, warm-up, rejects, checkpoints, drift, and the daemon's health."""
+    document = _open(db, config_path).status()
+    click.echo(json.dumps(document, indent=2) if as_json else _status_text(document))
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Output CSV (default: stdout).")
+def replay(source: str, config_path: str | None, out: str | None) -> None:
+    """Run a CSV (timestamp,value[,...]) through the pipeline offline; no broker needed."""
+    from edge_ml.errors import ReplayError
+    from edge_ml.pipeline import Pipeline, replay_csv
+
+    config = _config(config_path)
+    target = Path(out) if out else Path("/dev/stdout")
+    try:
+        summary = replay_csv(Pipeline(config), Path(source), target)
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{summary.rows} rows, {summary.alerts} alerts, {summary.skipped} skipped values, "
+        f"{summary.readings / max(summary.seconds, 1e-9):,.0f} readings/s", err=True,
+    )
+
+
+@main.group()
+def config() -> None:
+    """Inspect configuration."""
+
+
+@config.command("check")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
+def config_check(config_path: str | None) -> None:
+    """Validate a config file and print the effective settings as JSON."""
+    cfg = _config(config_path)
+    click.echo(json.dumps({"source": cfg.source, **cfg.to_dict()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

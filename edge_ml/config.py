@@ -1,0 +1,263 @@
+"""Typed configuration from a TOML file: every key defaulted, unknown keys and bad values refused.
+
+Lookup order for the file: ``--config PATH``, then ``$EDGE_ML_CONFIG``, then
+``/etc/edge-ml/edge-ml.toml``. A missing default file means "all defaults"; a missing file that
+was asked for by name is an error. Standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from edge_ml.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/edge-ml/edge-ml.toml")
+DEFAULT_DB_PATH = Path("/var/lib/edge-ml/edge-ml.db")
+
+
+def _check(*, low: float | None = None, high: float | None = None, choices: tuple = ()) -> Any:
+    return {"low": low, "high": high, "choices": choices}
+
+
+def _f(default: Any, **check: Any) -> Any:
+    return field(default=default, metadata=_check(**check))
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure: bool = False  # skip hostname verification (self-signed lab brokers only)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = _f(1883, low=1, high=65535)
+    client_id: str = "edge-ml"
+    username: str | None = None
+    password_file: str | None = None
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    topics: list[str] = field(default_factory=lambda: ["sensors/#"])
+    qos: int = _f(1, choices=(0, 1, 2))
+    protocol: str = _f("3.1.1", choices=("3.1.1", "5"))
+    keepalive_s: int = _f(30, low=5, high=3600)
+    # Persistent session: the broker queues QoS 1 readings while the daemon is away.
+    clean_session: bool = False
+    session_expiry_s: int = _f(86400, low=0)
+    reconnect_min_s: float = _f(1.0, low=0.1)
+    reconnect_max_s: float = _f(60.0, low=1.0)
+    max_payload_bytes: int = _f(65536, low=16, high=16 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    db: str = ""  # resolved at load time: $STATE_DIRECTORY/edge-ml.db under systemd
+    checkpoint_interval_s: float = _f(300.0, low=1.0)
+    retention: int = _f(10, low=1)  # checkpoints kept
+    alert_retention_days: float = _f(90.0, low=0.0)
+    rejects_kept: int = _f(10000, low=10)
+    flush_interval_s: float = _f(1.0, low=0.05, high=60.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backend: str = _f("numba", choices=("numba", "river"))
+    n_trees: int = _f(10, low=1, high=256)
+    height: int = _f(8, low=1, high=20)
+    window_size: int = _f(250, low=2, high=1_000_000)
+    seed: int = _f(42, low=0)
+    # Readings a stream must have seen before its scores may raise alerts.
+    warmup: int = _f(300, low=0)
+    paper_score: bool = False
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    window: int = _f(32, low=2, high=4096)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    topic_prefix: str = "edge-ml"
+    threshold: float = _f(0.99, low=0.0, high=1.0)
+    # Hysteresis: an open alert resolves when the level falls below this.
+    resolve_threshold: float = _f(0.9, low=0.0, high=1.0)
+    debounce: int = _f(2, low=1, high=10000)
+    cooldown_s: float = _f(60.0, low=0.0)
+    homeassistant: bool = False
+    homeassistant_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    queue_size: int = _f(100_000, low=10)
+    batch_size: int = _f(2048, low=1, high=1_000_000)
+    health_interval_s: float = _f(10.0, low=0.5)
+    metrics_port: int = _f(0, low=0, high=65535)  # 0 = no Prometheus endpoint
+
+
+@dataclass(frozen=True)
+class Config:
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    source: str | None = None  # the file it came from, for messages
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+
+def default_db_path() -> str:
+    state_dir = os.environ.get("STATE_DIRECTORY")
+    if state_dir:
+        # systemd may pass several colon-separated directories; the first is ours.
+        return str(Path(state_dir.split(":")[0]) / "edge-ml.db")
+    return str(DEFAULT_DB_PATH)
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(value: Any, tp: Any, key: str, path: str | None) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return _convert(value, args[0], key, path)
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {value!r}", key=key, path=path)
+        return [_convert(v, item_tp, f"{key}[{i}]", path) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true or false, got {value!r}", key=key, path=path)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected an integer, got {value!r}", key=key, path=path)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"expected a number, got {value!r}", key=key, path=path)
+        if not math.isfinite(value):
+            raise ConfigError(f"expected a finite number, got {value!r}", key=key, path=path)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {value!r}", key=key, path=path)
+        return value
+    raise ConfigError(f"unsupported type for {value!r}", key=key, path=path)
+
+
+def _build(cls: type, data: dict[str, Any], section: str, path: str | None) -> Any:
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{section}.{name}" if section else name
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key (known here: {known})", key=key, path=path)
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError("expected a table", key=key, path=path)
+            kwargs[name] = _build(tp, value, key, path)
+            continue
+        converted = _convert(value, tp, key, path)
+        meta = fields[name].metadata
+        if meta.get("choices") and converted not in meta["choices"]:
+            allowed = ", ".join(repr(c) for c in meta["choices"])
+            raise ConfigError(f"must be one of {allowed}, got {value!r}", key=key, path=path)
+        if meta.get("low") is not None and converted < meta["low"]:
+            raise ConfigError(f"must be >= {meta['low']}, got {value!r}", key=key, path=path)
+        if meta.get("high") is not None and converted > meta["high"]:
+            raise ConfigError(f"must be <= {meta['high']}, got {value!r}", key=key, path=path)
+        kwargs[name] = converted
+    return cls(**kwargs)
+
+
+def _validate(config: Config, path: str | None) -> None:
+    if not config.mqtt.topics:
+        raise ConfigError("needs at least one topic filter", key="mqtt.topics", path=path)
+    if config.alerts.resolve_threshold > config.alerts.threshold:
+        raise ConfigError(
+            "must not exceed alerts.threshold (hysteresis)", key="alerts.resolve_threshold",
+            path=path,
+        )
+    if config.mqtt.reconnect_min_s > config.mqtt.reconnect_max_s:
+        raise ConfigError(
+            "must not exceed mqtt.reconnect_max_s", key="mqtt.reconnect_min_s", path=path
+        )
+    prefix = config.alerts.topic_prefix
+    if not prefix or any(c in prefix for c in "#+") or prefix.startswith("/"):
+        raise ConfigError(
+            f"must be a plain topic prefix without wildcards, got {prefix!r}",
+            key="alerts.topic_prefix", path=path,
+        )
+    tls = config.mqtt.tls
+    if (tls.cert is None) != (tls.key is None):
+        raise ConfigError("cert and key go together", key="mqtt.tls.cert", path=path)
+
+
+def parse_config(data: dict[str, Any], path: str | None = None) -> Config:
+    """Build a validated :class:`Config` from already-parsed TOML data."""
+    config: Config = _build(Config, data, "", path)
+    if not config.storage.db:
+        config = dataclasses.replace(
+            config, storage=dataclasses.replace(config.storage, db=default_db_path())
+        )
+    _validate(config, path)
+    return dataclasses.replace(config, source=path)
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None) -> tuple[Path | None, bool]:
+    """The file to read and whether it must exist (named explicitly or by environment)."""
+    if explicit:
+        return Path(explicit), True
+    env = os.environ.get("EDGE_ML_CONFIG")
+    if env:
+        return Path(env), True
+    return DEFAULT_CONFIG_PATH, False
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Read, parse and validate the configuration.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "edge-ml.toml"
+    >>> _ = p.write_text("[model]\\nn_trees = 25\\n")
+    >>> load_config(p).model.n_trees
+    25
+    """
+    path, required = resolve_config_path(explicit)
+    if path is None or not path.exists():
+        if required:
+            raise ConfigError("file not found", path=str(path))
+        return parse_config({}, None)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", path=str(path)) from exc
+    return parse_config(data, str(path))

@@ -1,0 +1,159 @@
+"""The daemon's lifecycle: start, signals, the worker thread, sd_notify, clean stop.
+
+Threads: paho's network thread only enqueues into the :class:`~edge_ml.ingest.Inbox`; one
+worker thread owns the :class:`~edge_ml.pipeline.Pipeline` (all per-stream state and the SQLite
+connection); the main thread waits for signals and feeds the systemd watchdog while the worker
+shows progress. Stop (SIGTERM/SIGINT): the worker drains the inbox and flushes, the broker link
+publishes ``offline`` and disconnects, then what arrived in between is processed and flushed too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from edge_ml import __version__
+from edge_ml.config import Config
+from edge_ml.ingest import Inbox
+from edge_ml.mqtt import MqttLink
+from edge_ml.pipeline import Pipeline
+from edge_ml.publish import AlertPublisher
+from edge_ml.sdnotify import SystemdNotifier
+from edge_ml.storage import Storage
+
+log = logging.getLogger(__name__)
+
+# How long the worker waits for messages before looking at its timers again.
+IDLE_WAIT_S = 0.1
+# READY is sent once connected, or after this long without a broker (startup must not hang
+# on a broker that is down: the daemon keeps trying in the background).
+READY_WAIT_S = 10.0
+
+
+class Daemon:
+    """``edge-ml run``: one instance per process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stop_requested = threading.Event()
+        self.notifier = SystemdNotifier()
+        self.storage = Storage(config.storage.db, rejects_kept=config.storage.rejects_kept)
+        self.inbox = Inbox(config.daemon.queue_size)
+        self.link = MqttLink(config.mqtt, self.inbox.put, f"{config.alerts.topic_prefix}/status")
+        self.publisher = AlertPublisher(self.link, config.alerts.topic_prefix)
+        self.pipeline = Pipeline(config, self.storage, self.publisher)
+        self.worker = threading.Thread(target=self._work, name="edge-ml-worker", daemon=True)
+        self.worker_progress = time.monotonic()
+        self.worker_error: BaseException | None = None
+        self.started_at = time.time()
+        self._last_health = 0.0
+
+    # -- worker thread --------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the main thread reports it and exits non-zero
+            self.worker_error = exc
+            log.exception("worker thread failed")
+            self.stop_requested.set()
+
+    def _loop(self) -> None:
+        pipeline, inbox = self.pipeline, self.inbox
+        batch_size = self.config.daemon.batch_size
+        while not self.stop_requested.is_set():
+            self.worker_progress = time.monotonic()
+            batch = inbox.drain(batch_size, IDLE_WAIT_S)
+            if batch:
+                pipeline.process_messages(batch)
+            if pipeline.flush_due():
+                pipeline.flush()
+            if time.monotonic() - self._last_health >= self.config.daemon.health_interval_s:
+                self._report_health()
+        self._drain()
+
+    def _drain(self) -> None:
+        """Process everything still in the inbox, then flush."""
+        while True:
+            self.worker_progress = time.monotonic()
+            batch = self.inbox.drain(self.config.daemon.batch_size, 0)
+            if not batch:
+                break
+            self.pipeline.process_messages(batch)
+        self.pipeline.flush()
+
+    def health(self) -> dict[str, Any]:
+        p = self.pipeline
+        uptime = time.time() - self.started_at
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(uptime, 1),
+            "connected": self.link.state.connected,
+            "readings_total": p.readings_total,
+            "readings_per_s": round(p.readings_total / uptime, 1) if uptime > 0 else 0.0,
+            "rejects_total": p.rejects_total,
+            "queue_depth": len(self.inbox),
+            "queue_high_water": self.inbox.high_water,
+            "dropped_total": self.inbox.dropped,
+            "streams": len(p.streams),
+            "open_alerts": p.open_alerts(),
+            "storage_faults": p.storage_faults,
+            "storage_error": p.last_storage_error,
+            "pending_publishes": self.link.pending_publishes,
+            "updated_at": time.time(),
+        }
+
+    def _report_health(self) -> None:
+        self._last_health = time.monotonic()
+        health = self.health()
+        self.publisher.health(health)
+        try:
+            self.storage.set_health({k: str(v) for k, v in health.items()})
+        except Exception as exc:  # a full disk must not stop the worker
+            log.debug("cannot store health: %s", exc)
+
+    # -- main thread ----------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        self.stop_requested.set()
+        self.inbox.wake()
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; the exit code (0 clean, 1 failure)."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        log.info("edge-ml %s starting: broker %s:%s, topics %s, db %s", __version__,
+                 self.config.mqtt.host, self.config.mqtt.port, self.config.mqtt.topics,
+                 self.config.storage.db)
+        self.worker.start()
+        self.link.start()
+        self.link.wait_connected(READY_WAIT_S)
+        if self.link.state.refused:
+            log.error("the broker refused us: %s", self.link.state.last_error)
+        self.notifier.ready(f"{len(self.pipeline.streams)} streams")
+        watchdog_s = self.notifier.watchdog_interval_s()
+        tick = min(watchdog_s or 1.0, 1.0)
+        while not self.stop_requested.wait(tick):
+            # Feed the watchdog only while the worker shows progress: a stuck worker gets the
+            # service restarted; an idle one still loops every IDLE_WAIT_S.
+            if watchdog_s and time.monotonic() - self.worker_progress < 2 * watchdog_s:
+                self.notifier.watchdog()
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        self.notifier.stopping()
+        self.inbox.wake()
+        self.worker.join(timeout=60)
+        self.link.stop()
+        # Messages that arrived between the worker's last drain and the disconnect.
+        if not self.worker.is_alive():
+            self._drain()
+        self.storage.close()
+        self.notifier.close()
+        log.info("stopped after %d readings, %d rejects", self.pipeline.readings_total,
+                 self.pipeline.rejects_total)
+        return 1 if self.worker_error else 0

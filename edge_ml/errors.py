@@ -1,0 +1,38 @@
+"""One exception hierarchy for the package: raised by the library, rendered by the CLI."""
+
+from __future__ import annotations
+
+
+class EdgeMLError(Exception):
+    """Base of every error edge-ml raises on purpose."""
+
+
+class ConfigError(EdgeMLError):
+    """A config file or value is invalid; the message names the key and the file."""
+
+    def __init__(self, message: str, *, key: str | None = None, path: str | None = None) -> None:
+        self.key = key
+        self.path = path
+        where = []
+        if path:
+            where.append(str(path))
+        if key:
+            where.append(f"key '{key}'")
+        prefix = f"{': '.join(where)}: " if where else ""
+        super().__init__(f"config error: {prefix}{message}")
+
+
+class StorageError(EdgeMLError):
+    """The SQLite state file cannot be opened, migrated or written."""
+
+
+class CheckpointError(EdgeMLError):
+    """A checkpoint is corrupt, truncated or incompatible with this build."""
+
+
+class ReplayError(EdgeMLError):
+    """A replay input file cannot be read."""
+
+
+class MqttError(EdgeMLError):
+    """The broker connection cannot be set up (bad TLS files, refused credentials)."""

@@ -1,0 +1,77 @@
+"""The bounded hand-over from paho's network thread to the worker thread.
+
+``put`` is called on the network thread for every message; ``drain`` on the worker takes a
+micro-batch. When the worker falls behind, ``put`` waits a little (back-pressure: with QoS 1 the
+broker then holds further messages) and only then drops the message, counting it: load shedding
+is never silent. A deque with a condition is cheaper per message than ``queue.Queue``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from edge_ml.records import Message
+
+
+class Inbox:
+    """A bounded FIFO of :data:`~edge_ml.records.Message` tuples.
+
+    Parameters
+    ----------
+    maxsize
+        Messages held before ``put`` starts waiting, then dropping.
+    put_timeout_s
+        How long the network thread may wait for room before it drops a message. Kept short:
+        paho cannot send keep-alives while it waits.
+    """
+
+    def __init__(self, maxsize: int, put_timeout_s: float = 0.5) -> None:
+        self.maxsize = maxsize
+        self.put_timeout_s = put_timeout_s
+        self._items: deque[Message] = deque()
+        self._cond = threading.Condition()
+        self.received = 0
+        self.dropped = 0
+        self.high_water = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, topic: str, payload: bytes, received_at: float) -> bool:
+        """Enqueue one message; False when it had to be dropped (counted in ``dropped``)."""
+        with self._cond:
+            if len(self._items) >= self.maxsize:
+                deadline = time.monotonic() + self.put_timeout_s
+                while len(self._items) >= self.maxsize:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self.dropped += 1
+                        return False
+                    self._cond.wait(remaining)
+            self._items.append((topic, payload, received_at))
+            self.received += 1
+            depth = len(self._items)
+            if depth > self.high_water:
+                self.high_water = depth
+            if depth == 1:
+                self._cond.notify_all()
+        return True
+
+    def drain(self, max_items: int, timeout: float) -> list[Message]:
+        """Up to ``max_items`` messages, waiting at most ``timeout`` s for the first one."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            items = self._items
+            n = min(len(items), max_items)
+            batch = [items.popleft() for _ in range(n)]
+            if n:
+                self._cond.notify_all()  # room again for a waiting producer
+        return batch
+
+    def wake(self) -> None:
+        """Wake a worker waiting in :meth:`drain` (used at shutdown)."""
+        with self._cond:
+            self._cond.notify_all()

@@ -1,0 +1,93 @@
+"""Windowed features per stream, O(1) per reading, over struct-of-arrays state.
+
+State per stream slot ``s`` (leading axis of every array):
+
+- ``ring[s, W]``: the last W values (a ring buffer), ``ring_pos[s]`` next write position,
+  ``ring_n[s]`` values held (<= W).
+- ``win_sum[s]``, ``win_sumsq[s]``: running sum and sum of squares over the ring. They are
+  recomputed exactly each time the ring wraps (every W readings, so still O(1) amortised) to keep
+  the floating-point error of add-and-subtract from accumulating forever.
+- ``prev[s]``: the previous value.
+
+Features are computed against the window *before* the current value enters it, so a spike is
+measured against history it is not part of.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+N_FEATURES = 4
+FEATURE_NAMES = ("value", "deviation", "rolling_std", "rate_of_change")
+
+
+@njit(cache=True)
+def window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, s, v, out):
+    """Write the features of value ``v`` for slot ``s`` into ``out[:4]``, then add ``v``."""
+    n = ring_n[s]
+    if n > 0:
+        mean = win_sum[s] / n
+        var = win_sumsq[s] / n - mean * mean
+        if var < 0.0:  # rounding can push a zero variance slightly negative
+            var = 0.0
+        out[0] = v
+        out[1] = v - mean
+        out[2] = np.sqrt(var)
+        out[3] = v - prev[s]
+    else:
+        out[0] = v
+        out[1] = 0.0
+        out[2] = 0.0
+        out[3] = 0.0
+    width = ring.shape[1]
+    pos = ring_pos[s]
+    if n == width:
+        old = ring[s, pos]
+        win_sum[s] -= old
+        win_sumsq[s] -= old * old
+    else:
+        ring_n[s] = n + 1
+    ring[s, pos] = v
+    win_sum[s] += v
+    win_sumsq[s] += v * v
+    pos += 1
+    if pos == width:
+        pos = 0
+        total = 0.0
+        total_sq = 0.0
+        for i in range(width):
+            total += ring[s, i]
+            total_sq += ring[s, i] * ring[s, i]
+        win_sum[s] = total
+        win_sumsq[s] = total_sq
+    ring_pos[s] = pos
+    prev[s] = v
+
+
+@njit(cache=True)
+def minmax_scale(fmin, fmax, s, x):
+    """Scale ``x`` in place into [0, 1] by the running min and max of slot ``s`` (learn first).
+
+    Same rule as river's ``MinMaxScaler``: a feature that has never varied scales to 0.
+    """
+    for j in range(x.shape[0]):
+        xj = x[j]
+        if xj < fmin[s, j]:
+            fmin[s, j] = xj
+        if xj > fmax[s, j]:
+            fmax[s, j] = xj
+        span = fmax[s, j] - fmin[s, j]
+        x[j] = (xj - fmin[s, j]) / span if span > 0.0 else 0.0
+
+
+@njit(cache=True)
+def features_batch(slots, values, ring, ring_pos, ring_n, win_sum, win_sumsq, prev, fmin, fmax):
+    """Scaled feature vectors ``X[B, 4]`` for a micro-batch, updating the state in order."""
+    n_readings = slots.shape[0]
+    X = np.empty((n_readings, N_FEATURES), dtype=np.float64)
+    for i in range(n_readings):
+        s = slots[i]
+        window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, s, values[i], X[i])
+        minmax_scale(fmin, fmax, s, X[i])
+    return X

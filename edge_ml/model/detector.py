@@ -1,0 +1,205 @@
+"""The model stage: scaled features in, calibrated anomaly levels out, learning as it goes.
+
+Two backends behind one small interface (:class:`Detector`):
+
+- ``numba`` (default): the fused kernel :func:`edge_ml.kernels.detector.detect_batch` over a
+  shared Half-Space-Trees structure with per-stream masses (:mod:`edge_ml.model.forest`).
+- ``river``: one river ``HalfSpaceTrees`` per stream, scored then learned reading by reading.
+  Slow; kept as the reference the Numba engine is checked against.
+
+Both are prequential: each reading is scored before it is learned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from river.anomaly import HalfSpaceTrees
+
+from edge_ml.kernels.calibration import MIN_SCORES, calibrate
+from edge_ml.kernels.detector import detect_batch
+from edge_ml.model.forest import ForestState, TreeStructure
+from edge_ml.slots import SlotArrays, SlotField
+
+# Raw scores the calibration remembers (EWMA horizon): long enough to span several HST
+# windows at the default window_size of 250, short enough to follow a slowly changing stream.
+CALIBRATION_HORIZON = 1000
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """What a model is: everything a checkpoint must match to be loaded into it."""
+
+    backend: str
+    n_trees: int
+    height: int
+    window_size: int
+    seed: int
+    warmup: int
+    paper_score: bool
+    n_features: int
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Per-reading outputs of the model stage for one micro-batch."""
+
+    levels: np.ndarray  # float64[B], anomaly level in [0, 1]; 0 while warming up
+    raw: np.ndarray  # float64[B], the HST score before calibration
+    warming: np.ndarray  # uint8[B], 1 while the stream is warming up
+
+
+class FeatureSource(Protocol):
+    """What the model needs from the feature stage (``edge_ml.features.FeatureState``)."""
+
+    def kernel_args(self) -> tuple[np.ndarray, ...]: ...
+    def update(self, slots: np.ndarray, values: np.ndarray) -> np.ndarray: ...
+
+
+class Detector(Protocol):
+    params: ModelParams
+
+    def grow(self, capacity: int) -> None: ...
+    def process(
+        self, features: FeatureSource, slots: np.ndarray, values: np.ndarray
+    ) -> Detection: ...
+    def reset(self, slot: int) -> None: ...
+    def export(self, used: int) -> dict[str, np.ndarray]: ...
+    def restore(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+
+def _calibration_arrays(capacity: int) -> SlotArrays:
+    return SlotArrays(
+        [
+            SlotField("cal_mean", np.float64),
+            SlotField("cal_var", np.float64),
+            SlotField("cal_n", np.int64),
+            SlotField("seen", np.int64),
+        ],
+        capacity,
+    )
+
+
+class NumbaDetector:
+    """Half-Space Trees in Numba, one fused kernel call per micro-batch."""
+
+    def __init__(self, params: ModelParams, capacity: int = 16) -> None:
+        self.params = params
+        self.structure = TreeStructure.from_river(
+            params.n_features, params.n_trees, params.height, params.seed
+        )
+        self.forest = ForestState(self.structure, params.window_size, capacity)
+        self.state = _calibration_arrays(capacity)
+
+    def grow(self, capacity: int) -> None:
+        self.forest.grow(capacity)
+        self.state.grow(capacity)
+
+    def process(self, features: FeatureSource, slots: np.ndarray, values: np.ndarray) -> Detection:
+        f, s, p = self.forest, self.state, self.params
+        levels, raw, warming = detect_batch(
+            slots, values,
+            *features.kernel_args(),
+            self.structure.split_feature, self.structure.split_threshold,
+            f.mass, f.ref, f.count, f.first_window, p.height, p.window_size, p.paper_score,
+            s.cal_mean, s.cal_var, s.cal_n, CALIBRATION_HORIZON,
+            s.seen, p.warmup,
+        )
+        return Detection(levels, raw, warming)
+
+    def reset(self, slot: int) -> None:
+        self.forest.reset(slot)
+        self.state.reset(slot)
+
+    def export(self, used: int) -> dict[str, np.ndarray]:
+        arrays = {f"forest.{k}": v[:used] for k, v in self.forest.export().items()}
+        arrays.update(self.state.export(used))
+        return arrays
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        forest = {
+            k.removeprefix("forest."): v for k, v in arrays.items() if k.startswith("forest.")
+        }
+        used = len(forest.get("ref", ()))
+        capacity = max(self.forest.capacity, used)
+        restored = ForestState.restore(self.structure, self.params.window_size, forest)
+        restored.grow(capacity)
+        self.forest = restored
+        self.state.restore({k: v for k, v in arrays.items() if not k.startswith("forest.")})
+        self.state.grow(capacity)
+
+
+class RiverDetector:
+    """One river ``HalfSpaceTrees`` per stream: the slow reference backend."""
+
+    def __init__(self, params: ModelParams, capacity: int = 16) -> None:
+        self.params = params
+        self.models: list[HalfSpaceTrees] = []
+        self.state = _calibration_arrays(capacity)
+
+    def _model(self, slot: int) -> HalfSpaceTrees:
+        while len(self.models) <= slot:
+            p = self.params
+            self.models.append(
+                HalfSpaceTrees(
+                    n_trees=p.n_trees, height=p.height, window_size=p.window_size, seed=p.seed
+                )
+            )
+        return self.models[slot]
+
+    def grow(self, capacity: int) -> None:
+        self.state.grow(capacity)
+
+    def process(self, features: FeatureSource, slots: np.ndarray, values: np.ndarray) -> Detection:
+        if self.params.paper_score:
+            raise ValueError("the river backend has no paper_score variant")
+        X = features.update(slots, values)
+        n = len(slots)
+        levels = np.zeros(n, dtype=np.float64)
+        raw = np.zeros(n, dtype=np.float64)
+        warming = np.zeros(n, dtype=np.uint8)
+        s = self.state
+        # The same per-reading rules as the fused kernel, in Python: this backend is the slow
+        # reference, not a hot path.
+        for i, slot in enumerate(slots.tolist()):
+            model = self._model(slot)
+            x = dict(enumerate(X[i].tolist()))
+            modelled = not model._first_window
+            raw[i] = model.score_one(x)
+            model.learn_one(x)
+            if modelled:
+                levels[i] = calibrate(
+                    s.cal_mean, s.cal_var, s.cal_n, slot, raw[i], CALIBRATION_HORIZON
+                )
+            s.seen[slot] += 1
+            if not modelled or s.seen[slot] <= self.params.warmup or s.cal_n[slot] <= MIN_SCORES:
+                warming[i] = 1
+                levels[i] = 0.0
+        return Detection(levels, raw, warming)
+
+    def reset(self, slot: int) -> None:
+        if slot < len(self.models):
+            self.models[slot] = HalfSpaceTrees(
+                n_trees=self.params.n_trees, height=self.params.height,
+                window_size=self.params.window_size, seed=self.params.seed,
+            )
+        self.state.reset(slot)
+
+    def export(self, used: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError("checkpoints need the numba backend")
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError("checkpoints need the numba backend")
+
+
+def make_detector(params: ModelParams, capacity: int = 16) -> Detector:
+    """The detector for ``params.backend``."""
+    if params.backend == "river":
+        return RiverDetector(params, capacity)
+    return NumbaDetector(params, capacity)
+
+
+def describe(params: ModelParams) -> dict[str, Any]:
+    return {k: getattr(params, k) for k in ModelParams.__dataclass_fields__}

@@ -1,0 +1,181 @@
+"""The broker connection (paho-mqtt 2.x, VERSION2 callbacks). The only module that imports paho.
+
+Startup never fails because the broker is late: ``connect_async`` + ``loop_start`` and paho's
+reconnect with backoff. Subscriptions are made in ``on_connect`` so every reconnect restores
+them; the session is persistent (clean_session false / MQTT 5 session expiry) so QoS 1
+readings published while we were away are delivered when we come back. ``on_message`` runs on
+paho's network thread and only hands the message over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_ml.config import MqttConfig
+from edge_ml.errors import MqttError
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[[str, bytes, float], None]
+
+
+@dataclass
+class ConnectionState:
+    connected: bool = False
+    connects: int = 0
+    disconnects: int = 0
+    last_error: str | None = None
+    refused: bool = False  # the broker said no (bad credentials, not authorised)
+
+
+def read_password(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise MqttError(f"cannot read mqtt.password_file {path}: {exc}") from exc
+
+
+class MqttLink:
+    """One client: subscribe to sensor topics, publish alerts and status.
+
+    Parameters
+    ----------
+    config
+        The ``[mqtt]`` section.
+    on_message
+        Called on paho's network thread with ``(topic, payload, received_at)``; must not block
+        for long.
+    status_topic
+        Where ``online``/``offline`` (retained) and the last will go.
+    """
+
+    def __init__(self, config: MqttConfig, on_message: OnMessage, status_topic: str) -> None:
+        self.config = config
+        self.status_topic = status_topic
+        self.state = ConnectionState()
+        self._on_message_cb = on_message
+        self._connected = threading.Event()
+        self._extra_on_connect: list[Callable[[], None]] = []
+        self._subscriptions: list[tuple[str, int]] = [(t, config.qos) for t in config.topics]
+        v5 = config.protocol == "5"
+        kwargs: dict[str, Any] = {
+            "callback_api_version": CallbackAPIVersion.VERSION2,
+            "client_id": config.client_id,
+            "protocol": MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        }
+        if not v5:
+            kwargs["clean_session"] = config.clean_session
+        client = paho.Client(**kwargs)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
+        client.max_queued_messages_set(0)  # unlimited: alerts wait for the broker to return
+        client.max_inflight_messages_set(100)
+        client.will_set(status_topic, b"offline", qos=1, retain=True)
+        if config.username:
+            password = read_password(config.password_file) if config.password_file else None
+            client.username_pw_set(config.username, password)
+        tls = config.tls
+        if tls.ca or tls.cert:
+            try:
+                client.tls_set(ca_certs=tls.ca, certfile=tls.cert, keyfile=tls.key,
+                               cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise MqttError(f"mqtt.tls: cannot load certificates: {exc}") from exc
+            client.tls_insecure_set(tls.insecure)
+        self.client = client
+
+    # -- paho callbacks (network thread) --------------------------------------------------
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                    properties: Any) -> None:
+        if reason_code.is_failure:
+            self.state.last_error = f"connection refused: {reason_code}"
+            self.state.refused = True
+            log.error("broker %s:%s refused the connection: %s", self.config.host,
+                      self.config.port, reason_code)
+            return
+        self.state.connected = True
+        self.state.refused = False
+        self.state.connects += 1
+        self.state.last_error = None
+        log.info("connected to %s:%s (session present: %s)", self.config.host, self.config.port,
+                 getattr(flags, "session_present", None))
+        client.subscribe(self._subscriptions)
+        client.publish(self.status_topic, b"online", qos=1, retain=True)
+        for callback in self._extra_on_connect:
+            callback()
+        self._connected.set()
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+        self._connected.clear()
+        if self.state.connected:
+            self.state.disconnects += 1
+        self.state.connected = False
+        if reason_code.is_failure:
+            self.state.last_error = f"disconnected: {reason_code}"
+            log.warning("disconnected from broker: %s (reconnecting)", reason_code)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._on_message_cb(message.topic, message.payload, time.time())
+
+    # -- lifecycle (main thread) ----------------------------------------------------------
+    def on_connect(self, callback: Callable[[], None]) -> None:
+        """Also run ``callback`` on every (re)connect, on the network thread."""
+        self._extra_on_connect.append(callback)
+
+    def subscribe_extra(self, topic: str, qos: int = 1) -> None:
+        """Add a subscription that is kept across reconnects (e.g. Home Assistant status)."""
+        self._subscriptions.append((topic, qos))
+        if self.state.connected:
+            self.client.subscribe(topic, qos)
+
+    def start(self) -> None:
+        """Connect in the background; returns at once even when the broker is down."""
+        properties = None
+        clean_start: Any = paho.MQTT_CLEAN_START_FIRST_ONLY
+        if self.config.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = self.config.session_expiry_s
+            clean_start = self.config.clean_session
+        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s,
+                                  clean_start=clean_start, properties=properties)
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1,
+                retain: bool = False) -> paho.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish ``offline``, wait for pending QoS 1 publishes, disconnect cleanly."""
+        if self.state.connected:
+            info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
+            deadline = time.monotonic() + timeout
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout)
+            # Let other queued QoS 1 messages (alerts) finish too.
+            while self.client._out_messages and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    @property
+    def pending_publishes(self) -> int:
+        return len(self.client._out_messages)

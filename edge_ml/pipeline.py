@@ -1,0 +1,303 @@
+"""Where the stages meet: messages -> readings -> features -> model -> alerts -> storage/publish.
+
+:class:`Pipeline` owns every piece of per-stream state and is driven by one thread at a time
+(the daemon's worker, or ``replay`` offline). Readings move through it as arrays, one
+micro-batch at a time; only rejects and alert events are Python objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_ml.alerts import AlertTracker
+from edge_ml.config import Config
+from edge_ml.decode import decode_batch
+from edge_ml.errors import ReplayError
+from edge_ml.features import FeatureState
+from edge_ml.kernels.alerting import OPENED
+from edge_ml.model.detector import Detector, ModelParams, make_detector
+from edge_ml.publish import AlertPublisher
+from edge_ml.records import AlertEvent, Message, iso_utc
+from edge_ml.storage import PendingWrites, Storage
+from edge_ml.streams import StreamRegistry
+
+log = logging.getLogger(__name__)
+
+
+def model_params(config: Config, n_features: int) -> ModelParams:
+    m = config.model
+    return ModelParams(m.backend, m.n_trees, m.height, m.window_size, m.seed, m.warmup,
+                       m.paper_score, n_features)
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """Per-reading results of one micro-batch, in arrival order."""
+
+    slots: np.ndarray
+    levels: np.ndarray
+    raw: np.ndarray
+    warming: np.ndarray
+    codes: np.ndarray  # 0 none, 1 alert opened, 2 alert resolved
+    events: list[AlertEvent]
+
+
+class Pipeline:
+    """All per-stream state and the stage calls, for one owner thread.
+
+    Parameters
+    ----------
+    config
+        Effective configuration.
+    storage
+        Where flushes go (None: keep nothing, as in a plain replay).
+    publisher
+        Where alert events go (None offline).
+    """
+
+    def __init__(self, config: Config, storage: Storage | None = None,
+                 publisher: AlertPublisher | None = None, capacity: int = 16) -> None:
+        self.config = config
+        self.storage = storage
+        self.publisher = publisher
+        self.streams = StreamRegistry(capacity)
+        self.features = FeatureState(config.features.window, capacity)
+        self.params = model_params(config, self.features.n_features)
+        self.detector: Detector = make_detector(self.params, capacity)
+        self.alerts = AlertTracker(config.alerts, capacity)
+        self.pending = PendingWrites()
+        self._flushed_readings = np.zeros(capacity, dtype=np.int64)
+        self._dirty: set[int] = set()
+        self.readings_total = 0
+        self.rejects_total = 0
+        self.storage_faults = 0
+        self.last_storage_error: str | None = None
+        self.last_flush = time.monotonic()
+
+    # -- processing -----------------------------------------------------------------------
+    def _grow(self) -> None:
+        capacity = self.streams.capacity
+        if self.features.arrays.capacity < capacity:
+            self.features.arrays.grow(capacity)
+            self.detector.grow(capacity)
+            self.alerts.grow(capacity)
+            grown = np.zeros(capacity, dtype=np.int64)
+            grown[: len(self._flushed_readings)] = self._flushed_readings
+            self._flushed_readings = grown
+
+    def process_messages(self, messages: list[Message]) -> BatchOutput | None:
+        """Decode and process one micro-batch of MQTT messages."""
+        decoded = decode_batch(messages, self.config.mqtt.max_payload_bytes)
+        if decoded.rejects:
+            self.rejects_total += len(decoded.rejects)
+            self.pending.rejects.extend(decoded.rejects)
+            for reject in decoded.rejects[:3]:
+                log.debug("rejected %s on %s: %s", reject.reason, reject.topic, reject.detail)
+        if not len(decoded):
+            return None
+        return self.process_readings(decoded.streams, decoded.ts_array(), decoded.value_array())
+
+    def process_readings(self, names: list[str], ts: np.ndarray,
+                         values: np.ndarray) -> BatchOutput:
+        """Score, learn and alert over readings already decoded (used by replay directly)."""
+        slots = self.streams.resolve(names)
+        self._grow()
+        detection = self.detector.process(self.features, slots, values)
+        codes, events = self.alerts.evaluate(
+            slots, detection.levels, values, ts, detection.warming, self.streams.names
+        )
+        self.streams.record(slots, ts, values, detection.levels, detection.warming)
+        n = len(slots)
+        self.readings_total += n
+        if self.storage is not None:
+            self.pending.readings += n
+            self.pending.alerts.extend(events)
+            self._dirty.update(np.unique(slots).tolist())
+        if self.publisher is not None and events:
+            self.publisher.alerts(events)
+        for event in events:
+            log.info("alert %s %s on %s (score %.4f, value %s)", event.alert_id, event.state,
+                     event.stream, event.score, event.value)
+        return BatchOutput(slots, detection.levels, detection.raw, detection.warming, codes,
+                           events)
+
+    # -- storage --------------------------------------------------------------------------
+    def _stream_rows(self) -> list[dict[str, Any]]:
+        s = self.streams.stats
+        rows = []
+        for slot in sorted(self._dirty):
+            last_level = float(s.last_level[slot])
+            readings = int(s.readings[slot])
+            rows.append({
+                "stream": self.streams.names[slot],
+                "first_seen": float(s.first_ts[slot]),
+                "last_seen": float(s.last_ts[slot]),
+                "last_seen_iso": iso_utc(float(s.last_ts[slot])),
+                "new_readings": readings - int(self._flushed_readings[slot]),
+                "last_value": float(s.last_value[slot]),
+                "last_score": last_level if math.isfinite(last_level) else None,
+                "warming_up": int(s.last_warming[slot]),
+                "open_alert": self.alerts.open_alert_id(slot),
+            })
+        return rows
+
+    def flush(self) -> bool:
+        """Write what is pending in one transaction; False (and kept for later) on failure."""
+        self.last_flush = time.monotonic()
+        if self.storage is None or not (self.pending or self._dirty):
+            return True
+        rows = self._stream_rows()
+        try:
+            self.storage.write(self.pending, rows)
+        except sqlite3.Error as exc:
+            self.storage_faults += 1
+            if self.last_storage_error != str(exc):
+                log.error("cannot write %s: %s (scoring and publishing go on; retrying)",
+                          self.storage.path, exc)
+            self.last_storage_error = str(exc)
+            self.pending.bound()
+            return False
+        if self.last_storage_error:
+            log.warning("storage writable again after %d failed flushes", self.storage_faults)
+        self.last_storage_error = None
+        for slot in self._dirty:
+            self._flushed_readings[slot] = self.streams.stats.readings[slot]
+        self._dirty.clear()
+        self.pending = PendingWrites()
+        return True
+
+    def flush_due(self) -> bool:
+        elapsed = time.monotonic() - self.last_flush
+        return bool(self.pending.alerts) or elapsed >= self.config.storage.flush_interval_s
+
+    def open_alerts(self) -> int:
+        return len(self.alerts.open_alerts)
+
+
+# -- replay -------------------------------------------------------------------------------
+REPLAY_CHUNK = 8192
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds from a number or an ISO 8601 / ``YYYY-MM-DD HH:MM:SS`` text (UTC if naive)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _read_chunks(path: Path) -> Iterator[tuple[list[str], list[str], np.ndarray, np.ndarray]]:
+    """``(value column names, timestamp texts, ts, values[rows, columns])`` per chunk."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ReplayError(f"{path}: empty file") from None
+        if len(header) < 2 or header[0].strip().lower() not in ("timestamp", "ts", "time"):
+            raise ReplayError(f"{path}: expected a header 'timestamp,value[,...]', got {header}")
+        columns = [c.strip() for c in header[1:]]
+        stamps: list[str] = []
+        rows: list[list[str]] = []
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ReplayError(f"{path}:{line_no}: expected {len(header)} fields")
+            stamps.append(row[0])
+            rows.append(row[1:])
+            if len(rows) == REPLAY_CHUNK:
+                yield columns, stamps, *_convert(path, line_no, stamps, rows)
+                stamps, rows = [], []
+        if rows:
+            yield columns, stamps, *_convert(path, line_no, stamps, rows)
+
+
+def _convert(path: Path, line_no: int, stamps: list[str],
+             rows: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        ts = np.array([parse_timestamp(s) for s in stamps], dtype=np.float64)
+        values = np.array(rows, dtype=np.float64)
+    except ValueError as exc:
+        raise ReplayError(f"{path} (near line {line_no}): {exc}") from exc
+    return ts, values
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    rows: int
+    readings: int
+    alerts: int
+    skipped: int
+    seconds: float
+
+
+def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
+               stream_prefix: str | None = None) -> ReplaySummary:
+    """Run a CSV through the pipeline; write ``timestamp,value,anomaly_score,alert`` per row.
+
+    Each value column is a stream (``<name>`` for a single column, ``<name>/<column>`` for
+    several, where ``<name>`` is the file's stem). A row's score is the highest level of its
+    columns and ``alert`` is 1 on the row where an alert opens on any of them. Non-finite
+    values are skipped (scored 0, counted), as the daemon would reject them.
+    """
+    started = time.perf_counter()
+    name = stream_prefix or source.stem
+    handle = out.open("w", newline="", encoding="utf-8") if out else None
+    writer = csv.writer(handle) if handle else None
+    rows = readings = alerts = skipped = 0
+    try:
+        if writer:
+            writer.writerow(["timestamp", "value", "anomaly_score", "alert"])
+        for columns, stamps, ts, values in _read_chunks(source):
+            n_rows, n_cols = values.shape
+            streams = [name] if n_cols == 1 else [f"{name}/{c}" for c in columns]
+            flat_values = values.reshape(-1)
+            flat_ts = np.repeat(ts, n_cols)
+            ok = np.isfinite(flat_values)
+            flat_names = streams * n_rows
+            score = np.zeros(n_rows * n_cols)
+            opened = np.zeros(n_rows * n_cols, dtype=bool)
+            if ok.all():
+                output = pipeline.process_readings(flat_names, flat_ts, flat_values)
+                score[:] = output.levels
+                opened[:] = output.codes == OPENED
+            else:
+                keep = np.flatnonzero(ok)
+                output = pipeline.process_readings(
+                    [flat_names[i] for i in keep.tolist()], flat_ts[keep], flat_values[keep]
+                )
+                score[keep] = output.levels
+                opened[keep] = output.codes == OPENED
+                skipped += int((~ok).sum())
+            row_score = score.reshape(n_rows, n_cols).max(axis=1)
+            row_alert = opened.reshape(n_rows, n_cols).any(axis=1)
+            rows += n_rows
+            readings += int(ok.sum())
+            alerts += int(row_alert.sum())
+            if writer:
+                first = values[:, 0]
+                writer.writerows(
+                    zip(stamps, [repr(v) if math.isfinite(v) else "" for v in first.tolist()],
+                        np.round(row_score, 6).tolist(), row_alert.astype(np.int8).tolist(),
+                        strict=True)
+                )
+    finally:
+        if handle:
+            handle.close()
+    return ReplaySummary(rows, readings, alerts, skipped, time.perf_counter() - started)

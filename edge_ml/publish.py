@@ -1,0 +1,62 @@
+"""Alert, drift and health messages to MQTT, in the JSON shapes DESIGN.md documents."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Protocol
+
+from edge_ml.records import AlertEvent, DriftEvent
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1,
+                retain: bool = False) -> Any: ...
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+def alert_payload(event: AlertEvent) -> bytes:
+    """The JSON body of ``<prefix>/alerts/<stream>``.
+
+    Examples
+    --------
+    >>> e = AlertEvent("a1", "sensors/t", "open", 0.999, 80.5, 10.0, 10.0, None, "warning")
+    >>> alert_payload(e)[:40]
+    b'{"alert_id": "a1", "stream": "sensors/t'
+    """
+    body = event.to_dict()
+    for key in ("score", "value", "ts", "opened_at", "resolved_at"):
+        body[key] = _finite(body[key])
+    return json.dumps(body).encode()
+
+
+class AlertPublisher:
+    """Publishes alert events (QoS 1), drift events and retained health under one prefix."""
+
+    def __init__(self, link: Publisher, topic_prefix: str) -> None:
+        self.link = link
+        self.prefix = topic_prefix.rstrip("/")
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.prefix}/status"
+
+    @property
+    def health_topic(self) -> str:
+        return f"{self.prefix}/status/health"
+
+    def alerts(self, events: list[AlertEvent]) -> None:
+        for event in events:
+            self.link.publish(f"{self.prefix}/alerts/{event.stream}", alert_payload(event), qos=1)
+
+    def drift(self, events: list[DriftEvent]) -> None:
+        for event in events:
+            body = {"stream": event.stream, "ts": event.ts, "detector": event.detector,
+                    "statistic": event.statistic, "reaction": event.reaction}
+            self.link.publish(f"{self.prefix}/drift/{event.stream}", json.dumps(body), qos=1)
+
+    def health(self, health: dict[str, Any]) -> None:
+        self.link.publish(self.health_topic, json.dumps(health), qos=1, retain=True)

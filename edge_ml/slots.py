@@ -1,0 +1,88 @@
+"""Struct-of-arrays state indexed by stream slot, grown by doubling.
+
+Every stage that keeps per-stream state (feature windows, calibration, alerts, stream
+statistics) declares its arrays once as :class:`SlotField` and gets growth, per-slot reset and
+checkpoint export/restore from :class:`SlotArrays`. NumPy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SlotField:
+    """One per-slot array: its name, trailing shape, dtype and the value of a fresh slot."""
+
+    name: str
+    dtype: type | np.dtype
+    fill: float | int = 0
+    shape: tuple[int, ...] = ()
+
+
+class SlotArrays:
+    """Named arrays sharing a leading slot axis; attribute access returns the array itself."""
+
+    def __init__(self, fields: Iterable[SlotField], capacity: int = 16) -> None:
+        self._fields = {f.name: f for f in fields}
+        self._arrays = {
+            f.name: np.full((capacity, *f.shape), f.fill, dtype=f.dtype)
+            for f in self._fields.values()
+        }
+        self.capacity = capacity
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self.__dict__["_arrays"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def grow(self, capacity: int) -> bool:
+        """Make room for ``capacity`` slots (doubling); True when the arrays were reallocated.
+
+        Callers must re-read array attributes after a grow: the old arrays are not resized.
+        """
+        new = max(self.capacity, 1)
+        while new < capacity:
+            new *= 2
+        if new == self.capacity:
+            return False
+        for name, old in self._arrays.items():
+            spec = self._fields[name]
+            grown = np.full((new, *spec.shape), spec.fill, dtype=spec.dtype)
+            grown[: self.capacity] = old
+            self._arrays[name] = grown
+        self.capacity = new
+        return True
+
+    def reset(self, slot: int) -> None:
+        """Give one slot its fresh values again."""
+        for name, array in self._arrays.items():
+            array[slot] = self._fields[name].fill
+
+    def export(self, used: int) -> dict[str, np.ndarray]:
+        """Copies of the first ``used`` slots of every array, for a checkpoint."""
+        return {name: array[:used].copy() for name, array in self._arrays.items()}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Load exported arrays (any number of used slots), checking names, shapes and dtypes."""
+        missing = set(self._fields) - set(arrays)
+        if missing:
+            raise ValueError(f"missing arrays: {sorted(missing)}")
+        used = {len(a) for a in arrays.values()}
+        if len(used) > 1:
+            raise ValueError("arrays disagree on the number of slots")
+        n = used.pop() if used else 0
+        self.grow(n)
+        for name, spec in self._fields.items():
+            array = arrays[name]
+            if array.shape[1:] != spec.shape or array.dtype != np.dtype(spec.dtype):
+                raise ValueError(
+                    f"{name}: expected {np.dtype(spec.dtype)}{spec.shape}, "
+                    f"got {array.dtype}{array.shape[1:]}"
+                )
+            self._arrays[name][:n] = array
+            self._arrays[name][n:] = spec.fill

@@ -1,0 +1,332 @@
+"""The local SQLite state file: alerts, streams, rejects, drift events, checkpoints, counters.
+
+WAL mode, so ``sqlite-utils`` and Datasette can read while the daemon writes. The daemon writes
+through :meth:`Storage.write` once per flush, in one transaction. A write that fails (disk
+full, I/O error) leaves the batch pending for the next flush: readings keep being scored and
+alerts keep being published meanwhile, and the fault is counted and reported.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edge_ml.errors import StorageError
+from edge_ml.records import AlertEvent, DriftEvent, Reject, iso_utc
+
+log = logging.getLogger(__name__)
+
+# A flush that cannot be written keeps at most this many pending rows of each kind; beyond that
+# the oldest are dropped and counted (memory on a gateway is finite).
+MAX_PENDING_ROWS = 100_000
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["alerts"].create(
+        {
+            "id": int, "alert_id": str, "stream": str, "state": str, "score": float,
+            "value": float, "ts": float, "ts_iso": str, "opened_at": float,
+            "opened_at_iso": str, "resolved_at": float, "resolved_at_iso": str,
+            "severity": str,
+        },
+        pk="id",
+    )
+    db["alerts"].create_index(["stream", "ts"])
+    db["alerts"].create_index(["alert_id"])
+    db["streams"].create(
+        {
+            "stream": str, "first_seen": float, "last_seen": float, "last_seen_iso": str,
+            "readings": int, "last_value": float, "last_score": float, "warming_up": int,
+            "open_alert": str,
+        },
+        pk="stream",
+    )
+    db["rejects"].create(
+        {
+            "id": int, "received_at": float, "received_at_iso": str, "topic": str,
+            "reason": str, "detail": str, "payload": bytes,
+        },
+        pk="id",
+    )
+    db["reject_counts"].create({"reason": str, "count": int}, pk="reason")
+    db["counters"].create({"name": str, "value": int}, pk="name")
+    db["drift_events"].create(
+        {
+            "id": int, "stream": str, "ts": float, "ts_iso": str, "detector": str,
+            "statistic": str, "reaction": str,
+        },
+        pk="id",
+    )
+    db["checkpoints"].create(
+        {
+            "id": int, "created_at": float, "created_at_iso": str, "reason": str,
+            "schema_version": int, "package_version": str, "readings_total": int,
+            "streams": int, "size_bytes": int, "checksum": str, "active": int,
+            "payload": bytes,
+        },
+        pk="id",
+    )
+    db["health"].create({"key": str, "value": str, "updated_at": float}, pk="key")
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("initial tables", _migration_1),
+]
+
+
+@dataclass
+class PendingWrites:
+    """What the worker has produced since the last flush."""
+
+    alerts: list[AlertEvent] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    drift: list[DriftEvent] = field(default_factory=list)
+    readings: int = 0
+    dropped: int = 0  # pending rows dropped because storage stayed unwritable
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.rejects or self.drift or self.readings)
+
+    def bound(self) -> None:
+        for rows in (self.alerts, self.rejects, self.drift):
+            excess = len(rows) - MAX_PENDING_ROWS
+            if excess > 0:
+                del rows[:excess]
+                self.dropped += excess
+
+
+def _alert_row(event: AlertEvent) -> dict[str, Any]:
+    row = event.to_dict()
+    row["ts_iso"] = iso_utc(event.ts)
+    row["opened_at_iso"] = iso_utc(event.opened_at)
+    row["resolved_at_iso"] = iso_utc(event.resolved_at)
+    return row
+
+
+class Storage:
+    """The SQLite state file (``[storage] db``).
+
+    Parameters
+    ----------
+    path
+        Database file; its folder is created when missing. ``":memory:"`` for tests.
+    rejects_kept
+        Newest rows kept in ``rejects`` (counts in ``reject_counts`` stay exact).
+    """
+
+    def __init__(self, path: str | Path, rejects_kept: int = 10_000) -> None:
+        self.path = str(path)
+        self.rejects_kept = rejects_kept
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # check_same_thread=False: the daemon opens the file on the main thread and hands
+            # it to the worker thread, which is then its only user.
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+            self.db = sqlite_utils.Database(conn)
+            if self.path != ":memory:":
+                self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe across crashes
+            self.migrate()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+
+    # -- schema ---------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Apply the migrations this file has not seen yet, each in its own transaction."""
+        if "schema_migrations" not in self.db.table_names():
+            self.db["schema_migrations"].create(
+                {"version": int, "name": str, "applied_at": float}, pk="version"
+            )
+        done = {row["version"] for row in self.db["schema_migrations"].rows}
+        for version, (name, migration) in enumerate(MIGRATIONS, start=1):
+            if version in done:
+                continue
+            with self.db.conn:
+                migration(self.db)
+                self.db["schema_migrations"].insert(
+                    {"version": version, "name": name, "applied_at": time.time()}
+                )
+
+    @property
+    def schema_version(self) -> int:
+        return max((r["version"] for r in self.db["schema_migrations"].rows), default=0)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.db.conn:
+            yield
+
+    # -- writes ---------------------------------------------------------------------------
+    def write(self, pending: PendingWrites, streams: list[dict[str, Any]]) -> None:
+        """Write one flush in one transaction; raises ``sqlite3.Error`` when it cannot."""
+        db = self.db
+        with db.conn:
+            if pending.alerts:
+                db["alerts"].insert_all(_alert_row(e) for e in pending.alerts)
+            if pending.rejects:
+                db["rejects"].insert_all(
+                    {
+                        "received_at": r.received_at, "received_at_iso": iso_utc(r.received_at),
+                        "topic": r.topic, "reason": r.reason, "detail": r.detail,
+                        "payload": r.payload_prefix,
+                    }
+                    for r in pending.rejects
+                )
+                by_reason: dict[str, int] = {}
+                for r in pending.rejects:
+                    by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
+                db.conn.executemany(
+                    "INSERT INTO reject_counts (reason, count) VALUES (?, ?) "
+                    "ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
+                    list(by_reason.items()),
+                )
+                self._trim_rejects()
+            if pending.drift:
+                db["drift_events"].insert_all(
+                    {**vars_of(d), "ts_iso": iso_utc(d.ts)} for d in pending.drift
+                )
+            self._add_counters(
+                {"readings_total": pending.readings, "rejects_total": len(pending.rejects),
+                 "alerts_total": len(pending.alerts), "pending_dropped": pending.dropped}
+            )
+            if streams:
+                # readings accumulate in SQL so the count survives restarts without checkpoints.
+                db.conn.executemany(
+                    "INSERT INTO streams (stream, first_seen, last_seen, last_seen_iso, readings, "
+                    "last_value, last_score, warming_up, open_alert) VALUES (:stream, "
+                    ":first_seen, :last_seen, :last_seen_iso, :new_readings, :last_value, "
+                    ":last_score, :warming_up, :open_alert) ON CONFLICT(stream) DO UPDATE SET "
+                    "last_seen = excluded.last_seen, last_seen_iso = excluded.last_seen_iso, "
+                    "readings = readings + excluded.readings, last_value = excluded.last_value, "
+                    "last_score = excluded.last_score, warming_up = excluded.warming_up, "
+                    "open_alert = excluded.open_alert",
+                    streams,
+                )
+
+    def _add_counters(self, deltas: dict[str, int]) -> None:
+        self.db.conn.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            [(k, v) for k, v in deltas.items() if v],
+        )
+
+    def _trim_rejects(self) -> None:
+        self.db.execute(
+            "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?",
+            [self.rejects_kept],
+        )
+
+    def set_health(self, values: dict[str, str]) -> None:
+        now = time.time()
+        with self.db.conn:
+            self.db["health"].upsert_all(
+                ({"key": k, "value": v, "updated_at": now} for k, v in values.items()), pk="key"
+            )
+
+    # -- reads ----------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        return {r["name"]: r["value"] for r in self.db["counters"].rows}
+
+    def reject_counts(self) -> dict[str, int]:
+        return {r["reason"]: r["count"] for r in self.db["reject_counts"].rows}
+
+    def alerts(
+        self, stream_glob: str | None = None, since: float | None = None,
+        open_only: bool = False, limit: int | None = 100,
+    ) -> list[dict[str, Any]]:
+        """Alert rows, newest first (one row per open and per resolve)."""
+        where, params = [], []
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(since)
+        if open_only:
+            where.append(
+                "state = 'open' AND alert_id NOT IN "
+                "(SELECT alert_id FROM alerts WHERE state = 'resolved')"
+            )
+        if stream_glob:
+            where.append("stream GLOB ?")
+            params.append(stream_glob)
+        sql = "SELECT * FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ts DESC, id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [dict(r) for r in self.db.query(sql, params)]
+
+    def alerts_after(self, last_id: int) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM alerts WHERE id > ? ORDER BY id", [last_id]))
+
+    def streams(self, stream_glob: str | None = None) -> list[dict[str, Any]]:
+        rows = [dict(r) for r in self.db.query("SELECT * FROM streams ORDER BY stream")]
+        if stream_glob:
+            rows = [r for r in rows if fnmatch.fnmatchcase(r["stream"], stream_glob)]
+        return rows
+
+    def drift_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        return list(self.db.query(
+            "SELECT * FROM drift_events ORDER BY ts DESC, id DESC LIMIT ?", [limit]
+        ))
+
+    def health(self) -> dict[str, Any]:
+        return {r["key"]: r["value"] for r in self.db["health"].rows} | {
+            "updated_at": max((r["updated_at"] for r in self.db["health"].rows), default=None)
+        }
+
+    def last_checkpoint(self) -> dict[str, Any] | None:
+        rows = list(self.db.query(
+            "SELECT id, created_at, created_at_iso, reason, readings_total, streams, size_bytes "
+            "FROM checkpoints ORDER BY id DESC LIMIT 1"
+        ))
+        return rows[0] if rows else None
+
+    def status(self) -> dict[str, Any]:
+        """The ``edge-ml status --json`` document."""
+        counters = self.counters()
+        streams = [
+            {
+                "stream": r["stream"], "readings": r["readings"],
+                "warming_up": bool(r["warming_up"]), "last_score": r["last_score"],
+                "open_alert": r["open_alert"], "last_value": r["last_value"],
+                "last_seen": r["last_seen"], "last_seen_iso": r["last_seen_iso"],
+            }
+            for r in self.streams()
+        ]
+        return {
+            "db": self.path,
+            "schema_version": self.schema_version,
+            "readings_total": counters.get("readings_total", 0),
+            "rejects_total": counters.get("rejects_total", 0),
+            "alerts_total": counters.get("alerts_total", 0),
+            "rejects_by_reason": self.reject_counts(),
+            "open_alerts": sum(1 for s in streams if s["open_alert"]),
+            "last_checkpoint": self.last_checkpoint(),
+            "drift_events": self.db["drift_events"].count,
+            "health": self.health() if self.db["health"].count else None,
+            "streams": streams,
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def vars_of(record: Any) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__slots__}
+
+
+def open_readonly(path: str | Path) -> Storage:
+    """Open an existing state file for the CLI (migrating it if this build is newer)."""
+    if str(path) != ":memory:" and not Path(path).exists():
+        raise StorageError(f"no database at {path} (has the daemon run yet? see --db)")
+    return Storage(path)

@@ -1,0 +1,66 @@
+"""Stream names to slot indices, and the per-stream statistics shown by ``edge-ml status``.
+
+A stream appears on its first reading and keeps its slot for the life of the process (and
+across checkpoints). Every other per-stream array in the pipeline is indexed by this slot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_ml.kernels.stats import record_batch
+from edge_ml.slots import SlotArrays, SlotField
+
+
+class StreamRegistry:
+    """Slots for stream names, grown by doubling, with counts and last values per stream."""
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.slot_of: dict[str, int] = {}
+        self.names: list[str] = []
+        self.stats = SlotArrays(
+            [
+                SlotField("readings", np.int64),
+                SlotField("first_ts", np.float64, np.nan),
+                SlotField("last_ts", np.float64, np.nan),
+                SlotField("last_value", np.float64, np.nan),
+                SlotField("last_level", np.float64, np.nan),
+                SlotField("last_warming", np.uint8, 1),
+            ],
+            capacity,
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def capacity(self) -> int:
+        return self.stats.capacity
+
+    def resolve(self, names: list[str]) -> np.ndarray:
+        """Slot of each name (new names get the next free slots); int64 array."""
+        slot_of = self.slot_of
+        slots = np.empty(len(names), dtype=np.int64)
+        for i, name in enumerate(names):
+            slot = slot_of.get(name)
+            if slot is None:
+                slot = len(self.names)
+                slot_of[name] = slot
+                self.names.append(name)
+            slots[i] = slot
+        self.stats.grow(len(self.names))
+        return slots
+
+    def record(
+        self, slots: np.ndarray, ts: np.ndarray, values: np.ndarray, levels: np.ndarray,
+        warming: np.ndarray,
+    ) -> None:
+        s = self.stats
+        record_batch(slots, ts, values, levels, warming, s.readings, s.first_ts, s.last_ts,
+                     s.last_value, s.last_level, s.last_warming)
+
+    def restore(self, names: list[str], stats: dict[str, np.ndarray]) -> None:
+        """Load names and statistics from a checkpoint (replacing what is here)."""
+        self.names = list(names)
+        self.slot_of = {name: i for i, name in enumerate(self.names)}
+        self.stats.restore(stats)

@@ -14,7 +14,7 @@ __all__ = ["FEATURE_NAMES", "FeatureState"]
 
 
 class FeatureState:
-    """Ring buffers, running sums and scaler ranges for every stream slot.
+    """Ring buffers, running sums and scaler statistics for every stream slot.
 
     Parameters
     ----------
@@ -36,8 +36,9 @@ class FeatureState:
                 SlotField("win_sum", np.float64),
                 SlotField("win_sumsq", np.float64),
                 SlotField("prev", np.float64),
-                SlotField("fmin", np.float64, np.inf, (N_FEATURES,)),
-                SlotField("fmax", np.float64, -np.inf, (N_FEATURES,)),
+                SlotField("smean", np.float64, 0.0, (N_FEATURES,)),
+                SlotField("svar", np.float64, 0.0, (N_FEATURES,)),
+                SlotField("sn", np.int64),
             ],
             capacity,
         )
@@ -49,7 +50,7 @@ class FeatureState:
     def kernel_args(self) -> tuple[np.ndarray, ...]:
         """The arrays in the order the kernels take them."""
         a = self.arrays
-        return (a.ring, a.ring_pos, a.ring_n, a.win_sum, a.win_sumsq, a.prev, a.fmin, a.fmax)
+        return (a.ring, a.ring_pos, a.ring_n, a.win_sum, a.win_sumsq, a.prev, a.smean, a.svar, a.sn)
 
     def update(self, slots: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Scaled features ``X[B, n_features]`` of a batch, learning the windows as it goes."""

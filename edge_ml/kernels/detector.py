@@ -12,13 +12,13 @@ from numba import njit
 
 from edge_ml.kernels.calibration import MIN_SCORES, calibrate
 from edge_ml.kernels.hst import hst_step
-from edge_ml.kernels.window import N_FEATURES, minmax_scale, window_update
+from edge_ml.kernels.window import N_FEATURES, standard_scale, window_update
 
 
 @njit(cache=True)
 def detect_batch(
     slots, values,
-    ring, ring_pos, ring_n, win_sum, win_sumsq, prev, fmin, fmax,
+    ring, ring_pos, ring_n, win_sum, win_sumsq, prev, smean, svar, sn,
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
     cal_mean, cal_var, cal_n, horizon,
@@ -37,7 +37,7 @@ def detect_batch(
     for i in range(n_readings):
         s = slots[i]
         window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, s, values[i], x)
-        minmax_scale(fmin, fmax, s, x)
+        standard_scale(smean, svar, sn, s, x)
         modelled = first_window[s] == 0
         score = hst_step(
             split_feature, split_threshold, mass, ref, count, first_window, s, x, height,

@@ -65,29 +65,46 @@ def window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, s, v, out):
     prev[s] = v
 
 
-@njit(cache=True)
-def minmax_scale(fmin, fmax, s, x):
-    """Scale ``x`` in place into [0, 1] by the running min and max of slot ``s`` (learn first).
+# Readings the scaler's running mean and variance remember (EWMA horizon).
+SCALER_HORIZON = 1000.0
+# z-scores are squashed with tanh(z / SQUASH): |z| = 2 maps to about 0.27/0.73, so ordinary
+# readings fill the middle of [0, 1] and the trees' outer half-spaces are left to outliers.
+SQUASH = 4.0
 
-    Same rule as river's ``MinMaxScaler``: a feature that has never varied scales to 0.
+
+@njit(cache=True)
+def standard_scale(smean, svar, sn, s, x):
+    """Squash ``x`` in place into [0, 1] by its z-score against slot ``s``'s own history.
+
+    The z-score uses the running mean and variance *before* ``x`` is learned, then ``x`` is
+    learned (equal weights until SCALER_HORIZON readings, exponential forgetting after). Unlike
+    a global min-max, one outlier does not squeeze every later reading into a corner.
     """
+    n = sn[s]
+    alpha = 1.0 / (n + 1.0) if n + 1.0 < SCALER_HORIZON else 1.0 / SCALER_HORIZON
     for j in range(x.shape[0]):
         xj = x[j]
-        if xj < fmin[s, j]:
-            fmin[s, j] = xj
-        if xj > fmax[s, j]:
-            fmax[s, j] = xj
-        span = fmax[s, j] - fmin[s, j]
-        x[j] = (xj - fmin[s, j]) / span if span > 0.0 else 0.0
+        mean = smean[s, j]
+        var = svar[s, j]
+        if n > 1 and var > 0.0:
+            z = (xj - mean) / np.sqrt(var)
+            x[j] = 0.5 + 0.5 * np.tanh(z / SQUASH)
+        else:
+            x[j] = 0.5
+        delta = xj - mean
+        smean[s, j] = mean + alpha * delta
+        svar[s, j] = (1.0 - alpha) * (var + alpha * delta * delta)
+    sn[s] = n + 1
 
 
 @njit(cache=True)
-def features_batch(slots, values, ring, ring_pos, ring_n, win_sum, win_sumsq, prev, fmin, fmax):
+def features_batch(slots, values, ring, ring_pos, ring_n, win_sum, win_sumsq, prev, smean, svar,
+                   sn):
     """Scaled feature vectors ``X[B, 4]`` for a micro-batch, updating the state in order."""
     n_readings = slots.shape[0]
     X = np.empty((n_readings, N_FEATURES), dtype=np.float64)
     for i in range(n_readings):
         s = slots[i]
         window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, s, values[i], X[i])
-        minmax_scale(fmin, fmax, s, X[i])
+        standard_scale(smean, svar, sn, s, X[i])
     return X

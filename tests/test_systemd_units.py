@@ -1,0 +1,106 @@
+"""The systemd units verify cleanly and keep ``systemd-analyze security`` at 2.0 or below.
+
+``systemd-analyze`` comes with Debian's ``systemd`` package; the offline analyzer needs no
+running systemd, so these tests work in a container.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNITS = Path(__file__).resolve().parent.parent / "systemd"
+ANALYZE = shutil.which("systemd-analyze")
+MAX_EXPOSURE = 2.0
+
+pytestmark = pytest.mark.skipif(
+    ANALYZE is None,
+    reason="systemd-analyze not installed (Debian/Ubuntu package: systemd)",
+)
+
+# (unit file, the name it is analysed under: an instance for the template)
+CASES = [
+    ("edge-ml.service", "edge-ml.service"),
+    ("firmware-bridge@.service", "firmware-bridge@ttyUSB0.service"),
+]
+
+
+def _venv_bin(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.skip(f"{name} is not installed in this venv (pip install -e .)")
+    return found
+
+
+def _local_copy(tmp_path: Path, unit: str, as_name: str) -> Path:
+    """The unit with ExecStart pointing at this venv, since /opt/edge-ml does not exist here."""
+    text = (UNITS / unit).read_text(encoding="utf-8")
+    for tool in ("edge-ml", "firmware-bridge"):
+        text = text.replace(f"/opt/edge-ml/venv/bin/{tool} ", f"{_venv_bin(tool)} ")
+    path = tmp_path / as_name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    assert ANALYZE is not None
+    return subprocess.run([ANALYZE, *args], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+@pytest.mark.parametrize(("unit", "as_name"), CASES)
+def test_unit_verifies(tmp_path: Path, unit: str, as_name: str) -> None:
+    result = _analyze("verify", str(_local_copy(tmp_path, unit, as_name)))
+    assert result.returncode == 0, result.stderr
+    # verify reports unknown keys and bad values as warnings without failing.
+    problems = [line for line in result.stderr.splitlines() if as_name in line]
+    assert not problems, result.stderr
+
+
+@pytest.mark.parametrize(("unit", "as_name"), CASES)
+def test_security_exposure_is_low(tmp_path: Path, unit: str, as_name: str) -> None:
+    result = _analyze("security", "--offline=yes", str(_local_copy(tmp_path, unit, as_name)))
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert match, result.stdout
+    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
+def _settings(unit: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for raw in (UNITS / unit).read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", "[")):
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_edge_ml_unit_settings() -> None:
+    s = _settings("edge-ml.service")
+    assert s["Type"] == ["notify"]
+    assert s["Restart"] == ["on-failure"]
+    exec_start = "/opt/edge-ml/venv/bin/edge-ml run --config /etc/edge-ml/edge-ml.toml"
+    assert s["ExecStart"] == [exec_start]
+    assert s["StateDirectory"] == ["edge-ml"] and s["CacheDirectory"] == ["edge-ml"]
+    assert s["ConfigurationDirectory"] == ["edge-ml"]
+    assert "NUMBA_CACHE_DIR=%C/edge-ml" in s["Environment"]
+    assert s["DynamicUser"] == ["yes"]
+    assert int(s["WatchdogSec"][0]) > 0
+    # Numba's JIT needs writable+executable pages.
+    assert s.get("MemoryDenyWriteExecute", ["no"]) == ["no"]
+
+
+def test_bridge_unit_settings() -> None:
+    s = _settings("firmware-bridge@.service")
+    assert "--port /dev/%I" in s["ExecStart"][0]
+    assert s["DeviceAllow"] == ["/dev/%I rw"]
+    assert s["DevicePolicy"] == ["closed"]
+    assert s["SupplementaryGroups"] == ["dialout"]
+    assert s["Restart"] == ["on-failure"]

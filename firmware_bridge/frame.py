@@ -175,6 +175,6 @@ def decode_frame(data: bytes) -> Frame:
     keys = set(obj)
     if keys != set(_KEYS):
         missing = sorted(set(_KEYS) - keys)
-        extra = sorted(repr(k) for k in keys - set(_KEYS))
+        extra = sorted(keys - set(_KEYS), key=repr)
         raise FrameError(f"frame keys wrong: missing {missing}, unexpected {extra}")
     return _check_fields(obj["dev"], obj["seq"], obj["ts"], obj["m"])

@@ -197,7 +197,6 @@ def _decode(topic: str, payload: bytes, received_at: float, out: DecodedBatch) -
                 payload,
                 raw=False,
                 strict_map_key=False,
-                max_buffer_size=len(payload),
                 max_str_len=1024,
                 max_bin_len=1024,
                 max_array_len=MAX_FIELDS,

@@ -1,0 +1,189 @@
+"""``edge-ml demo``: a private broker, a simulated fleet with injected anomalies, the real
+daemon as a subprocess, and a side-by-side of the alerts it raised and the anomalies injected."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge_ml.errors import EdgeMLError
+from edge_ml.localbroker import LocalBroker
+from edge_ml.storage import Storage
+
+# An alert counts for an injected anomaly when it opens on the same stream between slightly
+# before the anomaly starts (readings are timestamped at the sensor) and this long after it ends
+# (debounce plus the feature window need a few readings to react).
+MATCH_BEFORE_S = 1.0
+MATCH_AFTER_S = 5.0
+
+DEMO_CONFIG = """\
+[mqtt]
+port = {port}
+client_id = "edge-ml-demo"
+
+[storage]
+db = "{db}"
+flush_interval_s = 0.5
+
+[model]
+# A short first window so the demo fleet is scored within a few seconds.
+window_size = 100
+warmup = 150
+
+[alerts]
+cooldown_s = 5.0
+
+[daemon]
+health_interval_s = 1.0
+"""
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str, proc: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise EdgeMLError(f"{what}: the daemon exited with {proc.returncode}")
+        time.sleep(0.2)
+    raise EdgeMLError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _health(db: Path) -> dict[str, Any]:
+    if not db.exists():
+        return {}
+    storage = Storage(db)
+    try:
+        return storage.health()
+    finally:
+        storage.close()
+
+
+def match_alerts(
+    truth: list[dict[str, Any]], alerts: list[dict[str, Any]]
+) -> tuple[list[tuple[dict[str, Any], dict[str, Any] | None]], list[dict[str, Any]]]:
+    """Pair each injected anomaly with the first alert that opened for it; the rest are false."""
+    opened = sorted((a for a in alerts if a["state"] == "open"), key=lambda a: a["opened_at"])
+    used: set[str] = set()
+    pairs = []
+    for anomaly in sorted(truth, key=lambda t: t["start"]):
+        found = next(
+            (a for a in opened if a["alert_id"] not in used and a["stream"] == anomaly["stream"]
+             and anomaly["start"] - MATCH_BEFORE_S <= a["opened_at"]
+             <= anomaly["end"] + MATCH_AFTER_S),
+            None,
+        )
+        if found:
+            used.add(found["alert_id"])
+        pairs.append((anomaly, found))
+    return pairs, [a for a in opened if a["alert_id"] not in used]
+
+
+def format_report(pairs: list[tuple[dict[str, Any], dict[str, Any] | None]],
+                  false_alarms: list[dict[str, Any]], t0: float) -> str:
+    lines = ["", "Injected anomalies and the alerts raised for them:",
+             f"  {'stream':<34} {'kind':<12} {'at (s)':>7} {'for (s)':>8}   alert"]
+    for anomaly, alert in pairs:
+        found = (f"opened after {alert['opened_at'] - anomaly['start']:+.1f} s, "
+                 f"score {alert['score']:.4f}, {alert['severity']}") if alert else "MISSED"
+        lines.append(
+            f"  {anomaly['stream']:<34} {anomaly['kind']:<12} {anomaly['start'] - t0:>7.1f} "
+            f"{anomaly['end'] - anomaly['start']:>8.1f}   {found}"
+        )
+    lines.append("")
+    if false_alarms:
+        lines.append("Alerts with no injected anomaly (false alarms):")
+        for alert in false_alarms:
+            lines.append(f"  {alert['stream']:<34} at {alert['opened_at'] - t0:>6.1f} s, "
+                         f"score {alert['score']:.4f}")
+    else:
+        lines.append("No false alarms.")
+    found = sum(1 for _, a in pairs if a)
+    lines.append("")
+    lines.append(f"Found {found} of {len(pairs)} injected anomalies; "
+                 f"{len(false_alarms)} false alarm(s).")
+    return "\n".join(lines)
+
+
+def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, seed: int = 7,
+             workdir: Path | None = None, out: Callable[[str], Any] = print) -> bool:
+    """Run the whole demo; True when the daemon ran and stopped cleanly."""
+    own_dir = workdir is None
+    work = Path(workdir or tempfile.mkdtemp(prefix="edge-ml-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "edge-ml.db"
+    truth_path = work / "truth.jsonl"
+    for stale in (db, truth_path):
+        stale.unlink(missing_ok=True)
+    broker = LocalBroker(workdir=work / "broker")
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        broker.start()
+        out(f"broker     mosquitto on 127.0.0.1:{broker.port} (private, stops with the demo)")
+        config = work / "edge-ml.toml"
+        config.write_text(DEMO_CONFIG.format(port=broker.port, db=db))
+        log = (work / "daemon.log").open("wb")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "edge_ml", "run", "--config", str(config)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        out(f"daemon     pid {daemon.pid}, log {work / 'daemon.log'} (first start compiles the "
+            "Numba kernels into the cache)")
+        _wait(lambda: _health(db).get("connected") == "True", 180, "the daemon to connect",
+              daemon)
+        out(f"fleet      {sensors} nodes x {rate:g} Hz for {seconds:g} s, anomalies after "
+            f"{0.4 * seconds:g} s")
+        t0 = time.time()
+        simulate = subprocess.run(
+            [sys.executable, "-m", "firmware_bridge", "simulate",
+             "--mqtt-port", str(broker.port), "--sensors", str(sensors), "--rate", str(rate),
+             "--seconds", str(seconds), "--seed", str(seed), "--truth", str(truth_path),
+             "--anomaly-after", str(0.4 * seconds), "--day-seconds", "60"],
+            capture_output=True, text=True, timeout=seconds + 120,
+        )
+        if simulate.returncode != 0:
+            raise EdgeMLError(f"simulator failed: {simulate.stderr.strip()[-500:]}")
+        out(f"fleet      {simulate.stdout.strip().splitlines()[-1] if simulate.stdout else 'done'}")
+        # Let the daemon finish the queue, then stop it the way systemd would.
+        previous = -1
+
+        def settled() -> bool:
+            nonlocal previous
+            total = int(_health(db).get("readings_total", "0"))
+            done = total == previous and _health(db).get("queue_depth") == "0"
+            previous = total
+            return done
+
+        _wait(settled, 60, "the daemon to drain", daemon)
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=60)
+        out(f"daemon     stopped with exit code {code}")
+        truth = [json.loads(line) for line in truth_path.read_text().splitlines() if line]
+        storage = Storage(db)
+        try:
+            alerts = storage.alerts(limit=None)
+            status = storage.status()
+        finally:
+            storage.close()
+        out(f"readings   {status['readings_total']} scored on {len(status['streams'])} streams, "
+            f"{status['rejects_total']} rejected")
+        pairs, false_alarms = match_alerts(truth, alerts)
+        out(format_report(pairs, false_alarms, t0))
+        return code == 0
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        broker.close()
+        if own_dir:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            out(f"\nkept       {work} (database, truth file, daemon log)")

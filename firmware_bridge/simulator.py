@@ -10,7 +10,7 @@ seconds, never overlapping on one stream, with sizes in units of the stream's no
 are plainly visible to a detector yet physically plausible:
 
 - ``spike``: 1-3 samples offset by 6-10 sigma (a glitch, an electrical transient)
-- ``level_shift``: an offset of 4-7 sigma held 3-6 s (a door opened, a recalibration)
+- ``level_shift``: an offset of 5-8 sigma held 3-6 s (a door opened, a recalibration)
 - ``stuck``: the value freezes for 3-6 s (a hung ADC, a sensor that stopped updating)
 - ``noise_burst``: the noise grows 5-8 times for 2-4 s (a loose connector, interference)
 - ``drift``: a ramp to 6-10 sigma over 4-8 s, then a snap back (a failing sensor, fouling)
@@ -244,7 +244,7 @@ class Fleet:
             duration = rng.randint(1, 3) / self.rate
             magnitude = sign * rng.uniform(6, 10)
         elif kind == "level_shift":
-            duration, magnitude = rng.uniform(3, 6), sign * rng.uniform(4, 7)
+            duration, magnitude = rng.uniform(3, 6), sign * rng.uniform(5, 8)
         elif kind == "stuck":
             duration, magnitude = rng.uniform(3, 6), 0.0
         elif kind == "noise_burst":

@@ -31,6 +31,7 @@ lint: venv
 
 test: mosquitto venv lint
 	$(BIN)/python -m pytest -q
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/test_kernels.py
 
 bench: venv
 	$(BIN)/python benchmarks/hst_speed.py --quick

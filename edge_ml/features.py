@@ -36,6 +36,7 @@ class FeatureState:
                 SlotField("win_sum", np.float64),
                 SlotField("win_sumsq", np.float64),
                 SlotField("prev", np.float64),
+                SlotField("shift", np.float64),
                 SlotField("smean", np.float64, 0.0, (N_FEATURES,)),
                 SlotField("svar", np.float64, 0.0, (N_FEATURES,)),
                 SlotField("sn", np.int64),
@@ -50,7 +51,8 @@ class FeatureState:
     def kernel_args(self) -> tuple[np.ndarray, ...]:
         """The arrays in the order the kernels take them."""
         a = self.arrays
-        return (a.ring, a.ring_pos, a.ring_n, a.win_sum, a.win_sumsq, a.prev, a.smean, a.svar, a.sn)
+        return (a.ring, a.ring_pos, a.ring_n, a.win_sum, a.win_sumsq, a.prev, a.shift,
+                a.smean, a.svar, a.sn)
 
     def update(self, slots: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Scaled features ``X[B, n_features]`` of a batch, learning the windows as it goes."""

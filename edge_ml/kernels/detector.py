@@ -18,7 +18,7 @@ from edge_ml.kernels.window import N_FEATURES, standard_scale, window_update
 @njit(cache=True)
 def detect_batch(
     slots, values,
-    ring, ring_pos, ring_n, win_sum, win_sumsq, prev, smean, svar, sn,
+    ring, ring_pos, ring_n, win_sum, win_sumsq, prev, shift, smean, svar, sn,
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
     cal_mean, cal_var, cal_n, horizon,
@@ -36,7 +36,7 @@ def detect_batch(
     x = np.empty(N_FEATURES, dtype=np.float64)
     for i in range(n_readings):
         s = slots[i]
-        window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, s, values[i], x)
+        window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, shift, s, values[i], x)
         standard_scale(smean, svar, sn, s, x)
         modelled = first_window[s] == 0
         score = hst_step(

@@ -8,6 +8,9 @@ State per stream slot ``s`` (leading axis of every array):
   recomputed exactly each time the ring wraps (every W readings, so still O(1) amortised) to keep
   the floating-point error of add-and-subtract from accumulating forever.
 - ``prev[s]``: the previous value.
+- ``shift[s]``: the stream's first value. Sums are kept of ``v - shift`` so that a sensor
+  reporting 1e9 + small noise does not lose its variance to cancellation in
+  ``sumsq/n - mean**2``.
 
 Features are computed against the window *before* the current value enters it, so a spike is
 measured against history it is not part of.
@@ -23,16 +26,19 @@ FEATURE_NAMES = ("value", "deviation", "rolling_std", "rate_of_change")
 
 
 @njit(cache=True)
-def window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, s, v, out):
+def window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, shift, s, v, out):
     """Write the features of value ``v`` for slot ``s`` into ``out[:4]``, then add ``v``."""
     n = ring_n[s]
+    if n == 0 and ring_pos[s] == 0:
+        shift[s] = v
+    c = v - shift[s]
     if n > 0:
         mean = win_sum[s] / n
         var = win_sumsq[s] / n - mean * mean
         if var < 0.0:  # rounding can push a zero variance slightly negative
             var = 0.0
         out[0] = v
-        out[1] = v - mean
+        out[1] = c - mean
         out[2] = np.sqrt(var)
         out[3] = v - prev[s]
     else:
@@ -43,22 +49,23 @@ def window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, s, v, out):
     width = ring.shape[1]
     pos = ring_pos[s]
     if n == width:
-        old = ring[s, pos]
+        old = ring[s, pos] - shift[s]
         win_sum[s] -= old
         win_sumsq[s] -= old * old
     else:
         ring_n[s] = n + 1
     ring[s, pos] = v
-    win_sum[s] += v
-    win_sumsq[s] += v * v
+    win_sum[s] += c
+    win_sumsq[s] += c * c
     pos += 1
     if pos == width:
         pos = 0
         total = 0.0
         total_sq = 0.0
         for i in range(width):
-            total += ring[s, i]
-            total_sq += ring[s, i] * ring[s, i]
+            d = ring[s, i] - shift[s]
+            total += d
+            total_sq += d * d
         win_sum[s] = total
         win_sumsq[s] = total_sq
     ring_pos[s] = pos
@@ -98,13 +105,13 @@ def standard_scale(smean, svar, sn, s, x):
 
 
 @njit(cache=True)
-def features_batch(slots, values, ring, ring_pos, ring_n, win_sum, win_sumsq, prev, smean, svar,
-                   sn):
+def features_batch(slots, values, ring, ring_pos, ring_n, win_sum, win_sumsq, prev, shift, smean,
+                   svar, sn):
     """Scaled feature vectors ``X[B, 4]`` for a micro-batch, updating the state in order."""
     n_readings = slots.shape[0]
     X = np.empty((n_readings, N_FEATURES), dtype=np.float64)
     for i in range(n_readings):
         s = slots[i]
-        window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, s, values[i], X[i])
+        window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, shift, s, values[i], X[i])
         standard_scale(smean, svar, sn, s, X[i])
     return X

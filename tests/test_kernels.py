@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import naive
 import numpy as np
 import pytest
 
-import naive
 from edge_ml.features import FeatureState
 from edge_ml.kernels.alerting import alert_batch
 from edge_ml.kernels.calibration import calibrate_batch

@@ -23,10 +23,11 @@ import numpy as np
 from edge_ml.alerts import AlertTracker
 from edge_ml.config import Config
 from edge_ml.decode import decode_batch
-from edge_ml.errors import ReplayError
+from edge_ml.drift import DriftMonitor, DriftParams
+from edge_ml.errors import CheckpointError, ReplayError
 from edge_ml.features import FeatureState
 from edge_ml.kernels.alerting import OPENED
-from edge_ml.model.detector import Detector, ModelParams, make_detector
+from edge_ml.model.detector import Detector, ModelParams, describe, make_detector
 from edge_ml.publish import AlertPublisher
 from edge_ml.records import AlertEvent, Message, iso_utc
 from edge_ml.storage import PendingWrites, Storage
@@ -39,6 +40,12 @@ def model_params(config: Config, n_features: int) -> ModelParams:
     m = config.model
     return ModelParams(m.backend, m.n_trees, m.height, m.window_size, m.seed, m.warmup,
                        m.paper_score, n_features)
+
+
+def drift_params(config: Config) -> DriftParams:
+    m = config.model
+    return DriftParams(m.drift_block, m.drift_threshold, m.drift_delta, m.drift_min_blocks,
+                       m.drift_reaction)
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class Pipeline:
         self.params = model_params(config, self.features.n_features)
         self.detector: Detector = make_detector(self.params, capacity)
         self.alerts = AlertTracker(config.alerts, capacity)
+        self.drift = DriftMonitor(drift_params(config), capacity)
         self.pending = PendingWrites()
         self._flushed_readings = np.zeros(capacity, dtype=np.int64)
         self._dirty: set[int] = set()
@@ -92,6 +100,7 @@ class Pipeline:
             self.features.arrays.grow(capacity)
             self.detector.grow(capacity)
             self.alerts.grow(capacity)
+            self.drift.grow(capacity)
             grown = np.zeros(capacity, dtype=np.int64)
             grown[: len(self._flushed_readings)] = self._flushed_readings
             self._flushed_readings = grown
@@ -118,6 +127,7 @@ class Pipeline:
             slots, detection.levels, values, ts, detection.warming, self.streams.names
         )
         self.streams.record(slots, ts, values, detection.levels, detection.warming)
+        self._drift(slots, detection.levels, detection.warming, ts)
         n = len(slots)
         self.readings_total += n
         if self.storage is not None:
@@ -131,6 +141,102 @@ class Pipeline:
                      event.stream, event.score, event.value)
         return BatchOutput(slots, detection.levels, detection.raw, detection.warming, codes,
                            events)
+
+    def _drift(self, slots: np.ndarray, levels: np.ndarray, warming: np.ndarray,
+               ts: np.ndarray) -> None:
+        """Drift detection on block summaries, and the configured reaction (edge_ml.drift)."""
+        found = self.drift.update(slots, levels, warming, ts, self.streams.names)
+        if not found:
+            return
+        for slot, event in found:
+            if event.reaction == "reset":
+                self.detector.reset(slot)
+                self.features.arrays.reset(slot)
+            log.warning("drift on %s at %s: %s (reaction: %s)", event.stream, iso_utc(event.ts),
+                        event.statistic, event.reaction)
+        events = [event for _, event in found]
+        if self.storage is not None:
+            self.pending.drift.extend(events)
+        if self.publisher is not None:
+            self.publisher.drift(events)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def compatibility(self) -> dict[str, Any]:
+        """Header entries a checkpoint must match to be restored here (edge_ml.checkpoint)."""
+        return {
+            "params": describe(self.params),
+            "features": {"names": list(self.features.names), "window": self.features.window},
+        }
+
+    def export_state(self) -> dict[str, Any]:
+        """Every piece of per-stream state as copies (``{"header", "state"}``), for a checkpoint.
+
+        Cheap enough for the worker thread (array copies only); encoding is done elsewhere.
+        """
+        from edge_ml import __version__
+        from edge_ml.checkpoint import SCHEMA_VERSION
+
+        used = len(self.streams)
+        header = {
+            "schema_version": SCHEMA_VERSION,
+            "package_version": __version__,
+            **self.compatibility(),
+            "seed": self.params.seed,
+            "created_at": time.time(),
+            "readings_total": self.readings_total,
+            "rejects_total": self.rejects_total,
+            "streams": used,
+        }
+        state = {
+            "names": list(self.streams.names),
+            "stats": self.streams.stats.export(used),
+            "features": self.features.arrays.export(used),
+            "detector": self.detector.export(used),
+            "alerts": self.alerts.state.export(used),
+            "open_alerts": [[slot, alert_id, opened_at]
+                            for slot, (alert_id, opened_at) in self.alerts.open_alerts.items()],
+            "drift": self.drift.state.export(used),
+        }
+        return {"header": header, "state": state}
+
+    def restore_state(self, document: dict[str, Any]) -> None:
+        """Load a decoded checkpoint; on any mismatch raise CheckpointError, leaving state as is.
+
+        The stages are rebuilt aside and swapped in only when every one of them loaded.
+        """
+        header, state = document["header"], document["state"]
+        try:
+            names = [str(n) for n in state["names"]]
+            capacity = max(len(names), 16)
+            streams = StreamRegistry(capacity)
+            streams.restore(names, state["stats"])
+            features = FeatureState(self.config.features.window, capacity)
+            features.arrays.restore(state["features"])
+            detector = make_detector(self.params, capacity)
+            if names:  # an empty forest cannot be restored (nor needs to be)
+                detector.restore(state["detector"])
+            alerts = AlertTracker(self.config.alerts, capacity)
+            alerts.state.restore(state["alerts"])
+            alerts.open_alerts = {int(slot): (str(alert_id), float(opened_at))
+                                  for slot, alert_id, opened_at in state["open_alerts"]}
+            drift = DriftMonitor(drift_params(self.config), capacity)
+            drift.state.restore(state["drift"])
+            for part in (features.arrays, alerts.state, drift.state):
+                part.grow(streams.capacity)
+            detector.grow(streams.capacity)
+            readings_total = int(header["readings_total"])
+            if any(len(a) != len(names) for a in state["stats"].values()):
+                raise ValueError("stream statistics disagree with the stream names")
+        except (KeyError, TypeError, ValueError, NotImplementedError) as exc:
+            raise CheckpointError(f"state does not fit this pipeline: {exc}") from exc
+        self.streams, self.features, self.detector = streams, features, detector
+        self.alerts, self.drift = alerts, drift
+        self.readings_total = readings_total
+        self.rejects_total = int(header.get("rejects_total", 0))
+        # What the checkpoint counted was already written to the streams table.
+        self._flushed_readings = np.zeros(streams.capacity, dtype=np.int64)
+        self._flushed_readings[: len(names)] = streams.stats.readings[: len(names)]
+        self._dirty.clear()
 
     # -- storage --------------------------------------------------------------------------
     def _stream_rows(self) -> list[dict[str, Any]]:

@@ -78,8 +78,14 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["health"].create({"key": str, "value": str, "updated_at": float}, pk="key")
 
 
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # Why a checkpoint was refused at load time (corrupt, truncated, incompatible).
+    db["checkpoints"].add_column("error", str)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("initial tables", _migration_1),
+    ("checkpoints.error", _migration_2),
 ]
 
 
@@ -291,6 +297,72 @@ class Storage:
         ))
         return rows[0] if rows else None
 
+    # -- checkpoints (edge_ml.checkpoint) ---------------------------------------------------
+    # ``active``: 1 = may be loaded (the newest active row is what a starting daemon loads),
+    # 0 = set aside by a rollback to an older checkpoint (kept for export/inspection), -1 =
+    # rejected at load time (``error`` says why). Rollback to N sets rows newer than N to 0 and
+    # N to 1; the next save is newer than N and active again, so the daemon carries on from N.
+    _CHECKPOINT_COLUMNS = (
+        "id, created_at, created_at_iso, reason, schema_version, package_version, "
+        "readings_total, streams, size_bytes, checksum, active, error"
+    )
+
+    def save_checkpoint(self, blob: bytes, header: dict[str, Any], reason: str, checksum: str,
+                        retention: int) -> int:
+        """Insert a checkpoint and prune to the newest ``retention`` per state, atomically."""
+        now = time.time()
+        with self.db.conn:
+            cursor = self.db.execute(
+                "INSERT INTO checkpoints (created_at, created_at_iso, reason, schema_version, "
+                "package_version, readings_total, streams, size_bytes, checksum, active, "
+                "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+                [now, iso_utc(now), reason, header.get("schema_version"),
+                 header.get("package_version"), header.get("readings_total"),
+                 header.get("streams"), len(blob), checksum, blob],
+            )
+            self.db.execute(
+                "DELETE FROM checkpoints WHERE id NOT IN (SELECT id FROM (SELECT id, "
+                "ROW_NUMBER() OVER (PARTITION BY active ORDER BY id DESC) AS n "
+                "FROM checkpoints) WHERE n <= ?)",
+                [retention],
+            )
+        return int(cursor.lastrowid or 0)
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """Checkpoint rows without payloads, newest first."""
+        return [dict(r) for r in self.db.query(
+            f"SELECT {self._CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY id DESC")]
+
+    def checkpoint(self, checkpoint_id: int) -> dict[str, Any]:
+        """One checkpoint row with its payload; StorageError when there is none."""
+        rows = list(self.db.query("SELECT * FROM checkpoints WHERE id = ?", [checkpoint_id]))
+        if not rows:
+            raise StorageError(f"no checkpoint {checkpoint_id} in {self.path}")
+        return dict(rows[0])
+
+    def checkpoint_payload(self, checkpoint_id: int) -> bytes:
+        return bytes(self.checkpoint(checkpoint_id)["payload"] or b"")
+
+    def checkpoint_candidates(self) -> list[dict[str, Any]]:
+        """Loadable (active) rows, newest first: what a resume tries in order."""
+        return [dict(r) for r in self.db.query(
+            f"SELECT {self._CHECKPOINT_COLUMNS} FROM checkpoints WHERE active = 1 "
+            "ORDER BY id DESC")]
+
+    def reject_checkpoint(self, checkpoint_id: int, error: str) -> None:
+        with self.db.conn:
+            self.db.execute("UPDATE checkpoints SET active = -1, error = ? WHERE id = ?",
+                            [error, checkpoint_id])
+
+    def rollback_checkpoint(self, checkpoint_id: int) -> None:
+        """Make ``checkpoint_id`` the one a (re)started daemon loads (see ``active`` above)."""
+        self.checkpoint(checkpoint_id)
+        with self.db.conn:
+            self.db.execute("UPDATE checkpoints SET active = 0 WHERE id > ? AND active = 1",
+                            [checkpoint_id])
+            self.db.execute("UPDATE checkpoints SET active = 1, error = NULL WHERE id = ?",
+                            [checkpoint_id])
+
     def status(self) -> dict[str, Any]:
         """The ``edge-ml status --json`` document."""
         counters = self.counters()
@@ -312,6 +384,12 @@ class Storage:
             "rejects_by_reason": self.reject_counts(),
             "open_alerts": sum(1 for s in streams if s["open_alert"]),
             "last_checkpoint": self.last_checkpoint(),
+            "checkpoints_rejected": [
+                {"id": r["id"], "created_at_iso": r["created_at_iso"], "error": r["error"]}
+                for r in self.db.query(
+                    "SELECT id, created_at_iso, error FROM checkpoints WHERE active = -1 "
+                    "ORDER BY id DESC")
+            ],
             "drift_events": self.db["drift_events"].count,
             "health": self.health() if self.db["health"].count else None,
             "streams": streams,

@@ -1,0 +1,353 @@
+"""Checkpoints: the whole pipeline state as one self-checking blob, and the resume/save policy.
+
+Blob layout (all integers big-endian)::
+
+    MAGIC (8 bytes, b"EDGEMLCK") | sha256 of BODY (32 bytes) | BODY = zlib(msgpack(document))
+
+``document`` is ``{"header": {...}, "state": {...}}`` (see :meth:`Pipeline.export_state`); NumPy
+arrays are msgpack maps ``{"nd": 1, "dtype": "<u2", "shape": [...], "data": <bin>}`` with only
+bool/int/uint/float dtypes accepted back. No pickle anywhere: a checkpoint file from elsewhere
+(``edge-ml checkpoints import``) can at worst be rejected, never run code.
+
+The checksum is verified before anything is decompressed, decompression is bounded
+(:data:`MAX_RAW_BYTES`) and msgpack decoding uses hard limits; every failure raises
+:class:`~edge_ml.errors.CheckpointError` with the reason.
+
+Saving is split so the worker thread never stalls for long: :func:`snapshot` copies the arrays
+(milliseconds, on the worker), :func:`encode` packs and compresses the copy (zlib releases the
+GIL, so it runs on a helper thread while the worker goes on), and the worker then writes the
+finished blob in one transaction (:meth:`~edge_ml.storage.Storage.save_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from edge_ml.errors import CheckpointError, StorageError
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"EDGEMLCK"
+# Version of the document layout; a checkpoint with another version is refused.
+SCHEMA_VERSION = 1
+_DIGEST = 32
+# Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
+# 1,000 streams at default parameters are about 21 MB, so this allows ~50,000 streams.
+MAX_RAW_BYTES = 1 << 30
+# zlib level 1: several times faster than the default for a few % more bytes.
+ZLIB_LEVEL = 1
+_ALLOWED_KINDS = "biuf"
+
+
+@dataclass(frozen=True)
+class EncodedCheckpoint:
+    """A finished blob with what the ``checkpoints`` table keeps beside it."""
+
+    blob: bytes
+    checksum: str
+    header: dict[str, Any]
+
+
+# -- encoding -----------------------------------------------------------------------------
+def _bin_header(n: int) -> bytes:
+    return b"\xc6" + struct.pack(">I", n)  # msgpack bin 32
+
+
+def _pieces(obj: Any, packer: msgpack.Packer) -> Iterator[bytes | memoryview]:
+    """msgpack of ``obj`` as pieces; array payloads are yielded as views, never copied."""
+    if isinstance(obj, np.ndarray):
+        array = np.ascontiguousarray(obj)
+        if array.dtype.kind not in _ALLOWED_KINDS:
+            raise CheckpointError(f"cannot store an array of dtype {array.dtype}")
+        yield packer.pack_map_header(4)
+        yield packer.pack("nd") + packer.pack(1)
+        yield packer.pack("dtype") + packer.pack(array.dtype.str)
+        yield packer.pack("shape") + packer.pack(list(array.shape))
+        yield packer.pack("data") + _bin_header(array.nbytes)
+        if array.nbytes:
+            yield memoryview(array.reshape(-1)).cast("B")
+    elif isinstance(obj, dict):
+        yield packer.pack_map_header(len(obj))
+        for key, value in obj.items():
+            yield packer.pack(key)
+            yield from _pieces(value, packer)
+    elif isinstance(obj, list | tuple):
+        yield packer.pack_array_header(len(obj))
+        for value in obj:
+            yield from _pieces(value, packer)
+    else:
+        yield packer.pack(obj.item() if isinstance(obj, np.generic) else obj)
+
+
+def encode(document: dict[str, Any]) -> EncodedCheckpoint:
+    """Pack, compress and sign a document from :meth:`Pipeline.export_state`.
+
+    Examples
+    --------
+    >>> blob = encode({"header": {"schema_version": SCHEMA_VERSION},
+    ...                "state": {"x": np.arange(3)}}).blob
+    >>> decode(blob)["state"]["x"].tolist()
+    [0, 1, 2]
+    """
+    packer = msgpack.Packer(use_bin_type=True)
+    compressor = zlib.compressobj(ZLIB_LEVEL)
+    chunks = [compressor.compress(piece) for piece in _pieces(document, packer)]
+    chunks.append(compressor.flush())
+    body = b"".join(chunks)
+    digest = hashlib.sha256(body).digest()
+    return EncodedCheckpoint(MAGIC + digest + body, digest.hex(), document.get("header", {}))
+
+
+# -- decoding -----------------------------------------------------------------------------
+def _array_hook(obj: dict[Any, Any]) -> Any:
+    if obj.get("nd") != 1 or len(obj) != 4:
+        return obj
+    try:
+        dtype = np.dtype(obj["dtype"])
+        shape = tuple(int(n) for n in obj["shape"])
+        data = obj["data"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"malformed array: {exc}") from exc
+    if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject:
+        raise CheckpointError(f"array dtype {dtype} is not allowed")
+    if not isinstance(data, bytes) or any(n < 0 for n in shape):
+        raise CheckpointError("malformed array payload")
+    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(data):
+        raise CheckpointError(f"array of {dtype}{list(shape)} has {len(data)} bytes")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+
+
+def checksum_of(blob: bytes) -> str:
+    """The hex sha256 stored in the blob (what the ``checksum`` column holds)."""
+    return bytes(blob[len(MAGIC):len(MAGIC) + _DIGEST]).hex()
+
+
+def decode(blob: bytes, expect: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Verify and decode a blob into ``{"header", "state"}``.
+
+    Parameters
+    ----------
+    blob
+        Output of :func:`encode`.
+    expect
+        Header entries that must match (``params``, ``features``; see
+        :meth:`Pipeline.compatibility`); ``None`` checks only the schema version.
+
+    Raises
+    ------
+    CheckpointError
+        Corrupt, truncated, too large, of another schema version, or incompatible.
+    """
+    blob = bytes(blob)
+    if len(blob) < len(MAGIC) + _DIGEST or not blob.startswith(MAGIC):
+        raise CheckpointError("not a checkpoint (bad magic or truncated header)")
+    digest, body = blob[len(MAGIC):len(MAGIC) + _DIGEST], blob[len(MAGIC) + _DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise CheckpointError("checksum mismatch (corrupt or truncated)")
+    decompressor = zlib.decompressobj()
+    try:
+        raw = decompressor.decompress(body, MAX_RAW_BYTES)
+    except zlib.error as exc:
+        raise CheckpointError(f"cannot decompress: {exc}") from exc
+    if decompressor.unconsumed_tail:
+        raise CheckpointError(f"decompresses beyond {MAX_RAW_BYTES} bytes")
+    if not decompressor.eof:
+        raise CheckpointError("truncated compressed body")
+    try:
+        document = msgpack.unpackb(
+            raw, raw=False, strict_map_key=True, object_hook=_array_hook,
+            max_bin_len=MAX_RAW_BYTES, max_str_len=1 << 20, max_array_len=1 << 24,
+            max_map_len=1 << 16, max_ext_len=0,
+        )
+    except CheckpointError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CheckpointError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("header"), dict) \
+            or not isinstance(document.get("state"), dict):
+        raise CheckpointError("document has no header/state")
+    header = document["header"]
+    version = header.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise CheckpointError(
+            f"schema version {version} is not supported (this build reads {SCHEMA_VERSION})"
+        )
+    for key, wanted in (expect or {}).items():
+        have = header.get(key)
+        if have != wanted:
+            if isinstance(have, dict) and isinstance(wanted, dict):
+                diff = {k: (have.get(k), wanted.get(k)) for k in wanted.keys() | have.keys()
+                        if have.get(k) != wanted.get(k)}
+                detail = ", ".join(f"{k}: checkpoint {a!r}, config {b!r}"
+                                   for k, (a, b) in sorted(diff.items()))
+            else:
+                detail = f"checkpoint {have!r}, config {wanted!r}"
+            raise CheckpointError(f"incompatible {key} ({detail})")
+    return document
+
+
+# -- policy: save and resume ----------------------------------------------------------------
+class Checkpointer:
+    """Saves and restores one pipeline through its storage; driven by the worker thread.
+
+    ``request()`` may be called from any thread (it only sets a flag). ``tick()`` runs on the
+    worker: it starts a save when the timer is due or one was requested, and writes a finished
+    blob when the helper thread is done. ``save_now()`` does all of it synchronously (shutdown,
+    ``edge-ml train``).
+
+    Parameters
+    ----------
+    pipeline
+        The :class:`~edge_ml.pipeline.Pipeline` (with ``storage`` set).
+    interval_s
+        Seconds between timer checkpoints.
+    retention
+        Newest checkpoints kept (``[storage] retention``).
+    """
+
+    def __init__(self, pipeline: Any, interval_s: float, retention: int) -> None:
+        self.pipeline = pipeline
+        self.interval_s = interval_s
+        self.retention = retention
+        self.requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.last_started = time.monotonic()
+        self.last_saved_id: int | None = None
+        self.last_pause_s = 0.0
+        self.last_error: str | None = None
+        self._job: tuple[str, Future[EncodedCheckpoint]] | None = None
+
+    @property
+    def supported(self) -> bool:
+        return self.pipeline.params.backend == "numba"
+
+    def request(self, reload: bool = False) -> None:
+        (self.reload_requested if reload else self.requested).set()
+
+    def tick(self) -> None:
+        """Worker-side: start, finish or reload as due; never blocks on compression."""
+        if self.reload_requested.is_set():
+            self.reload_requested.clear()
+            self._finish(wait=True)
+            self.resume()
+        if self._job is not None:
+            self._finish(wait=False)
+        elif self.requested.is_set() or time.monotonic() - self.last_started >= self.interval_s:
+            reason = "request" if self.requested.is_set() else "timer"
+            self.requested.clear()
+            self._start(reason)
+
+    def _start(self, reason: str) -> None:
+        self.last_started = time.monotonic()
+        if not self.supported:
+            return
+        started = time.perf_counter()
+        self.pipeline.flush()
+        document = self.pipeline.export_state()
+        self.last_pause_s = time.perf_counter() - started
+        future: Future[EncodedCheckpoint] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(encode(document))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="edge-ml-checkpoint", daemon=True).start()
+        self._job = (reason, future)
+
+    def _finish(self, wait: bool) -> int | None:
+        if self._job is None:
+            return None
+        reason, future = self._job
+        if not wait and not future.done():
+            return None
+        self._job = None
+        try:
+            encoded = future.result()
+            return self._write(encoded, reason)
+        except (CheckpointError, StorageError) as exc:
+            self.last_error = str(exc)
+            log.error("checkpoint (%s) failed: %s", reason, exc)
+        except Exception as exc:  # sqlite3 errors: keep running, try again on the next timer
+            self.last_error = str(exc)
+            log.error("checkpoint (%s) not written: %s", reason, exc)
+        return None
+
+    def _write(self, encoded: EncodedCheckpoint, reason: str) -> int:
+        started = time.perf_counter()
+        checkpoint_id = self.pipeline.storage.save_checkpoint(
+            encoded.blob, encoded.header, reason, encoded.checksum, self.retention
+        )
+        self.last_pause_s += time.perf_counter() - started
+        self.last_saved_id = checkpoint_id
+        self.last_error = None
+        log.info("checkpoint %d saved (%s, %d bytes, %d readings, worker paused %.1f ms)",
+                 checkpoint_id, reason, len(encoded.blob), encoded.header["readings_total"],
+                 self.last_pause_s * 1e3)
+        return checkpoint_id
+
+    def save_now(self, reason: str) -> int | None:
+        """Flush and write a checkpoint synchronously (waits for one in progress first)."""
+        self._finish(wait=True)
+        if not self.supported:
+            log.warning("checkpoints need the numba backend; none saved")
+            return None
+        self.pipeline.flush()
+        try:
+            return self._write(encode(self.pipeline.export_state()), reason)
+        except Exception as exc:
+            self.last_error = str(exc)
+            log.error("checkpoint (%s) not written: %s", reason, exc)
+            return None
+
+    def resume(self) -> int | None:
+        """Load the newest valid checkpoint; rejected ones are logged and marked in storage.
+
+        Returns the id loaded, or None for a fresh start.
+        """
+        if not self.supported:
+            return None
+        return resume(self.pipeline)
+
+
+def resume(pipeline: Any) -> int | None:
+    """Restore ``pipeline`` from the newest loadable checkpoint in its storage.
+
+    Candidates are the ``active`` rows, newest first. A corrupt, truncated or incompatible one
+    is logged, marked rejected (``active = -1`` with the reason in ``error``, shown by
+    ``edge-ml status``) and the next older one is tried; with none left the pipeline stays
+    fresh. Returns the id loaded.
+    """
+    storage = pipeline.storage
+    expect = pipeline.compatibility()
+    for row in storage.checkpoint_candidates():
+        checkpoint_id = row["id"]
+        try:
+            blob = storage.checkpoint_payload(checkpoint_id)
+            if checksum_of(blob) != row["checksum"]:
+                raise CheckpointError("checksum differs from the one recorded at save time")
+            document = decode(blob, expect)
+            pipeline.restore_state(document)
+        except CheckpointError as exc:
+            log.error("checkpoint %d rejected: %s; trying an older one", checkpoint_id, exc)
+            storage.reject_checkpoint(checkpoint_id, str(exc))
+            continue
+        log.info("resumed from checkpoint %d (%s, %s): %d streams, %d readings",
+                 checkpoint_id, row["reason"], row["created_at_iso"], len(pipeline.streams),
+                 pipeline.readings_total)
+        return int(checkpoint_id)
+    log.info("no usable checkpoint: starting fresh")
+    return None

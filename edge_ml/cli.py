@@ -166,6 +166,8 @@ def _status_text(status: dict[str, Any]) -> str:
     if health:
         lines.append(f"daemon          pid {health.get('pid')}, up {health.get('uptime_s')} s, "
                      f"connected {health.get('connected')}, queue {health.get('queue_depth')}")
+        if health.get("mqtt_error") not in (None, "None", ""):
+            lines.append(f"broker error    {health['mqtt_error']}")
     lines.append("")
     lines.append(f"{'stream':<40} {'readings':>9} {'state':<10} {'score':>7}  open alert")
     for s in status["streams"]:

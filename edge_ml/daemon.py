@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from edge_ml import __version__
+from edge_ml.checkpoint import Checkpointer
 from edge_ml.config import Config
 from edge_ml.ingest import Inbox
 from edge_ml.mqtt import MqttLink
@@ -46,6 +47,9 @@ class Daemon:
         self.link = MqttLink(config.mqtt, self.inbox.put, f"{config.alerts.topic_prefix}/status")
         self.publisher = AlertPublisher(self.link, config.alerts.topic_prefix)
         self.pipeline = Pipeline(config, self.storage, self.publisher)
+        # Resume at worker start, save on a timer, on SIGUSR1 and at stop; SIGHUP reloads.
+        self.checkpointer = Checkpointer(self.pipeline, config.storage.checkpoint_interval_s,
+                                         config.storage.retention)
         self.worker = threading.Thread(target=self._work, name="edge-ml-worker", daemon=True)
         self.worker_progress = time.monotonic()
         self.worker_error: BaseException | None = None
@@ -64,6 +68,7 @@ class Daemon:
     def _loop(self) -> None:
         pipeline, inbox = self.pipeline, self.inbox
         batch_size = self.config.daemon.batch_size
+        self.checkpointer.resume()
         while not self.stop_requested.is_set():
             self.worker_progress = time.monotonic()
             batch = inbox.drain(batch_size, IDLE_WAIT_S)
@@ -71,6 +76,7 @@ class Daemon:
                 pipeline.process_messages(batch)
             if pipeline.flush_due():
                 pipeline.flush()
+            self.checkpointer.tick()
             if time.monotonic() - self._last_health >= self.config.daemon.health_interval_s:
                 self._report_health()
         self._drain()
@@ -93,6 +99,7 @@ class Daemon:
             "pid": os.getpid(),
             "uptime_s": round(uptime, 1),
             "connected": self.link.state.connected,
+            "mqtt_error": self.link.state.last_error,
             "readings_total": p.readings_total,
             "readings_per_s": round(p.readings_total / uptime, 1) if uptime > 0 else 0.0,
             "rejects_total": p.rejects_total,
@@ -126,15 +133,26 @@ class Daemon:
         """Run until SIGTERM/SIGINT; the exit code (0 clean, 1 failure)."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGUSR1, lambda *_: self.checkpointer.request())
+        signal.signal(signal.SIGHUP, lambda *_: self.checkpointer.request(reload=True))
         log.info("edge-ml %s starting: broker %s:%s, topics %s, db %s", __version__,
                  self.config.mqtt.host, self.config.mqtt.port, self.config.mqtt.topics,
                  self.config.storage.db)
         self.worker.start()
         self.link.start()
-        self.link.wait_connected(READY_WAIT_S)
+        # Wait for the broker, but not past a refusal or a SIGTERM during startup.
+        deadline = time.monotonic() + READY_WAIT_S
+        while not (self.link.wait_connected(0.1) or self.link.state.refused
+                   or self.stop_requested.is_set() or time.monotonic() > deadline):
+            pass
         if self.link.state.refused:
+            # Keep running and retrying (with backoff): credentials may be fixed on the broker
+            # side. The error is logged on every refusal, in the health record and in the
+            # unit's status line (systemctl status edge-ml).
             log.error("the broker refused us: %s", self.link.state.last_error)
-        self.notifier.ready(f"{len(self.pipeline.streams)} streams")
+            self.notifier.ready(f"broker refused the connection: {self.link.state.last_error}")
+        else:
+            self.notifier.ready(f"{len(self.pipeline.streams)} streams")
         watchdog_s = self.notifier.watchdog_interval_s()
         tick = min(watchdog_s or 1.0, 1.0)
         while not self.stop_requested.wait(tick):
@@ -152,6 +170,7 @@ class Daemon:
         # Messages that arrived between the worker's last drain and the disconnect.
         if not self.worker.is_alive():
             self._drain()
+            self.checkpointer.save_now("shutdown")
         self.storage.close()
         self.notifier.close()
         log.info("stopped after %d readings, %d rejects", self.pipeline.readings_total,

@@ -91,11 +91,15 @@ class MqttLink:
             client.username_pw_set(config.username, password)
         tls = config.tls
         if tls.ca or tls.cert:
+            for key, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+                if path is not None and not Path(path).is_file():
+                    raise MqttError(f"mqtt.tls.{key}: no such file: {path}")
             try:
                 client.tls_set(ca_certs=tls.ca, certfile=tls.cert, keyfile=tls.key,
                                cert_reqs=ssl.CERT_REQUIRED)
             except (OSError, ssl.SSLError, ValueError) as exc:
-                raise MqttError(f"mqtt.tls: cannot load certificates: {exc}") from exc
+                files = ", ".join(p for p in (tls.ca, tls.cert, tls.key) if p)
+                raise MqttError(f"mqtt.tls: cannot load certificates ({files}): {exc}") from exc
             client.tls_insecure_set(tls.insecure)
         self.client = client
 
@@ -125,7 +129,11 @@ class MqttLink:
         self._connected.clear()
         if self.state.connected:
             self.state.disconnects += 1
-        self.state.connected = False
+        was_connected, self.state.connected = self.state.connected, False
+        if self.state.refused and not was_connected:
+            # paho follows a refused CONNACK with a disconnect ("Unspecified error"): keep the
+            # refusal as the error people see, it says what to fix.
+            return
         if reason_code.is_failure:
             self.state.last_error = f"disconnected: {reason_code}"
             log.warning("disconnected from broker: %s (reconnecting)", reason_code)

@@ -1,0 +1,74 @@
+"""Config: every key defaulted, unknown keys and bad values refused with key and file named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_ml.config import load_config, parse_config
+from edge_ml.errors import ConfigError
+
+
+def test_empty_file_gives_the_documented_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    config = load_config(path)
+    assert (config.mqtt.host, config.mqtt.port, config.mqtt.topics) == (
+        "127.0.0.1", 1883, ["sensors/#"])
+    assert config.alerts.topic_prefix == "edge-ml"
+    assert config.storage.db.endswith("edge-ml.db")
+    assert config.source == str(path)
+
+
+def test_state_directory_sets_the_default_db(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/edge-ml:/other")
+    assert parse_config({}).storage.db == "/var/lib/edge-ml/edge-ml.db"
+
+
+def test_environment_variable_names_the_file(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "env.toml"
+    path.write_text("[model]\nheight = 5\n")
+    monkeypatch.setenv("EDGE_ML_CONFIG", str(path))
+    assert load_config(None).model.height == 5
+
+
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ("[mqtt]\nprot = 1\n", "mqtt.prot"),
+        ("[nonsense]\n", "nonsense"),
+        ("[mqtt]\nport = 'abc'\n", "mqtt.port"),
+        ("[mqtt]\nport = 70000\n", "mqtt.port"),
+        ("[mqtt]\nqos = 3\n", "mqtt.qos"),
+        ("[mqtt]\ntopics = 'sensors/#'\n", "mqtt.topics"),
+        ("[mqtt]\ntopics = []\n", "mqtt.topics"),
+        ("[mqtt.tls]\ncert = 'c.pem'\n", "mqtt.tls.cert"),
+        ("[mqtt]\ntls = 3\n", "mqtt.tls"),
+        ("[model]\nn_trees = 0\n", "model.n_trees"),
+        ("[model]\nbackend = 'torch'\n", "model.backend"),
+        ("[model]\npaper_score = 1\n", "model.paper_score"),
+        ("[alerts]\nthreshold = 1.5\n", "alerts.threshold"),
+        ("[alerts]\nresolve_threshold = 0.999\n", "alerts.resolve_threshold"),
+        ("[alerts]\ntopic_prefix = 'a/#'\n", "alerts.topic_prefix"),
+        ("[storage]\ncheckpoint_interval_s = nan\n", "storage.checkpoint_interval_s"),
+        ("[features]\nwindow = true\n", "features.window"),
+    ],
+)
+def test_bad_values_name_key_and_file(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key
+    assert str(path) in str(info.value) and key in str(info.value)
+
+
+def test_invalid_toml_and_missing_file_name_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[mqtt\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match=r"missing\.toml"):
+        load_config(tmp_path / "missing.toml")

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 
 class SerialPort:
-    """A serial device opened raw (8N1, no flow control), read with a short timeout.
+    """A serial device opened raw (8N1, no flow control, exclusive), read with a short timeout.
 
     Parameters
     ----------
@@ -38,7 +38,9 @@ class SerialPort:
     def open(self) -> None:
         """Open the device; PortError when it is missing or busy."""
         try:
-            self._serial = serial.Serial(self.path, self.baud, timeout=self.timeout)
+            # exclusive: a second bridge on the same port would silently steal half the bytes.
+            self._serial = serial.Serial(self.path, self.baud, timeout=self.timeout,
+                                         exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise PortError(f"cannot open {self.path}: {exc}") from exc
         log.info("opened %s at %s baud", self.path, self.baud)

@@ -128,11 +128,11 @@ msgpack_values = st.recursive(
     | st.text(max_size=80) | st.binary(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                 max_size=6),
-    max_leaves=40,
+    max_leaves=12,
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.fixed_dictionaries(
         {"v": st.sampled_from([1, 1, 2, 1.0, True]), "dev": st.one_of(names, msgpack_values),

@@ -225,6 +225,7 @@ class Checkpointer:
         self.reload_requested = threading.Event()
         self.last_started = time.monotonic()
         self.last_saved_id: int | None = None
+        self.saved_readings = -1
         self.last_pause_s = 0.0
         self.last_error: str | None = None
         self._job: tuple[str, Future[EncodedCheckpoint]] | None = None
@@ -244,10 +245,15 @@ class Checkpointer:
             self.resume()
         if self._job is not None:
             self._finish(wait=False)
-        elif self.requested.is_set() or time.monotonic() - self.last_started >= self.interval_s:
-            reason = "request" if self.requested.is_set() else "timer"
+        elif self.requested.is_set():
             self.requested.clear()
-            self._start(reason)
+            self._start("request")
+        elif time.monotonic() - self.last_started >= self.interval_s:
+            # An idle gateway does not rewrite the same state (SD cards wear).
+            if self.pipeline.readings_total == self.saved_readings:
+                self.last_started = time.monotonic()
+            else:
+                self._start("timer")
 
     def _start(self, reason: str) -> None:
         self.last_started = time.monotonic()
@@ -293,6 +299,7 @@ class Checkpointer:
         )
         self.last_pause_s += time.perf_counter() - started
         self.last_saved_id = checkpoint_id
+        self.saved_readings = int(encoded.header.get("readings_total", -1))
         self.last_error = None
         log.info("checkpoint %d saved (%s, %d bytes, %d readings, worker paused %.1f ms)",
                  checkpoint_id, reason, len(encoded.blob), encoded.header["readings_total"],
@@ -320,7 +327,10 @@ class Checkpointer:
         """
         if not self.supported:
             return None
-        return resume(self.pipeline)
+        loaded = resume(self.pipeline)
+        if loaded is not None:
+            self.saved_readings = self.pipeline.readings_total
+        return loaded
 
 
 def resume(pipeline: Any) -> int | None:
@@ -351,3 +361,78 @@ def resume(pipeline: Any) -> int | None:
         return int(checkpoint_id)
     log.info("no usable checkpoint: starting fresh")
     return None
+
+
+# -- library side of the CLI ----------------------------------------------------------------
+def describe_row(storage: Any, checkpoint_id: int) -> dict[str, Any]:
+    """A checkpoint row (no payload) with its decoded header, or the reason it does not decode."""
+    row = storage.checkpoint(checkpoint_id)
+    blob = bytes(row.pop("payload") or b"")
+    try:
+        row["header"] = decode(blob)["header"]
+    except CheckpointError as exc:
+        row["header"] = None
+        row["decode_error"] = str(exc)
+    return row
+
+
+def import_blob(storage: Any, blob: bytes, retention: int) -> int:
+    """Verify a checkpoint file and store it as the newest one (reason ``import``)."""
+    header = decode(blob)["header"]
+    return int(storage.save_checkpoint(blob, header, "import", checksum_of(blob), retention))
+
+
+def _jsonl_chunks(path: Any, chunk: int = 8192) -> Iterator[tuple[list[str], Any, Any]]:
+    import json
+
+    from edge_ml.pipeline import parse_timestamp
+
+    names: list[str] = []
+    ts: list[float] = []
+    values: list[float] = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                stamp = item["ts"]
+                names.append(str(item["stream"]))
+                ts.append(float(stamp) if isinstance(stamp, int | float) else
+                          parse_timestamp(str(stamp)))
+                values.append(float(item["value"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"{path}:{line_no}: expected "
+                                      f'{{"stream", "ts", "value"}}: {exc}') from exc
+            if len(names) == chunk:
+                yield names, np.array(ts), np.array(values)
+                names, ts, values = [], [], []
+    if names:
+        yield names, np.array(ts), np.array(values)
+
+
+def train(pipeline: Any, storage: Any, sources: list[Any], stream: str | None,
+          retention: int) -> int:
+    """Warm start: learn history files in batch, then save a checkpoint (reason ``train``).
+
+    ``.jsonl`` lines are ``{"stream", "ts", "value"}``; a CSV is ``timestamp,value[,...]`` with
+    the stream named ``stream`` or the file's stem (as ``edge-ml replay``). ``pipeline`` has no
+    storage of its own (trained readings are not live readings: counters stay as they are); the
+    checkpoint goes to ``storage``, where the daemon picks it up at start, or live on SIGHUP.
+    """
+    from pathlib import Path
+
+    from edge_ml.pipeline import replay_csv
+
+    for source in sources:
+        path = Path(source)
+        if path.suffix.lower() in (".jsonl", ".ndjson"):
+            for names, ts, values in _jsonl_chunks(path):
+                ok = np.isfinite(values)
+                pipeline.process_readings([n for n, k in zip(names, ok, strict=True) if k],
+                                          ts[ok], values[ok])
+        else:
+            replay_csv(pipeline, path, None, stream)
+    encoded = encode(pipeline.export_state())
+    return int(storage.save_checkpoint(encoded.blob, encoded.header, "train", encoded.checksum,
+                                       retention))

@@ -137,7 +137,7 @@ class Pipeline:
         if self.publisher is not None and events:
             self.publisher.alerts(events)
         for event in events:
-            log.info("alert %s %s on %s (score %.4f, value %s)", event.alert_id, event.state,
+            log.debug("alert %s %s on %s (score %.4f, value %s)", event.alert_id, event.state,
                      event.stream, event.score, event.value)
         return BatchOutput(slots, detection.levels, detection.raw, detection.warming, codes,
                            events)
@@ -407,3 +407,19 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
         if handle:
             handle.close()
     return ReplaySummary(rows, readings, alerts, skipped, time.perf_counter() - started)
+
+
+def replay_tree(config: Config, source: Path, out: Path) -> list[tuple[Path, ReplaySummary]]:
+    """Replay every ``*.csv`` under ``source`` into the same relative path under ``out``.
+
+    Each file gets a fresh pipeline: files are independent series, not streams of one gateway.
+    """
+    files = sorted(p for p in source.rglob("*.csv") if p.is_file())
+    if not files:
+        raise ReplayError(f"{source}: no .csv files found")
+    results = []
+    for path in files:
+        target = out / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        results.append((path, replay_csv(Pipeline(config), path, target)))
+    return results

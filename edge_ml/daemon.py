@@ -19,7 +19,9 @@ from typing import Any
 from edge_ml import __version__
 from edge_ml.checkpoint import Checkpointer
 from edge_ml.config import Config
+from edge_ml.homeassistant import HomeAssistant, StreamState
 from edge_ml.ingest import Inbox
+from edge_ml.metrics import MetricsServer
 from edge_ml.mqtt import MqttLink
 from edge_ml.pipeline import Pipeline
 from edge_ml.publish import AlertPublisher
@@ -33,6 +35,9 @@ IDLE_WAIT_S = 0.1
 # READY is sent once connected, or after this long without a broker (startup must not hang
 # on a broker that is down: the daemon keeps trying in the background).
 READY_WAIT_S = 10.0
+# Home Assistant state messages go out at most this often (only streams whose level, alert or
+# warm-up changed), so a thousand streams do not become a thousand messages per batch.
+HA_STATE_INTERVAL_S = 5.0
 
 
 class Daemon:
@@ -44,7 +49,20 @@ class Daemon:
         self.notifier = SystemdNotifier()
         self.storage = Storage(config.storage.db, rejects_kept=config.storage.rejects_kept)
         self.inbox = Inbox(config.daemon.queue_size)
-        self.link = MqttLink(config.mqtt, self.inbox.put, f"{config.alerts.topic_prefix}/status")
+        ha_on = config.alerts.homeassistant
+        self._ha_status_topic = f"{config.alerts.homeassistant_prefix.rstrip('/')}/status"
+        self._ha_online = threading.Event()
+        self.link = MqttLink(config.mqtt, self._route_message if ha_on else self.inbox.put,
+                             f"{config.alerts.topic_prefix}/status")
+        self.homeassistant: HomeAssistant | None = None
+        if ha_on:
+            self.homeassistant = HomeAssistant(
+                self.link, config.alerts.topic_prefix, config.alerts.homeassistant_prefix,
+                config.mqtt.client_id, __version__)
+            self.link.subscribe_extra(self._ha_status_topic)
+            self.link.on_connect(self._ha_online.set)  # re-announce after every reconnect
+        self.metrics: MetricsServer | None = None
+        self.last_health: dict[str, Any] = {}
         self.publisher = AlertPublisher(self.link, config.alerts.topic_prefix)
         self.pipeline = Pipeline(config, self.storage, self.publisher)
         # Resume at worker start, save on a timer, on SIGUSR1 and at stop; SIGHUP reloads.
@@ -55,6 +73,8 @@ class Daemon:
         self.worker_error: BaseException | None = None
         self.started_at = time.time()
         self._last_health = 0.0
+        self._last_health_readings = 0
+        self._last_ha = 0.0
 
     # -- worker thread --------------------------------------------------------------------
     def _work(self) -> None:
@@ -79,6 +99,9 @@ class Daemon:
             self.checkpointer.tick()
             if time.monotonic() - self._last_health >= self.config.daemon.health_interval_s:
                 self._report_health()
+            if self.homeassistant is not None and time.monotonic() - self._last_ha >= min(
+                    HA_STATE_INTERVAL_S, self.config.daemon.health_interval_s):
+                self._report_homeassistant()
         self._drain()
 
     def _drain(self) -> None:
@@ -91,9 +114,44 @@ class Daemon:
             self.pipeline.process_messages(batch)
         self.pipeline.flush()
 
+    def _route_message(self, topic: str, payload: bytes, received_at: float) -> None:
+        """Network thread, with Home Assistant on: its birth message is not a sensor reading."""
+        if topic == self._ha_status_topic:
+            if payload.strip() == b"online":
+                self._ha_online.set()
+            return
+        self.inbox.put(topic, payload, received_at)
+
+    def _report_homeassistant(self) -> None:
+        """Worker thread: discovery for new/removed streams, then the states that changed."""
+        self._last_ha = time.monotonic()
+        ha, p = self.homeassistant, self.pipeline
+        if ha is None or not self.link.state.connected:
+            return
+        reannounce = self._ha_online.is_set()
+        self._ha_online.clear()
+        names = list(p.streams.names)
+        ha.sync(names, reannounce=reannounce)
+        s = p.streams.stats
+        ha.publish_states(
+            StreamState(name, float(s.last_level[i]), p.alerts.open_alert_id(i) is not None,
+                        bool(s.last_warming[i]), float(s.last_value[i]), float(s.last_ts[i]))
+            for i, name in enumerate(names)
+        )
+
+    def _last_checkpoint_at(self) -> float | None:
+        try:
+            row = self.storage.last_checkpoint()
+        except Exception:  # health must not fail on a busy or broken database
+            return None
+        return row["created_at"] if row else None
+
     def health(self) -> dict[str, Any]:
+        """The health document (worker thread: it reads the database)."""
         p = self.pipeline
         uptime = time.time() - self.started_at
+        since = time.monotonic() - self._last_health if self._last_health else uptime
+        recent = p.readings_total - self._last_health_readings
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -101,7 +159,8 @@ class Daemon:
             "connected": self.link.state.connected,
             "mqtt_error": self.link.state.last_error,
             "readings_total": p.readings_total,
-            "readings_per_s": round(p.readings_total / uptime, 1) if uptime > 0 else 0.0,
+            # over the last health interval (the lifetime average hides a stall)
+            "readings_per_s": round(recent / since, 1) if since > 0 else 0.0,
             "rejects_total": p.rejects_total,
             "queue_depth": len(self.inbox),
             "queue_high_water": self.inbox.high_water,
@@ -111,12 +170,15 @@ class Daemon:
             "storage_faults": p.storage_faults,
             "storage_error": p.last_storage_error,
             "pending_publishes": self.link.pending_publishes,
+            "last_checkpoint_at": self._last_checkpoint_at(),
             "updated_at": time.time(),
         }
 
     def _report_health(self) -> None:
-        self._last_health = time.monotonic()
         health = self.health()
+        self._last_health = time.monotonic()
+        self._last_health_readings = self.pipeline.readings_total
+        self.last_health = health  # what the metrics endpoint serves
         self.publisher.health(health)
         try:
             self.storage.set_health({k: str(v) for k, v in health.items()})
@@ -138,6 +200,13 @@ class Daemon:
         log.info("edge-ml %s starting: broker %s:%s, topics %s, db %s", __version__,
                  self.config.mqtt.host, self.config.mqtt.port, self.config.mqtt.topics,
                  self.config.storage.db)
+        if self.config.daemon.metrics_port:
+            try:
+                self.metrics = MetricsServer(self.config.daemon.metrics_port,
+                                             lambda: self.last_health).start()
+            except OSError as exc:
+                log.error("cannot serve metrics on 127.0.0.1:%d: %s (running without)",
+                          self.config.daemon.metrics_port, exc)
         self.worker.start()
         self.link.start()
         # Wait for the broker, but not past a refusal or a SIGTERM during startup.
@@ -164,6 +233,8 @@ class Daemon:
 
     def shutdown(self) -> int:
         self.notifier.stopping()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.inbox.wake()
         self.worker.join(timeout=60)
         self.link.stop()

@@ -104,3 +104,14 @@ def test_bridge_unit_settings() -> None:
     assert s["DevicePolicy"] == ["closed"]
     assert s["SupplementaryGroups"] == ["dialout"]
     assert s["Restart"] == ["on-failure"]
+
+
+def test_install_script_parses() -> None:
+    script = UNITS / "install.sh"
+    result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    text = script.read_text(encoding="utf-8")
+    for needed in ("/opt/edge-ml", "edge-ml.service", "firmware-bridge@.service",
+                   "edge-ml.example.toml", "daemon-reload"):
+        assert needed in text

@@ -78,12 +78,13 @@ class ModelConfig:
     # Readings a stream must have seen before its scores may raise alerts.
     warmup: int = _f(300, low=0)
     paper_score: bool = False
-    # Drift (edge_ml.drift): Page-Hinkley on per-stream block means of the anomaly level.
-    # "reset" gives a drifted stream a fresh model; "none" only records/publishes the event.
+    # Drift (edge_ml.drift): Page-Hinkley on per-stream block means of the value, in units of
+    # the stream's own spread. "reset" gives a drifted stream a fresh model; "none" only
+    # records/publishes the event.
     drift_reaction: str = _f("reset", choices=("reset", "none"))
     drift_block: int = _f(50, low=1, high=100_000)  # scored readings per block mean
-    drift_threshold: float = _f(2.0, low=0.0)  # Page-Hinkley lambda, in block-mean units
-    drift_delta: float = _f(0.05, low=0.0, high=1.0)  # rise of the mean level tolerated
+    drift_threshold: float = _f(5.0, low=0.0)  # Page-Hinkley lambda, in stream sd units
+    drift_delta: float = _f(0.5, low=0.0)  # change of the block mean tolerated, in sd
     drift_min_blocks: int = _f(10, low=1)  # blocks before a drift can be reported
 
 

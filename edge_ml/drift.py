@@ -1,37 +1,37 @@
-"""Per-stream drift detection on a cheap summary of the anomaly level (river's Page-Hinkley).
+"""Per-stream drift detection on a cheap summary of the values (river's Page-Hinkley).
 
 Running a Python detector on every reading would cost more than the whole Numba hot path, so
-each stream's anomaly levels are summarised first, with NumPy per micro-batch: the mean level of
-every complete block of ``[model] drift_block`` scored readings (warm-up readings are skipped)
-is fed once to that stream's river ``PageHinkley`` (mode ``"up"``: only a rise of the mean level
-matters). Blocks are counted per stream across micro-batches, so the block means do not depend
-on how readings were batched.
+each stream's values are summarised first, with NumPy per micro-batch: the mean of every
+complete block of ``[model] drift_block`` scored readings (warm-up readings are skipped) is fed
+once to that stream's river ``PageHinkley`` (both directions). Blocks are counted per stream
+across micro-batches, so the block means do not depend on how readings were batched.
 
-Why the level and not the value: the level is already normalised per stream (about uniform on
-[0, 1], mean ~0.5, in a stable regime), so one threshold fits every stream whatever its unit.
-A new regime (a level shift, a changed noise amplitude) keeps the level near 1 for as long as
-the model has not adapted; that is what the test detects.
+Scale: the first ``drift_min_blocks`` blocks after a (re)start only measure the stream's own
+spread (mean within-block variance); later block means are fed in units of that spread, so one
+``drift_threshold``/``drift_delta`` fits every stream whatever its unit. (The anomaly level was
+tried first: the z-scored features adapt within ~100 readings to a new level, so the level of
+a held shift does not stay high and never showed the change.)
 
-Bound (defaults ``drift_block = 50``, ``drift_threshold = 2.0``, ``drift_delta = 0.05``,
-``drift_min_blocks = 10``): with the level near 1 after a change against a running mean near
-0.5, each block adds about ``1 - 0.5 - delta = 0.45`` to the Page-Hinkley sum, so the change is
-detected after ``ceil(threshold / 0.45) = 5`` blocks, i.e. **about 250 readings** of the stream
-(longer if the mean level rises less). A stream must have scored ``drift_min_blocks`` blocks
-(500 readings) since its start or its last reset before a drift can be reported. Anomalies
-shorter than ~4 blocks (200 readings) at full level do not count as drift.
+Bound (defaults ``drift_block = 50``, ``drift_threshold = 5``, ``drift_delta = 0.5``,
+``drift_min_blocks = 10``): a step of ``k`` sd in the block mean adds about ``k - 0.5`` per
+block, so it is detected after ``ceil(5 / (k - 0.5))`` blocks: one block (50 readings) for a
+step of 6 sd or more, 10 blocks for 1 sd; smaller steps are not drift. A stream must have
+scored ``2 * drift_min_blocks`` blocks (1,000 readings) since its start or last reset before a
+drift can be reported.
 
 Reaction (``[model] drift_reaction``):
 
 - ``"reset"`` (default): the stream's model, calibration and feature scaler start afresh
   (``detector.reset(slot)`` and the feature slot reset) at the end of the micro-batch in which
   the drift was found. The stream warms up again (no alerts; an open alert resolves after
-  ``debounce`` readings) and learns the new regime as normal. Alerting on a permanent change
-  thus stops after about 250 readings plus ``debounce``; it raises at most one drift event
-  (the detector is also reset and warm-up readings are not fed to it).
+  ``debounce`` readings) and learns the new regime as normal, so alerting on a permanent change
+  stops at most one micro-batch after the detection above. The drift state restarts too (new
+  reference spread from the new regime), so one change gives one drift event.
 - ``"none"``: the event is recorded and published; the model keeps adapting on its own.
 
-State is per-slot arrays (block accumulators and the Page-Hinkley sums) so it is exported into
-checkpoints like every other stage; the river object is rebuilt from them when a block ends.
+State is per-slot arrays (block accumulators, reference spread, Page-Hinkley sums) so it is
+exported into checkpoints like every other stage; the river object is rebuilt from them when a
+block ends.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ from edge_ml.records import DriftEvent
 from edge_ml.slots import SlotArrays, SlotField
 
 DETECTOR_NAME = "PageHinkley"
+# Floor on a stream's reference spread, so a constant stream does not divide by zero.
+MIN_SCALE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -53,14 +55,14 @@ class DriftParams:
     """The ``[model] drift_*`` settings."""
 
     block: int = 50
-    threshold: float = 2.0
-    delta: float = 0.05
+    threshold: float = 5.0
+    delta: float = 0.5
     min_blocks: int = 10
     reaction: str = "reset"
 
 
 class DriftMonitor:
-    """Block means of each stream's anomaly level into one river Page-Hinkley per stream.
+    """Block means of each stream's values into one river Page-Hinkley per stream.
 
     Parameters
     ----------
@@ -71,12 +73,12 @@ class DriftMonitor:
 
     Examples
     --------
-    >>> m = DriftMonitor(DriftParams(block=2, threshold=0.5, delta=0.0, min_blocks=2))
-    >>> slots = np.zeros(12, dtype=np.int64)
-    >>> levels = np.array([0.5] * 8 + [1.0] * 4)
-    >>> found = m.update(slots, levels, np.zeros(12, np.uint8), np.arange(12.0), ["s"])
+    >>> m = DriftMonitor(DriftParams(block=2, threshold=5.0, delta=0.5, min_blocks=2))
+    >>> slots = np.zeros(16, dtype=np.int64)
+    >>> values = np.array([0.0, 1.0] * 6 + [20.0, 21.0] * 2)
+    >>> found = m.update(slots, values, np.zeros(16, np.uint8), np.arange(16.0), ["s"])
     >>> [(slot, event.stream, event.ts) for slot, event in found]
-    [(0, 's', 11.0)]
+    [(0, 's', 13.0)]
     """
 
     def __init__(self, params: DriftParams, capacity: int = 16) -> None:
@@ -84,6 +86,9 @@ class DriftMonitor:
         self.state = SlotArrays(
             [
                 SlotField("block_sum", np.float64),
+                SlotField("block_sumsq", np.float64),
+                SlotField("ref_var", np.float64),
+                SlotField("ref_blocks", np.int64),
                 SlotField("block_n", np.int64),
                 SlotField("ph_n", np.float64),
                 SlotField("ph_mean", np.float64),
@@ -104,7 +109,7 @@ class DriftMonitor:
     def _detector(self, slot: int) -> PageHinkley:
         p, s = self.params, self.state
         ph = PageHinkley(min_instances=p.min_blocks, delta=p.delta, threshold=p.threshold,
-                         mode="up")
+                         mode="both")
         ph._x_mean.n = float(s.ph_n[slot])
         ph._x_mean._mean = float(s.ph_mean[slot])
         ph._sum_increase = float(s.ph_inc[slot])
@@ -149,16 +154,20 @@ class DriftMonitor:
         key = group.astype(np.int64) * (int(block.max()) + 1) + block
         _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         sums = np.bincount(inverse, weights=lv)
+        sumsqs = np.bincount(inverse, weights=lv * lv)
         counts = np.bincount(inverse).astype(np.int64)
         key_slot, key_block = s[first], block[first]
         carried = key_block == 0
         sums[carried] += st.block_sum[key_slot[carried]]
+        sumsqs[carried] += st.block_sumsq[key_slot[carried]]
         counts[carried] += st.block_n[key_slot[carried]]
         last_ts = t[np.r_[first[1:], n] - 1]
         st.block_sum[s[starts]] = 0.0
+        st.block_sumsq[s[starts]] = 0.0
         st.block_n[s[starts]] = 0
         partial = counts < size
         st.block_sum[key_slot[partial]] = sums[partial]
+        st.block_sumsq[key_slot[partial]] = sumsqs[partial]
         st.block_n[key_slot[partial]] = counts[partial]
         found: list[tuple[int, DriftEvent]] = []
         drifted: set[int] = set()
@@ -167,14 +176,21 @@ class DriftMonitor:
             if slot in drifted:
                 continue
             mean = float(sums[k]) / size
-            detected, running = self._feed(slot, mean)
+            var = max(float(sumsqs[k]) / size - mean * mean, 0.0)
+            if st.ref_blocks[slot] < self.params.min_blocks:
+                # The stream's own scale: mean within-block variance of its first blocks.
+                st.ref_var[slot] += (var - st.ref_var[slot]) / (st.ref_blocks[slot] + 1)
+                st.ref_blocks[slot] += 1
+                continue
+            scale = max(math.sqrt(st.ref_var[slot]), MIN_SCALE)
+            detected, running = self._feed(slot, mean / scale)
             if detected:
                 drifted.add(slot)
                 self.state.reset(slot)
                 found.append((slot, DriftEvent(
                     names[slot], float(last_ts[k]), DETECTOR_NAME,
-                    f"mean level {mean:.3f} over {size} readings "
-                    f"(running mean {running:.3f})",
+                    f"block mean {mean:.6g} over {size} readings = {mean / scale:.2f} sd "
+                    f"(running mean {running:.2f} sd)",
                     self.params.reaction,
                 )))
         return found

@@ -127,7 +127,7 @@ class Pipeline:
             slots, detection.levels, values, ts, detection.warming, self.streams.names
         )
         self.streams.record(slots, ts, values, detection.levels, detection.warming)
-        self._drift(slots, detection.levels, detection.warming, ts)
+        self._drift(slots, values, detection.warming, ts)
         n = len(slots)
         self.readings_total += n
         if self.storage is not None:
@@ -142,10 +142,10 @@ class Pipeline:
         return BatchOutput(slots, detection.levels, detection.raw, detection.warming, codes,
                            events)
 
-    def _drift(self, slots: np.ndarray, levels: np.ndarray, warming: np.ndarray,
+    def _drift(self, slots: np.ndarray, values: np.ndarray, warming: np.ndarray,
                ts: np.ndarray) -> None:
         """Drift detection on block summaries, and the configured reaction (edge_ml.drift)."""
-        found = self.drift.update(slots, levels, warming, ts, self.streams.names)
+        found = self.drift.update(slots, values, warming, ts, self.streams.names)
         if not found:
             return
         for slot, event in found:

@@ -74,9 +74,12 @@ def _number(value: Any, name: str) -> float:
     # bool is an int subclass in Python, but true/false is not a measurement.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Rejected(WRONG_TYPE, f"{name}: expected a number, got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range (JSON allows any length)
+        number = math.inf
     if not math.isfinite(number):
-        raise _Rejected(NON_FINITE, f"{name}: {value!r}")
+        raise _Rejected(NON_FINITE, f"{name}: {str(value)[:40]}")
     return number
 
 
@@ -90,13 +93,20 @@ def _timestamp(raw: Any, fallback: float) -> float:
             raise _Rejected(BAD_TIMESTAMP, f"not ISO 8601: {raw[:40]!r}") from exc
         if parsed.tzinfo is None:
             raise _Rejected(BAD_TIMESTAMP, "ISO timestamp without a time zone")
-        return parsed.timestamp()
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        try:
+            ts = parsed.timestamp()
+        except (OverflowError, OSError, ValueError) as exc:
+            raise _Rejected(BAD_TIMESTAMP, f"out of range: {raw[:40]!r}") from exc
+    elif isinstance(raw, bool) or not isinstance(raw, int | float):
         raise _Rejected(BAD_TIMESTAMP, f"expected epoch seconds, got {type(raw).__name__}")
-    ts = float(raw)
-    # Epoch seconds between 1970 and 2200; milliseconds would be ~1000x too large.
+    else:
+        try:
+            ts = float(raw)
+        except OverflowError:  # an integer beyond float range
+            ts = math.inf
+    # Epoch seconds between 1970 and 2200 (ISO ones too); milliseconds would be ~1000x too large.
     if not math.isfinite(ts) or not 0.0 <= ts < 7.3e9:
-        raise _Rejected(BAD_TIMESTAMP, f"out of range: {raw!r}")
+        raise _Rejected(BAD_TIMESTAMP, f"out of range: {str(raw)[:40]}")
     return ts
 
 

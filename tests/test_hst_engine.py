@@ -13,7 +13,7 @@ import pytest
 from naive_hst import NaiveForest
 from river.anomaly import HalfSpaceTrees
 
-from edge_ml.kernels.hst import hst_batch, hst_step
+from edge_ml.kernels.hst import PRUNED_ZERO_MIN_CELLS, hst_batch, hst_step
 from edge_ml.model.forest import ForestState, TreeStructure, mass_dtype
 
 N_TREES = 10
@@ -306,3 +306,17 @@ def test_pure_python_path_matches_river():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_pruned_pivot_zeroing_on_tall_trees_matches_river():
+    """Height 10 crosses PRUNED_ZERO_MIN_CELLS: the pivot zeroes only visited subtrees."""
+    seed, window_size, n_features, height = 5, 20, 3, 10
+    structure = TreeStructure.from_river(n_features, N_TREES, height, seed)
+    state = ForestState(structure, window_size)
+    assert state.mass[0, 0].size >= PRUNED_ZERO_MIN_CELLS
+    rng = np.random.default_rng(4)
+    X = make_readings(rng, 500, n_features)
+    got = state.score_learn(np.zeros(len(X), dtype=np.int64), X)
+    np.testing.assert_allclose(got, river_scores(X, seed, window_size, height), rtol=0, atol=TOL)
+    latest = state.mass[0, 1 - state.ref[0]]
+    assert latest.sum() == N_TREES * (height + 1) * state.count[0]

@@ -32,35 +32,68 @@ from numba import njit
 SIZE_LIMIT_FRACTION = 0.1
 
 
+# Above this many mass cells per buffer (2**13 uint16 = 16 KB, a few L1 caches' worth), a pivot
+# zeroes only the subtrees the window visited instead of the whole buffer: a node's latest mass
+# is at least its children's, so every unvisited node sits below a zero. At height 15 one window
+# of 250 readings touches at most 250 * 16 of a tree's 65,535 nodes.
+# Pruning also leaves untouched pages of a large, lazily zero-allocated state unmapped.
+PRUNED_ZERO_MIN_CELLS = 1 << 13
+
+
 @njit(cache=True)
-def _child(split_feature, split_threshold, mass, slot, latest, tree, node, x):
+def _child(split_feature, split_threshold, latest_mass, tree, node, x):
     """Return the child of internal ``node`` that ``x`` goes down to.
 
     Parameters
     ----------
     split_feature, split_threshold
         Forest structure, see the module docstring.
-    mass
-        Mass buffers of all slots.
-    slot, latest, tree, node
-        Stream slot, index of its latest-window buffer, tree and internal node.
+    latest_mass
+        The slot's latest-window masses (river's ``l_mass``), ``[T, n_nodes]``.
+    tree, node
+        Tree and internal node.
     x
         Reading, ``float64[F]``; NaN is a missing feature.
 
     Notes
     -----
-    A missing feature follows river's rule: the child with the larger latest-window mass
-    (``l_mass``), the left one on ties.
+    A missing feature follows river's rule: the child with the larger latest-window mass, the
+    left one on ties. Otherwise ``x[f] < threshold`` goes left; the comparison is turned into
+    an offset rather than a branch, as a reading's path is unpredictable.
     """
     left = 2 * node + 1
     value = x[split_feature[tree, node]]
     if np.isnan(value):
-        if mass[slot, latest, tree, left] < mass[slot, latest, tree, left + 1]:
-            return left + 1
-        return left
-    if value < split_threshold[tree, node]:
-        return left
-    return left + 1
+        return left + np.int64(latest_mass[tree, left] < latest_mass[tree, left + 1])
+    return left + np.int64(value >= split_threshold[tree, node])
+
+
+@njit(cache=True)
+def _zero_visited(buffer, height):
+    """Zero every nonzero mass of one slot's buffer, skipping subtrees whose root is zero.
+
+    Parameters
+    ----------
+    buffer
+        One slot's mass buffer, ``[T, 2**(height + 1) - 1]``, zeroed in place.
+    height
+        Tree height.
+    """
+    n_internal = (1 << height) - 1
+    stack = np.empty(height + 2, dtype=np.int64)
+    for tree in range(buffer.shape[0]):
+        top = 0
+        stack[0] = 0
+        while top >= 0:
+            node = stack[top]
+            top -= 1
+            if buffer[tree, node] == 0:
+                continue
+            buffer[tree, node] = 0
+            if node < n_internal:
+                stack[top + 1] = 2 * node + 1
+                stack[top + 2] = 2 * node + 2
+                top += 2
 
 
 @njit(cache=True)
@@ -116,51 +149,116 @@ def hst_step(
     -------
     float
         The anomaly score of ``x`` computed before learning it; 0.0 during the first window.
+
+    Notes
+    -----
+    Allocates a small scratch array per call; :func:`hst_step_into` takes it from the caller.
+    """
+    walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)
+    return hst_step_into(
+        split_feature,
+        split_threshold,
+        mass,
+        ref,
+        count,
+        first_window,
+        slot,
+        x,
+        height,
+        window_size,
+        paper_score,
+        walk,
+    )
+
+
+@njit(cache=True)
+def hst_step_into(
+    split_feature,
+    split_threshold,
+    mass,
+    ref,
+    count,
+    first_window,
+    slot,
+    x,
+    height,
+    window_size,
+    paper_score,
+    walk,
+):
+    """:func:`hst_step` with caller-provided scratch, so a batch loop allocates it once.
+
+    Parameters
+    ----------
+    split_feature, split_threshold, mass, ref, count, first_window, slot, x, height, \
+window_size, paper_score
+        As in :func:`hst_step`.
+    walk : int64[height + 2, T]
+        Scratch space, overwritten: rows ``0 .. height`` hold each tree's path (its node at
+        each depth), row ``height + 1`` whether its score is still accumulating.
+
+    Returns
+    -------
+    float
+        As :func:`hst_step`.
     """
     n_trees = split_feature.shape[0]
     reference = ref[slot]
     latest = 1 - reference
+    reference_mass = mass[slot, reference]
+    latest_mass = mass[slot, latest]
+    scoring = first_window[slot] == 0
+    size_limit = SIZE_LIMIT_FRACTION * window_size
+    # One walk per tree scores and learns. River walks twice, but both walks follow the same
+    # path: the missing-feature rule compares the children's latest masses, and when the choice
+    # is made at a node, learning has incremented only that node and its ancestors.
+    # Trees advance one level at a time: their walks are independent, so the CPU overlaps them
+    # instead of running one long chain of dependent loads per tree. The early stop is
+    # arithmetic (``open_walk``), not a branch, because where a walk stops is unpredictable.
+    # Every score term is an integer and the sum stays below 2**53 (T * window_size *
+    # 2**(h + 1)), so the int64 total converts to exactly river's float sum.
+    path = walk
+    open_walk = walk[height + 1]
+    start = np.int64(scoring)
+    for tree in range(n_trees):
+        path[0, tree] = 0
+        open_walk[tree] = start
+    total = 0
+    for depth in range(height):
+        for tree in range(n_trees):
+            node = path[depth, tree]
+            still = open_walk[tree]
+            r = np.int64(reference_mass[tree, node])
+            stop = np.int64(r < size_limit)
+            if paper_score:
+                total += (still & stop) * (r << depth)
+            else:
+                total += still * (r << depth)
+            open_walk[tree] = still & (1 - stop)
+            latest_mass[tree, node] += 1
+            path[depth + 1, tree] = _child(
+                split_feature, split_threshold, latest_mass, tree, node, x
+            )
+    for tree in range(n_trees):
+        node = path[height, tree]
+        total += open_walk[tree] * (np.int64(reference_mass[tree, node]) << height)
+        latest_mass[tree, node] += 1
 
     result = 0.0
-    if first_window[slot] == 0:
-        size_limit = SIZE_LIMIT_FRACTION * window_size
-        total = 0.0
-        for tree in range(n_trees):
-            node = 0
-            depth_pow = 1
-            tree_score = 0.0
-            stopped = False
-            for _ in range(height):
-                r = np.int64(mass[slot, reference, tree, node])
-                if not paper_score:
-                    tree_score += r * depth_pow
-                if r < size_limit:
-                    stopped = True
-                    break
-                node = _child(split_feature, split_threshold, mass, slot, latest, tree, node, x)
-                depth_pow <<= 1
-            if paper_score:
-                tree_score = float(np.int64(mass[slot, reference, tree, node]) * depth_pow)
-            elif not stopped:
-                tree_score += np.int64(mass[slot, reference, tree, node]) * depth_pow
-            total += tree_score
+    if scoring:
         if paper_score:
             max_score = float(n_trees * window_size * (1 << height))
         else:
             max_score = float(n_trees * window_size * ((1 << (height + 1)) - 1))
-        result = 1.0 - total / max_score
-
-    for tree in range(n_trees):
-        node = 0
-        for _ in range(height):
-            mass[slot, latest, tree, node] += 1
-            node = _child(split_feature, split_threshold, mass, slot, latest, tree, node, x)
-        mass[slot, latest, tree, node] += 1
+        result = 1.0 - float(total) / max_score
 
     filled = count[slot] + 1
     if filled == window_size:
         ref[slot] = latest
-        mass[slot, reference] = 0
+        if reference_mass.size >= PRUNED_ZERO_MIN_CELLS:
+            _zero_visited(reference_mass, height)
+        else:
+            reference_mass[:] = 0
         first_window[slot] = 0
         filled = 0
     count[slot] = filled
@@ -201,8 +299,9 @@ def hst_batch(
     """
     n = slots.shape[0]
     out = np.empty(n, dtype=np.float64)
+    walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)
     for i in range(n):
-        out[i] = hst_step(
+        out[i] = hst_step_into(
             split_feature,
             split_threshold,
             mass,
@@ -214,5 +313,6 @@ def hst_batch(
             height,
             window_size,
             paper_score,
+            walk,
         )
     return out

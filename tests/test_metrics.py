@@ -91,19 +91,24 @@ def test_daemon_metrics_endpoint(broker: LocalBroker, tmp_path: Path) -> None:
         f'[mqtt]\nport = {broker.port}\n[storage]\ndb = "{tmp_path / "state.db"}"\n'
         f"[daemon]\nmetrics_port = {port}\nhealth_interval_s = 0.5\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "edge_ml", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_ml", "run", "--config", str(config)],
+            stdout=sink, stderr=subprocess.STDOUT)
     try:
         samples: dict[str, float] = {}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and samples.get("edge_ml_mqtt_connected") != 1:
             time.sleep(0.2)
+            if proc.poll() is not None:
+                break
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
                     samples = _parse(r.read().decode())
             except OSError:
                 continue
-        assert samples.get("edge_ml_mqtt_connected") == 1, samples
+        assert samples.get("edge_ml_mqtt_connected") == 1, (samples, log.read_text())
         for name in ("edge_ml_readings_total", "edge_ml_queue_depth", "edge_ml_dropped_total",
                      "edge_ml_rejects_total", "edge_ml_streams", "edge_ml_open_alerts",
                      "edge_ml_uptime_seconds", "edge_ml_readings_per_second"):

@@ -11,7 +11,7 @@ import uuid
 import numpy as np
 
 from edge_ml.config import AlertsConfig
-from edge_ml.kernels.alerting import OPENED, RESOLVED, alert_batch
+from edge_ml.kernels.alerting import NEVER, OPENED, RESOLVED, alert_batch
 from edge_ml.records import AlertEvent
 from edge_ml.slots import SlotArrays, SlotField
 
@@ -33,6 +33,7 @@ class AlertTracker:
                 SlotField("is_open", np.uint8),
                 SlotField("peak", np.float64),
                 SlotField("closed_at", np.float64, np.nan),
+                SlotField("since_open", np.int64, NEVER),
             ],
             capacity,
         )
@@ -45,12 +46,13 @@ class AlertTracker:
     def evaluate(
         self, slots: np.ndarray, levels: np.ndarray, values: np.ndarray, ts: np.ndarray,
         warming: np.ndarray, names: list[str],
-    ) -> tuple[np.ndarray, list[AlertEvent]]:
-        """Event codes per reading and the alert events of a micro-batch, in order."""
+    ) -> tuple[np.ndarray, np.ndarray, list[AlertEvent]]:
+        """Event codes, cooldown flags and the alert events of a micro-batch, in order."""
         c, s = self.config, self.state
-        codes = alert_batch(
+        codes, cooling = alert_batch(
             slots, levels, ts, warming, s.above, s.below, s.is_open, s.peak, s.closed_at,
-            c.threshold, c.resolve_threshold, c.debounce, c.cooldown_s,
+            s.since_open, c.threshold, c.resolve_threshold, c.debounce, c.cooldown_s,
+            c.cooldown_readings,
         )
         events: list[AlertEvent] = []
         for i in np.flatnonzero(codes).tolist():
@@ -70,7 +72,7 @@ class AlertTracker:
                     AlertEvent(alert_id, names[slot], "resolved", peak, value, at, opened_at, at,
                                severity(peak, c.threshold))
                 )
-        return codes, events
+        return codes, cooling, events
 
     def open_alert_id(self, slot: int) -> str | None:
         entry = self.open_alerts.get(slot)

@@ -90,17 +90,23 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    window: int = _f(32, low=2, high=4096)
+    # The seasonal cycle the time-of-day profile follows, and its slots (48 = half-hours).
+    season_s: float = _f(86400.0, low=1.0)
+    season_bins: int = _f(48, low=1, high=1440)
 
 
 @dataclass(frozen=True)
 class AlertsConfig:
     topic_prefix: str = "edge-ml"
-    threshold: float = _f(0.99, low=0.0, high=1.0)
+    # Level 0.5 is a tail probability of 1e-5 (see kernels/calibration.py).
+    threshold: float = _f(0.5, low=0.0, high=1.0)
     # Hysteresis: an open alert resolves when the level falls below this.
-    resolve_threshold: float = _f(0.9, low=0.0, high=1.0)
-    debounce: int = _f(2, low=1, high=10000)
-    cooldown_s: float = _f(60.0, low=0.0)
+    resolve_threshold: float = _f(0.4, low=0.0, high=1.0)
+    debounce: int = _f(1, low=1, high=10000)
+    # No new alert on a stream within this many readings of its last one opening...
+    cooldown_readings: int = _f(150, low=0)
+    # ...nor within this many seconds of its last one resolving.
+    cooldown_s: float = _f(0.0, low=0.0)
     homeassistant: bool = False
     homeassistant_prefix: str = "homeassistant"
 

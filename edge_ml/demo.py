@@ -39,7 +39,7 @@ window_size = 100
 warmup = 150
 
 [alerts]
-cooldown_s = 5.0
+cooldown_readings = 100
 
 [daemon]
 health_interval_s = 1.0

@@ -1,4 +1,4 @@
-"""Per-stream windowed features and their online scaling into [0, 1] (state only).
+"""Per-stream features and their scaling into [0, 1] (state only).
 
 The arithmetic lives in :mod:`edge_ml.kernels.window`; this module owns the arrays it runs on.
 """
@@ -14,32 +14,35 @@ __all__ = ["FEATURE_NAMES", "FeatureState"]
 
 
 class FeatureState:
-    """Ring buffers, running sums and scaler statistics for every stream slot.
+    """Time-of-day profiles and running statistics for every stream slot.
 
     Parameters
     ----------
-    window
-        Readings in the rolling window (``[features] window``).
+    period_s
+        Length of the seasonal cycle (``[features] season_s``, a day by default).
+    bins
+        Profile slots per cycle (``[features] season_bins``).
     capacity
-        Initial number of slots.
+        Initial number of stream slots.
     """
 
     names = FEATURE_NAMES
 
-    def __init__(self, window: int, capacity: int = 16) -> None:
-        self.window = window
+    def __init__(self, period_s: float = 86400.0, bins: int = 48, capacity: int = 16) -> None:
+        self.period_s = float(period_s)
+        self.bins = int(bins)
         self.arrays = SlotArrays(
             [
-                SlotField("ring", np.float64, 0.0, (window,)),
-                SlotField("ring_pos", np.int64),
-                SlotField("ring_n", np.int64),
-                SlotField("win_sum", np.float64),
-                SlotField("win_sumsq", np.float64),
+                SlotField("prof_mean", np.float64, 0.0, (bins,)),
+                SlotField("prof_mean_dev", np.float64, 0.0, (bins,)),
+                SlotField("prof_n", np.int64, 0, (bins,)),
+                SlotField("offset", np.float64),
+                SlotField("mean", np.float64),
+                SlotField("var", np.float64),
+                SlotField("dmean", np.float64),
+                SlotField("dvar", np.float64),
                 SlotField("prev", np.float64),
-                SlotField("shift", np.float64),
-                SlotField("smean", np.float64, 0.0, (N_FEATURES,)),
-                SlotField("svar", np.float64, 0.0, (N_FEATURES,)),
-                SlotField("sn", np.int64),
+                SlotField("seen", np.int64),
             ],
             capacity,
         )
@@ -48,12 +51,16 @@ class FeatureState:
     def n_features(self) -> int:
         return N_FEATURES
 
-    def kernel_args(self) -> tuple[np.ndarray, ...]:
-        """The arrays in the order the kernels take them."""
-        a = self.arrays
-        return (a.ring, a.ring_pos, a.ring_n, a.win_sum, a.win_sumsq, a.prev, a.shift,
-                a.smean, a.svar, a.sn)
+    def describe(self) -> dict[str, object]:
+        return {"names": list(self.names), "season_s": self.period_s, "season_bins": self.bins}
 
-    def update(self, slots: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Scaled features ``X[B, n_features]`` of a batch, learning the windows as it goes."""
-        return features_batch(slots, values, *self.kernel_args())
+    def kernel_args(self) -> tuple[np.ndarray, ...]:
+        """The state arrays in the order the kernels take them (after ``period_s``)."""
+        a = self.arrays
+        return (a.prof_mean, a.prof_mean_dev, a.prof_n, a.offset, a.mean, a.var, a.dmean, a.dvar,
+                a.prev, a.seen)
+
+    def update(self, slots: np.ndarray, values: np.ndarray,
+               ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """z-scores and tree features of a batch, learning as it goes."""
+        return features_batch(slots, values, ts, self.period_s, *self.kernel_args())

@@ -57,7 +57,17 @@ class BatchOutput:
     raw: np.ndarray
     warming: np.ndarray
     codes: np.ndarray  # 0 none, 1 alert opened, 2 alert resolved
+    cooling: np.ndarray  # 1 while the stream is inside its alert cooldown
     events: list[AlertEvent]
+
+    def reported_levels(self, threshold: float) -> np.ndarray:
+        """Levels as an operator sees them: held just under the threshold during a cooldown.
+
+        After an alert the stream stays "known anomalous" for the cooldown; reporting the raw
+        level there would present the same incident again as new detections.
+        """
+        return np.where(self.cooling == 1, np.minimum(self.levels, threshold * 0.999),
+                        self.levels)
 
 
 class Pipeline:
@@ -79,7 +89,8 @@ class Pipeline:
         self.storage = storage
         self.publisher = publisher
         self.streams = StreamRegistry(capacity)
-        self.features = FeatureState(config.features.window, capacity)
+        self.features = FeatureState(config.features.season_s, config.features.season_bins,
+                                     capacity)
         self.params = model_params(config, self.features.n_features)
         self.detector: Detector = make_detector(self.params, capacity)
         self.alerts = AlertTracker(config.alerts, capacity)
@@ -122,8 +133,8 @@ class Pipeline:
         """Score, learn and alert over readings already decoded (used by replay directly)."""
         slots = self.streams.resolve(names)
         self._grow()
-        detection = self.detector.process(self.features, slots, values)
-        codes, events = self.alerts.evaluate(
+        detection = self.detector.process(self.features, slots, values, ts)
+        codes, cooling, events = self.alerts.evaluate(
             slots, detection.levels, values, ts, detection.warming, self.streams.names
         )
         self.streams.record(slots, ts, values, detection.levels, detection.warming)
@@ -140,7 +151,7 @@ class Pipeline:
             log.debug("alert %s %s on %s (score %.4f, value %s)", event.alert_id, event.state,
                      event.stream, event.score, event.value)
         return BatchOutput(slots, detection.levels, detection.raw, detection.warming, codes,
-                           events)
+                           cooling, events)
 
     def _drift(self, slots: np.ndarray, values: np.ndarray, warming: np.ndarray,
                ts: np.ndarray) -> None:
@@ -165,7 +176,7 @@ class Pipeline:
         """Header entries a checkpoint must match to be restored here (edge_ml.checkpoint)."""
         return {
             "params": describe(self.params),
-            "features": {"names": list(self.features.names), "window": self.features.window},
+            "features": self.features.describe(),
         }
 
     def export_state(self) -> dict[str, Any]:
@@ -210,7 +221,8 @@ class Pipeline:
             capacity = max(len(names), 16)
             streams = StreamRegistry(capacity)
             streams.restore(names, state["stats"])
-            features = FeatureState(self.config.features.window, capacity)
+            features = FeatureState(self.config.features.season_s,
+                                    self.config.features.season_bins, capacity)
             features.arrays.restore(state["features"])
             detector = make_detector(self.params, capacity)
             if names:  # an empty forest cannot be restored (nor needs to be)
@@ -381,14 +393,14 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
             opened = np.zeros(n_rows * n_cols, dtype=bool)
             if ok.all():
                 output = pipeline.process_readings(flat_names, flat_ts, flat_values)
-                score[:] = output.levels
+                score[:] = output.reported_levels(pipeline.config.alerts.threshold)
                 opened[:] = output.codes == OPENED
             else:
                 keep = np.flatnonzero(ok)
                 output = pipeline.process_readings(
                     [flat_names[i] for i in keep.tolist()], flat_ts[keep], flat_values[keep]
                 )
-                score[keep] = output.levels
+                score[keep] = output.reported_levels(pipeline.config.alerts.threshold)
                 opened[keep] = output.codes == OPENED
                 skipped += int((~ok).sum())
             row_score = score.reshape(n_rows, n_cols).max(axis=1)

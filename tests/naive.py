@@ -1,74 +1,103 @@
-"""Slow, obviously-correct references for the Numba kernels (one reading at a time, lists)."""
+"""Slow, obviously-correct references for the Numba kernels: one stream, plain Python floats."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from edge_ml.kernels.calibration import MIN_SCORES, MIN_STD
-from edge_ml.kernels.window import SCALER_HORIZON, SQUASH
-
-
-def window_features(values: list[float], window: int) -> np.ndarray:
-    """Features of each value against the ``window`` values before it (NumPy over slices)."""
-    out = np.zeros((len(values), 4))
-    # Centre on the first value so 1e9 + noise keeps its digits here too (exact for steps).
-    centred = np.asarray(values, dtype=np.float64) - (values[0] if values else 0.0)
-    for i, v in enumerate(values):
-        history = centred[max(0, i - window): i]
-        out[i, 0] = v
-        if len(history):
-            out[i, 1] = centred[i] - history.mean()
-            out[i, 2] = history.std()
-            out[i, 3] = v - values[i - 1]
-    return out
+from edge_ml.kernels.calibration import CAL_ALPHA, CAL_SHORT, LN_1E10
+from edge_ml.kernels.window import (
+    ALPHA_BIN,
+    ALPHA_OFFSET,
+    ALPHA_SD,
+    DEV_MULT,
+    MIN_BIN_COUNT,
+    SD_FLOOR_FRAC,
+    SQUASH,
+)
 
 
-def standard_scale(features: np.ndarray) -> np.ndarray:
-    """z-score against an EWMA (equal weights until the horizon) then tanh squash."""
-    n_features = features.shape[1]
-    mean = [0.0] * n_features
-    var = [0.0] * n_features
-    out = np.zeros_like(features)
-    for n, row in enumerate(features):
-        alpha = 1.0 / (n + 1.0) if n + 1.0 < SCALER_HORIZON else 1.0 / SCALER_HORIZON
-        for j, x in enumerate(row):
-            if n > 1 and var[j] > 0.0:
-                out[n, j] = 0.5 + 0.5 * math.tanh((x - mean[j]) / math.sqrt(var[j]) / SQUASH)
-            else:
-                out[n, j] = 0.5
-            delta = x - mean[j]
-            mean[j] += alpha * delta
-            var[j] = (1.0 - alpha) * (var[j] + alpha * delta * delta)
-    return out
-
-
-def calibrate(raw: list[float], horizon: int) -> list[float]:
-    mean = var = 0.0
-    levels = []
-    for n, score in enumerate(raw):
-        if n >= MIN_SCORES:
-            z = (score - mean) / max(math.sqrt(var), MIN_STD)
-            levels.append(0.5 * (1.0 + math.erf(z / math.sqrt(2.0))))
+def features(values: list[float], ts: list[float], period_s: float,
+             bins: int) -> list[list[float]]:
+    """The three z-scores of each reading against the history before it."""
+    prof_mean = [0.0] * bins
+    prof_dev = [0.0] * bins
+    prof_n = [0] * bins
+    offset = mean = var = dmean = dvar = 0.0
+    prev = 0.0
+    out = []
+    for n, (v, t) in enumerate(zip(values, ts, strict=True)):
+        d = v - prev if n else 0.0
+        b = min(bins - 1, int((t % period_s) / period_s * bins))
+        sd = math.sqrt(var)
+        floor = 1e-6 * (abs(mean) + 1.0)
+        res = v - prof_mean[b] - offset
+        z = [0.0, 0.0, 0.0]
+        if n >= 2:
+            if prof_n[b] >= MIN_BIN_COUNT:
+                z[0] = res / max(DEV_MULT * prof_dev[b], SD_FLOOR_FRAC * sd, floor)
+            z[1] = (v - mean) / max(sd, floor)
+            z[2] = (d - dmean) / max(math.sqrt(dvar), floor)
+        out.append(z)
+        if prof_n[b] == 0:
+            prof_mean[b] = v - offset
         else:
-            levels.append(0.0)
-        alpha = 1.0 / (n + 1) if n + 1 < horizon else 1.0 / horizon
-        delta = score - mean
-        mean += alpha * delta
-        var = (1.0 - alpha) * (var + alpha * delta * delta)
-    return levels
+            a = max(ALPHA_BIN, 1.0 / (prof_n[b] + 1))
+            prof_dev[b] += a * (abs(res) - prof_dev[b])
+            prof_mean[b] += a * res
+        prof_n[b] += 1
+        if prof_n[b] > MIN_BIN_COUNT:
+            offset += ALPHA_OFFSET * res
+        a = max(ALPHA_SD, 1.0 / (n + 1))
+        delta = v - mean
+        mean += a * delta
+        var = (1 - a) * (var + a * delta * delta)
+        dd = d - dmean
+        dmean += a * dd
+        dvar = (1 - a) * (dvar + a * dd * dd)
+        prev = v
+    return out
+
+
+def squash(z: float) -> float:
+    return 0.5 + 0.5 * math.tanh(z / SQUASH)
+
+
+def levels(raw: list[float], z_season: list[float], warm: int) -> list[float]:
+    """max(seasonal tail level, likelihood of the short average of raw scores)."""
+    mean = var = 0.0
+    recent: list[float] = []
+    out = []
+    for n, (r, zs) in enumerate(zip(raw, z_season, strict=True)):
+        recent = [*recent, r][-CAL_SHORT:]
+        likelihood = 0.0
+        if n >= warm:
+            z = (sum(recent) / len(recent) - mean) / (math.sqrt(var) + 1e-9)
+            p = 0.5 * math.erfc(z / math.sqrt(2))
+            likelihood = min(1.0, max(0.0, -math.log(p + 1e-10) / LN_1E10))
+        q = math.erfc(abs(zs) / math.sqrt(2))
+        season = min(1.0, max(0.0, -math.log(q + 1e-10) / LN_1E10))
+        out.append(max(season, likelihood))
+        if n == 0:
+            mean = r
+        a = max(CAL_ALPHA, 1.0 / (n + 1))
+        delta = r - mean
+        mean += a * delta
+        var = (1 - a) * (var + a * delta * delta)
+    return out
 
 
 def alert_codes(levels: list[float], ts: list[float], warming: list[int], threshold: float,
-                resolve_threshold: float, debounce: int, cooldown_s: float) -> list[int]:
+                resolve_threshold: float, debounce: int, cooldown_s: float,
+                cooldown_readings: int) -> list[int]:
     """The alert state machine written as plainly as possible."""
     codes = []
     is_open = False
     above = below = 0
     closed_at: float | None = None
-    for level, t, warm in zip(levels, ts, warming, strict=True):
+    last_open: int | None = None
+    for i, (level, t, warm) in enumerate(zip(levels, ts, warming, strict=True)):
         code = 0
+        cooling = last_open is not None and i - last_open <= cooldown_readings
         if is_open:
             if level < resolve_threshold:
                 below += 1
@@ -80,9 +109,9 @@ def alert_codes(levels: list[float], ts: list[float], warming: list[int], thresh
             above = 0
         elif level >= threshold:
             above += 1
-            cooling = closed_at is not None and t - closed_at < cooldown_s
-            if above >= debounce and not cooling:
-                is_open, above, below, code = True, 0, 0, 1
+            recent = (closed_at is not None and t - closed_at < cooldown_s) or cooling
+            if above >= debounce and not recent:
+                is_open, above, below, code, last_open = True, 0, 0, 1, i
         else:
             above = 0
         codes.append(code)

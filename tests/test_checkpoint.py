@@ -16,7 +16,7 @@ from edge_ml.pipeline import Pipeline
 from edge_ml.storage import Storage
 
 CONFIG = {"model": {"n_trees": 5, "height": 6, "window_size": 50, "warmup": 60},
-          "features": {"window": 8}}
+          "features": {"season_bins": 24}}
 
 
 def _readings(n: int, streams: int = 3, seed: int = 0, start: float = 0.0):
@@ -134,7 +134,7 @@ def test_restore_of_mismatched_arrays_leaves_state_untouched() -> None:
     p = _pipeline()
     p.process_readings(*_readings(300))
     document = p.export_state()
-    del document["state"]["features"]["ring"]
+    del document["state"]["features"]["prof_mean"]
     q = _pipeline()
     q.process_readings(*_readings(10))
     with pytest.raises(CheckpointError, match="does not fit"):

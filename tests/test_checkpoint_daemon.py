@@ -31,7 +31,7 @@ def _config(tmp_path: Path, broker: LocalBroker) -> Path:
         f'[storage]\ndb = "{tmp_path / "state.db"}"\ncheckpoint_interval_s = 1.0\n'
         "flush_interval_s = 0.1\nretention = 20\n"
         "[model]\nn_trees = 5\nheight = 6\nwindow_size = 50\nwarmup = 60\n"
-        "[features]\nwindow = 8\n[daemon]\nhealth_interval_s = 0.5\n"
+        "[daemon]\nhealth_interval_s = 0.5\n"
     )
     return path
 

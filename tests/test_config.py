@@ -53,7 +53,7 @@ def test_environment_variable_names_the_file(tmp_path: Path,
         ("[alerts]\nresolve_threshold = 0.999\n", "alerts.resolve_threshold"),
         ("[alerts]\ntopic_prefix = 'a/#'\n", "alerts.topic_prefix"),
         ("[storage]\ncheckpoint_interval_s = nan\n", "storage.checkpoint_interval_s"),
-        ("[features]\nwindow = true\n", "features.window"),
+        ("[features]\nseason_bins = true\n", "features.season_bins"),
     ],
 )
 def test_bad_values_name_key_and_file(tmp_path: Path, text: str, key: str) -> None:

@@ -11,7 +11,7 @@ from edge_ml.pipeline import Pipeline
 from edge_ml.storage import Storage
 
 CONFIG = {"model": {"n_trees": 10, "height": 8, "window_size": 100, "warmup": 150},
-          "features": {"window": 16}, "alerts": {"cooldown_s": 0.0}}
+          "alerts": {"cooldown_s": 0.0}}
 
 
 def _run(reaction: str, storage: Storage | None = None):
@@ -52,7 +52,7 @@ def test_reaction_none_records_but_keeps_the_model() -> None:
     pipeline, _, _, shift_at = _run("none", Storage(":memory:"))
     (event,) = pipeline.pending.drift
     assert event.reaction == "none" and event.ts >= shift_at
-    assert pipeline.detector.state.seen[0] == 6000  # never reset
+    assert pipeline.features.arrays.seen[0] == 6000  # never reset
 
 
 def test_stable_streams_do_not_drift() -> None:

@@ -7,80 +7,83 @@ import numpy as np
 import pytest
 
 from edge_ml.features import FeatureState
-from edge_ml.kernels.alerting import alert_batch
-from edge_ml.kernels.calibration import calibrate_batch
+from edge_ml.kernels.alerting import NEVER, alert_batch
+from edge_ml.kernels.calibration import CAL_SHORT, calibrate
 
+rng = np.random.default_rng(0)
 CASES = {
-    "noise": np.random.default_rng(0).normal(20.0, 1.0, 700),
+    "noise": rng.normal(20.0, 1.0, 700),
+    "daily": 10 + 5 * np.sin(np.arange(2000) * 2 * np.pi / 288) + rng.normal(0, 0.3, 2000),
     "constant": np.full(300, 3.25),
-    "huge_offset": 1e9 + np.random.default_rng(1).normal(0.0, 0.01, 500),
+    "huge_offset": 1e9 + rng.normal(0.0, 0.01, 500),
     "steps": np.repeat([0.0, 5.0, -5.0, 1e-3], 90),
     "single": np.array([42.0]),
 }
 
 
-def _features(values: np.ndarray, window: int, streams: int = 1) -> list[np.ndarray]:
-    """Run ``streams`` interleaved copies of ``values`` through the batch kernel."""
-    state = FeatureState(window, capacity=2)
+def _ts(n: int) -> np.ndarray:
+    return 1.7e9 + 300.0 * np.arange(n)  # 5-minute readings, like NAB
+
+
+@pytest.mark.parametrize("bins", [1, 48])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_features_match_reference(case: str, bins: int) -> None:
+    values = CASES[case]
+    ts = _ts(len(values))
+    expected = np.array(naive.features(values.tolist(), ts.tolist(), 86400.0, bins))
+    streams = 3  # interleaved copies must not disturb each other
+    state = FeatureState(86400.0, bins, capacity=1)
     state.arrays.grow(streams)
     slots = np.tile(np.arange(streams, dtype=np.int64), len(values))
-    X = state.update(slots, np.repeat(values, streams))
-    return [X[slots == s] for s in range(streams)]
+    Z, X = state.update(slots, np.repeat(values, streams), np.repeat(ts, streams))
+    for s in range(streams):
+        np.testing.assert_allclose(Z[slots == s], expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(X[slots == 0], np.vectorize(naive.squash)(expected), atol=1e-12)
+    assert np.all((X >= 0.0) & (X <= 1.0))
 
 
-@pytest.mark.parametrize("window", [2, 5, 32])
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_window_features_match_numpy(case: str, window: int) -> None:
-    values = CASES[case]
-    raw = naive.window_features(values.tolist(), window)
-    expected = naive.standard_scale(raw)
-    for got in _features(values, window, streams=3):
-        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
-        assert np.all((got >= 0.0) & (got <= 1.0))
-
-
-def test_huge_offsets_keep_their_variance() -> None:
-    values = CASES["huge_offset"]
-    raw = naive.window_features(values.tolist(), 32)
-    assert raw[100:, 2].min() > 0.004  # the reference sees the 0.01 noise
-    state = FeatureState(32)
-    from edge_ml.kernels.window import window_update
-
-    out = np.zeros(4)
-    a = state.arrays
-    stds = []
-    for v in values:
-        window_update(a.ring, a.ring_pos, a.ring_n, a.win_sum, a.win_sumsq, a.prev, a.shift, 0,
-                      v, out)
-        stds.append(out[2])
-    np.testing.assert_allclose(stds[100:], raw[100:, 2], rtol=1e-6)
+def test_a_reading_off_its_daily_profile_stands_out() -> None:
+    values = CASES["daily"].copy()
+    values[1900] += 3.0  # ordinary for the day's range, not for that time of day
+    Z, _ = FeatureState(86400.0, 48).update(np.zeros(2000, np.int64), values, _ts(2000))
+    assert abs(Z[1900, 0]) > 4 * np.abs(Z[1600:1899, 0]).std()
 
 
 def test_calibration_matches_reference() -> None:
     rng = np.random.default_rng(3)
-    raw = np.concatenate([rng.uniform(0.6, 0.8, 400), [0.99], rng.uniform(0.6, 0.8, 100)])
-    slots = np.zeros(len(raw), dtype=np.int64)
+    raw = np.concatenate([np.zeros(50), rng.uniform(0.6, 0.8, 1200), [0.99] * 5,
+                          rng.uniform(0.6, 0.8, 100)])
+    z_season = rng.normal(0, 1, len(raw))
+    z_season[300] = 8.0
     mean, var, n = np.zeros(1), np.zeros(1), np.zeros(1, dtype=np.int64)
-    levels = calibrate_batch(slots, raw, np.ones(len(raw), dtype=np.uint8), mean, var, n, 200)
-    np.testing.assert_allclose(levels, naive.calibrate(raw.tolist(), 200), atol=1e-12)
-    assert levels[400] > 0.999  # the outlier score sits far in the tail
+    short, short_sum = np.zeros((1, CAL_SHORT)), np.zeros(1)
+    got = [calibrate(mean, var, n, short, short_sum, 0, r, z, 50)
+           for r, z in zip(raw, z_season, strict=True)]
+    expected = naive.levels(raw.tolist(), z_season.tolist(), 50)
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    assert got[300] > 0.5  # a far seasonal residual alone raises the level
+    assert max(got[1250:1258]) > 5 * np.median(got[100:1250])  # so do high HST scores
+    assert all(0.0 <= v <= 1.0 for v in got)
 
 
-@pytest.mark.parametrize("debounce,cooldown", [(1, 0.0), (3, 0.0), (2, 50.0)])
-def test_alert_state_machine_matches_reference(debounce: int, cooldown: float) -> None:
+@pytest.mark.parametrize("debounce,cooldown_s,cooldown_n", [(1, 0.0, 0), (3, 0.0, 40),
+                                                            (2, 50.0, 0), (1, 10.0, 150)])
+def test_alert_state_machine_matches_reference(debounce: int, cooldown_s: float,
+                                               cooldown_n: int) -> None:
     rng = np.random.default_rng(4)
-    levels = np.clip(rng.normal(0.5, 0.3, 2000), 0, 1)
-    levels[rng.integers(0, 2000, 60)] = 0.999
-    levels[500:520] = 0.995
+    levels = np.clip(rng.normal(0.3, 0.15, 2000), 0, 1)
+    levels[rng.integers(0, 2000, 60)] = 0.9
+    levels[500:520] = 0.7
     ts = np.arange(2000, dtype=np.float64)
     warming = (ts < 100).astype(np.uint8)
     slots = np.zeros(2000, dtype=np.int64)
     above, below = np.zeros(1, np.int32), np.zeros(1, np.int32)
     is_open, peak, closed = np.zeros(1, np.uint8), np.zeros(1), np.full(1, np.nan)
-    codes = alert_batch(slots, levels, ts, warming, above, below, is_open, peak, closed,
-                        0.99, 0.9, debounce, cooldown)
-    expected = naive.alert_codes(levels.tolist(), ts.tolist(), warming.tolist(), 0.99, 0.9,
-                                 debounce, cooldown)
+    since_open = np.full(1, NEVER, dtype=np.int64)
+    codes, _ = alert_batch(slots, levels, ts, warming, above, below, is_open, peak, closed,
+                           since_open, 0.5, 0.4, debounce, cooldown_s, cooldown_n)
+    expected = naive.alert_codes(levels.tolist(), ts.tolist(), warming.tolist(), 0.5, 0.4,
+                                 debounce, cooldown_s, cooldown_n)
     assert codes.tolist() == expected
     assert 1 in expected and 2 in expected
     assert not codes[:100].any()  # warming up never alerts

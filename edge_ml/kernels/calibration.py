@@ -1,53 +1,58 @@
-"""Raw Half-Space-Trees scores to anomaly levels in [0, 1] that compare across streams.
+"""Raw Half-Space-Trees scores and feature z-scores to one anomaly level in [0, 1].
 
-A raw HST score depends on the stream's spread and on the trees; a fixed threshold on it means
-different things on different streams. Each stream keeps an exponentially weighted mean and
-variance of its own recent raw scores; the level of a new score is the Gaussian tail position of
-that score against them (computed before the score is folded in, so an anomaly is judged against
-history it is not part of).
+The level is the larger of two tail probabilities, each put on the same log scale
+(``-log10(p) / 10``, so 0.5 means p = 1e-5 and 1.0 means p <= 1e-10):
+
+- the seasonal residual's two-sided Gaussian tail (a reading far from its time-of-day profile);
+- an anomaly likelihood of the HST score, as in Numenta's: the short moving average of the raw
+  scores against the EWMA mean and deviation of the stream's own raw scores.
+
+Calibrating per stream makes one threshold mean the same thing on very different streams.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import njit
 
-# Scores seen before a level is trusted; until then the level is 0 (warming up).
-MIN_SCORES = 30
+# ln(1e10): level 1.0 <=> tail probability 1e-10.
+LN_1E10 = 23.025850929940457
+# Learning rate of the raw-score mean and variance.
+CAL_ALPHA = 0.005
+# Raw scores averaged before the likelihood (a lone high score among normal ones is noise).
+CAL_SHORT = 5
 _SQRT2 = math.sqrt(2.0)
-# Floor on the score deviation: HST scores are quantised by window masses, and a stream whose
-# scores have been constant would otherwise turn the smallest wobble into a certain anomaly.
-MIN_STD = 1e-3
 
 
 @njit(cache=True)
-def calibrate(cal_mean, cal_var, cal_n, s, raw, horizon):
-    """Level of raw score ``raw`` for slot ``s``, then learn it (EWMA over ``horizon`` scores)."""
+def tail_level(z):
+    """Two-sided Gaussian tail probability of ``z`` on the log scale, in [0, 1]."""
+    q = math.erfc(abs(z) / _SQRT2)
+    return min(1.0, max(0.0, -math.log(q + 1e-10) / LN_1E10))
+
+
+@njit(cache=True)
+def calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, raw, z_season, warm):
+    """Level of slot ``s`` for raw HST score ``raw`` and seasonal z-score; learn ``raw``.
+
+    The HST likelihood stays 0 for the first ``warm`` scores (the model's first window).
+    """
     n = cal_n[s]
-    if n >= MIN_SCORES:
-        std = math.sqrt(cal_var[s])
-        if std < MIN_STD:
-            std = MIN_STD
-        z = (raw - cal_mean[s]) / std
-        level = 0.5 * (1.0 + math.erf(z / _SQRT2))
-    else:
-        level = 0.0
-    # Equal weights until the horizon is reached, then exponential forgetting.
-    alpha = 1.0 / (n + 1) if n + 1 < horizon else 1.0 / horizon
+    k = n % CAL_SHORT
+    short_sum[s] += raw - short[s, k]
+    short[s, k] = raw
+    width = min(n + 1, CAL_SHORT)
+    likelihood = 0.0
+    if n >= warm:
+        z = (short_sum[s] / width - cal_mean[s]) / (math.sqrt(cal_var[s]) + 1e-9)
+        p = 0.5 * math.erfc(z / _SQRT2)
+        likelihood = min(1.0, max(0.0, -math.log(p + 1e-10) / LN_1E10))
+    if n == 0:
+        cal_mean[s] = raw
+    a = max(CAL_ALPHA, 1.0 / (n + 1.0))
     delta = raw - cal_mean[s]
-    cal_mean[s] += alpha * delta
-    cal_var[s] = (1.0 - alpha) * (cal_var[s] + alpha * delta * delta)
+    cal_mean[s] += a * delta
+    cal_var[s] = (1.0 - a) * (cal_var[s] + a * delta * delta)
     cal_n[s] = n + 1
-    return level
-
-
-@njit(cache=True)
-def calibrate_batch(slots, raw, active, cal_mean, cal_var, cal_n, horizon):
-    """Levels for a micro-batch; readings with ``active[i] == 0`` (model warming up) give 0."""
-    levels = np.zeros(raw.shape[0], dtype=np.float64)
-    for i in range(raw.shape[0]):
-        if active[i]:
-            levels[i] = calibrate(cal_mean, cal_var, cal_n, slots[i], raw[i], horizon)
-    return levels
+    return max(tail_level(z_season), likelihood)

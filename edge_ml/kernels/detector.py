@@ -1,8 +1,8 @@
-"""The fused per-batch kernel: window -> features -> scaling -> HST score+learn -> calibration.
+"""The fused per-batch kernel: features -> scaling -> HST score+learn -> calibration.
 
 One call per micro-batch, readings in arrival order, no Python per reading. The stages are the
-same njit functions the separate kernels use, so the fused path and the staged one (used with the
-river backend and in tests) compute the same numbers.
+same njit functions the staged path uses (river backend, tests), so both compute the same
+numbers.
 """
 
 from __future__ import annotations
@@ -10,44 +10,43 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from edge_ml.kernels.calibration import MIN_SCORES, calibrate
+from edge_ml.kernels.calibration import calibrate
 from edge_ml.kernels.hst import hst_step
-from edge_ml.kernels.window import N_FEATURES, standard_scale, window_update
+from edge_ml.kernels.window import N_FEATURES, feature_update, squash
 
 
 @njit(cache=True)
 def detect_batch(
-    slots, values,
-    ring, ring_pos, ring_n, win_sum, win_sumsq, prev, shift, smean, svar, sn,
+    slots, values, ts, period_s,
+    prof_mean, prof_mean_dev, prof_n, offset, mean, var, dmean, dvar, prev, seen,
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
-    cal_mean, cal_var, cal_n, horizon,
-    seen, warmup,
+    cal_mean, cal_var, cal_n, short, short_sum,
+    warmup,
 ):
     """Anomaly levels, raw HST scores and warm-up flags of a micro-batch.
 
-    A reading is ``warming`` when its stream is still in the model's first window, has seen
-    fewer than ``warmup`` readings, or its calibration has too few scores; its level is then 0.
+    A reading is ``warming`` while its stream has seen at most ``warmup`` readings; its level
+    is then reported as 0 (unknown, not normal) although every stage keeps learning.
     """
     n_readings = slots.shape[0]
     levels = np.zeros(n_readings, dtype=np.float64)
     raw = np.zeros(n_readings, dtype=np.float64)
     warming = np.zeros(n_readings, dtype=np.uint8)
+    z = np.empty(N_FEATURES, dtype=np.float64)
     x = np.empty(N_FEATURES, dtype=np.float64)
     for i in range(n_readings):
         s = slots[i]
-        window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, shift, s, values[i], x)
-        standard_scale(smean, svar, sn, s, x)
-        modelled = first_window[s] == 0
-        score = hst_step(
-            split_feature, split_threshold, mass, ref, count, first_window, s, x, height,
-            window_size, paper_score,
-        )
+        feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, var, dmean, dvar, prev,
+                       seen, s, values[i], ts[i], period_s, z)
+        squash(z, x)
+        score = hst_step(split_feature, split_threshold, mass, ref, count, first_window, s, x,
+                         height, window_size, paper_score)
         raw[i] = score
-        if modelled:
-            levels[i] = calibrate(cal_mean, cal_var, cal_n, s, score, horizon)
-        seen[s] += 1
-        if not modelled or seen[s] <= warmup or cal_n[s] <= MIN_SCORES:
+        level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, z[0],
+                          window_size)
+        if seen[s] <= warmup:
             warming[i] = 1
-            levels[i] = 0.0
+        else:
+            levels[i] = level
     return levels, raw, warming

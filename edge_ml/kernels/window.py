@@ -1,117 +1,116 @@
-"""Windowed features per stream, O(1) per reading, over struct-of-arrays state.
+"""Per-stream features, O(1) per reading: z-scores of each reading against its own history.
 
-State per stream slot ``s`` (leading axis of every array):
+Three z-scores per reading, each computed *before* the reading is learned, so an anomaly is
+judged against history it is not part of:
 
-- ``ring[s, W]``: the last W values (a ring buffer), ``ring_pos[s]`` next write position,
-  ``ring_n[s]`` values held (<= W).
-- ``win_sum[s]``, ``win_sumsq[s]``: running sum and sum of squares over the ring. They are
-  recomputed exactly each time the ring wraps (every W readings, so still O(1) amortised) to keep
-  the floating-point error of add-and-subtract from accumulating forever.
-- ``prev[s]``: the previous value.
-- ``shift[s]``: the stream's first value. Sums are kept of ``v - shift`` so that a sensor
-  reporting 1e9 + small noise does not lose its variance to cancellation in
-  ``sumsq/n - mean**2``.
+0. ``z_season``: the residual against a time-of-day profile (``bins`` slots over ``period_s``
+   seconds, each an EWMA of the level and of the absolute deviation) plus a level offset shared
+   by all slots, scaled by the slot's deviation. Most sensor streams have a daily cycle; a
+   reading that is ordinary at noon may be an anomaly at midnight.
+1. ``z_value``: the value against an EWMA mean and variance of the stream.
+2. ``z_diff``: the first difference against an EWMA mean and variance of the differences.
 
-Features are computed against the window *before* the current value enters it, so a spike is
-measured against history it is not part of.
+State per stream slot ``s`` (leading axis): ``prof_mean``, ``prof_dev``, ``prof_n`` (``[s,
+bins]``), ``offset``, ``mean``, ``var``, ``dmean``, ``dvar``, ``prev``, ``seen``.
+
+The constants were chosen once on the NAB subset and are the same for every stream (see
+docs/benchmarks.md); none is tuned per file.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
-N_FEATURES = 4
-FEATURE_NAMES = ("value", "deviation", "rolling_std", "rate_of_change")
+N_FEATURES = 3
+FEATURE_NAMES = ("z_season", "z_value", "z_diff")
+
+# Learning rate of a profile slot's mean and absolute deviation (never below 1/(count+1), so a
+# young slot averages its first readings equally).
+ALPHA_BIN = 0.02
+# Learning rate of the offset shared by all slots: follows slow level changes without letting
+# one slot's noise move the others.
+ALPHA_OFFSET = 0.005
+# Mean absolute deviation times sqrt(pi/2) ~ 1.25 estimates a Gaussian standard deviation.
+DEV_MULT = 1.25
+# A slot's scale is at least this share of the stream's overall deviation: a slot that happened
+# to see near-constant readings must not turn ordinary noise into huge z-scores.
+SD_FLOOR_FRAC = 0.2
+# Learning rate of the overall mean/variance (about two days of 5-minute readings).
+ALPHA_SD = 1.0 / 600.0
+# Readings a profile slot needs before its residual is trusted.
+MIN_BIN_COUNT = 3
+# Features for the trees: 0.5 + 0.5 * tanh(z / SQUASH) puts |z| <= 3 in the middle of [0, 1]
+# and leaves the trees' outer half-spaces to outliers.
+SQUASH = 6.0
 
 
 @njit(cache=True)
-def window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, shift, s, v, out):
-    """Write the features of value ``v`` for slot ``s`` into ``out[:4]``, then add ``v``."""
-    n = ring_n[s]
-    if n == 0 and ring_pos[s] == 0:
-        shift[s] = v
-    c = v - shift[s]
-    if n > 0:
-        mean = win_sum[s] / n
-        var = win_sumsq[s] / n - mean * mean
-        if var < 0.0:  # rounding can push a zero variance slightly negative
-            var = 0.0
-        out[0] = v
-        out[1] = c - mean
-        out[2] = np.sqrt(var)
-        out[3] = v - prev[s]
+def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, var, dmean, dvar, prev, seen,
+                   s, v, ts, period_s, z):
+    """Write the three z-scores of value ``v`` (time ``ts``) for slot ``s`` into ``z``; learn."""
+    n = seen[s]
+    d = v - prev[s] if n > 0 else 0.0
+    bins = prof_mean.shape[1]
+    phase = (ts % period_s) / period_s
+    b = int(phase * bins)
+    if b >= bins:  # guard against phase == 1.0 by rounding
+        b = bins - 1
+    if b < 0:
+        b = 0
+    m = mean[s]
+    sd = math.sqrt(var[s])
+    floor = 1e-6 * (abs(m) + 1.0)
+    res = v - prof_mean[s, b] - offset[s]
+    z[0] = 0.0
+    z[1] = 0.0
+    z[2] = 0.0
+    if n >= 2:
+        if prof_n[s, b] >= MIN_BIN_COUNT:
+            z[0] = res / max(DEV_MULT * prof_mean_dev[s, b], max(SD_FLOOR_FRAC * sd, floor))
+        z[1] = (v - m) / max(sd, floor)
+        z[2] = (d - dmean[s]) / max(math.sqrt(dvar[s]), floor)
+    # Learn the profile slot and the shared offset.
+    count = prof_n[s, b]
+    if count == 0:
+        prof_mean[s, b] = v - offset[s]
     else:
-        out[0] = v
-        out[1] = 0.0
-        out[2] = 0.0
-        out[3] = 0.0
-    width = ring.shape[1]
-    pos = ring_pos[s]
-    if n == width:
-        old = ring[s, pos] - shift[s]
-        win_sum[s] -= old
-        win_sumsq[s] -= old * old
-    else:
-        ring_n[s] = n + 1
-    ring[s, pos] = v
-    win_sum[s] += c
-    win_sumsq[s] += c * c
-    pos += 1
-    if pos == width:
-        pos = 0
-        total = 0.0
-        total_sq = 0.0
-        for i in range(width):
-            d = ring[s, i] - shift[s]
-            total += d
-            total_sq += d * d
-        win_sum[s] = total
-        win_sumsq[s] = total_sq
-    ring_pos[s] = pos
+        a = max(ALPHA_BIN, 1.0 / (count + 1.0))
+        prof_mean_dev[s, b] += a * (abs(res) - prof_mean_dev[s, b])
+        prof_mean[s, b] += a * res
+    prof_n[s, b] = count + 1
+    if count + 1 > MIN_BIN_COUNT:
+        offset[s] += ALPHA_OFFSET * res
+    # Learn the overall statistics (equal weights at first, then exponential forgetting).
+    a = max(ALPHA_SD, 1.0 / (n + 1.0))
+    delta = v - m
+    mean[s] = m + a * delta
+    var[s] = (1.0 - a) * (var[s] + a * delta * delta)
+    ddelta = d - dmean[s]
+    dmean[s] += a * ddelta
+    dvar[s] = (1.0 - a) * (dvar[s] + a * ddelta * ddelta)
     prev[s] = v
-
-
-# Readings the scaler's running mean and variance remember (EWMA horizon).
-SCALER_HORIZON = 1000.0
-# z-scores are squashed with tanh(z / SQUASH): |z| = 2 maps to about 0.27/0.73, so ordinary
-# readings fill the middle of [0, 1] and the trees' outer half-spaces are left to outliers.
-SQUASH = 4.0
+    seen[s] = n + 1
 
 
 @njit(cache=True)
-def standard_scale(smean, svar, sn, s, x):
-    """Squash ``x`` in place into [0, 1] by its z-score against slot ``s``'s own history.
-
-    The z-score uses the running mean and variance *before* ``x`` is learned, then ``x`` is
-    learned (equal weights until SCALER_HORIZON readings, exponential forgetting after). Unlike
-    a global min-max, one outlier does not squeeze every later reading into a corner.
-    """
-    n = sn[s]
-    alpha = 1.0 / (n + 1.0) if n + 1.0 < SCALER_HORIZON else 1.0 / SCALER_HORIZON
-    for j in range(x.shape[0]):
-        xj = x[j]
-        mean = smean[s, j]
-        var = svar[s, j]
-        if n > 1 and var > 0.0:
-            z = (xj - mean) / np.sqrt(var)
-            x[j] = 0.5 + 0.5 * np.tanh(z / SQUASH)
-        else:
-            x[j] = 0.5
-        delta = xj - mean
-        smean[s, j] = mean + alpha * delta
-        svar[s, j] = (1.0 - alpha) * (var + alpha * delta * delta)
-    sn[s] = n + 1
+def squash(z, x):
+    """Features for the trees in [0, 1] from z-scores."""
+    for j in range(z.shape[0]):
+        x[j] = 0.5 + 0.5 * math.tanh(z[j] / SQUASH)
 
 
 @njit(cache=True)
-def features_batch(slots, values, ring, ring_pos, ring_n, win_sum, win_sumsq, prev, shift, smean,
-                   svar, sn):
-    """Scaled feature vectors ``X[B, 4]`` for a micro-batch, updating the state in order."""
+def features_batch(slots, values, ts, period_s, prof_mean, prof_mean_dev, prof_n, offset, mean,
+                   var, dmean, dvar, prev, seen):
+    """z-scores ``Z[B, 3]`` and tree features ``X[B, 3]`` of a batch, learning in order."""
     n_readings = slots.shape[0]
+    Z = np.empty((n_readings, N_FEATURES), dtype=np.float64)
     X = np.empty((n_readings, N_FEATURES), dtype=np.float64)
     for i in range(n_readings):
-        s = slots[i]
-        window_update(ring, ring_pos, ring_n, win_sum, win_sumsq, prev, shift, s, values[i], X[i])
-        standard_scale(smean, svar, sn, s, X[i])
-    return X
+        feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, var, dmean, dvar, prev,
+                       seen, slots[i], values[i], ts[i], period_s, Z[i])
+        squash(Z[i], X[i])
+    return Z, X

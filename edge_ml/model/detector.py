@@ -18,14 +18,10 @@ from typing import Any, Protocol
 import numpy as np
 from river.anomaly import HalfSpaceTrees
 
-from edge_ml.kernels.calibration import MIN_SCORES, calibrate
+from edge_ml.kernels.calibration import CAL_SHORT, calibrate
 from edge_ml.kernels.detector import detect_batch
 from edge_ml.model.forest import ForestState, TreeStructure
 from edge_ml.slots import SlotArrays, SlotField
-
-# Raw scores the calibration remembers (EWMA horizon): long enough to span several HST
-# windows at the default window_size of 250, short enough to follow a slowly changing stream.
-CALIBRATION_HORIZON = 1000
 
 
 @dataclass(frozen=True)
@@ -54,8 +50,11 @@ class Detection:
 class FeatureSource(Protocol):
     """What the model needs from the feature stage (``edge_ml.features.FeatureState``)."""
 
+    period_s: float
+
     def kernel_args(self) -> tuple[np.ndarray, ...]: ...
-    def update(self, slots: np.ndarray, values: np.ndarray) -> np.ndarray: ...
+    def update(self, slots: np.ndarray, values: np.ndarray,
+               ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class Detector(Protocol):
@@ -63,7 +62,7 @@ class Detector(Protocol):
 
     def grow(self, capacity: int) -> None: ...
     def process(
-        self, features: FeatureSource, slots: np.ndarray, values: np.ndarray
+        self, features: FeatureSource, slots: np.ndarray, values: np.ndarray, ts: np.ndarray
     ) -> Detection: ...
     def reset(self, slot: int) -> None: ...
     def export(self, used: int) -> dict[str, np.ndarray]: ...
@@ -76,7 +75,8 @@ def _calibration_arrays(capacity: int) -> SlotArrays:
             SlotField("cal_mean", np.float64),
             SlotField("cal_var", np.float64),
             SlotField("cal_n", np.int64),
-            SlotField("seen", np.int64),
+            SlotField("short", np.float64, 0.0, (CAL_SHORT,)),
+            SlotField("short_sum", np.float64),
         ],
         capacity,
     )
@@ -97,15 +97,16 @@ class NumbaDetector:
         self.forest.grow(capacity)
         self.state.grow(capacity)
 
-    def process(self, features: FeatureSource, slots: np.ndarray, values: np.ndarray) -> Detection:
+    def process(self, features: FeatureSource, slots: np.ndarray, values: np.ndarray,
+                ts: np.ndarray) -> Detection:
         f, s, p = self.forest, self.state, self.params
         levels, raw, warming = detect_batch(
-            slots, values,
+            slots, values, ts, features.period_s,
             *features.kernel_args(),
             self.structure.split_feature, self.structure.split_threshold,
             f.mass, f.ref, f.count, f.first_window, p.height, p.window_size, p.paper_score,
-            s.cal_mean, s.cal_var, s.cal_n, CALIBRATION_HORIZON,
-            s.seen, p.warmup,
+            s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum,
+            p.warmup,
         )
         return Detection(levels, raw, warming)
 
@@ -152,31 +153,35 @@ class RiverDetector:
     def grow(self, capacity: int) -> None:
         self.state.grow(capacity)
 
-    def process(self, features: FeatureSource, slots: np.ndarray, values: np.ndarray) -> Detection:
+    def process(self, features: FeatureSource, slots: np.ndarray, values: np.ndarray,
+                ts: np.ndarray) -> Detection:
         if self.params.paper_score:
             raise ValueError("the river backend has no paper_score variant")
-        X = features.update(slots, values)
+        Z, X = features.update(slots, values, ts)
         n = len(slots)
         levels = np.zeros(n, dtype=np.float64)
         raw = np.zeros(n, dtype=np.float64)
         warming = np.zeros(n, dtype=np.uint8)
         s = self.state
+        seen = features.kernel_args()[-1]
         # The same per-reading rules as the fused kernel, in Python: this backend is the slow
-        # reference, not a hot path.
+        # reference, not a hot path. ``seen`` is read after the whole batch was featurised, so
+        # count the readings of each slot still to come.
+        remaining: dict[int, int] = {}
+        for slot in slots.tolist():
+            remaining[slot] = remaining.get(slot, 0) + 1
         for i, slot in enumerate(slots.tolist()):
             model = self._model(slot)
             x = dict(enumerate(X[i].tolist()))
-            modelled = not model._first_window
             raw[i] = model.score_one(x)
             model.learn_one(x)
-            if modelled:
-                levels[i] = calibrate(
-                    s.cal_mean, s.cal_var, s.cal_n, slot, raw[i], CALIBRATION_HORIZON
-                )
-            s.seen[slot] += 1
-            if not modelled or s.seen[slot] <= self.params.warmup or s.cal_n[slot] <= MIN_SCORES:
+            level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
+                              Z[i, 0], self.params.window_size)
+            remaining[slot] -= 1
+            if seen[slot] - remaining[slot] <= self.params.warmup:
                 warming[i] = 1
-                levels[i] = 0.0
+            else:
+                levels[i] = level
         return Detection(levels, raw, warming)
 
     def reset(self, slot: int) -> None:

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench venv mosquitto clean
+.PHONY: demo test lint bench venv mosquitto test-packages install clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "edge-ml needs Python 3.11 or newer")'
@@ -22,6 +22,9 @@ venv: $(VENV)/.installed
 mosquitto:
 	@scripts/ensure-mosquitto.sh
 
+test-packages:
+	@scripts/ensure-mosquitto.sh --test
+
 demo: mosquitto venv
 	$(BIN)/edge-ml demo
 
@@ -29,12 +32,16 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-test: mosquitto venv lint
+test: test-packages venv lint
 	$(BIN)/python -m pytest -q
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/test_kernels.py
 
 bench: venv
 	$(BIN)/python benchmarks/hst_speed.py --quick
+
+# On the gateway: venv in /opt/edge-ml, systemd units, example config (see docs/deploy.md).
+install:
+	sudo systemd/install.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

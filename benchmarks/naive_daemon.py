@@ -1,0 +1,155 @@
+"""Reference consumers for the load benchmark: a bare counter and a naive daemon.
+
+``--mode count``: a bare paho-mqtt v2 subscriber that only counts messages: the ceiling of
+what a Python MQTT consumer can take from the broker on this machine.
+
+``--mode naive``: what a first attempt at edge-ml would look like, all per message: decode
+(float / JSON / msgpack), NumPy window features, river ``HalfSpaceTrees`` score then learn, one
+SQLite insert (and commit) per reading, in WAL mode with ``synchronous=NORMAL`` as the daemon.
+
+Both subscribe QoS 1 with a persistent session (``--prepare`` connects once, subscribes and
+leaves, so the broker queues what is published next), count until ``--expect`` messages have
+arrived (or ``--seconds`` passed) and print one JSON line: messages, seconds from the first to
+the last message, CPU seconds of the process. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sqlite3
+import sys
+import time
+from collections import deque
+from typing import Any
+
+import msgpack
+import numpy as np
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+LOOPBACK = "127.0.0.1"
+WINDOW = 32
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class NaiveModel:
+    """Per-stream NumPy window features and a river HST per stream, one reading at a time."""
+
+    def __init__(self, db_path: str) -> None:
+        from river.anomaly import HalfSpaceTrees
+
+        self._hst_cls = HalfSpaceTrees
+        self.windows: dict[str, deque[float]] = {}
+        self.models: dict[str, Any] = {}
+        self.conn = sqlite3.connect(db_path)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS readings (stream TEXT, ts REAL, value REAL, score REAL)"
+        )
+        self.conn.commit()
+
+    @staticmethod
+    def decode(payload: bytes) -> float | None:
+        try:
+            return float(payload)
+        except ValueError:
+            pass
+        try:
+            obj = json.loads(payload) if payload[:1] == b"{" else msgpack.unpackb(payload)
+        except Exception:
+            return None
+        if isinstance(obj, dict):
+            value = obj.get("value", (obj.get("m") or {}).get("temperature"))
+            if isinstance(value, int | float) and math.isfinite(value):
+                return float(value)
+        return None
+
+    def process(self, topic: str, payload: bytes) -> None:
+        value = self.decode(payload)
+        if value is None:
+            return
+        window = self.windows.setdefault(topic, deque(maxlen=WINDOW))
+        window.append(value)
+        arr = np.fromiter(window, dtype=np.float64)
+        std = float(arr.std())
+        feats = {"mean": float(arr.mean()), "std": std, "z": (value - arr.mean()) / (std or 1.0)}
+        # HST wants features in [0, 1]: squash them.
+        x = {k: 1.0 / (1.0 + math.exp(-max(min(v, 50.0), -50.0))) for k, v in feats.items()}
+        model = self.models.get(topic)
+        if model is None:
+            model = self.models[topic] = self._hst_cls(n_trees=10, height=8, window_size=250,
+                                                       seed=42)
+        score = model.score_one(x)
+        model.learn_one(x)
+        self.conn.execute("INSERT INTO readings VALUES (?, ?, ?, ?)",
+                          (topic, time.time(), value, score))
+        self.conn.commit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("count", "naive"), required=True)
+    parser.add_argument("--host", default=LOOPBACK)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--topic", default="sensors/#")
+    parser.add_argument("--client-id", default="edge-ml-bench-consumer")
+    parser.add_argument("--db", default=":memory:")
+    parser.add_argument("--expect", type=int, default=0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--prepare", action="store_true",
+                        help="create the persistent session and leave")
+    args = parser.parse_args(argv)
+    if args.host != LOOPBACK:
+        parser.error("loopback only: --host must be 127.0.0.1")
+
+    model = NaiveModel(args.db) if args.mode == "naive" and not args.prepare else None
+    state = {"n": 0, "first": 0.0, "last": 0.0, "cpu0": 0.0}
+    subscribed = {"done": False}
+
+    def on_connect(client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        client.subscribe(args.topic, qos=1)
+
+    def on_subscribe(client: paho.Client, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
+        subscribed["done"] = True
+
+    def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if state["n"] == 0:
+            state["first"] = time.perf_counter()
+            state["cpu0"] = cpu_seconds()
+        if model is not None:
+            model.process(msg.topic, msg.payload)
+        state["n"] += 1
+        state["last"] = time.perf_counter()
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id,
+                         protocol=MQTTProtocolVersion.MQTTv311, clean_session=False)
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    client.connect(args.host, args.port, keepalive=60)
+    deadline = time.monotonic() + args.seconds
+    while time.monotonic() < deadline:
+        client.loop(timeout=0.05)
+        if args.prepare and subscribed["done"]:
+            break
+        if args.expect and state["n"] >= args.expect:
+            break
+    cpu = cpu_seconds() - state["cpu0"] if state["n"] else 0.0
+    client.disconnect()
+    seconds = state["last"] - state["first"]
+    print(json.dumps({"mode": args.mode, "messages": state["n"], "seconds": round(seconds, 4),
+                      "rate": round(state["n"] / seconds, 1) if seconds > 0 else 0.0,
+                      "cpu_s": round(cpu, 3)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -137,11 +136,15 @@ def river_model_bytes(n_trees: int, height: int) -> tuple[int, str]:
         size = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         return size, "tracemalloc"
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model = HalfSpaceTrees(n_trees, height, WINDOW, seed=SEED)
-    model.learn_one(x)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (after - before) * 1024, "max-RSS growth"
+    # Too big for tracemalloc: max-RSS growth of a fresh process building one model.
+    code = (
+        "import resource; from river.anomaly import HalfSpaceTrees as H; "
+        "b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        f"m = H({n_trees}, {height}, {WINDOW}, seed={SEED}); m.learn_one({x!r}); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - b)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(done.stdout) * 1024, "max-RSS growth of a fresh process"
 
 
 CACHE_PROBE = """

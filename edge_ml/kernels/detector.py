@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from edge_ml.kernels.calibration import calibrate
-from edge_ml.kernels.hst import hst_step
+from edge_ml.kernels.hst import hst_step_into
 from edge_ml.kernels.window import N_FEATURES, feature_update, squash
 
 
@@ -35,13 +35,14 @@ def detect_batch(
     warming = np.zeros(n_readings, dtype=np.uint8)
     z = np.empty(N_FEATURES, dtype=np.float64)
     x = np.empty(N_FEATURES, dtype=np.float64)
+    walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)  # HST scratch
     for i in range(n_readings):
         s = slots[i]
         feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, var, dmean, dvar, prev,
                        seen, s, values[i], ts[i], period_s, z)
         squash(z, x)
-        score = hst_step(split_feature, split_threshold, mass, ref, count, first_window, s, x,
-                         height, window_size, paper_score)
+        score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,
+                              x, height, window_size, paper_score, walk)
         raw[i] = score
         level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, z[0],
                           window_size)

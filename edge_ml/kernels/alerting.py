@@ -56,7 +56,10 @@ def alert_batch(
         elif level >= threshold:
             above[s] += 1
             # closed_at is NaN until a first alert resolved; comparisons with NaN are False.
-            recent = ts[i] - closed_at[s] < cooldown_s or cooling[i] == 1
+            # A timestamp before closed_at (clock stepped back, or the alert resolved on a
+            # far-future reading) is not "recent": otherwise the cooldown would never end.
+            since_closed = ts[i] - closed_at[s]
+            recent = 0.0 <= since_closed < cooldown_s or cooling[i] == 1
             if above[s] >= debounce and not recent:
                 is_open[s] = 1
                 above[s] = 0

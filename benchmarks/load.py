@@ -300,7 +300,7 @@ def replay(workdir: Path, rows: int) -> dict[str, Any]:
     rng = np.random.default_rng(3)
     start = np.datetime64("2024-01-01T00:00:00")
     stamps = np.datetime_as_string(start + np.arange(rows).astype("timedelta64[s]"))
-    values = np.sin(np.arange(rows) / 300.0) + rng.normal(0, 0.05, rows)
+    values = 0.3 * np.sin(np.arange(rows) / 50.0) + rng.normal(0, 1.0, rows)  # stationary
     with csv_path.open("w") as handle:
         handle.write("timestamp,value\n")
         handle.writelines(f"{s.replace('T', ' ')},{v:.5f}\n"

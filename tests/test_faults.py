@@ -28,6 +28,14 @@ def _counters(db: Path) -> dict[str, int]:
         return dict(conn.execute("SELECT name, value FROM counters").fetchall())
 
 
+def _connected_since(db: Path, since: float) -> bool:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT value, updated_at FROM health WHERE key = 'connected'"
+        ).fetchone()
+    return bool(row) and row[0] == "True" and row[1] > since + 0.2
+
+
 # -- clocks ---------------------------------------------------------------------------------
 def _run_alerts(ts: list[float], levels: list[float], cooldown_s: float) -> list[int]:
     n = len(ts)
@@ -62,6 +70,10 @@ def daemon_env(tmp_path: Path, broker: LocalBroker):
     db = tmp_path / "state" / "edge-ml.db"
     config = write_config(tmp_path / "edge-ml.toml", broker, db,
                           "[alerts]\ndebounce = 1\ncooldown_s = 0\n")
+    # Reconnect quickly after a broker restart (the default backoff grows to a minute).
+    text = config.read_text().replace("[mqtt]\n", "[mqtt]\nreconnect_max_s = 1.0\n"
+                                      "reconnect_min_s = 0.2\n", 1)
+    config.write_text(text)
     return config, db
 
 
@@ -83,7 +95,10 @@ def test_broker_restarts_lose_no_qos1_reading(tmp_path: Path, broker: LocalBroke
             time.sleep(0.3)
             broker.stop()  # SIGTERM: mosquitto saves its queues (a SIGKILL loses its last second)
             time.sleep(0.5)
+            restarted = time.time()
             broker.start()
+            # The daemon is connected again (its stored health says so) before the next burst.
+            wait_for(lambda at=restarted: _connected_since(db, at), 30, "daemon reconnected")
         wait_for(lambda: not pub.client._out_messages, 30, "publisher acked")
         wait_for(lambda: _counters(db).get("readings_total", 0) >= sent, 60,
                  f"{sent} readings stored")

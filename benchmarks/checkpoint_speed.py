@@ -36,8 +36,16 @@ def main() -> None:
             pipeline.process_readings(names[lo:hi], np.arange(lo, hi, dtype=np.float64),
                                       rng.normal(20, 1, hi - lo))
         pipeline.flush()
+        # The daemon's Checkpointer reuses its snapshot buffers: the first checkpoint of a run
+        # pays for fresh pages, every later one copies into warm buffers.
+        pool: dict[str, np.ndarray] = {}
+        f0 = time.perf_counter()
+        pipeline.export_state(pool)
+        f1 = time.perf_counter()
+        pipeline.process_readings(names[: args.streams], np.full(args.streams, float(n)),
+                                  rng.normal(20, 1, args.streams))
         t0 = time.perf_counter()
-        document = pipeline.export_state()
+        document = pipeline.export_state(pool)
         t1 = time.perf_counter()
         encoded = encode(document)
         t2 = time.perf_counter()
@@ -51,11 +59,13 @@ def main() -> None:
         t6 = time.perf_counter()
         raw = sum(a.nbytes for part in document["state"].values() if isinstance(part, dict)
                   for a in part.values())
-        print("| streams | state (raw) | checkpoint | snapshot (worker) | encode (helper thread) "
+        print("| streams | state (raw) | checkpoint | first snapshot | snapshot (worker) "
+              "| encode (helper thread) "
               "| SQLite insert (worker) | decode | resume from DB |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         print(f"| {args.streams:,} | {raw / 1e6:.1f} MB | {len(encoded.blob) / 1e6:.2f} MB "
-              f"| {(t1 - t0) * 1e3:.1f} ms | {(t2 - t1) * 1e3:.0f} ms | {(t3 - t2) * 1e3:.1f} ms "
+              f"| {(f1 - f0) * 1e3:.1f} ms | {(t1 - t0) * 1e3:.1f} ms | {(t2 - t1) * 1e3:.0f} ms "
+              f"| {(t3 - t2) * 1e3:.1f} ms "
               f"| {(t4 - t3) * 1e3:.0f} ms | {(t6 - t5) * 1e3:.0f} ms |")
         storage.close()
 

@@ -229,6 +229,9 @@ class Checkpointer:
         self.last_pause_s = 0.0
         self.last_error: str | None = None
         self._job: tuple[str, Future[EncodedCheckpoint]] | None = None
+        # Snapshot buffers reused between checkpoints; safe because a new snapshot is only
+        # taken once the previous job has been encoded (``_job`` is None).
+        self._pool: dict[str, Any] = {}
 
     @property
     def supported(self) -> bool:
@@ -261,7 +264,7 @@ class Checkpointer:
             return
         started = time.perf_counter()
         self.pipeline.flush()
-        document = self.pipeline.export_state()
+        document = self.pipeline.export_state(self._pool)
         self.last_pause_s = time.perf_counter() - started
         future: Future[EncodedCheckpoint] = Future()
 

@@ -32,6 +32,7 @@ from edge_ml.kernels.alerting import OPENED
 from edge_ml.model.detector import Detector, ModelParams, describe, make_detector
 from edge_ml.publish import AlertPublisher
 from edge_ml.records import AlertEvent, Message, iso_utc
+from edge_ml.slots import SnapshotPool
 from edge_ml.storage import PendingWrites, Storage
 from edge_ml.streams import StreamRegistry
 
@@ -181,10 +182,12 @@ class Pipeline:
             "features": self.features.describe(),
         }
 
-    def export_state(self) -> dict[str, Any]:
+    def export_state(self, pool: SnapshotPool | None = None) -> dict[str, Any]:
         """Every piece of per-stream state as copies (``{"header", "state"}``), for a checkpoint.
 
         Cheap enough for the worker thread (array copies only); encoding is done elsewhere.
+        With a ``pool`` the copies reuse the previous snapshot's buffers: the caller must be
+        done with that snapshot (encoded) before asking for the next.
         """
         from edge_ml import __version__
         from edge_ml.checkpoint import SCHEMA_VERSION
@@ -202,13 +205,13 @@ class Pipeline:
         }
         state = {
             "names": list(self.streams.names),
-            "stats": self.streams.stats.export(used),
-            "features": self.features.arrays.export(used),
-            "detector": self.detector.export(used),
-            "alerts": self.alerts.state.export(used),
+            "stats": self.streams.stats.export(used, pool, "stats."),
+            "features": self.features.arrays.export(used, pool, "features."),
+            "detector": self.detector.export(used, pool),
+            "alerts": self.alerts.state.export(used, pool, "alerts."),
             "open_alerts": [[slot, alert_id, opened_at]
                             for slot, (alert_id, opened_at) in self.alerts.open_alerts.items()],
-            "drift": self.drift.state.export(used),
+            "drift": self.drift.state.export(used, pool, "drift."),
         }
         return {"header": header, "state": state}
 

@@ -12,6 +12,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Buffers reused from one checkpoint snapshot to the next, by key. Freshly allocated arrays
+# of tens of MB cost a page fault per 4 KB on first touch: that, not the copy, was most of the
+# worker's pause at a checkpoint (about 55 ms against 6 ms into warm buffers, 1,000 streams).
+SnapshotPool = dict[str, np.ndarray]
+
+
+def snapshot(array: np.ndarray, pool: SnapshotPool | None, key: str) -> np.ndarray:
+    """A copy of ``array``, written into ``pool[key]`` when that buffer fits."""
+    if pool is None:
+        return array.copy()
+    out = pool.get(key)
+    if out is None or out.shape != array.shape or out.dtype != array.dtype:
+        out = pool[key] = np.empty_like(array)
+    np.copyto(out, array)
+    return out
+
 
 @dataclass(frozen=True)
 class SlotField:
@@ -63,9 +79,14 @@ class SlotArrays:
         for name, array in self._arrays.items():
             array[slot] = self._fields[name].fill
 
-    def export(self, used: int) -> dict[str, np.ndarray]:
-        """Copies of the first ``used`` slots of every array, for a checkpoint."""
-        return {name: array[:used].copy() for name, array in self._arrays.items()}
+    def export(self, used: int, pool: SnapshotPool | None = None,
+               prefix: str = "") -> dict[str, np.ndarray]:
+        """Copies of the first ``used`` slots of every array, for a checkpoint.
+
+        With a ``pool``, the copies go into buffers kept from the previous export.
+        """
+        return {name: snapshot(array[:used], pool, prefix + name)
+                for name, array in self._arrays.items()}
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         """Load exported arrays (any number of used slots), checking names, shapes and dtypes."""

@@ -21,7 +21,7 @@ from river.anomaly import HalfSpaceTrees
 from edge_ml.kernels.calibration import CAL_SHORT, calibrate
 from edge_ml.kernels.detector import detect_batch
 from edge_ml.model.forest import ForestState, TreeStructure
-from edge_ml.slots import SlotArrays, SlotField
+from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Detector(Protocol):
         self, features: FeatureSource, slots: np.ndarray, values: np.ndarray, ts: np.ndarray
     ) -> Detection: ...
     def reset(self, slot: int) -> None: ...
-    def export(self, used: int) -> dict[str, np.ndarray]: ...
+    def export(self, used: int, pool: SnapshotPool | None = None) -> dict[str, np.ndarray]: ...
     def restore(self, arrays: dict[str, np.ndarray]) -> None: ...
 
 
@@ -114,14 +114,14 @@ class NumbaDetector:
         self.forest.reset(slot)
         self.state.reset(slot)
 
-    def export(self, used: int) -> dict[str, np.ndarray]:
+    def export(self, used: int, pool: SnapshotPool | None = None) -> dict[str, np.ndarray]:
         # Copy only the used slots: the forest is allocated by doubling, and copying every
         # allocated slot first doubled the checkpoint pause of the worker.
         arrays = {
-            f"forest.{name}": getattr(self.forest, name)[:used].copy()
+            f"forest.{name}": snapshot(getattr(self.forest, name)[:used], pool, f"forest.{name}")
             for name in self.forest._ARRAY_NAMES
         }
-        arrays.update(self.state.export(used))
+        arrays.update(self.state.export(used, pool, "detector."))
         return arrays
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
@@ -197,7 +197,7 @@ class RiverDetector:
             )
         self.state.reset(slot)
 
-    def export(self, used: int) -> dict[str, np.ndarray]:
+    def export(self, used: int, pool: SnapshotPool | None = None) -> dict[str, np.ndarray]:
         raise NotImplementedError("checkpoints need the numba backend")
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:

@@ -7,6 +7,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -76,8 +77,15 @@ class LocalBroker:
                     f"listener {self.port} {LOOPBACK}",
                     self.listener_options,
                     "allow_anonymous true" if "password_file" not in self.extra_config else "",
+                    # Started as root, mosquitto switches to user "mosquitto" unless told
+                    # otherwise; that user cannot write into a private (0700) workdir, so the
+                    # persistence file and the log were never written and every restart lost
+                    # the persistent sessions (session present: False, queued QoS 1 gone).
+                    # Stay root then (a non-root mosquitto never switches user).
+                    "user root" if os.geteuid() == 0 else "",
                     "persistence true",
                     f"persistence_location {self.workdir}/",
+                    "persistence_file mosquitto.db",
                     # Queue plenty of QoS 1 messages for a persistent session that is away.
                     "max_queued_messages 1000000",
                     "max_inflight_messages 0",

@@ -1,5 +1,9 @@
 """Per-stream drift detection on a cheap summary of the values (river's Page-Hinkley).
 
+What is watched is each reading's residual against the stream's time-of-day profile,
+measured before the reading is learned (``profile_residual`` in the fused kernel): a daily
+cycle is not a drift, a level that stays shifted is, until the profile has learned it.
+
 Running a Python detector on every reading would cost more than the whole Numba hot path, so
 each stream's values are summarised first, with NumPy per micro-batch: the mean of every
 complete block of ``[model] drift_block`` scored readings (warm-up readings are skipped) is fed

@@ -141,7 +141,7 @@ class Pipeline:
             slots, detection.levels, values, ts, detection.warming, self.streams.names
         )
         self.streams.record(slots, ts, values, detection.levels, detection.warming)
-        self._drift(slots, values, detection.warming, ts)
+        self._drift(slots, detection.residual, detection.warming, ts)
         n = len(slots)
         self.readings_total += n
         if self.storage is not None:
@@ -156,10 +156,10 @@ class Pipeline:
         return BatchOutput(slots, detection.levels, detection.raw, detection.warming, codes,
                            cooling, events)
 
-    def _drift(self, slots: np.ndarray, values: np.ndarray, warming: np.ndarray,
+    def _drift(self, slots: np.ndarray, residual: np.ndarray, warming: np.ndarray,
                ts: np.ndarray) -> None:
         """Drift detection on block summaries, and the configured reaction (edge_ml.drift)."""
-        found = self.drift.update(slots, values, warming, ts, self.streams.names)
+        found = self.drift.update(slots, residual, warming, ts, self.streams.names)
         if not found:
             return
         for slot, event in found:

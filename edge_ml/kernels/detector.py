@@ -16,6 +16,24 @@ from edge_ml.kernels.window import N_FEATURES, feature_update, squash
 
 
 @njit(cache=True)
+def profile_residual(prof_mean, prof_n, offset, mean, seen, s, v, ts, period_s):
+    """``v`` minus what slot ``s``'s time-of-day profile expects, before ``v`` is learned.
+
+    What the drift monitor watches (a daily cycle is not a drift; a level that stays shifted
+    is, until the profile has learned it). A profile slot not yet visited falls back to the
+    stream's running mean; 0 for a stream's first two readings.
+    """
+    if seen[s] < 2:
+        return 0.0
+    bins = prof_mean.shape[1]
+    b = int((ts % period_s) / period_s * bins)
+    b = min(max(b, 0), bins - 1)
+    if prof_n[s, b] == 0:
+        return v - mean[s]
+    return v - prof_mean[s, b] - offset[s]
+
+
+@njit(cache=True)
 def detect_batch(
     slots, values, ts, period_s,
     prof_mean, prof_mean_dev, prof_n, offset, mean, var, dmean, dvar, prev, seen,
@@ -24,7 +42,7 @@ def detect_batch(
     cal_mean, cal_var, cal_n, short, short_sum,
     warmup,
 ):
-    """Anomaly levels, raw HST scores and warm-up flags of a micro-batch.
+    """Anomaly levels, raw HST scores, warm-up flags and profile residuals of a micro-batch.
 
     A reading is ``warming`` while its stream has seen at most ``warmup`` readings; its level
     is then reported as 0 (unknown, not normal) although every stage keeps learning.
@@ -33,11 +51,14 @@ def detect_batch(
     levels = np.zeros(n_readings, dtype=np.float64)
     raw = np.zeros(n_readings, dtype=np.float64)
     warming = np.zeros(n_readings, dtype=np.uint8)
+    residual = np.zeros(n_readings, dtype=np.float64)
     z = np.empty(N_FEATURES, dtype=np.float64)
     x = np.empty(N_FEATURES, dtype=np.float64)
     walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)  # HST scratch
     for i in range(n_readings):
         s = slots[i]
+        residual[i] = profile_residual(prof_mean, prof_n, offset, mean, seen, s, values[i], ts[i],
+                                       period_s)
         feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, var, dmean, dvar, prev,
                        seen, s, values[i], ts[i], period_s, z)
         squash(z, x)
@@ -50,4 +71,4 @@ def detect_batch(
             warming[i] = 1
         else:
             levels[i] = level
-    return levels, raw, warming
+    return levels, raw, warming, residual

@@ -19,7 +19,7 @@ import numpy as np
 from river.anomaly import HalfSpaceTrees
 
 from edge_ml.kernels.calibration import CAL_SHORT, calibrate
-from edge_ml.kernels.detector import detect_batch
+from edge_ml.kernels.detector import detect_batch, profile_residual
 from edge_ml.model.forest import ForestState, TreeStructure
 from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
 
@@ -45,12 +45,14 @@ class Detection:
     levels: np.ndarray  # float64[B], anomaly level in [0, 1]; 0 while warming up
     raw: np.ndarray  # float64[B], the HST score before calibration
     warming: np.ndarray  # uint8[B], 1 while the stream is warming up
+    residual: np.ndarray  # float64[B], value minus its time-of-day profile, before learning
 
 
 class FeatureSource(Protocol):
     """What the model needs from the feature stage (``edge_ml.features.FeatureState``)."""
 
     period_s: float
+    arrays: Any
 
     def kernel_args(self) -> tuple[np.ndarray, ...]: ...
     def update(self, slots: np.ndarray, values: np.ndarray,
@@ -100,7 +102,7 @@ class NumbaDetector:
     def process(self, features: FeatureSource, slots: np.ndarray, values: np.ndarray,
                 ts: np.ndarray) -> Detection:
         f, s, p = self.forest, self.state, self.params
-        levels, raw, warming = detect_batch(
+        levels, raw, warming, residual = detect_batch(
             slots, values, ts, features.period_s,
             *features.kernel_args(),
             self.structure.split_feature, self.structure.split_threshold,
@@ -108,7 +110,7 @@ class NumbaDetector:
             s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum,
             p.warmup,
         )
-        return Detection(levels, raw, warming)
+        return Detection(levels, raw, warming, residual)
 
     def reset(self, slot: int) -> None:
         self.forest.reset(slot)
@@ -162,32 +164,30 @@ class RiverDetector:
                 ts: np.ndarray) -> Detection:
         if self.params.paper_score:
             raise ValueError("the river backend has no paper_score variant")
-        Z, X = features.update(slots, values, ts)
         n = len(slots)
         levels = np.zeros(n, dtype=np.float64)
         raw = np.zeros(n, dtype=np.float64)
         warming = np.zeros(n, dtype=np.uint8)
+        residual = np.zeros(n, dtype=np.float64)
         s = self.state
-        seen = features.kernel_args()[-1]
-        # The same per-reading rules as the fused kernel, in Python: this backend is the slow
-        # reference, not a hot path. ``seen`` is read after the whole batch was featurised, so
-        # count the readings of each slot still to come.
-        remaining: dict[int, int] = {}
-        for slot in slots.tolist():
-            remaining[slot] = remaining.get(slot, 0) + 1
+        f = features.arrays
+        # The same per-reading rules as the fused kernel, one reading at a time in Python: this
+        # backend is the slow reference, not a hot path.
         for i, slot in enumerate(slots.tolist()):
+            residual[i] = profile_residual(f.prof_mean, f.prof_n, f.offset, f.mean, f.seen, slot,
+                                           values[i], ts[i], features.period_s)
+            Z, X = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
             model = self._model(slot)
-            x = dict(enumerate(X[i].tolist()))
+            x = dict(enumerate(X[0].tolist()))
             raw[i] = model.score_one(x)
             model.learn_one(x)
             level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
-                              Z[i, 0], self.params.window_size)
-            remaining[slot] -= 1
-            if seen[slot] - remaining[slot] <= self.params.warmup:
+                              Z[0, 0], self.params.window_size)
+            if f.seen[slot] <= self.params.warmup:
                 warming[i] = 1
             else:
                 levels[i] = level
-        return Detection(levels, raw, warming)
+        return Detection(levels, raw, warming, residual)
 
     def reset(self, slot: int) -> None:
         if slot < len(self.models):

@@ -234,9 +234,14 @@ class Storage:
 
     def set_health(self, values: dict[str, str]) -> None:
         now = time.time()
+        # Plain SQL: sqlite-utils' upsert_all introspects the table on every call (~1 ms), and
+        # this runs on the worker twice a second.
         with self.db.conn:
-            self.db["health"].upsert_all(
-                ({"key": k, "value": v, "updated_at": now} for k, v in values.items()), pk="key"
+            self.db.conn.executemany(
+                "INSERT INTO health (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                [(k, v, now) for k, v in values.items()],
             )
 
     # -- reads ----------------------------------------------------------------------------

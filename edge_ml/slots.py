@@ -39,15 +39,25 @@ class SlotField:
     shape: tuple[int, ...] = ()
 
 
+def _allocate(spec: SlotField, capacity: int) -> np.ndarray:
+    """A fresh array for ``capacity`` slots.
+
+    Zero-filled fields come from ``np.zeros`` (calloc: the kernel maps pages on first write), so
+    the spare half left by a doubling costs no resident memory until streams arrive;
+    ``np.full`` would write, and so keep resident, every page of it.
+    """
+    shape = (capacity, *spec.shape)
+    if spec.fill == 0:
+        return np.zeros(shape, dtype=spec.dtype)
+    return np.full(shape, spec.fill, dtype=spec.dtype)
+
+
 class SlotArrays:
     """Named arrays sharing a leading slot axis; attribute access returns the array itself."""
 
     def __init__(self, fields: Iterable[SlotField], capacity: int = 16) -> None:
         self._fields = {f.name: f for f in fields}
-        self._arrays = {
-            f.name: np.full((capacity, *f.shape), f.fill, dtype=f.dtype)
-            for f in self._fields.values()
-        }
+        self._arrays = {f.name: _allocate(f, capacity) for f in self._fields.values()}
         self.capacity = capacity
 
     def __getattr__(self, name: str) -> np.ndarray:
@@ -68,7 +78,7 @@ class SlotArrays:
             return False
         for name, old in self._arrays.items():
             spec = self._fields[name]
-            grown = np.full((new, *spec.shape), spec.fill, dtype=spec.dtype)
+            grown = _allocate(spec, new)
             grown[: self.capacity] = old
             self._arrays[name] = grown
         self.capacity = new

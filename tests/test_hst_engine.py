@@ -14,7 +14,7 @@ from naive_hst import NaiveForest
 from river.anomaly import HalfSpaceTrees
 
 from edge_ml.kernels.hst import PRUNED_ZERO_MIN_CELLS, hst_batch, hst_step
-from edge_ml.model.forest import ForestState, TreeStructure, mass_dtype
+from edge_ml.model.forest import ForestState, TreeStructure, feature_dtype, mass_dtype
 
 N_TREES = 10
 HEIGHT = 8
@@ -121,7 +121,7 @@ def test_structure_is_rivers(seed, n_features):
     model.learn_one({i: 0.5 for i in range(n_features)})
     structure = TreeStructure.from_river(n_features, N_TREES, HEIGHT, seed)
     assert structure.split_feature.shape == (N_TREES, 2**HEIGHT - 1)
-    assert structure.split_feature.dtype == np.int32
+    assert structure.split_feature.dtype == np.uint8  # feature_dtype(<= 256 features)
     assert structure.split_threshold.dtype == np.float64
     for t, tree in enumerate(model.trees):
         feature, threshold = _river_bfs(tree, HEIGHT)
@@ -252,27 +252,103 @@ def test_grow_keeps_state_and_reset_gives_fresh_model():
 
 def test_bytes_per_stream_at_defaults():
     state = ForestState(TreeStructure.from_river(4, 10, 8, seed=0), 250, capacity=4)
-    # 2 windows x 10 trees x 511 nodes x uint16, plus ref, count, first_window.
-    assert state.bytes_per_stream == 2 * 10 * 511 * 2 + 1 + 4 + 1
-    assert state.bytes_per_stream <= 32 * 1024
-    assert mass_dtype(65_535) == np.uint16 and mass_dtype(65_536) == np.uint32
+    # 2 windows x 10 trees x 511 nodes x uint8, plus ref, count, first_window.
+    assert state.mass.dtype == np.uint8
+    assert state.bytes_per_stream == 2 * 10 * 511 + 1 + 4 + 1
+    assert state.bytes_per_stream <= 16 * 1024
+    assert mass_dtype(1) == np.uint8 and mass_dtype(255) == np.uint8
+    assert mass_dtype(256) == np.uint16 and mass_dtype(65_535) == np.uint16
+    assert mass_dtype(65_536) == np.uint32
+
+
+def test_feature_dtype_is_the_smallest_unsigned_index():
+    assert feature_dtype(1) == np.uint8 and feature_dtype(256) == np.uint8
+    assert feature_dtype(257) == np.uint16 and feature_dtype(65_536) == np.uint16
+    assert feature_dtype(65_537) == np.uint32
+    structure = TreeStructure.from_river(300, 2, 3, seed=0)
+    assert structure.split_feature.dtype == np.uint16
+    assert structure.split_feature.max() >= 256  # indices above uint8 survive the cast
+
+
+@pytest.mark.parametrize("window_size", (1, 2, 254, 255))
+def test_uint8_masses_match_river_up_to_a_full_byte(window_size):
+    """uint8 masses at windows up to 255: a node can hold exactly 255 (all readings of a full
+    window down one path), and the pivot flips/zeroes uint8 buffers like river's copy."""
+    seed, n_features, height, n_trees = 6, 2, 4, 3
+    structure = TreeStructure.from_river(n_features, n_trees, height, seed)
+    rng = np.random.default_rng(window_size)
+    n = 3 * window_size + 7 if window_size > 2 else 40  # several pivots
+    X = make_readings(rng, n, n_features, nan_rate=0.1)
+    # A constant run of a whole window: every node on its path reaches window_size exactly.
+    X[window_size : 2 * window_size] = X[window_size]
+    state = ForestState(structure, window_size)
+    assert state.mass.dtype == np.uint8
+    got = state.score_learn(np.zeros(n, dtype=np.int64), X)
+    expected = river_scores(X, seed, window_size, height=height, n_trees=n_trees)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
+    if window_size == 255:
+        # The constant window is now the reference: its root holds a full byte, no wraparound.
+        state2 = ForestState(structure, window_size)
+        state2.score_learn(np.zeros(2 * window_size, dtype=np.int64), X[: 2 * window_size])
+        reference = state2.mass[0, state2.ref[0]]
+        assert reference[:, 0].tolist() == [255] * n_trees
+        assert ((reference == 255).sum(axis=1) == height + 1).all()  # the whole path, leaf too
+
+
+def test_uint8_uint16_uint32_masses_give_identical_scores():
+    """The kernel is mass-dtype generic: the same readings give bit-identical scores."""
+    structure = TreeStructure.from_river(4, 5, 6, seed=3)
+    rng = np.random.default_rng(3)
+    X = make_readings(rng, 2000, 4)
+    slots = rng.integers(0, 3, len(X))
+    results = []
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        for paper in (False, True):
+            mass = np.zeros((3, 2, 5, 2**7 - 1), dtype=dtype)
+            ref, count, first = np.zeros(3, np.uint8), np.zeros(3, np.int32), np.ones(3, np.uint8)
+            args = (structure.split_feature, structure.split_threshold, mass, ref, count, first)
+            results.append(hst_batch(*args, slots, X, 6, 100, paper))
+    for got in results[2::2]:
+        np.testing.assert_array_equal(got, results[0])
+    for got in results[3::2]:
+        np.testing.assert_array_equal(got, results[1])
+
+
+def test_restore_refuses_a_checkpoint_with_another_mass_dtype():
+    """A uint16 checkpoint (older engine) of a 250 window is refused with a clear message."""
+    structure = TreeStructure.from_river(2, 3, 4, seed=0)
+    state = ForestState(structure, 250, capacity=2)
+    state.score_learn(np.zeros(30, dtype=np.int64), np.full((30, 2), 0.4))
+    arrays = state.export()
+    assert arrays["mass"].dtype == np.uint8
+    restored = ForestState.restore(structure, 250, arrays)
+    assert restored.mass.dtype == np.uint8
+    np.testing.assert_array_equal(restored.mass, state.mass)
+    old = {**arrays, "mass": arrays["mass"].astype(np.uint16)}
+    with pytest.raises(ValueError, match=r"'mass' has dtype uint16.*window_size 250.*uint8"):
+        ForestState.restore(structure, 250, old)
+    wide = {**arrays, "mass": arrays["mass"].astype(np.uint32)}
+    with pytest.raises(ValueError, match="dtype uint32"):
+        ForestState.restore(structure, 250, wide)
 
 
 def test_kernel_is_dtype_generic_and_callable_directly():
-    """uint32 masses (window_size > 65535) give the same scores as uint16."""
+    """uint8, uint16 and uint32 masses give the same scores, signed or unsigned features."""
     structure = TreeStructure.from_river(3, 4, 5, seed=2)
     rng = np.random.default_rng(0)
     X = make_readings(rng, 300, 3)
     slots = np.zeros(len(X), dtype=np.int64)
     results = []
-    for dtype in (np.uint16, np.uint32):
+    for dtype, fdtype in ((np.uint16, np.int32), (np.uint32, np.uint8), (np.uint8, np.int64)):
         mass = np.zeros((1, 2, 4, 2**6 - 1), dtype=dtype)
         ref, count, first = np.zeros(1, np.uint8), np.zeros(1, np.int32), np.ones(1, np.uint8)
-        args = (structure.split_feature, structure.split_threshold, mass, ref, count, first)
+        feature = structure.split_feature.astype(fdtype)
+        args = (feature, structure.split_threshold, mass, ref, count, first)
         head = [hst_step(*args, 0, X[i], 5, 17, False) for i in range(10)]
         tail = hst_batch(*args, slots[10:], X[10:], 5, 17, False)
         results.append(np.concatenate([head, tail]))
     np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
     expected = river_scores(X, 2, 17, height=5, n_trees=4)
     np.testing.assert_allclose(results[0], expected, rtol=0, atol=TOL)
 

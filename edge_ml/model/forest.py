@@ -16,14 +16,36 @@ from river.tree.padded import make_padded_tree
 
 from edge_ml.kernels.hst import hst_batch
 
-__all__ = ["ForestState", "TreeStructure"]
+__all__ = ["ForestState", "TreeStructure", "feature_dtype", "mass_dtype"]
 
 # River's HalfSpaceTrees builds each tree with ``padding=0.15``: split points are drawn away
 # from the outer 15 % of a node's range on each side, so no split is too narrow.
 RIVER_PADDING = 0.15
 
-# Largest window whose masses fit in uint16: a node's mass never exceeds the window size.
+# Largest windows whose masses fit in uint8 and uint16: a node's mass never exceeds the window
+# size. River's default window (250) fits uint8, which halves the per-stream state.
+UINT8_MAX_WINDOW = 255
 UINT16_MAX_WINDOW = 65535
+
+
+def feature_dtype(n_features: int) -> np.dtype:
+    """Smallest unsigned type indexing ``n_features`` features: uint8, uint16 or uint32.
+
+    Parameters
+    ----------
+    n_features
+        Feature-vector length.
+
+    Returns
+    -------
+    numpy.dtype
+        The dtype of :attr:`TreeStructure.split_feature`. Unsigned, because Numba emits
+        negative-index wraparound for signed indices; small, to keep the shared structure
+        cache-friendly.
+    """
+    if n_features <= 1 << 8:
+        return np.dtype(np.uint8)
+    return np.dtype(np.uint16 if n_features <= 1 << 16 else np.uint32)
 
 
 def _flatten_bfs(root: Any, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,10 +61,10 @@ def _flatten_bfs(root: Any, height: int) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     tuple of numpy.ndarray
-        ``(feature int32[2**height - 1], threshold float64[2**height - 1])``.
+        ``(feature int64[2**height - 1], threshold float64[2**height - 1])``.
     """
     n_internal = 2**height - 1
-    feature = np.empty(n_internal, dtype=np.int32)
+    feature = np.empty(n_internal, dtype=np.int64)
     threshold = np.empty(n_internal, dtype=np.float64)
     level = [root]
     index = 0
@@ -72,7 +94,8 @@ class TreeStructure:
     seed
         Seed of the ``random.Random`` the trees were drawn from.
     split_feature
-        ``int32[T, 2**h - 1]``, BFS layout (children of node ``i`` are ``2i + 1``, ``2i + 2``).
+        ``[T, 2**h - 1]`` of :func:`feature_dtype` (``uint8`` up to 256 features), BFS layout
+        (children of node ``i`` are ``2i + 1``, ``2i + 2``).
     split_threshold
         ``float64[T, 2**h - 1]``, same layout; ``x[f] < threshold`` goes left.
     """
@@ -128,7 +151,7 @@ class TreeStructure:
             feature, threshold = _flatten_bfs(root, height)
             features.append(feature)
             thresholds.append(threshold)
-        split_feature = np.ascontiguousarray(np.stack(features), dtype=np.int32)
+        split_feature = np.ascontiguousarray(np.stack(features), dtype=feature_dtype(n_features))
         split_threshold = np.ascontiguousarray(np.stack(thresholds), dtype=np.float64)
         split_feature.flags.writeable = False
         split_threshold.flags.writeable = False
@@ -141,7 +164,7 @@ class TreeStructure:
 
 
 def mass_dtype(window_size: int) -> np.dtype:
-    """Smallest mass dtype of the contract for a window: uint16, or uint32 above 65535.
+    """Smallest mass dtype for a window: uint8 up to 255, uint16 up to 65535, else uint32.
 
     Parameters
     ----------
@@ -151,8 +174,10 @@ def mass_dtype(window_size: int) -> np.dtype:
     Returns
     -------
     numpy.dtype
-        ``uint16`` or ``uint32``.
+        ``uint8``, ``uint16`` or ``uint32``.
     """
+    if window_size <= UINT8_MAX_WINDOW:
+        return np.dtype(np.uint8)
     return np.dtype(np.uint16 if window_size <= UINT16_MAX_WINDOW else np.uint32)
 
 
@@ -316,6 +341,12 @@ class ForestState:
             raise ValueError(f"forest state is missing arrays: {', '.join(missing)}")
         mass = np.asarray(arrays["mass"])
         capacity = mass.shape[0] if mass.ndim == 4 else -1
+        if mass.dtype != mass_dtype(window_size):
+            raise ValueError(
+                f"forest state array 'mass' has dtype {mass.dtype}, but window_size "
+                f"{window_size} keeps masses as {mass_dtype(window_size)}: the checkpoint was "
+                "written with another window size or by an engine with another mass dtype"
+            )
         expected = {
             "mass": ((capacity, 2, structure.n_trees, structure.n_nodes), mass_dtype(window_size)),
             "ref": ((capacity,), np.dtype(np.uint8)),

@@ -40,16 +40,17 @@ class StreamRegistry:
     def resolve(self, names: list[str]) -> np.ndarray:
         """Slot of each name (new names get the next free slots); int64 array."""
         slot_of = self.slot_of
-        slots = np.empty(len(names), dtype=np.int64)
-        for i, name in enumerate(names):
-            slot = slot_of.get(name)
-            if slot is None:
-                slot = len(self.names)
-                slot_of[name] = slot
+        # New names get slots in order of first appearance; dict.fromkeys and map run in C
+        # (a Python loop per reading cost ~0.3 us, a tenth of a replay's time per row).
+        distinct = dict.fromkeys(names)
+        for name in distinct:
+            if name not in slot_of:
+                slot_of[name] = len(self.names)
                 self.names.append(name)
-            slots[i] = slot
         self.stats.grow(len(self.names))
-        return slots
+        if len(distinct) == 1:
+            return np.full(len(names), slot_of[names[0]], dtype=np.int64)
+        return np.fromiter(map(slot_of.__getitem__, names), dtype=np.int64, count=len(names))
 
     def record(
         self, slots: np.ndarray, ts: np.ndarray, values: np.ndarray, levels: np.ndarray,

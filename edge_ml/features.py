@@ -38,9 +38,9 @@ class FeatureState:
                 SlotField("prof_n", np.int64, 0, (bins,)),
                 SlotField("offset", np.float64),
                 SlotField("mean", np.float64),
-                SlotField("var", np.float64),
+                SlotField("dev", np.float64),
                 SlotField("dmean", np.float64),
-                SlotField("dvar", np.float64),
+                SlotField("ddev", np.float64),
                 SlotField("prev", np.float64),
                 SlotField("seen", np.int64),
             ],
@@ -57,7 +57,7 @@ class FeatureState:
     def kernel_args(self) -> tuple[np.ndarray, ...]:
         """The state arrays in the order the kernels take them (after ``period_s``)."""
         a = self.arrays
-        return (a.prof_mean, a.prof_mean_dev, a.prof_n, a.offset, a.mean, a.var, a.dmean, a.dvar,
+        return (a.prof_mean, a.prof_mean_dev, a.prof_n, a.offset, a.mean, a.dev, a.dmean, a.ddev,
                 a.prev, a.seen)
 
     def update(self, slots: np.ndarray, values: np.ndarray,

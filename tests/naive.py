@@ -22,13 +22,13 @@ def features(values: list[float], ts: list[float], period_s: float,
     prof_mean = [0.0] * bins
     prof_dev = [0.0] * bins
     prof_n = [0] * bins
-    offset = mean = var = dmean = dvar = 0.0
+    offset = mean = dev = dmean = ddev = 0.0
     prev = 0.0
     out = []
     for n, (v, t) in enumerate(zip(values, ts, strict=True)):
         d = v - prev if n else 0.0
         b = min(bins - 1, int((t % period_s) / period_s * bins))
-        sd = math.sqrt(var)
+        sd = DEV_MULT * dev
         floor = 1e-6 * (abs(mean) + 1.0)
         res = v - prof_mean[b] - offset
         z = [0.0, 0.0, 0.0]
@@ -36,7 +36,7 @@ def features(values: list[float], ts: list[float], period_s: float,
             if prof_n[b] >= MIN_BIN_COUNT:
                 z[0] = res / max(DEV_MULT * prof_dev[b], SD_FLOOR_FRAC * sd, floor)
             z[1] = (v - mean) / max(sd, floor)
-            z[2] = (d - dmean) / max(math.sqrt(dvar), floor)
+            z[2] = (d - dmean) / max(DEV_MULT * ddev, floor)
         out.append(z)
         if prof_n[b] == 0:
             prof_mean[b] = v - offset
@@ -50,10 +50,12 @@ def features(values: list[float], ts: list[float], period_s: float,
         a = max(ALPHA_SD, 1.0 / (n + 1))
         delta = v - mean
         mean += a * delta
-        var = (1 - a) * (var + a * delta * delta)
+        if n >= 1:  # mean absolute deviation of the deviations seen so far
+            dev += max(ALPHA_SD, 1 / n) * (abs(delta) - dev)
         dd = d - dmean
         dmean += a * dd
-        dvar = (1 - a) * (dvar + a * dd * dd)
+        if n >= 2:  # the first difference is 0 by definition, not a deviation
+            ddev += max(ALPHA_SD, 1 / (n - 1)) * (abs(dd) - ddev)
         prev = v
     return out
 

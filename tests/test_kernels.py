@@ -49,6 +49,19 @@ def test_a_reading_off_its_daily_profile_stands_out() -> None:
     assert abs(Z[1900, 0]) > 4 * np.abs(Z[1600:1899, 0]).std()
 
 
+def test_value_scale_is_robust_to_one_outlier() -> None:
+    # The scale is a mean absolute deviation (x1.25): about the sd on Gaussian noise, and one
+    # huge reading does not squeeze every later z-score towards 0 as a variance would (a
+    # variance with forgetting 1/600 would put the sd near 40 after this outlier).
+    values = np.random.default_rng(5).normal(0.0, 1.0, 4000)
+    Z, _ = FeatureState(86400.0, 48).update(np.zeros(4000, np.int64), values.copy(), _ts(4000))
+    assert 0.9 < Z[3000:3500, 1].std() < 1.1
+    values[3500] = 1e3
+    Z, _ = FeatureState(86400.0, 48).update(np.zeros(4000, np.int64), values, _ts(4000))
+    assert Z[3500, 1] > 100
+    assert Z[3501:3700, 1].std() > 0.2  # ~0.3 here; ~0.025 with a variance
+
+
 def test_calibration_matches_reference() -> None:
     rng = np.random.default_rng(3)
     raw = np.concatenate([np.zeros(50), rng.uniform(0.6, 0.8, 1200), [0.99] * 5,

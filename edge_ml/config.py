@@ -71,8 +71,10 @@ class StorageConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     backend: str = _f("numba", choices=("numba", "river"))
-    n_trees: int = _f(10, low=1, high=256)
-    height: int = _f(8, low=1, high=20)
+    # 20 trees of height 7: the node masses of 10 trees of height 8 (same bytes per stream),
+    # a steadier score (Shuttle ROC-AUC 0.99 over forest seeds; docs/benchmarks.md).
+    n_trees: int = _f(20, low=1, high=256)
+    height: int = _f(7, low=1, high=20)
     window_size: int = _f(250, low=2, high=1_000_000)
     seed: int = _f(42, low=0)
     # Readings a stream must have seen before its scores may raise alerts.

@@ -146,7 +146,7 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
             [sys.executable, "-m", "firmware_bridge", "simulate",
              "--mqtt-port", str(broker.port), "--sensors", str(sensors), "--rate", str(rate),
              "--seconds", str(seconds), "--seed", str(seed), "--truth", str(truth_path),
-             "--anomaly-after", str(0.4 * seconds), "--day-seconds", "60"],
+             "--anomaly-after", str(0.4 * seconds)],
             capture_output=True, text=True, timeout=seconds + 120,
         )
         if simulate.returncode != 0:

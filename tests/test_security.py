@@ -9,7 +9,6 @@ exit 1 and a message.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -78,11 +77,9 @@ def secure_broker(tmp_path: Path, pki: Path) -> Iterator[LocalBroker]:
         f"certfile {pki / 'server.crt'}",
         f"keyfile {pki / 'server.key'}",
     ])
+    # LocalBroker keeps a root-started mosquitto root, so it can read pytest's private temp
+    # dirs (password file, key); CI containers run as root.
     extra = f"password_file {passwd}\nallow_anonymous false"
-    if os.geteuid() == 0:
-        # mosquitto started as root drops to user "mosquitto", who cannot read pytest's
-        # private temp dirs (password file, key); CI containers run as root.
-        extra += "\nuser root"
     with LocalBroker(workdir=tmp_path / "broker", extra_config=extra,
                      listener_options=listener) as running:
         yield running

@@ -103,6 +103,28 @@ def write_config(path: Path, port: int, db: Path, **sections: dict[str, Any]) ->
     return path
 
 
+def drop_sessions(port: int, *client_ids: str) -> None:
+    """End persistent sessions for good (a clean-session connect discards them).
+
+    A consumer that is gone but still subscribed makes the broker queue every later reading for
+    it, and mosquitto writes its whole database at each autosave (every second here): a later
+    phase would time the broker's saves, not the daemon.
+    """
+    for client_id in client_ids:
+        done = threading.Event()
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=True)
+        client.on_connect = lambda *_, ev=done: ev.set()
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        try:
+            if not done.wait(10):
+                raise RuntimeError(f"could not connect as {client_id} to end its session")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+
 @dataclass
 class Sample:
     at: float  # the daemon's updated_at (its clock when it wrote the health)
@@ -283,6 +305,40 @@ def latency(port: int, config: Path, watcher: Watcher, log: Path,
             "max": lat[-1]}
 
 
+def relay_latency(port: int, watcher: Watcher, seconds: float) -> dict[str, Any]:
+    """The same traffic through a bare paho relay (no model, no storage): the transport floor.
+
+    Publisher, broker and watcher are as for the daemon, so this is what this machine (and its
+    other load) adds to publish-to-alert by itself.
+    """
+    topic, client_id = "sensors/relay/#", "edge-ml-bench-relay"
+    run_json([NAIVE, "--mode", "relay", "--port", str(port), "--client-id", client_id,
+              "--topic", topic, "--prepare"], 60)
+    count = int(1000 * seconds)
+    relay = subprocess.Popen([PY, NAIVE, "--mode", "relay", "--port", str(port), "--client-id",
+                              client_id, "--topic", topic, "--expect", str(count),
+                              "--seconds", str(seconds + 30)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # connected to its session before the first reading
+        watcher.reset(relay.pid)
+        pub = publish(port, count, "--rate", "1000", "--seconds", str(seconds + 10),
+                      "--form", "json", "--with-ts", "--streams", "10",
+                      "--spike-every-s", "0.2", "--spike-after-s", "2.5",
+                      "--client-id", "edge-ml-bench-relay-pub", "--prefix", "sensors/relay")
+        relay.wait(timeout=30)
+        time.sleep(0.5)
+        lat = sorted(watcher.latencies_ms)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait()
+    if not lat:
+        raise RuntimeError("the relay published no alerts")
+    return {"spikes": pub["spikes"], "alerts": len(lat), "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)), "max": lat[-1]}
+
+
 def many_streams(port: int, config: Path, watcher: Watcher, log: Path,
                  streams: int) -> dict[str, Any]:
     with daemon(config, watcher, log) as proc:
@@ -335,7 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="edge-ml-load-"))
     log = workdir / "daemon.log"
     results: dict[str, Any] = {"forms": {}}
-    with LocalBroker(workdir=workdir / "broker") as broker, Watcher(broker.port) as watcher:
+    # No autosave: this broker is never restarted, and saving the queued backlog every second
+    # would pause it in the middle of the drains.
+    with LocalBroker(workdir=workdir / "broker", autosave_s=0) as broker, \
+            Watcher(broker.port) as watcher:
         port = broker.port
         runs = iter(range(1000))
 
@@ -372,17 +431,23 @@ def main(argv: list[str] | None = None) -> int:
             per_msg = 2 if form == "frame" else 1
             results["forms"][form] = daemon_drain(fresh(), watcher, log, n_drain // 2 * per_msg)
 
+        drop_sessions(port, COUNTER_ID, NAIVE_ID, DAEMON_ID)
+
         live_db = workdir / "live.db"
         live_cfg = write_config(workdir / "live.toml", port, live_db,
                                 mqtt={"client_id": "edge-ml-bench-live"})
         sus_rate = min(0.8 * best_daemon["rate"], 12_000.0)
         results["sustained"] = sustained(port, live_cfg, watcher, log, sus_rate, sus_s)
+        drop_sessions(port, "edge-ml-bench-live")
 
         lat_cfg = write_config(workdir / "latency.toml", port, workdir / "latency.db",
                                mqtt={"client_id": "edge-ml-bench-latency-d"},
                                alerts={"debounce": 1, "cooldown_s": 0.0},
                                model={"warmup": 100})
         results["latency"] = latency(port, lat_cfg, watcher, log, lat_s)
+        drop_sessions(port, "edge-ml-bench-latency-d")
+        results["relay"] = relay_latency(port, watcher, lat_s)
+        drop_sessions(port, "edge-ml-bench-relay")
 
         many_cfg = write_config(workdir / "many.toml", port, workdir / "many.db",
                                 mqtt={"client_id": "edge-ml-bench-many"})
@@ -424,6 +489,9 @@ def print_report(r: dict[str, Any], quick: bool) -> None:
         f"latency at {lat['rate']:,.0f} readings/s (JSON, 10 streams): {lat['alerts']} alerts "
         f"for {lat['spikes']} spikes, publish-to-alert p50 {lat['p50']:.2f} ms, "
         f"p99 {lat['p99']:.2f} ms, max {lat['max']:.2f} ms",
+        f"transport floor, bare paho relay, same traffic: {r['relay']['alerts']} alerts, "
+        f"p50 {r['relay']['p50']:.2f} ms, p99 {r['relay']['p99']:.2f} ms, "
+        f"max {r['relay']['max']:.2f} ms",
         f"{m['streams']:,} streams ({m['readings']:,} readings): daemon RSS {m['rss_mb']:.0f} MB",
         f"replay: {rp['rows']:,} CSV rows at {rp['rate']:,.0f} readings/s "
         f"(process wall {rp['wall_s']:.1f} s)",

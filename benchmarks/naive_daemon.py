@@ -7,7 +7,11 @@ what a Python MQTT consumer can take from the broker on this machine.
 (float / JSON / msgpack), NumPy window features, river ``HalfSpaceTrees`` score then learn, one
 SQLite insert (and commit) per reading, in WAL mode with ``synchronous=NORMAL`` as the daemon.
 
-Both subscribe QoS 1 with a persistent session (``--prepare`` connects once, subscribes and
+``--mode relay``: the transport floor of the latency benchmark: a bare subscriber that
+publishes ``{"state": "open", "ts": <reading ts>}`` (QoS 1, ``edge-ml/alerts/relay``) for every
+JSON reading above ``--threshold``: publish-to-alert without any model or storage.
+
+All subscribe QoS 1 with a persistent session (``--prepare`` connects once, subscribes and
 leaves, so the broker queues what is published next), count until ``--expect`` messages have
 arrived (or ``--seconds`` passed) and print one JSON line: messages, seconds from the first to
 the last message, CPU seconds of the process. Loopback only.
@@ -96,7 +100,8 @@ class NaiveModel:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("count", "naive"), required=True)
+    parser.add_argument("--mode", choices=("count", "naive", "relay"), required=True)
+    parser.add_argument("--threshold", type=float, default=10.0, help="relay: spike level")
     parser.add_argument("--host", default=LOOPBACK)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--topic", default="sensors/#")
@@ -126,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             state["cpu0"] = cpu_seconds()
         if model is not None:
             model.process(msg.topic, msg.payload)
+        elif args.mode == "relay":
+            body = json.loads(msg.payload)
+            if abs(float(body["value"])) > args.threshold:
+                client.publish("edge-ml/alerts/relay",
+                               json.dumps({"state": "open", "ts": body.get("ts")}), qos=1)
         state["n"] += 1
         state["last"] = time.perf_counter()
 

@@ -155,7 +155,7 @@ def test_nan_tie_goes_left():
     latest = 1 - state.ref[0]
     leftmost_path = [0, 1, 3, 7]
     for t in range(2):
-        masses = state.mass[0, latest, t]
+        masses = state.mass[0, t, :, latest]
         assert masses[leftmost_path].tolist() == [1, 1, 1, 1]
         assert masses.sum() == 4
 
@@ -290,7 +290,7 @@ def test_uint8_masses_match_river_up_to_a_full_byte(window_size):
         # The constant window is now the reference: its root holds a full byte, no wraparound.
         state2 = ForestState(structure, window_size)
         state2.score_learn(np.zeros(2 * window_size, dtype=np.int64), X[: 2 * window_size])
-        reference = state2.mass[0, state2.ref[0]]
+        reference = state2.mass[0, :, :, state2.ref[0]]
         assert reference[:, 0].tolist() == [255] * n_trees
         assert ((reference == 255).sum(axis=1) == height + 1).all()  # the whole path, leaf too
 
@@ -304,7 +304,7 @@ def test_uint8_uint16_uint32_masses_give_identical_scores():
     results = []
     for dtype in (np.uint8, np.uint16, np.uint32):
         for paper in (False, True):
-            mass = np.zeros((3, 2, 5, 2**7 - 1), dtype=dtype)
+            mass = np.zeros((3, 5, 2**7 - 1, 2), dtype=dtype)
             ref, count, first = np.zeros(3, np.uint8), np.zeros(3, np.int32), np.ones(3, np.uint8)
             args = (structure.split_feature, structure.split_threshold, mass, ref, count, first)
             results.append(hst_batch(*args, slots, X, 6, 100, paper))
@@ -332,6 +332,28 @@ def test_restore_refuses_a_checkpoint_with_another_mass_dtype():
         ForestState.restore(structure, 250, wide)
 
 
+def test_mass_layout_interleaves_the_two_windows_and_refuses_the_old_one():
+    """mass[s, t, node] holds (window 0, window 1): ref picks the reference; the pivot flips it
+    and zeroes only the old reference half, leaving the new reference intact."""
+    structure = TreeStructure.from_river(2, 3, 4, seed=1)
+    state = ForestState(structure, 5, capacity=2)
+    assert state.mass.shape == (2, 3, 2**5 - 1, 2)
+    assert state.mass.flags.c_contiguous
+    X = np.full((5, 2), 0.3)
+    state.score_learn(np.zeros(5, dtype=np.int64), X)  # one full window: pivot
+    assert state.ref[0] == 1 and state.count[0] == 0
+    assert (state.mass[0, :, 0, 1] == 5).all()  # the roots of the new reference window
+    assert not state.mass[0, :, :, 0].any()  # the new latest window is empty
+    assert not state.mass[1].any()  # the other slot is untouched
+    state.score_learn(np.zeros(2, dtype=np.int64), X[:2])
+    assert (state.mass[0, :, 0, 0] == 2).all() and (state.mass[0, :, 0, 1] == 5).all()
+    # A checkpoint in the old [slots, 2, trees, nodes] layout is refused, not misread.
+    arrays = state.export()
+    old = {**arrays, "mass": np.ascontiguousarray(np.moveaxis(arrays["mass"], 3, 1))}
+    with pytest.raises(ValueError, match=r"old \[slots, 2, trees, nodes\] layout"):
+        ForestState.restore(structure, 5, old)
+
+
 def test_kernel_is_dtype_generic_and_callable_directly():
     """uint8, uint16 and uint32 masses give the same scores, signed or unsigned features."""
     structure = TreeStructure.from_river(3, 4, 5, seed=2)
@@ -340,7 +362,7 @@ def test_kernel_is_dtype_generic_and_callable_directly():
     slots = np.zeros(len(X), dtype=np.int64)
     results = []
     for dtype, fdtype in ((np.uint16, np.int32), (np.uint32, np.uint8), (np.uint8, np.int64)):
-        mass = np.zeros((1, 2, 4, 2**6 - 1), dtype=dtype)
+        mass = np.zeros((1, 4, 2**6 - 1, 2), dtype=dtype)
         ref, count, first = np.zeros(1, np.uint8), np.zeros(1, np.int32), np.ones(1, np.uint8)
         feature = structure.split_feature.astype(fdtype)
         args = (feature, structure.split_threshold, mass, ref, count, first)
@@ -389,10 +411,10 @@ def test_pruned_pivot_zeroing_on_tall_trees_matches_river():
     seed, window_size, n_features, height = 5, 20, 3, 10
     structure = TreeStructure.from_river(n_features, N_TREES, height, seed)
     state = ForestState(structure, window_size)
-    assert state.mass[0, 0].size >= PRUNED_ZERO_MIN_CELLS
+    assert state.mass[0, :, :, 0].size >= PRUNED_ZERO_MIN_CELLS
     rng = np.random.default_rng(4)
     X = make_readings(rng, 500, n_features)
     got = state.score_learn(np.zeros(len(X), dtype=np.int64), X)
     np.testing.assert_allclose(got, river_scores(X, seed, window_size, height), rtol=0, atol=TOL)
-    latest = state.mass[0, 1 - state.ref[0]]
+    latest = state.mass[0, :, :, 1 - state.ref[0]]
     assert latest.sum() == N_TREES * (height + 1) * state.count[0]

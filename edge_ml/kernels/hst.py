@@ -10,10 +10,14 @@ internal node) is shared by every stream; each stream slot ``s`` owns only its m
   indices spare Numba the negative-index wraparound it emits for signed ones.
 - ``split_threshold``: ``float64[T, 2**h - 1]``, go left when ``x[feature] < threshold``. Kept
   float64: a float32 threshold would send readings near a split down river's other branch.
-- ``mass``: ``uint8[S, 2, T, 2**(h + 1) - 1]`` while ``window_size <= 255``, ``uint16`` up to
+- ``mass``: ``uint8[S, T, 2**(h + 1) - 1, 2]`` while ``window_size <= 255``, ``uint16`` up to
   65535, ``uint32`` above (a node's mass never exceeds the window size); the two mass buffers
-  of every slot. ``mass[s, ref[s]]`` is river's ``r_mass`` (reference window),
-  ``mass[s, 1 - ref[s]]`` is river's ``l_mass`` (latest window).
+  of every slot, interleaved per node. ``mass[s, :, :, ref[s]]`` is river's ``r_mass``
+  (reference window), ``mass[s, :, :, 1 - ref[s]]`` is river's ``l_mass`` (latest window).
+  Interleaving puts a node's two masses in one cache line: scoring reads the reference mass of
+  the node it increments, and tall trees (height 15: 1.6 MB of masses per buffer per stream)
+  miss the cache at most levels. It costs ~10 % at height 8, where everything is cached and
+  the strided views index a little slower; it saves ~20 % at height 15.
 - ``ref``: ``uint8[S]``, which index of axis 1 holds the reference window.
 - ``count``: ``int32[S]``, readings learned in the current latest window.
 - ``first_window``: ``uint8[S]``, 1 until the first pivot (the model scores 0.0 until then).
@@ -62,7 +66,7 @@ def _child(split_feature, split_threshold, latest_mass, tree, node, x):
     split_feature, split_threshold
         Forest structure, see the module docstring.
     latest_mass
-        The slot's latest-window masses (river's ``l_mass``), ``[T, n_nodes]``.
+        The slot's latest-window masses (river's ``l_mass``), ``[T, n_nodes]`` (a strided view).
     tree, node
         Tree and internal node.
     x
@@ -88,7 +92,8 @@ def _zero_visited(buffer, height, window_size):
     Parameters
     ----------
     buffer
-        One slot's mass buffer, ``[T, 2**(height + 1) - 1]``, zeroed in place.
+        One slot's mass buffer, ``[T, 2**(height + 1) - 1]`` (a strided view of ``mass``),
+        zeroed in place.
     height
         Tree height.
     window_size
@@ -154,7 +159,7 @@ def hst_step(
         faster.
     split_threshold : float64[T, 2**height - 1]
         Threshold of each internal node; ``x[f] < threshold`` goes left.
-    mass : uint8, uint16 or uint32 [S, 2, T, 2**(height + 1) - 1]
+    mass : uint8, uint16 or uint32 [S, T, 2**(height + 1) - 1, 2]
         Mass buffers; updated in place.
     ref : uint8[S]
         Index of the reference-window buffer per slot; flipped in place at a pivot.
@@ -241,8 +246,8 @@ window_size, paper_score
     n_trees = split_feature.shape[0]
     reference = ref[slot]
     latest = 1 - reference
-    reference_mass = mass[slot, reference]
-    latest_mass = mass[slot, latest]
+    reference_mass = mass[slot, :, :, reference]
+    latest_mass = mass[slot, :, :, latest]
     scoring = first_window[slot] == 0
     size_limit = SIZE_LIMIT_FRACTION * window_size
     # One walk per tree scores and learns. River walks twice, but both walks follow the same

@@ -192,6 +192,12 @@ class ForestState:
         Readings per window (river's ``window_size``).
     capacity
         Initial number of stream slots.
+
+    Notes
+    -----
+    ``mass`` is ``[capacity, T, n_nodes, 2]`` of :func:`mass_dtype`: both windows' masses of a
+    node side by side, ``mass[s, :, :, ref[s]]`` the reference window (see
+    :mod:`edge_ml.kernels.hst`).
     """
 
     _ARRAY_NAMES = ("mass", "ref", "count", "first_window")
@@ -204,7 +210,7 @@ class ForestState:
         self.structure = structure
         self.window_size = int(window_size)
         self.mass = np.zeros(
-            (capacity, 2, structure.n_trees, structure.n_nodes), dtype=mass_dtype(window_size)
+            (capacity, structure.n_trees, structure.n_nodes, 2), dtype=mass_dtype(window_size)
         )
         self.ref = np.zeros(capacity, dtype=np.uint8)
         self.count = np.zeros(capacity, dtype=np.int32)
@@ -347,8 +353,13 @@ class ForestState:
                 f"{window_size} keeps masses as {mass_dtype(window_size)}: the checkpoint was "
                 "written with another window size or by an engine with another mass dtype"
             )
+        if mass.shape[1:] == (2, structure.n_trees, structure.n_nodes):
+            raise ValueError(
+                "forest state array 'mass' has the old [slots, 2, trees, nodes] layout; this "
+                "engine keeps [slots, trees, nodes, 2] (both windows of a node side by side)"
+            )
         expected = {
-            "mass": ((capacity, 2, structure.n_trees, structure.n_nodes), mass_dtype(window_size)),
+            "mass": ((capacity, structure.n_trees, structure.n_nodes, 2), mass_dtype(window_size)),
             "ref": ((capacity,), np.dtype(np.uint8)),
             "count": ((capacity,), np.dtype(np.int32)),
             "first_window": ((capacity,), np.dtype(np.uint8)),

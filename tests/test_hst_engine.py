@@ -418,3 +418,16 @@ def test_pruned_pivot_zeroing_on_tall_trees_matches_river():
     np.testing.assert_allclose(got, river_scores(X, seed, window_size, height), rtol=0, atol=TOL)
     latest = state.mass[0, :, :, 1 - state.ref[0]]
     assert latest.sum() == N_TREES * (height + 1) * state.count[0]
+
+
+@pytest.mark.parametrize("window_size", (10, 30, 70, 11, 3))
+def test_integer_size_limit_is_rivers_float_limit(window_size):
+    """The kernel compares masses with ceil(0.1 * window_size); river with the float itself.
+    0.1 * 30 and 0.1 * 70 land just above 3 and 7, 0.1 * 10 is exactly 1: all must agree."""
+    seed, n_features, height, n_trees = 12, 3, 5, 4
+    structure = TreeStructure.from_river(n_features, n_trees, height, seed)
+    rng = np.random.default_rng(window_size)
+    X = make_readings(rng, 6 * window_size + 5, n_features)
+    got = ForestState(structure, window_size).score_learn(np.zeros(len(X), dtype=np.int64), X)
+    expected = river_scores(X, seed, window_size, height=height, n_trees=n_trees)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)

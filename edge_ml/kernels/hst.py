@@ -249,7 +249,9 @@ window_size, paper_score
     reference_mass = mass[slot, :, :, reference]
     latest_mass = mass[slot, :, :, latest]
     scoring = first_window[slot] == 0
-    size_limit = SIZE_LIMIT_FRACTION * window_size
+    # River stops at ``r_mass < 0.1 * window_size`` (a float); for an integer mass that is
+    # exactly ``r_mass < ceil(0.1 * window_size)``, an integer compare without a conversion.
+    size_limit = np.int64(np.ceil(SIZE_LIMIT_FRACTION * window_size))
     # One walk per tree scores and learns. River walks twice, but both walks follow the same
     # path: the missing-feature rule compares the children's latest masses, and when the choice
     # is made at a node, learning has incremented only that node and its ancestors.

@@ -41,6 +41,9 @@ class FeatureState:
                 SlotField("dev", np.float64),
                 SlotField("dmean", np.float64),
                 SlotField("ddev", np.float64),
+                SlotField("vol", np.float64),
+                SlotField("lr_mean", np.float64),
+                SlotField("lr_dev", np.float64),
                 SlotField("prev", np.float64),
                 SlotField("seen", np.int64),
             ],
@@ -58,7 +61,7 @@ class FeatureState:
         """The state arrays in the order the kernels take them (after ``period_s``)."""
         a = self.arrays
         return (a.prof_mean, a.prof_mean_dev, a.prof_n, a.offset, a.mean, a.dev, a.dmean, a.ddev,
-                a.prev, a.seen)
+                a.vol, a.lr_mean, a.lr_dev, a.prev, a.seen)
 
     def update(self, slots: np.ndarray, values: np.ndarray,
                ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from edge_ml.kernels.calibration import CAL_ALPHA, CAL_SHORT, LN_1E10
+from edge_ml.kernels.calibration import CAL_ALPHA, CAL_SHORT, LN_1E10, QUIET_Z_DIVISOR
 from edge_ml.kernels.window import (
     ALPHA_BIN,
     ALPHA_OFFSET,
@@ -13,16 +13,18 @@ from edge_ml.kernels.window import (
     MIN_BIN_COUNT,
     SD_FLOOR_FRAC,
     SQUASH,
+    VOL_ALPHA,
+    VOL_MIN_DEV,
 )
 
 
 def features(values: list[float], ts: list[float], period_s: float,
              bins: int) -> list[list[float]]:
-    """The three z-scores of each reading against the history before it."""
+    """The four z-scores of each reading against the history before it."""
     prof_mean = [0.0] * bins
     prof_dev = [0.0] * bins
     prof_n = [0] * bins
-    offset = mean = dev = dmean = ddev = 0.0
+    offset = mean = dev = dmean = ddev = vol = lr_mean = lr_dev = 0.0
     prev = 0.0
     out = []
     for n, (v, t) in enumerate(zip(values, ts, strict=True)):
@@ -31,7 +33,10 @@ def features(values: list[float], ts: list[float], period_s: float,
         sd = DEV_MULT * dev
         floor = 1e-6 * (abs(mean) + 1.0)
         res = v - prof_mean[b] - offset
-        z = [0.0, 0.0, 0.0]
+        z = [0.0, 0.0, 0.0, 0.0]
+        log_ratio = math.log((vol + floor) / (ddev + floor))
+        if n >= 3:
+            z[3] = (log_ratio - lr_mean) / max(DEV_MULT * lr_dev, VOL_MIN_DEV)
         if n >= 2:
             if prof_n[b] >= MIN_BIN_COUNT:
                 z[0] = res / max(DEV_MULT * prof_dev[b], SD_FLOOR_FRAC * sd, floor)
@@ -56,6 +61,12 @@ def features(values: list[float], ts: list[float], period_s: float,
         dmean += a * dd
         if n >= 2:  # the first difference is 0 by definition, not a deviation
             ddev += max(ALPHA_SD, 1 / (n - 1)) * (abs(dd) - ddev)
+            vol += max(VOL_ALPHA, 1 / (n - 1)) * (abs(dd) - vol)
+        if n >= 3:  # the log ratio against its own running mean and deviation
+            a_lr = max(ALPHA_SD, 1 / (n - 2))
+            lr_delta = log_ratio - lr_mean
+            lr_mean += a_lr * lr_delta
+            lr_dev += a_lr * (abs(lr_delta) - lr_dev)
         prev = v
     return out
 
@@ -64,21 +75,26 @@ def squash(z: float) -> float:
     return 0.5 + 0.5 * math.tanh(z / SQUASH)
 
 
-def levels(raw: list[float], z_season: list[float], warm: int) -> list[float]:
-    """max(seasonal tail level, likelihood of the short average of raw scores)."""
+def _tail(z: float) -> float:
+    q = math.erfc(abs(z) / math.sqrt(2))
+    return min(1.0, max(0.0, -math.log(q + 1e-10) / LN_1E10))
+
+
+def levels(raw: list[float], z_season: list[float], z_volatility: list[float],
+           warm: int) -> list[float]:
+    """max(seasonal tail, quiet tail, likelihood of the short average of raw scores)."""
     mean = var = 0.0
     recent: list[float] = []
     out = []
-    for n, (r, zs) in enumerate(zip(raw, z_season, strict=True)):
+    for n, (r, zs, zv) in enumerate(zip(raw, z_season, z_volatility, strict=True)):
         recent = [*recent, r][-CAL_SHORT:]
         likelihood = 0.0
         if n >= warm:
             z = (sum(recent) / len(recent) - mean) / (math.sqrt(var) + 1e-9)
             p = 0.5 * math.erfc(z / math.sqrt(2))
             likelihood = min(1.0, max(0.0, -math.log(p + 1e-10) / LN_1E10))
-        q = math.erfc(abs(zs) / math.sqrt(2))
-        season = min(1.0, max(0.0, -math.log(q + 1e-10) / LN_1E10))
-        out.append(max(season, likelihood))
+        quiet = _tail(min(zv, 0.0) / QUIET_Z_DIVISOR)
+        out.append(max(_tail(zs), quiet, likelihood))
         if n == 0:
             mean = r
         a = max(CAL_ALPHA, 1.0 / (n + 1))

@@ -61,7 +61,7 @@ def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=log.open("ab"))
 
 
-def _wait(predicate, timeout: float = 30.0, what: str = "condition"):
+def _wait(predicate, timeout: float = 90.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = predicate()

@@ -38,7 +38,8 @@ def test_features_match_reference(case: str, bins: int) -> None:
     Z, X = state.update(slots, np.repeat(values, streams), np.repeat(ts, streams))
     for s in range(streams):
         np.testing.assert_allclose(Z[slots == s], expected, rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(X[slots == 0], np.vectorize(naive.squash)(expected), atol=1e-12)
+    np.testing.assert_allclose(X[slots == 0], np.vectorize(naive.squash)(expected[:, :3]),
+                               atol=1e-12)
     assert np.all((X >= 0.0) & (X <= 1.0))
 
 
@@ -62,19 +63,31 @@ def test_value_scale_is_robust_to_one_outlier() -> None:
     assert Z[3501:3700, 1].std() > 0.2  # ~0.3 here; ~0.025 with a variance
 
 
+def test_a_stuck_sensor_stands_out() -> None:
+    values = np.random.default_rng(6).normal(20.0, 0.5, 3000)
+    values[2500:2540] = values[2500]  # the sensor freezes on one value
+    Z, _ = FeatureState(86400.0, 48).update(np.zeros(3000, np.int64), values, _ts(3000))
+    assert Z[1000:2500, 3].min() > -6  # ordinary noise: no collapse
+    assert Z[2525:2540, 3].max() < -9  # frozen for 25 readings: far in the lower tail
+
+
 def test_calibration_matches_reference() -> None:
     rng = np.random.default_rng(3)
     raw = np.concatenate([np.zeros(50), rng.uniform(0.6, 0.8, 1200), [0.99] * 5,
                           rng.uniform(0.6, 0.8, 100)])
     z_season = rng.normal(0, 1, len(raw))
     z_season[300] = 8.0
+    z_volatility = rng.normal(0, 1, len(raw))
+    z_volatility[600] = -12.0  # the readings stopped moving
+    z_volatility[700] = +12.0  # a burst of noise: left to the other views
     mean, var, n = np.zeros(1), np.zeros(1), np.zeros(1, dtype=np.int64)
     short, short_sum = np.zeros((1, CAL_SHORT)), np.zeros(1)
-    got = [calibrate(mean, var, n, short, short_sum, 0, r, z, 50)
-           for r, z in zip(raw, z_season, strict=True)]
-    expected = naive.levels(raw.tolist(), z_season.tolist(), 50)
+    got = [calibrate(mean, var, n, short, short_sum, 0, r, zs, zv, 50)
+           for r, zs, zv in zip(raw, z_season, z_volatility, strict=True)]
+    expected = naive.levels(raw.tolist(), z_season.tolist(), z_volatility.tolist(), 50)
     np.testing.assert_allclose(got, expected, atol=1e-12)
     assert got[300] > 0.5  # a far seasonal residual alone raises the level
+    assert got[600] > 0.5 and got[700] < 0.5  # a volatility collapse does, a burst does not
     assert max(got[1250:1258]) > 5 * np.median(got[100:1250])  # so do high HST scores
     assert all(0.0 <= v <= 1.0 for v in got)
 

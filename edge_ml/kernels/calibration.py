@@ -1,9 +1,10 @@
 """Raw Half-Space-Trees scores and feature z-scores to one anomaly level in [0, 1].
 
-The level is the larger of two tail probabilities, each put on the same log scale
+The level is the largest of three tail probabilities, each put on the same log scale
 (``-log10(p) / 10``, so 0.5 means p = 1e-5 and 1.0 means p <= 1e-10):
 
 - the seasonal residual's two-sided Gaussian tail (a reading far from its time-of-day profile);
+- the lower tail of the volatility z-score (the readings stopped moving: a stuck sensor);
 - an anomaly likelihood of the HST score, as in Numenta's: the short moving average of the raw
   scores against the EWMA mean and deviation of the stream's own raw scores.
 
@@ -23,6 +24,10 @@ CAL_ALPHA = 0.005
 # Raw scores averaged before the likelihood (a lone high score among normal ones is noise).
 CAL_SHORT = 5
 _SQRT2 = math.sqrt(2.0)
+# The log ratio of a short to a long mean absolute deviation has a lower tail much heavier than
+# a Gaussian's (a few small differences in a row are common), so its z-score is halved before
+# the Gaussian tail is read. A stuck sensor still drives it far past that within ~15 readings.
+QUIET_Z_DIVISOR = 2.0
 
 
 @njit(cache=True)
@@ -33,7 +38,7 @@ def tail_level(z):
 
 
 @njit(cache=True)
-def calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, raw, z_season, warm):
+def calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, raw, z_season, z_volatility, warm):
     """Level of slot ``s`` for raw HST score ``raw`` and seasonal z-score; learn ``raw``.
 
     The HST likelihood stays 0 for the first ``warm`` scores (the model's first window).
@@ -55,4 +60,7 @@ def calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, raw, z_season, warm
     cal_mean[s] += a * delta
     cal_var[s] = (1.0 - a) * (cal_var[s] + a * delta * delta)
     cal_n[s] = n + 1
-    return max(tail_level(z_season), likelihood)
+    # Only a collapse of volatility (a stuck or frozen sensor) counts here: a burst of noise
+    # already shows in the other views, a quiet stretch shows in none of them.
+    quiet = tail_level(min(z_volatility, 0.0) / QUIET_Z_DIVISOR)
+    return max(tail_level(z_season), quiet, likelihood)

@@ -12,7 +12,7 @@ from numba import njit
 
 from edge_ml.kernels.calibration import calibrate
 from edge_ml.kernels.hst import hst_step_into
-from edge_ml.kernels.window import N_FEATURES, feature_update, squash
+from edge_ml.kernels.window import N_FEATURES, N_Z, feature_update, squash
 
 
 @njit(cache=True)
@@ -36,7 +36,8 @@ def profile_residual(prof_mean, prof_n, offset, mean, seen, s, v, ts, period_s):
 @njit(cache=True)
 def detect_batch(
     slots, values, ts, period_s,
-    prof_mean, prof_mean_dev, prof_n, offset, mean, var, dmean, dvar, prev, seen,
+    prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol, lr_mean, lr_dev, prev,
+    seen,
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
     cal_mean, cal_var, cal_n, short, short_sum,
@@ -52,20 +53,20 @@ def detect_batch(
     raw = np.zeros(n_readings, dtype=np.float64)
     warming = np.zeros(n_readings, dtype=np.uint8)
     residual = np.zeros(n_readings, dtype=np.float64)
-    z = np.empty(N_FEATURES, dtype=np.float64)
+    z = np.empty(N_Z, dtype=np.float64)
     x = np.empty(N_FEATURES, dtype=np.float64)
     walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)  # HST scratch
     for i in range(n_readings):
         s = slots[i]
         residual[i] = profile_residual(prof_mean, prof_n, offset, mean, seen, s, values[i], ts[i],
                                        period_s)
-        feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, var, dmean, dvar, prev,
-                       seen, s, values[i], ts[i], period_s, z)
+        feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol,
+                       lr_mean, lr_dev, prev, seen, s, values[i], ts[i], period_s, z)
         squash(z, x)
         score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,
                               x, height, window_size, paper_score, walk)
         raw[i] = score
-        level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, z[0],
+        level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, z[0], z[3],
                           window_size)
         if seen[s] <= warmup:
             warming[i] = 1

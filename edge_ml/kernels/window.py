@@ -1,6 +1,6 @@
 """Per-stream features, O(1) per reading: z-scores of each reading against its own history.
 
-Three z-scores per reading, each computed *before* the reading is learned, so an anomaly is
+Four z-scores per reading, each computed *before* the reading is learned, so an anomaly is
 judged against history it is not part of:
 
 0. ``z_season``: the residual against a time-of-day profile (``bins`` slots over ``period_s``
@@ -10,6 +10,9 @@ judged against history it is not part of:
 1. ``z_value``: the value against an EWMA mean and mean absolute deviation of the stream.
 2. ``z_diff``: the first difference against an EWMA mean and mean absolute deviation of the
    differences.
+3. ``z_volatility``: how the recent spread of the differences (about 10 readings) compares with
+   the long one, as a log ratio scored against its own history. Strongly negative when a
+   sensor freezes on one value. Used by the calibration only, not by the trees.
 
 Every scale is a mean absolute deviation (times ``DEV_MULT``), not a standard deviation: the
 square in a variance lets a few outliers inflate the scale and squeeze all ordinary readings
@@ -17,7 +20,8 @@ into a narrow band of feature values, where the trees cannot tell them apart (Sh
 0.966 with variances, 0.988 with absolute deviations, same forest; docs/benchmarks.md).
 
 State per stream slot ``s`` (leading axis): ``prof_mean``, ``prof_dev``, ``prof_n`` (``[s,
-bins]``), ``offset``, ``mean``, ``dev``, ``dmean``, ``ddev``, ``prev``, ``seen``.
+bins]``), ``offset``, ``mean``, ``dev``, ``dmean``, ``ddev``, ``vol``, ``lr_mean``,
+``lr_dev``, ``prev``, ``seen``.
 
 The constants were chosen once on the NAB subset and are the same for every stream (see
 docs/benchmarks.md); none is tuned per file.
@@ -30,6 +34,10 @@ import math
 import numpy as np
 from numba import njit
 
+# z-scores computed per reading; the first N_FEATURES of them feed the trees. z_volatility
+# goes to the calibration only: as a tree feature it changed the forest's random structure and
+# raised false alarms without finding stuck sensors any better than its own tail does.
+N_Z = 4
 N_FEATURES = 3
 FEATURE_NAMES = ("z_season", "z_value", "z_diff")
 
@@ -48,15 +56,23 @@ SD_FLOOR_FRAC = 0.2
 ALPHA_SD = 1.0 / 600.0
 # Readings a profile slot needs before its residual is trusted.
 MIN_BIN_COUNT = 3
+# Learning rate of the short-horizon deviation of the differences (about 10 readings): a stuck
+# sensor or a noise burst changes it within a few readings, while the long one barely moves.
+VOL_ALPHA = 0.1
+# log(short / long deviation) is scored against its own running mean and mean absolute
+# deviation (learned at ALPHA_SD): a quantised sensor whose differences are often exactly 0
+# learns that a quiet stretch is ordinary; a noisy sensor that suddenly repeats one value does
+# not. Its scale never drops below VOL_MIN_DEV (a steady Gaussian stream gives about 0.15).
+VOL_MIN_DEV = 0.05
 # Features for the trees: 0.5 + 0.5 * tanh(z / SQUASH) puts |z| <= 3 in the middle of [0, 1]
 # and leaves the trees' outer half-spaces to outliers.
 SQUASH = 6.0
 
 
 @njit(cache=True)
-def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, prev, seen,
-                   s, v, ts, period_s, z):
-    """Write the three z-scores of value ``v`` (time ``ts``) for slot ``s`` into ``z``; learn."""
+def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol,
+                   lr_mean, lr_dev, prev, seen, s, v, ts, period_s, z):
+    """Write the four z-scores of value ``v`` (time ``ts``) for slot ``s`` into ``z``; learn."""
     n = seen[s]
     d = v - prev[s] if n > 0 else 0.0
     bins = prof_mean.shape[1]
@@ -73,11 +89,15 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
     z[0] = 0.0
     z[1] = 0.0
     z[2] = 0.0
+    z[3] = 0.0
     if n >= 2:
         if prof_n[s, b] >= MIN_BIN_COUNT:
             z[0] = res / max(DEV_MULT * prof_mean_dev[s, b], max(SD_FLOOR_FRAC * sd, floor))
         z[1] = (v - m) / max(sd, floor)
         z[2] = (d - dmean[s]) / max(DEV_MULT * ddev[s], floor)
+    log_ratio = math.log((vol[s] + floor) / (ddev[s] + floor))
+    if n >= 3:
+        z[3] = (log_ratio - lr_mean[s]) / max(DEV_MULT * lr_dev[s], VOL_MIN_DEV)
     # Learn the profile slot and the shared offset.
     count = prof_n[s, b]
     if count == 0:
@@ -101,26 +121,32 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
     dmean[s] += a * ddelta
     if n > 1:
         ddev[s] += max(ALPHA_SD, 1.0 / (n - 1.0)) * (abs(ddelta) - ddev[s])
+        vol[s] += max(VOL_ALPHA, 1.0 / (n - 1.0)) * (abs(ddelta) - vol[s])
+    if n >= 3:
+        a_lr = max(ALPHA_SD, 1.0 / (n - 2.0))
+        lr_delta = log_ratio - lr_mean[s]
+        lr_mean[s] += a_lr * lr_delta
+        lr_dev[s] += a_lr * (abs(lr_delta) - lr_dev[s])
     prev[s] = v
     seen[s] = n + 1
 
 
 @njit(cache=True)
 def squash(z, x):
-    """Features for the trees in [0, 1] from z-scores."""
-    for j in range(z.shape[0]):
+    """Features for the trees in [0, 1] from the first ``len(x)`` z-scores."""
+    for j in range(x.shape[0]):
         x[j] = 0.5 + 0.5 * math.tanh(z[j] / SQUASH)
 
 
 @njit(cache=True)
 def features_batch(slots, values, ts, period_s, prof_mean, prof_mean_dev, prof_n, offset, mean,
-                   dev, dmean, ddev, prev, seen):
-    """z-scores ``Z[B, 3]`` and tree features ``X[B, 3]`` of a batch, learning in order."""
+                   dev, dmean, ddev, vol, lr_mean, lr_dev, prev, seen):
+    """z-scores ``Z[B, 4]`` and tree features ``X[B, 3]`` of a batch, learning in order."""
     n_readings = slots.shape[0]
-    Z = np.empty((n_readings, N_FEATURES), dtype=np.float64)
+    Z = np.empty((n_readings, N_Z), dtype=np.float64)
     X = np.empty((n_readings, N_FEATURES), dtype=np.float64)
     for i in range(n_readings):
-        feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, prev,
-                       seen, slots[i], values[i], ts[i], period_s, Z[i])
+        feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol,
+                       lr_mean, lr_dev, prev, seen, slots[i], values[i], ts[i], period_s, Z[i])
         squash(Z[i], X[i])
     return Z, X

@@ -182,7 +182,7 @@ class RiverDetector:
             raw[i] = model.score_one(x)
             model.learn_one(x)
             level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
-                              Z[0, 0], self.params.window_size)
+                              Z[0, 0], Z[0, 3], self.params.window_size)
             if f.seen[slot] <= self.params.warmup:
                 warming[i] = 1
             else:

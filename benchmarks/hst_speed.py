@@ -136,15 +136,20 @@ def river_model_bytes(n_trees: int, height: int) -> tuple[int, str]:
         size = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         return size, "tracemalloc"
-    # Too big for tracemalloc: max-RSS growth of a fresh process building one model.
+    # Too big for tracemalloc: peak-RSS growth of a fresh process building one model. The peak
+    # is the process's VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent
+    # (the spawning benchmark itself, GBs after the 1,000-stream rows), which hid the growth.
     code = (
-        "import resource; from river.anomaly import HalfSpaceTrees as H; "
-        "b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-        f"m = H({n_trees}, {height}, {WINDOW}, seed={SEED}); m.learn_one({x!r}); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - b)"
+        "import re; from river.anomaly import HalfSpaceTrees as H\n"
+        "def hwm():\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        return int(re.search(r'VmHWM:\\s+(\\d+)', f.read()).group(1))\n"
+        "b = hwm()\n"
+        f"m = H({n_trees}, {height}, {WINDOW}, seed={SEED}); m.learn_one({x!r})\n"
+        "print(hwm() - b)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(done.stdout) * 1024, "max-RSS growth of a fresh process"
+    return int(done.stdout) * 1024, "peak-RSS growth of a fresh process"
 
 
 CACHE_PROBE = """
@@ -199,7 +204,7 @@ def main() -> None:
     ratios: dict[tuple[int, int], float] = {}
     for n_trees, height, n_streams, n_river, n_engine in plan:
         streams = [make_readings(n_engine + 1, 1000 * s + height) for s in range(n_streams)]
-        # One repeat when the state is large (1000 streams at (25, 15) is ~6.5 GB virtual).
+        # One repeat when the state is large (1000 streams at (25, 15) is ~3.3 GB virtual).
         repeats = 3 if n_streams * n_trees * 2 ** (height + 2) < 10**8 else 1
         _, t_engine = engine_run(n_trees, height, streams, repeats)
         river_note = "-"
@@ -244,7 +249,8 @@ def main() -> None:
     print()
     print(
         f"state per stream: engine {defaults.bytes_per_stream:,} B at (10, 8, 250), "
-        f"{paper.bytes_per_stream:,} B at (25, 15, 250); river model "
+        f"{paper.bytes_per_stream:,} B at (25, 15, 250) ({defaults.mass.dtype} masses); "
+        "river model "
         f"{river_defaults / 1e6:.2f} MB at (10, 8) ({how_defaults}), "
         + (
             f"{river_paper / 1e6:.0f} MB at (25, 15) ({how_paper})"

@@ -6,12 +6,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
+from daemon_helpers import wait_for
 
 from edge_ml.checkpoint import decode
 from edge_ml.config import load_config
@@ -61,16 +61,6 @@ def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=log.open("ab"))
 
 
-def _wait(predicate, timeout: float = 90.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _health(db: Path) -> dict:
     storage = Storage(db)
     try:
@@ -103,17 +93,17 @@ def test_kill_9_resume_and_corrupt_fallback(tmp_path: Path, broker: LocalBroker)
 
     daemon = _start(config_path, log)
     try:
-        _wait(lambda: db.exists() and _connected(db, daemon.pid), what="daemon up")
+        wait_for(lambda: db.exists() and _connected(db, daemon.pid), 90, "daemon up")
         _publish(broker, *first)
-        older = _wait(lambda: _checkpoint_with(db, n1), what="checkpoint after n1")
+        older = wait_for(lambda: _checkpoint_with(db, n1), 90, "checkpoint after n1")
         _publish(broker, *second)
-        _wait(lambda: _checkpoint_with(db, n1 + n2), what="checkpoint after n1+n2")
+        wait_for(lambda: _checkpoint_with(db, n1 + n2), 90, "checkpoint after n1+n2")
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
 
         # Restart from the newest checkpoint: counts continue, no warm-up again.
         daemon = _start(config_path, log)
-        _wait(lambda: _connected(db, daemon.pid, n1 + n2), what="resume at n1+n2")
+        wait_for(lambda: _connected(db, daemon.pid, n1 + n2), 90, "resume at n1+n2")
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
 
@@ -130,9 +120,9 @@ def test_kill_9_resume_and_corrupt_fallback(tmp_path: Path, broker: LocalBroker)
         storage.close()
 
         daemon = _start(config_path, log)
-        _wait(lambda: _connected(db, daemon.pid, n1), what="fallback to the older checkpoint")
+        wait_for(lambda: _connected(db, daemon.pid, n1), 90, "fallback to the older checkpoint")
         _publish(broker, *later)
-        _wait(lambda: _connected(db, daemon.pid, n1 + m), what="later readings")
+        wait_for(lambda: _connected(db, daemon.pid, n1 + m), 90, "later readings")
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(30) == 0
     finally:

@@ -151,8 +151,10 @@ def test_full_disk_keeps_scoring_and_recovers(tmp_path: Path, broker: LocalBroke
     config, db = daemon_env
     # Create the database first, at its normal size.
     first = DaemonProcess(config, tmp_path / "daemon-0.log")
-    wait_for(lambda: db.exists(), 30, "database created")
-    assert first.stop() == 0
+    # The file is created before the daemon handles SIGTERM (it would die of it): wait for the
+    # "starting" line too, logged once its signal handlers are in place.
+    wait_for(lambda: db.exists() and "starting" in first.log(), 30, "database created")
+    assert first.stop() == 0, first.log()
     limit = db.stat().st_size + 4096
 
     def limit_writes() -> None:

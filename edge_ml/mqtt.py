@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -113,12 +112,6 @@ class MqttLink:
             log.error("broker %s:%s refused the connection: %s", self.config.host,
                       self.config.port, reason_code)
             return
-        # paho leaves Nagle on: an alert written right after a PUBACK or a health message would
-        # wait for the broker's (delayed, up to 40 ms) ACK. Alerts are small and urgent.
-        with contextlib.suppress(OSError, AttributeError):
-            sock = client.socket()
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.state.connected = True
         self.state.refused = False
         self.state.connects += 1

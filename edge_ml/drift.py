@@ -40,14 +40,38 @@ block ends.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
-from river.drift import PageHinkley
+import river
 
 from edge_ml.records import DriftEvent
 from edge_ml.slots import SlotArrays, SlotField
+
+
+def _load_page_hinkley() -> Any:
+    """river's ``PageHinkley`` class, loaded from its module file.
+
+    ``from river.drift import PageHinkley`` would run ``river/drift/__init__.py``, which imports
+    every river drift detector and, through them, SciPy: about 67 MB of resident memory for one
+    small class. The module itself needs only ``river.base`` and ``river.stats``. It is loaded
+    under a private name, so a later ``import river.drift`` elsewhere is unaffected.
+    """
+    path = Path(river.__file__).parent / "drift" / "page_hinkley.py"
+    spec = importlib.util.spec_from_file_location("edge_ml._river_page_hinkley", path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a broken river install
+        raise ImportError(f"cannot load river's PageHinkley from {path}")
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PageHinkley
+
+
+PageHinkley = _load_page_hinkley()
 
 DETECTOR_NAME = "PageHinkley"
 # Floor on a stream's reference spread, so a constant stream does not divide by zero.

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from river.anomaly import HalfSpaceTrees
 
 from edge_ml.kernels.calibration import CAL_SHORT, calibrate
 from edge_ml.kernels.detector import detect_batch, profile_residual
@@ -144,14 +143,18 @@ class RiverDetector:
 
     def __init__(self, params: ModelParams, capacity: int = 16) -> None:
         self.params = params
-        self.models: list[HalfSpaceTrees] = []
+        # Imported here: river.anomaly loads SciPy (~70 MB), which the numba backend never needs.
+        from river.anomaly import HalfSpaceTrees
+
+        self._hst = HalfSpaceTrees
+        self.models: list[Any] = []
         self.state = _calibration_arrays(capacity)
 
-    def _model(self, slot: int) -> HalfSpaceTrees:
+    def _model(self, slot: int) -> Any:
         while len(self.models) <= slot:
             p = self.params
             self.models.append(
-                HalfSpaceTrees(
+                self._hst(
                     n_trees=p.n_trees, height=p.height, window_size=p.window_size, seed=p.seed
                 )
             )
@@ -191,7 +194,7 @@ class RiverDetector:
 
     def reset(self, slot: int) -> None:
         if slot < len(self.models):
-            self.models[slot] = HalfSpaceTrees(
+            self.models[slot] = self._hst(
                 n_trees=self.params.n_trees, height=self.params.height,
                 window_size=self.params.window_size, seed=self.params.seed,
             )

@@ -1,8 +1,12 @@
 """Half-space-tree forest on the Numba engine: river's tree structure, per-stream masses.
 
-The structure is built by river's own builder (:func:`river.tree.padded.make_padded_tree`), so a
-river ``HalfSpaceTrees`` with the same seed and integer feature keys holds identical trees;
-streams share it and keep only their masses (:class:`ForestState`).
+The structure is river's: :func:`_padded_tree` repeats ``river.tree.padded.make_padded_tree``
+draw for draw (same ``random.Random`` calls in the same order), so a river ``HalfSpaceTrees``
+with the same seed and integer feature keys holds identical trees; tests/test_hst_engine.py
+checks that against river's own builder. It is repeated rather than imported because importing
+anything under ``river.tree`` runs that package's ``__init__``, which loads every river tree
+model and SciPy: about 70 MB of resident memory in a daemon that never uses them. Streams share
+the structure and keep only their masses (:class:`ForestState`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from river.tree.padded import make_padded_tree
 
 from edge_ml.kernels.hst import hst_batch
 
@@ -48,13 +51,39 @@ def feature_dtype(n_features: int) -> np.dtype:
     return np.dtype(np.uint16 if n_features <= 1 << 16 else np.uint32)
 
 
-def _flatten_bfs(root: Any, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flatten one river padded tree into BFS arrays of its internal nodes.
+# A split node: (feature, threshold, left, right); leaves are None.
+_Node = tuple[int, float, Any, Any]
+
+
+def _padded_tree(limits: dict[int, tuple[float, float]], height: int, padding: float,
+                 rng: random.Random) -> _Node | None:
+    """River's ``make_padded_tree``, split for split: the same draws, in the same order.
+
+    A feature is drawn weighted by the width of its current limits, a threshold uniformly inside
+    the limits less ``padding`` on each side; then the left subtree (upper limit = threshold) is
+    built before the right one (lower limit = threshold).
+    """
+    if height == 0:
+        return None
+    on = rng.choices(population=list(limits.keys()),
+                     weights=[limits[i][1] - limits[i][0] for i in limits])[0]
+    low, high = limits[on]
+    at = rng.uniform(low + padding * (high - low), high - padding * (high - low))
+    limits[on] = (low, at)
+    left = _padded_tree(limits, height - 1, padding, rng)
+    limits[on] = (at, high)
+    right = _padded_tree(limits, height - 1, padding, rng)
+    limits[on] = (low, high)
+    return (on, at, left, right)
+
+
+def _flatten_bfs(root: _Node, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten one padded tree into BFS arrays of its internal nodes.
 
     Parameters
     ----------
     root
-        Root ``PaddedBranch`` of a complete tree of height ``height``.
+        Root of a complete tree of height ``height``.
     height
         Tree height.
 
@@ -71,10 +100,9 @@ def _flatten_bfs(root: Any, height: int) -> tuple[np.ndarray, np.ndarray]:
     for _ in range(height):
         next_level = []
         for node in level:
-            feature[index] = node.feature
-            threshold[index] = node.threshold
+            feature[index], threshold[index], left, right = node
             index += 1
-            next_level.extend(node.children)
+            next_level.extend((left, right))
         level = next_level
     return feature, threshold
 
@@ -140,14 +168,9 @@ class TreeStructure:
         features = []
         thresholds = []
         for _ in range(n_trees):
-            root = make_padded_tree(
-                limits={i: (0.0, 1.0) for i in range(n_features)},
-                height=height,
-                padding=RIVER_PADDING,
-                rng=rng,
-                r_mass=0,
-                l_mass=0,
-            )
+            root = _padded_tree({i: (0.0, 1.0) for i in range(n_features)}, height,
+                                RIVER_PADDING, rng)
+            assert root is not None  # height >= 1
             feature, threshold = _flatten_bfs(root, height)
             features.append(feature)
             thresholds.append(threshold)

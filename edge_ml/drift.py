@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import river
 
+from edge_ml.kernels.blocks import block_batch
 from edge_ml.records import DriftEvent
 from edge_ml.slots import SlotArrays, SlotField
 
@@ -166,41 +167,16 @@ class DriftMonitor:
         A stream that drifts has its drift state reset (and the rest of its blocks in this
         batch ignored); the caller applies the model reaction.
         """
-        keep = np.flatnonzero(warming == 0)
-        if not len(keep):
-            return []
-        order = keep[np.argsort(slots[keep], kind="stable")]
-        s, lv, t = slots[order], levels[order], ts[order]
-        n = len(s)
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-        group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
         st = self.state
         size = self.params.block
-        ordinal = st.block_n[s] + (np.arange(n) - starts[group])
-        block = ordinal // size
-        # Sorted by (slot, block), so keys rise along the array.
-        key = group.astype(np.int64) * (int(block.max()) + 1) + block
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        sums = np.bincount(inverse, weights=lv)
-        sumsqs = np.bincount(inverse, weights=lv * lv)
-        counts = np.bincount(inverse).astype(np.int64)
-        key_slot, key_block = s[first], block[first]
-        carried = key_block == 0
-        sums[carried] += st.block_sum[key_slot[carried]]
-        sumsqs[carried] += st.block_sumsq[key_slot[carried]]
-        counts[carried] += st.block_n[key_slot[carried]]
-        last_ts = t[np.r_[first[1:], n] - 1]
-        st.block_sum[s[starts]] = 0.0
-        st.block_sumsq[s[starts]] = 0.0
-        st.block_n[s[starts]] = 0
-        partial = counts < size
-        st.block_sum[key_slot[partial]] = sums[partial]
-        st.block_sumsq[key_slot[partial]] = sumsqs[partial]
-        st.block_n[key_slot[partial]] = counts[partial]
+        # Block sums in a Numba loop: the NumPy group-by this replaces cost ~100 us per call
+        # whatever the batch size, which dominated small micro-batches.
+        block_slots, sums, sumsqs, last_ts = block_batch(
+            slots, levels, warming, ts, st.block_sum, st.block_sumsq, st.block_n, size
+        )
         found: list[tuple[int, DriftEvent]] = []
         drifted: set[int] = set()
-        for k in np.flatnonzero(~partial).tolist():
-            slot = int(key_slot[k])
+        for k, slot in enumerate(block_slots.tolist()):
             if slot in drifted:
                 continue
             mean = float(sums[k]) / size

@@ -117,6 +117,9 @@ class AlertsConfig:
 class DaemonConfig:
     queue_size: int = _f(100_000, low=10)
     batch_size: int = _f(2048, low=1, high=1_000_000)
+    # Under load (the previous micro-batch had more than one message) the worker waits this
+    # long for a batch to fill; an idle stream's reading is processed at once.
+    batch_linger_s: float = _f(0.001, low=0.0, high=1.0)
     health_interval_s: float = _f(10.0, low=0.5)
     metrics_port: int = _f(0, low=0, high=65535)  # 0 = no Prometheus endpoint
 

@@ -96,9 +96,12 @@ class Daemon:
         gc.collect()
         gc.freeze()
         frozen_after_first = False
+        linger_s = self.config.daemon.batch_linger_s
+        loaded = False  # the previous batch had more than one message
         while not self.stop_requested.is_set():
             self.worker_progress = time.monotonic()
-            batch = inbox.drain(batch_size, IDLE_WAIT_S)
+            batch = inbox.drain(batch_size, IDLE_WAIT_S, linger_s if loaded else 0.0)
+            loaded = len(batch) > 1
             if batch:
                 pipeline.process_messages(batch)
                 if not frozen_after_first:

@@ -63,7 +63,7 @@ class StorageConfig:
     db: str = ""  # resolved at load time: $STATE_DIRECTORY/edge-ml.db under systemd
     checkpoint_interval_s: float = _f(300.0, low=1.0)
     retention: int = _f(10, low=1)  # checkpoints kept
-    alert_retention_days: float = _f(90.0, low=0.0)
+    alert_retention_days: float = _f(90.0, low=0.0)  # 0 keeps alerts forever
     rejects_kept: int = _f(10000, low=10)
     flush_interval_s: float = _f(1.0, low=0.05, high=60.0)
 
@@ -147,11 +147,6 @@ def default_db_path() -> str:
         return str(Path(state_dir.split(":")[0]) / "edge-ml.db")
     return str(DEFAULT_DB_PATH)
 
-
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, str(tp)
-    )
 
 
 def _convert(value: Any, tp: Any, key: str, path: str | None) -> Any:

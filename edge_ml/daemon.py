@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -31,6 +32,8 @@ from edge_ml.storage import Storage
 
 log = logging.getLogger(__name__)
 
+# How often old alert rows are pruned ([storage] alert_retention_days).
+PRUNE_INTERVAL_S = 3600.0
 # How long the worker waits for messages before looking at its timers again.
 IDLE_WAIT_S = 0.1
 # READY is sent once connected, or after this long without a broker (startup must not hang
@@ -74,6 +77,7 @@ class Daemon:
         self.worker_error: BaseException | None = None
         self.started_at = time.time()
         self._last_health = 0.0
+        self._last_prune = 0.0
         self._last_health_readings = 0
         self._last_ha = 0.0
 
@@ -110,6 +114,8 @@ class Daemon:
             if pipeline.flush_due():
                 pipeline.flush()
             self.checkpointer.tick()
+            if time.monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
+                self._prune_alerts()
             if time.monotonic() - self._last_health >= self.config.daemon.health_interval_s:
                 self._report_health()
             if self.homeassistant is not None and time.monotonic() - self._last_ha >= min(
@@ -186,6 +192,20 @@ class Daemon:
             "last_checkpoint_at": self._last_checkpoint_at(),
             "updated_at": time.time(),
         }
+
+    def _prune_alerts(self) -> None:
+        """Apply ``[storage] alert_retention_days`` (the SD card is not infinite)."""
+        self._last_prune = time.monotonic()
+        days = self.config.storage.alert_retention_days
+        if days <= 0:
+            return
+        try:
+            deleted = self.storage.prune_alerts(time.time() - days * 86400.0)
+        except sqlite3.Error as exc:  # a full disk must not stop the worker
+            log.warning("cannot prune old alerts: %s", exc)
+            return
+        if deleted:
+            log.info("deleted %d alert rows older than %g days", deleted, days)
 
     def _report_health(self) -> None:
         health = self.health()

@@ -226,6 +226,20 @@ class Storage:
             [(k, v) for k, v in deltas.items() if v],
         )
 
+    def prune_alerts(self, older_than: float) -> int:
+        """Delete alert rows stamped before ``older_than`` (epoch s); the number deleted.
+
+        Both rows of an alert go together: an alert still open at the cut-off is kept whole,
+        so ``alerts --open`` never shows a resolve without its open or the other way round.
+        """
+        with self.db.conn:
+            cursor = self.db.execute(
+                "DELETE FROM alerts WHERE ts < ? AND alert_id IN "
+                "(SELECT alert_id FROM alerts WHERE state = 'resolved' AND ts < ?)",
+                [older_than, older_than],
+            )
+        return cursor.rowcount
+
     def _trim_rejects(self) -> None:
         self.db.execute(
             "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?",

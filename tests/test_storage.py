@@ -1,0 +1,32 @@
+"""Storage behaviour that the CLI and the daemon rely on, on a real SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_ml.records import AlertEvent
+from edge_ml.storage import PendingWrites, Storage
+
+
+def _event(alert_id: str, state: str, ts: float) -> AlertEvent:
+    return AlertEvent(alert_id, "sensors/t", state, 0.9, 1.0, ts, ts if state == "open" else 0.0,
+                      ts if state == "resolved" else None, "warning")
+
+
+def test_prune_deletes_old_closed_alerts_whole(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "s.db")
+    pending = PendingWrites(alerts=[
+        _event("old", "open", 100.0), _event("old", "resolved", 200.0),
+        _event("straddles", "open", 300.0), _event("straddles", "resolved", 2000.0),
+        _event("still-open", "open", 400.0),
+        _event("new", "open", 1500.0), _event("new", "resolved", 1600.0),
+    ])
+    storage.write(pending, [])
+    assert storage.prune_alerts(older_than=1000.0) == 2
+    left = {(r["alert_id"], r["state"]) for r in storage.alerts(limit=None)}
+    assert left == {("straddles", "open"), ("straddles", "resolved"), ("still-open", "open"),
+                    ("new", "open"), ("new", "resolved")}
+    assert [r["alert_id"] for r in storage.alerts(open_only=True, limit=None)] == ["still-open"]
+    # The counters keep counting what was ever stored.
+    assert storage.counters()["alerts_total"] == 7
+    storage.close()

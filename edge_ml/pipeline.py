@@ -100,7 +100,6 @@ class Pipeline:
         self.alerts = AlertTracker(config.alerts, capacity)
         self.drift = DriftMonitor(drift_params(config), capacity)
         self.pending = PendingWrites()
-        self._flushed_readings = np.zeros(capacity, dtype=np.int64)
         self._dirty: set[int] = set()
         self.readings_total = 0
         self.rejects_total = 0
@@ -116,9 +115,6 @@ class Pipeline:
             self.detector.grow(capacity)
             self.alerts.grow(capacity)
             self.drift.grow(capacity)
-            grown = np.zeros(capacity, dtype=np.int64)
-            grown[: len(self._flushed_readings)] = self._flushed_readings
-            self._flushed_readings = grown
 
     def process_messages(self, messages: list[Message]) -> BatchOutput | None:
         """Decode and process one micro-batch of MQTT messages."""
@@ -251,9 +247,9 @@ class Pipeline:
         self.alerts, self.drift = alerts, drift
         self.readings_total = readings_total
         self.rejects_total = int(header.get("rejects_total", 0))
-        # What the checkpoint counted was already written to the streams table.
-        self._flushed_readings = np.zeros(streams.capacity, dtype=np.int64)
-        self._flushed_readings[: len(names)] = streams.stats.readings[: len(names)]
+        # What the checkpoint counted was already written to the streams table (or, for a
+        # trained checkpoint, is history that must not be counted as live readings).
+        streams.stats.flushed_readings[:] = streams.stats.readings
         self._dirty.clear()
 
     # -- storage --------------------------------------------------------------------------
@@ -268,7 +264,7 @@ class Pipeline:
                 "first_seen": float(s.first_ts[slot]),
                 "last_seen": float(s.last_ts[slot]),
                 "last_seen_iso": iso_utc(float(s.last_ts[slot])),
-                "new_readings": readings - int(self._flushed_readings[slot]),
+                "new_readings": readings - int(s.flushed_readings[slot]),
                 "last_value": float(s.last_value[slot]),
                 "last_score": last_level if math.isfinite(last_level) else None,
                 "warming_up": int(s.last_warming[slot]),
@@ -295,8 +291,9 @@ class Pipeline:
         if self.last_storage_error:
             log.warning("storage writable again after %d failed flushes", self.storage_faults)
         self.last_storage_error = None
-        for slot in self._dirty:
-            self._flushed_readings[slot] = self.streams.stats.readings[slot]
+        stats = self.streams.stats
+        dirty = np.fromiter(self._dirty, dtype=np.int64, count=len(self._dirty))
+        stats.flushed_readings[dirty] = stats.readings[dirty]
         self._dirty.clear()
         self.pending = PendingWrites()
         return True

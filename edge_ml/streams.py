@@ -26,6 +26,8 @@ class StreamRegistry:
                 SlotField("last_value", np.float64, np.nan),
                 SlotField("last_level", np.float64, np.nan),
                 SlotField("last_warming", np.uint8, 1),
+                # Readings already added to the ``streams`` table (which accumulates counts).
+                SlotField("flushed_readings", np.int64),
             ],
             capacity,
         )

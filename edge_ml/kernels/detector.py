@@ -12,7 +12,7 @@ from numba import njit
 
 from edge_ml.kernels.calibration import calibrate
 from edge_ml.kernels.hst import hst_step_into
-from edge_ml.kernels.window import N_FEATURES, N_Z, feature_update, squash
+from edge_ml.kernels.window import N_FEATURES, N_Z, feature_update, season_bin, squash
 
 
 @njit(cache=True)
@@ -25,9 +25,7 @@ def profile_residual(prof_mean, prof_n, offset, mean, seen, s, v, ts, period_s):
     """
     if seen[s] < 2:
         return 0.0
-    bins = prof_mean.shape[1]
-    b = int((ts % period_s) / period_s * bins)
-    b = min(max(b, 0), bins - 1)
+    b = season_bin(ts, period_s, prof_mean.shape[1])
     if prof_n[s, b] == 0:
         return v - mean[s]
     return v - prof_mean[s, b] - offset[s]

@@ -70,18 +70,20 @@ SQUASH = 6.0
 
 
 @njit(cache=True)
+def season_bin(ts, period_s, bins):
+    """The time-of-day profile slot of time ``ts``, in ``0 .. bins - 1``."""
+    b = int((ts % period_s) / period_s * bins)
+    # Clamp: rounding can give a phase of exactly 1.0 (and a negative ts a negative one).
+    return min(max(b, 0), bins - 1)
+
+
+@njit(cache=True)
 def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol,
                    lr_mean, lr_dev, prev, seen, s, v, ts, period_s, z):
     """Write the four z-scores of value ``v`` (time ``ts``) for slot ``s`` into ``z``; learn."""
     n = seen[s]
     d = v - prev[s] if n > 0 else 0.0
-    bins = prof_mean.shape[1]
-    phase = (ts % period_s) / period_s
-    b = int(phase * bins)
-    if b >= bins:  # guard against phase == 1.0 by rounding
-        b = bins - 1
-    if b < 0:
-        b = 0
+    b = season_bin(ts, period_s, prof_mean.shape[1])
     m = mean[s]
     sd = DEV_MULT * dev[s]
     floor = 1e-6 * (abs(m) + 1.0)

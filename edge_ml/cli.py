@@ -249,6 +249,154 @@ def evaluate(results: str, labels: str, profiles: tuple[str, ...], as_json: bool
                else format_report(report, detail=detail))
 
 
+@main.command()
+@click.argument("sources", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--stream", help="Stream name for a CSV (default: the file's stem).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: from config).")
+def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
+          db: str | None) -> None:
+    """Warm start: learn history (CSV timestamp,value or JSONL stream/ts/value), save a checkpoint.
+
+    The daemon loads it at start, or live on SIGHUP (systemctl reload edge-ml).
+    """
+    from edge_ml.checkpoint import train as train_history
+    from edge_ml.pipeline import Pipeline
+    from edge_ml.storage import Storage
+
+    cfg = _config(config_path)
+    pipeline = Pipeline(cfg)
+    try:
+        storage = Storage(db or cfg.storage.db, rejects_kept=cfg.storage.rejects_kept)
+        checkpoint_id = train_history(pipeline, storage, list(sources), stream,
+                                      cfg.storage.retention)
+    except EdgeMLError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"checkpoint {checkpoint_id}: {pipeline.readings_total} readings, "
+               f"{len(pipeline.streams)} streams")
+
+
+@main.group()
+def checkpoints() -> None:
+    """List, inspect, export, import and roll back model checkpoints."""
+
+
+_db_option = click.option("--db", type=click.Path(dir_okay=False),
+                          help="SQLite file (default: from config).")
+_config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                              help="TOML config.")
+
+
+@checkpoints.command("list")
+@_db_option
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+def checkpoints_list(db: str | None, config_path: str | None, as_json: bool) -> None:
+    """Checkpoints, newest first (active: 1 loadable, 0 set aside by rollback, -1 rejected)."""
+    rows = _open(db, config_path).checkpoints()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    click.echo(f"{'id':>5} {'created (UTC)':<24} {'reason':<9} {'readings':>10} {'streams':>7} "
+               f"{'bytes':>10} active")
+    for r in rows:
+        click.echo(f"{r['id']:>5} {(r['created_at_iso'] or '')[:23]:<24} {r['reason']:<9} "
+                   f"{r['readings_total']:>10} {r['streams']:>7} {r['size_bytes']:>10} "
+                   f"{r['active']:>6}" + (f"  {r['error']}" if r["error"] else ""))
+
+
+@checkpoints.command("show")
+@click.argument("checkpoint_id", type=int)
+@_db_option
+@_config_option
+def checkpoints_show(checkpoint_id: int, db: str | None, config_path: str | None) -> None:
+    """One checkpoint's row and decoded header, as JSON."""
+    from edge_ml.checkpoint import describe_row
+
+    try:
+        row = describe_row(_open(db, config_path), checkpoint_id)
+    except EdgeMLError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(row, indent=2))
+
+
+@checkpoints.command("export")
+@click.argument("checkpoint_id", type=int)
+@click.argument("target", type=click.Path(dir_okay=False))
+@_db_option
+@_config_option
+def checkpoints_export(checkpoint_id: int, target: str, db: str | None,
+                       config_path: str | None) -> None:
+    """Write one checkpoint's blob to a file (self-checking: magic, sha256, msgpack+zlib)."""
+    try:
+        blob = _open(db, config_path).checkpoint_payload(checkpoint_id)
+    except EdgeMLError as exc:
+        raise click.ClickException(str(exc)) from exc
+    Path(target).write_bytes(blob)
+    click.echo(f"checkpoint {checkpoint_id}: {len(blob)} bytes to {target}")
+
+
+@checkpoints.command("import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@_db_option
+@_config_option
+def checkpoints_import(source: str, db: str | None, config_path: str | None) -> None:
+    """Verify a checkpoint file and store it as the newest (loaded at start or on SIGHUP)."""
+    from edge_ml.checkpoint import import_blob
+
+    cfg = _config(config_path)
+    try:
+        checkpoint_id = import_blob(_open(db, config_path), Path(source).read_bytes(),
+                                    cfg.storage.retention)
+    except EdgeMLError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"imported as checkpoint {checkpoint_id}")
+
+
+@checkpoints.command("rollback")
+@click.argument("checkpoint_id", type=int)
+@_db_option
+@_config_option
+def checkpoints_rollback(checkpoint_id: int, db: str | None, config_path: str | None) -> None:
+    """Make CHECKPOINT_ID what the daemon loads (newer ones set aside; SIGHUP or restart)."""
+    try:
+        _open(db, config_path).rollback_checkpoint(checkpoint_id)
+    except EdgeMLError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"checkpoint {checkpoint_id} is now the one loaded at start (or on SIGHUP)")
+
+
+@checkpoints.command("save")
+@_db_option
+@_config_option
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for it.")
+def checkpoints_save(db: str | None, config_path: str | None, timeout: float) -> None:
+    """Ask the running daemon for a checkpoint now (SIGUSR1 to its pid) and wait for it."""
+    import os
+    import signal as signals
+
+    storage = _open(db, config_path)
+    pid = int(storage.health().get("pid") or 0)
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+    except OSError:
+        cmdline = b""
+    if b"edge" not in cmdline:
+        raise click.ClickException("no running daemon recorded in this database")
+    before = max((r["id"] for r in storage.checkpoints()), default=0)
+    os.kill(pid, signals.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        newest = max((r["id"] for r in storage.checkpoints()), default=0)
+        if newest > before:
+            click.echo(f"checkpoint {newest} saved")
+            return
+        time.sleep(0.2)
+    raise click.ClickException(f"no new checkpoint within {timeout} s")
+
+
 @main.group()
 def config() -> None:
     """Inspect configuration."""

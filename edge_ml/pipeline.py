@@ -8,6 +8,7 @@ micro-batch at a time; only rejects and alert events are Python objects.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import logging
 import math
@@ -30,6 +31,7 @@ from edge_ml.drift import DriftMonitor, DriftParams
 from edge_ml.errors import CheckpointError, ReplayError
 from edge_ml.features import FeatureState
 from edge_ml.kernels.alerting import OPENED
+from edge_ml.kernels.csvio import NEED_MORE, REFUSED, ROW_EXTRA, format_rows, parse_rows
 from edge_ml.model.detector import Detector, ModelParams, describe, make_detector
 from edge_ml.publish import AlertPublisher
 from edge_ml.records import AlertEvent, Message, iso_utc
@@ -325,52 +327,142 @@ def parse_timestamp(text: str) -> float:
 _count_commas = operator.methodcaller("count", ",")
 
 
-def _read_chunks(path: Path) -> Iterator[tuple[list[str], list[str], np.ndarray, np.ndarray]]:
-    """``(value column names, timestamp texts, ts, values[rows, columns])`` per chunk.
+@dataclass
+class _Chunk:
+    """One chunk of replay input: ``REPLAY_CHUNK`` lines, blank ones skipped.
+
+    Parsed by :func:`edge_ml.kernels.csvio.parse_rows` (``data`` and ``first`` set: the
+    output rows are written from the input bytes) or by the Python reader (``stamps`` set).
+    """
+
+    ts: np.ndarray
+    values: np.ndarray  # [rows, columns]
+    stamps: list[str] | None = None
+    data: np.ndarray | None = None  # the bytes the rows were parsed from
+    first: np.ndarray | None = None  # csvio's per-row offsets and first value
+
+    def stamp_texts(self) -> list[str]:
+        if self.stamps is None:
+            assert self.data is not None and self.first is not None
+            data = self.data
+            self.stamps = [data[a:b].tobytes().decode() for a, b in self.first[:, :2].tolist()]
+        return self.stamps
+
+
+def _read_header(path: Path) -> tuple[list[str], int]:
+    """The value column names and the byte length of the header line."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        line = handle.readline()
+        try:
+            header = next(csv.reader([line]))
+        except StopIteration:
+            raise ReplayError(f"{path}: empty file") from None
+    if len(header) < 2 or header[0].strip().lower() not in ("timestamp", "ts", "time"):
+        raise ReplayError(f"{path}: expected a header 'timestamp,value[,...]', got {header}")
+    return [c.strip() for c in header[1:]], len(line.encode("utf-8"))
+
+
+def _text_chunk(path: Path, lines: list[str], width: int, line_no: int) -> _Chunk | None:
+    """Python reader of one chunk (``line_no``: the file line before it); None if all blank.
 
     Chunks without quote characters are split with ``str.split`` (the ``csv`` module costs more
     than the whole model per row); a chunk with quotes goes through ``csv.reader``. Both give
     the same fields.
     """
-    with path.open(newline="", encoding="utf-8") as handle:
-        try:
-            header = next(csv.reader([handle.readline()]))
-        except StopIteration:
-            raise ReplayError(f"{path}: empty file") from None
-        if len(header) < 2 or header[0].strip().lower() not in ("timestamp", "ts", "time"):
-            raise ReplayError(f"{path}: expected a header 'timestamp,value[,...]', got {header}")
-        columns = [c.strip() for c in header[1:]]
-        width = len(header)
-        line_no = 1
+    first_line = line_no + 1
+    line_no += len(lines)
+    text = "".join(lines)
+    if '"' in text or "\r" in text.replace("\r\n", "\n"):
+        rows = [row for row in csv.reader(lines) if row]
+        bad = next((i for i, row in enumerate(rows) if len(row) != width), None)
+    else:
+        rows_text = list(filter(None, text.replace("\r\n", "\n").split("\n")))
+        rows = None
+        bad = None
+        if set(map(_count_commas, rows_text)) - {width - 1}:  # C loop; rare: find it
+            bad = next(i for i, line in enumerate(rows_text)
+                       if line.count(",") != width - 1)
+    if bad is not None:
+        nonblank = [i for i, line in enumerate(lines) if line.strip("\r\n")]
+        raise ReplayError(f"{path}:{first_line + nonblank[bad]}: expected {width} fields")
+    if rows is None:
+        if not rows_text:  # blank lines only (",".join([]) would give one empty row)
+            return None
+        flat = ",".join(rows_text).split(",")
+        stamps = flat[0::width]
+        values_text = [flat[i::width] for i in range(1, width)]
+    else:
+        stamps = [row[0] for row in rows]
+        values_text = [[row[i] for row in rows] for i in range(1, width)]
+    if not stamps:
+        return None
+    ts, values = _convert(path, line_no, stamps, values_text)
+    return _Chunk(ts, values, stamps=stamps)
+
+
+REPLAY_READ_BYTES = 1 << 22
+
+
+def _read_blocks(path: Path) -> Iterator[tuple[list[str], _Chunk]]:
+    """``(value column names, chunk)`` per chunk of ``REPLAY_CHUNK`` lines.
+
+    The bytes go through :func:`edge_ml.kernels.csvio.parse_rows`; a chunk it refuses is read
+    again by :func:`_text_chunk`, which gives the same numbers where both apply (and the
+    errors, with their line numbers, everywhere else).
+    """
+    columns, offset = _read_header(path)
+    width = len(columns) + 1
+    ts = np.empty(REPLAY_CHUNK, dtype=np.float64)
+    values = np.empty((REPLAY_CHUNK, width - 1), dtype=np.float64)
+    first = np.empty((REPLAY_CHUNK, 5), dtype=np.int64)
+    line_no = 1
+    with path.open("rb") as raw:
+        raw.seek(offset)
+        buffer = raw.read(REPLAY_READ_BYTES)
+        at_eof = not buffer
+        base = offset  # file offset of buffer[0]
+        pos = 0
         while True:
-            lines = list(itertools.islice(handle, REPLAY_CHUNK))
-            if not lines:
-                break
-            first_line = line_no + 1
-            line_no += len(lines)
-            text = "".join(lines)
-            if '"' in text or "\r" in text.replace("\r\n", "\n"):
-                rows = [row for row in csv.reader(lines) if row]
-                bad = next((i for i, row in enumerate(rows) if len(row) != width), None)
-            else:
-                rows_text = list(filter(None, text.replace("\r\n", "\n").split("\n")))
-                rows = None
-                bad = None
-                if set(map(_count_commas, rows_text)) - {width - 1}:  # C loop; rare: find it
-                    bad = next(i for i, line in enumerate(rows_text)
-                               if line.count(",") != width - 1)
-            if bad is not None:
-                nonblank = [i for i, line in enumerate(lines) if line.strip("\r\n")]
-                raise ReplayError(f"{path}:{first_line + nonblank[bad]}: expected {width} fields")
-            if rows is None:
-                flat = ",".join(rows_text).split(",")
-                stamps = flat[0::width]
-                values_text = [flat[i::width] for i in range(1, width)]
-            else:
-                stamps = [row[0] for row in rows]
-                values_text = [[row[i] for row in rows] for i in range(1, width)]
-            if stamps:
-                yield columns, stamps, *_convert(path, line_no, stamps, values_text)
+            data = np.frombuffer(buffer, dtype=np.uint8)
+            status, end, lines, rows = parse_rows(data, pos, REPLAY_CHUNK, at_eof, ts, values,
+                                                  first)
+            if status == NEED_MORE:
+                more = raw.read(REPLAY_READ_BYTES)
+                at_eof = not more
+                buffer = buffer[pos:] + more
+                base += pos
+                pos = 0
+                continue
+            if status == REFUSED:
+                raw.seek(base + pos)
+                text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+                text_lines = list(itertools.islice(text, REPLAY_CHUNK))
+                text.detach()
+                if not text_lines:
+                    return
+                chunk = _text_chunk(path, text_lines, width, line_no)
+                line_no += len(text_lines)
+                if chunk is not None:
+                    yield columns, chunk
+                base += pos + len("".join(text_lines).encode("utf-8"))
+                raw.seek(base)
+                buffer = raw.read(REPLAY_READ_BYTES)
+                at_eof = not buffer
+                pos = 0
+                continue
+            if lines == 0:
+                return
+            line_no += lines
+            if rows:
+                yield columns, _Chunk(ts[:rows].copy(), values[:rows].copy(), data=data,
+                                      first=first[:rows].copy())
+            pos = end
+
+
+def _read_chunks(path: Path) -> Iterator[tuple[list[str], list[str], np.ndarray, np.ndarray]]:
+    """``(value column names, timestamp texts, ts, values[rows, columns])`` per chunk."""
+    for columns, chunk in _read_blocks(path):
+        yield columns, chunk.stamp_texts(), chunk.ts, chunk.values
 
 
 def _parse_timestamps(stamps: list[str]) -> np.ndarray:
@@ -439,6 +531,32 @@ def _output_rows(stamps: list[str], first: np.ndarray, score: np.ndarray,
     return "".join(parts)
 
 
+def _chunk_output(chunk: _Chunk, score: np.ndarray, alert: np.ndarray) -> Any:
+    """The output rows of a chunk as bytes (``timestamp,value,anomaly_score,alert``, CR LF).
+
+    Written from the input bytes by :func:`edge_ml.kernels.csvio.format_rows` when the chunk
+    was parsed there; otherwise (or for a score outside [0, 1]) as ``csv.writer`` writes them.
+    """
+    if chunk.first is not None:
+        first = chunk.first
+        out = np.empty(int((first[:, 1] - first[:, 0]).sum()) + len(first) * ROW_EXTRA,
+                       dtype=np.uint8)
+        size = format_rows(chunk.data, first, score, alert, out)
+        if size >= 0:
+            return out[:size]
+    stamps = chunk.stamp_texts()
+    values = chunk.values[:, 0]
+    text = _output_rows(stamps, values, score, alert)
+    if text is None:  # a timestamp text that csv.writer would quote
+        buffer = io.StringIO(newline="")
+        csv.writer(buffer).writerows(
+            zip(stamps, [repr(v) if math.isfinite(v) else "" for v in values.tolist()],
+                np.round(score, 6).tolist(), alert.astype(np.int8).tolist(), strict=True)
+        )
+        text = buffer.getvalue()
+    return text.encode("utf-8")
+
+
 @dataclass(frozen=True)
 class ReplaySummary:
     rows: int
@@ -459,13 +577,13 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
     """
     started = time.perf_counter()
     name = stream_prefix or source.stem
-    handle = out.open("w", newline="", encoding="utf-8") if out else None
-    writer = csv.writer(handle) if handle else None
+    handle = out.open("wb") if out else None
     rows = readings = alerts = skipped = 0
     try:
-        if writer:
-            writer.writerow(["timestamp", "value", "anomaly_score", "alert"])
-        for columns, stamps, ts, values in _read_chunks(source):
+        if handle:
+            handle.write(b"timestamp,value,anomaly_score,alert\r\n")  # as csv.writer does
+        for columns, chunk in _read_blocks(source):
+            ts, values = chunk.ts, chunk.values
             n_rows, n_cols = values.shape
             streams = [name] if n_cols == 1 else [f"{name}/{c}" for c in columns]
             flat_values = values.reshape(-1)
@@ -491,17 +609,8 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
             rows += n_rows
             readings += int(ok.sum())
             alerts += int(row_alert.sum())
-            if writer and handle:
-                first = values[:, 0]
-                text = _output_rows(stamps, first, row_score, row_alert)
-                if text is not None:
-                    handle.write(text)
-                else:  # a timestamp text that csv.writer would quote
-                    writer.writerows(
-                        zip(stamps, [repr(v) if math.isfinite(v) else "" for v in first.tolist()],
-                            np.round(row_score, 6).tolist(), row_alert.astype(np.int8).tolist(),
-                            strict=True)
-                    )
+            if handle:
+                handle.write(_chunk_output(chunk, row_score, row_alert))
     finally:
         if handle:
             handle.close()

@@ -1,0 +1,354 @@
+"""Replay's CSV rows as bytes: parse ``timestamp,value[,...]`` lines, write the scored rows.
+
+The Python reader and writer of ``edge_ml.pipeline`` cost more than the model itself (splitting,
+``float()`` and ``repr()`` of every field, ~3 us a row). These two kernels do the common case
+in one pass over the bytes, and give up (the caller then uses the Python path) on anything else,
+so the two paths never disagree:
+
+- :func:`parse_rows` reads lines whose timestamp is ``YYYY-MM-DD HH:MM:SS`` (or with ``T``),
+  years 1900-2200, or a plain decimal number, and whose values are plain decimals
+  (``-?digits(.digits)?``) of at most 15 significant digits. Such a decimal ``M * 10**E`` with
+  ``|E| <= 22`` converts exactly as ``float()`` does (one correctly rounded IEEE multiply or
+  divide of two exact doubles: Clinger's fast path). Lines end with ``\\n`` or ``\\r\\n``;
+  blank lines are skipped. Anything else (quotes, spaces, exponents, NaN, dates out of range,
+  a lone ``\\r``, a wrong field count) is refused.
+- :func:`format_rows` writes ``timestamp,value,anomaly_score,alert\\r\\n`` as ``csv.writer``
+  does with ``repr`` of floats. A decimal of at most 15 significant digits is the shortest
+  string that round-trips its double (two such decimals never share a double: ``DBL_DIG`` is
+  15), so ``repr`` prints exactly its digits, trailing zeros dropped, positional for decimal
+  exponents -4 < e <= 16 and ``d.ddde-XX`` / ``e+XX`` outside, as CPython's ``float_repr``
+  does. The score is ``repr(round(score, 6))``: ``rint(score * 1e6)`` (NumPy's round) over
+  ``10**6``, the same kind of decimal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+OK = 0
+NEED_MORE = 1  # the buffer ended inside the chunk: read more (not at end of file)
+REFUSED = 2  # a line the fast path does not take: use the Python reader from this chunk on
+
+MAX_DIGITS = 15
+MAX_EXP10 = 22
+# 1e0 .. 1e22 are exact doubles.
+POW10 = np.array([10.0**k for k in range(MAX_EXP10 + 1)], dtype=np.float64)
+MIN_YEAR = 1900
+MAX_YEAR = 2200
+# Widest value text format_rows writes: sign, 15 digits, "0." and 4 zeros, or "e-XX".
+MAX_VALUE_TEXT = 24
+MAX_SCORE_TEXT = 10
+# Bytes of a row besides its timestamp: both texts, three commas, the alert digit, CR LF.
+ROW_EXTRA = MAX_VALUE_TEXT + MAX_SCORE_TEXT + 6
+
+_NL = 10
+_CR = 13
+_COMMA = 44
+_MINUS = 45
+_DOT = 46
+_ZERO = 48
+_NINE = 57
+_COLON = 58
+_SPACE = 32
+_T = 84
+
+
+@njit(cache=True)
+def _decimal(data, i, end, out):
+    """Parse the plain decimal ``data[i:end]`` into ``out = [negative, mantissa, exponent]``.
+
+    Returns False for anything but ``-?digits(.digits)?`` with at most ``MAX_DIGITS``
+    significant digits and a decimal exponent within ``MAX_EXP10``.
+    """
+    negative = 0
+    if i < end and data[i] == _MINUS:
+        negative = 1
+        i += 1
+    mantissa = 0
+    digits = 0  # significant digits so far (leading zeros are not)
+    fraction = 0  # digits after the point
+    seen_digit = False
+    seen_dot = False
+    trailing_digit = False
+    while i < end:
+        c = data[i]
+        if _ZERO <= c <= _NINE:
+            if mantissa != 0 or c != _ZERO:
+                digits += 1
+                if digits > MAX_DIGITS:
+                    return False
+            mantissa = mantissa * 10 + (c - _ZERO)
+            if seen_dot:
+                fraction += 1
+            seen_digit = True
+            trailing_digit = True
+        elif c == _DOT and not seen_dot and seen_digit:
+            seen_dot = True
+            trailing_digit = False
+        else:
+            return False
+        i += 1
+    if not seen_digit or not trailing_digit or fraction > MAX_EXP10:
+        return False
+    out[0] = negative
+    out[1] = mantissa
+    out[2] = -fraction
+    return True
+
+
+@njit(cache=True)
+def _decimal_value(negative, mantissa, exponent):
+    """The double nearest ``(-1)**negative * mantissa * 10**exponent`` (|exponent| <= 22)."""
+    if exponent >= 0:
+        value = float(mantissa) * POW10[exponent]
+    else:
+        value = float(mantissa) / POW10[-exponent]
+    return -value if negative else value
+
+
+@njit(cache=True)
+def _two(data, i):
+    """Two ASCII digits at ``data[i]`` as a number, or -1."""
+    a = np.int64(data[i]) - _ZERO
+    b = np.int64(data[i + 1]) - _ZERO
+    if a < 0 or a > 9 or b < 0 or b > 9:
+        return -1
+    return a * 10 + b
+
+
+@njit(cache=True)
+def _iso_seconds(data, i):
+    """Epoch seconds of ``YYYY-MM-DD HH:MM:SS`` (or ``T``) at ``data[i:i + 19]``, or -2**62."""
+    bad = -(1 << 62)
+    if (data[i + 4] != _MINUS or data[i + 7] != _MINUS or data[i + 13] != _COLON
+            or data[i + 16] != _COLON or (data[i + 10] != _SPACE and data[i + 10] != _T)):
+        return bad
+    hi = _two(data, i)
+    lo = _two(data, i + 2)
+    month = _two(data, i + 5)
+    day = _two(data, i + 8)
+    hour = _two(data, i + 11)
+    minute = _two(data, i + 14)
+    second = _two(data, i + 17)
+    if hi < 0 or lo < 0 or month < 1 or month > 12 or day < 1 or hour < 0 or hour > 23:
+        return bad
+    if minute < 0 or minute > 59 or second < 0 or second > 59:
+        return bad
+    year = hi * 100 + lo
+    if year < MIN_YEAR or year > MAX_YEAR:
+        return bad
+    leap = (year % 4 == 0 and year % 100 != 0) or year % 400 == 0
+    if month == 2:
+        last = 29 if leap else 28
+    elif month == 4 or month == 6 or month == 9 or month == 11:
+        last = 30
+    else:
+        last = 31
+    if day > last:
+        return bad
+    # Days from 1970-01-01 (H. Hinnant's days_from_civil).
+    y = year - 1 if month <= 2 else year
+    era = y // 400
+    yoe = y - era * 400
+    mp = month - 3 if month > 2 else month + 9
+    doy = (153 * mp + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    return days * 86400 + hour * 3600 + minute * 60 + second
+
+
+@njit(cache=True)
+def parse_rows(data, start, max_lines, at_eof, ts, values, first):
+    """Parse up to ``max_lines`` lines of ``data`` from byte ``start``.
+
+    Parameters
+    ----------
+    data : uint8[:]
+        The file's bytes from some line start on.
+    start : int
+        Offset of the first line.
+    max_lines : int
+        Lines (blank ones included) in a chunk.
+    at_eof : bool
+        ``data`` ends where the file ends (a last line needs no newline).
+    ts : float64[max_lines]
+        Out: each row's timestamp, epoch seconds.
+    values : float64[max_lines, columns]
+        Out: each row's values.
+    first : int64[max_lines, 5]
+        Out: per row, the line's start and the end of its timestamp, then the first value as
+        ``negative, mantissa, exponent`` (for :func:`format_rows`).
+
+    Returns
+    -------
+    (status, end, lines, rows)
+        ``OK``, ``NEED_MORE`` or ``REFUSED``; with ``OK``, the offset after the last line read,
+        the lines read and the rows (non-blank lines) filled.
+    """
+    n_cols = values.shape[1]
+    size = data.shape[0]
+    decimal = np.zeros(3, dtype=np.int64)
+    pos = start
+    lines = 0
+    rows = 0
+    while lines < max_lines and pos < size:
+        # The line's end: a newline, or the end of the file.
+        nl = pos
+        while nl < size and data[nl] != _NL:
+            nl += 1
+        if nl == size and not at_eof:
+            return NEED_MORE, pos, lines, rows
+        end = nl
+        if end > pos and data[end - 1] == _CR:
+            end -= 1
+        lines += 1
+        following = nl + 1 if nl < size else size
+        if end == pos:  # blank line
+            pos = following
+            continue
+        # Timestamp: up to the first comma.
+        comma = pos
+        while comma < end and data[comma] != _COMMA:
+            comma += 1
+        if comma == end:
+            return REFUSED, pos, lines - 1, rows
+        if comma - pos == 19 and data[pos + 4] == _MINUS:
+            seconds = _iso_seconds(data, pos)
+            if seconds == -(1 << 62):
+                return REFUSED, pos, lines - 1, rows
+            # What datetime64[us] / 1e6 gives: exact below 2**53 microseconds.
+            ts[rows] = float(seconds * 1000000) / 1e6
+        elif _decimal(data, pos, comma, decimal):
+            ts[rows] = _decimal_value(decimal[0], decimal[1], decimal[2])
+        else:
+            return REFUSED, pos, lines - 1, rows
+        first[rows, 0] = pos
+        first[rows, 1] = comma
+        # Values: exactly n_cols fields, the last one up to the line's end.
+        field = comma + 1
+        for c in range(n_cols):
+            stop = field
+            while stop < end and data[stop] != _COMMA:
+                stop += 1
+            if (stop == end) != (c == n_cols - 1):
+                return REFUSED, pos, lines - 1, rows
+            if not _decimal(data, field, stop, decimal):
+                return REFUSED, pos, lines - 1, rows
+            values[rows, c] = _decimal_value(decimal[0], decimal[1], decimal[2])
+            if c == 0:
+                first[rows, 2] = decimal[0]
+                first[rows, 3] = decimal[1]
+                first[rows, 4] = decimal[2]
+            field = stop + 1
+        rows += 1
+        pos = following
+    if lines < max_lines and not at_eof:
+        return NEED_MORE, pos, lines, rows
+    return OK, pos, lines, rows
+
+
+@njit(cache=True)
+def _write_repr(out, pos, negative, mantissa, exponent, digits):
+    """``repr()`` of the double nearest ``(-1)**negative * mantissa * 10**exponent`` at
+    ``out[pos:]`` (``mantissa`` of at most 15 significant digits); returns the new end.
+    ``digits`` is scratch space for ``MAX_DIGITS`` digits."""
+    if negative:
+        out[pos] = _MINUS
+        pos += 1
+    if mantissa == 0:
+        out[pos] = _ZERO
+        out[pos + 1] = _DOT
+        out[pos + 2] = _ZERO
+        return pos + 3
+    while mantissa % 10 == 0:
+        mantissa //= 10
+        exponent += 1
+    n = 0
+    while mantissa > 0:
+        digits[n] = _ZERO + mantissa % 10
+        mantissa //= 10
+        n += 1
+    # digits[n - 1] is the leading digit; the value is 0.d1d2...dn * 10**point.
+    point = n + exponent
+    if -4 < point <= 16:
+        if point <= 0:
+            out[pos] = _ZERO
+            out[pos + 1] = _DOT
+            pos += 2
+            for _ in range(-point):
+                out[pos] = _ZERO
+                pos += 1
+            for k in range(n - 1, -1, -1):
+                out[pos] = digits[k]
+                pos += 1
+        elif point >= n:
+            for k in range(n - 1, -1, -1):
+                out[pos] = digits[k]
+                pos += 1
+            for _ in range(point - n):
+                out[pos] = _ZERO
+                pos += 1
+            out[pos] = _DOT
+            out[pos + 1] = _ZERO
+            pos += 2
+        else:
+            for k in range(n - 1, -1, -1):
+                out[pos] = digits[k]
+                pos += 1
+                if k == n - point:
+                    out[pos] = _DOT
+                    pos += 1
+        return pos
+    out[pos] = digits[n - 1]
+    pos += 1
+    if n > 1:
+        out[pos] = _DOT
+        pos += 1
+        for k in range(n - 2, -1, -1):
+            out[pos] = digits[k]
+            pos += 1
+    e = point - 1
+    out[pos] = 101  # "e"
+    out[pos + 1] = _MINUS if e < 0 else 43  # "-" / "+"
+    pos += 2
+    e = abs(e)
+    if e >= 100:
+        out[pos] = _ZERO + e // 100
+        pos += 1
+    out[pos] = _ZERO + (e // 10) % 10
+    out[pos + 1] = _ZERO + e % 10
+    return pos + 2
+
+
+@njit(cache=True)
+def format_rows(data, first, score, alert, out):
+    """Write the output rows of a parsed chunk into ``out``; the bytes written, or -1.
+
+    Row ``r`` is its timestamp text (``data[first[r, 0]:first[r, 1]]``), the repr of its first
+    value, the repr of ``round(score[r], 6)`` and ``alert[r]`` as 1/0, ``\\r\\n``-terminated.
+    -1 when a score is not in [0, 1] (the caller writes that chunk with ``repr`` itself).
+    ``out`` needs ``sum(timestamp lengths) + rows * ROW_EXTRA`` bytes.
+    """
+    pos = 0
+    digits = np.empty(MAX_DIGITS, dtype=np.uint8)
+    for r in range(score.shape[0]):
+        rounded = np.rint(score[r] * 1e6)  # NumPy's round(x, 6) before its division
+        if not (0.0 <= rounded <= 1e6):
+            return -1
+        for i in range(first[r, 0], first[r, 1]):
+            out[pos] = data[i]
+            pos += 1
+        out[pos] = _COMMA
+        pos = _write_repr(out, pos + 1, first[r, 2], first[r, 3], first[r, 4], digits)
+        out[pos] = _COMMA
+        pos = _write_repr(out, pos + 1, math.copysign(1.0, rounded) < 0, np.int64(rounded), -6,
+                          digits)
+        out[pos] = _COMMA
+        out[pos + 1] = _ZERO + 1 if alert[r] else _ZERO
+        out[pos + 2] = _CR
+        out[pos + 3] = _NL
+        pos += 4
+    return pos

@@ -79,3 +79,78 @@ def test_block_means_do_not_depend_on_batching() -> None:
                      ["a", "b", "c"])
     for name, array in whole.state.export(3).items():
         np.testing.assert_allclose(parts.state.export(3)[name], array, rtol=1e-12, err_msg=name)
+
+
+def _river_monitor(params: DriftParams, batches: list[tuple], names: list[str]) -> tuple:
+    """The monitor as it was written with river's own PageHinkley, one per stream."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    import river
+
+    spec = importlib.util.spec_from_file_location(
+        "_river_page_hinkley_test", Path(river.__file__).parent / "drift" / "page_hinkley.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    state = DriftMonitor(params).state
+    detectors: dict[int, object] = {}
+    events = []
+    for slots, values, warming, ts in batches:
+        from edge_ml.kernels.blocks import block_batch
+
+        block_slots, sums, sumsqs, last_ts = block_batch(
+            slots, values, warming, ts, state.block_sum, state.block_sumsq, state.block_n,
+            params.block)
+        drifted: set[int] = set()
+        for k, slot in enumerate(block_slots.tolist()):
+            if slot in drifted:
+                continue
+            mean = float(sums[k]) / params.block
+            var = max(float(sumsqs[k]) / params.block - mean * mean, 0.0)
+            if state.ref_blocks[slot] < params.min_blocks:
+                state.ref_var[slot] += (var - state.ref_var[slot]) / (state.ref_blocks[slot] + 1)
+                state.ref_blocks[slot] += 1
+                continue
+            scale = max(math.sqrt(state.ref_var[slot]), 1e-9)
+            ph = detectors.setdefault(slot, module.PageHinkley(
+                min_instances=params.min_blocks, delta=params.delta,
+                threshold=params.threshold, mode="both"))
+            ph.update(mean / scale)
+            state.ph_n[slot] = ph._x_mean.n
+            state.ph_mean[slot] = ph._x_mean._mean
+            state.ph_inc[slot] = ph._sum_increase
+            state.ph_min_inc[slot] = ph._min_increase
+            state.ph_dec[slot] = ph._sum_decrease
+            state.ph_max_dec[slot] = ph._max_decrease
+            if ph.drift_detected:
+                drifted.add(slot)
+                state.reset(slot)
+                detectors.pop(slot)
+                events.append((slot, names[slot], float(last_ts[k]),
+                               f"block mean {mean:.6g} over {params.block} readings = "
+                               f"{mean / scale:.2f} sd (running mean {ph._x_mean.get():.2f} sd)"))
+    return state, events
+
+
+def test_kernel_is_rivers_page_hinkley_exactly() -> None:
+    params = DriftParams(block=5, threshold=3.0, delta=0.2, min_blocks=3)
+    rng = np.random.default_rng(11)
+    names = ["a", "b", "c", "d"]
+    n = 40_000
+    slots = rng.integers(0, 4, n)
+    values = rng.normal(0, 1, n) + np.repeat(rng.normal(0, 3, n // 500), 500)  # level steps
+    values[::997] = 0.0  # some constant stretches: var 0, the scale floor
+    warming = (rng.random(n) < 0.05).astype(np.uint8)
+    ts = np.arange(n, dtype=np.float64)
+    batches = [(slots[lo:lo + 300], values[lo:lo + 300], warming[lo:lo + 300], ts[lo:lo + 300])
+               for lo in range(0, n, 300)]
+    reference, expected = _river_monitor(params, batches, names)
+    monitor = DriftMonitor(params)
+    got = []
+    for batch in batches:
+        got += [(slot, e.stream, e.ts, e.statistic) for slot, e in monitor.update(*batch, names)]
+    assert len(expected) > 20
+    assert got == expected
+    for name, array in reference.export(4).items():
+        np.testing.assert_array_equal(monitor.state.export(4)[name], array, err_msg=name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -40,3 +42,69 @@ def block_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, siz
             block_sumsq[s] = 0.0
             block_n[s] = 0
     return out_slot[:k], out_sum[:k], out_sumsq[:k], out_ts[:k]
+
+
+@njit(cache=True)
+def drift_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, ref_var, ref_blocks,
+                ph_n, ph_mean, ph_inc, ph_min_inc, ph_dec, ph_max_dec, size, min_blocks, delta,
+                threshold, alpha, min_scale):
+    """Block sums (:func:`block_batch`), then each completed block into its stream's drift test.
+
+    A stream's first ``min_blocks`` blocks only set its scale (``ref_var``, the mean
+    within-block variance); each later block mean, in units of that scale, goes to a two-sided
+    Page-Hinkley test with river's ``PageHinkley.update`` arithmetic, operation for operation
+    (its ``stats.Mean``, ``alpha``-faded sums, ``min_instances = min_blocks``). Once a stream
+    drifts, its later blocks in this batch are ignored (the caller resets its state).
+
+    Returns ``(block index, block mean, scale, running mean)`` of each drift, in block order:
+    ``(int64[D], float64[D], float64[D], float64[D])``, and the blocks' ``last_ts`` and slots.
+    """
+    block_slots, sums, sumsqs, last_ts = block_batch(slots, values, warming, ts, block_sum,
+                                                     block_sumsq, block_n, size)
+    k_blocks = block_slots.shape[0]
+    found = np.empty(k_blocks, dtype=np.int64)
+    found_mean = np.empty(k_blocks, dtype=np.float64)
+    found_scale = np.empty(k_blocks, dtype=np.float64)
+    found_running = np.empty(k_blocks, dtype=np.float64)
+    d = 0
+    for k in range(k_blocks):
+        s = block_slots[k]
+        drifted = False
+        for j in range(d):
+            if block_slots[found[j]] == s:
+                drifted = True
+        if drifted:
+            continue
+        mean = sums[k] / size
+        spread = sumsqs[k] / size - mean * mean
+        var = 0.0 if spread < 0.0 else spread  # Python's max(spread, 0.0)
+        if ref_blocks[s] < min_blocks:
+            ref_var[s] += (var - ref_var[s]) / (ref_blocks[s] + 1)
+            ref_blocks[s] += 1
+            continue
+        root = math.sqrt(ref_var[s])
+        scale = min_scale if min_scale > root else root  # max(root, min_scale)
+        x = mean / scale
+        # river.drift.PageHinkley.update(x), mode "both"
+        n = ph_n[s] + 1.0
+        running = ph_mean[s] + (1.0 / n) * (x - ph_mean[s])
+        dev = x - running
+        inc = alpha * ph_inc[s] + dev - delta
+        dec = alpha * ph_dec[s] + dev + delta
+        ph_n[s] = n
+        ph_mean[s] = running
+        ph_inc[s] = inc
+        ph_dec[s] = dec
+        if inc < ph_min_inc[s]:
+            ph_min_inc[s] = inc
+        if dec > ph_max_dec[s]:
+            ph_max_dec[s] = dec
+        if n >= min_blocks and (inc - ph_min_inc[s] > threshold
+                                or ph_max_dec[s] - dec > threshold):
+            found[d] = k
+            found_mean[d] = mean
+            found_scale[d] = scale
+            found_running[d] = running
+            d += 1
+    return (found[:d], found_mean[:d], found_scale[:d], found_running[:d], block_slots,
+            last_ts)

@@ -66,6 +66,9 @@ class StorageConfig:
     alert_retention_days: float = _f(90.0, low=0.0)  # 0 keeps alerts forever
     rejects_kept: int = _f(10000, low=10)
     flush_interval_s: float = _f(1.0, low=0.05, high=60.0)
+    # How long the daemon's writes wait for a lock held by another process (a backup, a
+    # Datasette write) before giving up until a later retry: the worker must not stall on it.
+    busy_timeout_s: float = _f(0.1, low=0.0, high=10.0)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,10 @@ class DaemonConfig:
     batch_linger_s: float = _f(0.001, low=0.0, high=1.0)
     health_interval_s: float = _f(10.0, low=0.5)
     metrics_port: int = _f(0, low=0, high=65535)  # 0 = no Prometheus endpoint
+    # Streams held at most (~12 KB each, as much again in the checkpoint snapshot); readings for
+    # new streams beyond it are rejected as "stream_limit", so a publisher with an id in its
+    # topics cannot exhaust memory. 10,000 fit in ~300 MB (docs/benchmarks.md).
+    max_streams: int = _f(10_000, low=1, high=10_000_000)
 
 
 @dataclass(frozen=True)

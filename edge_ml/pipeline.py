@@ -30,6 +30,7 @@ from edge_ml.decode import decode_batch
 from edge_ml.drift import DriftMonitor, DriftParams
 from edge_ml.errors import CheckpointError, ReplayError
 from edge_ml.features import FeatureState
+from edge_ml.kernels import prepare as prepare_kernels
 from edge_ml.kernels.alerting import OPENED
 from edge_ml.kernels.csvio import NEED_MORE, REFUSED, ROW_EXTRA, format_rows, parse_rows
 from edge_ml.model.detector import Detector, ModelParams, describe, make_detector
@@ -91,6 +92,7 @@ class Pipeline:
 
     def __init__(self, config: Config, storage: Storage | None = None,
                  publisher: AlertPublisher | None = None, capacity: int = 16) -> None:
+        prepare_kernels()  # Numba's one-time setup, here rather than in the first batch
         self.config = config
         self.storage = storage
         self.publisher = publisher

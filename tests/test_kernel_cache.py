@@ -35,3 +35,23 @@ def test_cache_lands_in_the_fingerprinted_folder(tmp_path: Path) -> None:
     folder = Path(out.stdout.strip())
     assert folder == Path(cache_dir(str(tmp_path)))
     assert any(folder.rglob("*.nbi")), "nothing was cached there"
+
+
+def test_kernels_run_without_scipy_and_scipy_still_imports_later() -> None:
+    """prepare() keeps SciPy out of Numba's setup only: nothing that uses it later breaks."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from edge_ml.config import parse_config\n"
+        "from edge_ml.pipeline import Pipeline\n"
+        "p = Pipeline(parse_config({}))\n"
+        "p.process_readings(['a'] * 400, np.arange(400.0), np.sin(np.arange(400.0)))\n"
+        "print('scipy.linalg' in sys.modules)\n"
+        "from numba import njit\n"
+        "print(njit(lambda a: np.dot(a, a))(np.ones(3)))\n"
+        "import scipy.linalg\n"
+        "print(scipy.linalg.norm(np.ones(4)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.split() == ["False", "3.0", "2.0"]

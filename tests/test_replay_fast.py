@@ -178,3 +178,30 @@ def test_a_chunk_of_blank_lines_only(tmp_path: Path, monkeypatch: pytest.MonkeyP
     replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "fast.csv")
     assert (tmp_path / "slow.csv").read_bytes() == (tmp_path / "fast.csv").read_bytes()
     assert len((tmp_path / "fast.csv").read_bytes().splitlines()) == 4
+
+
+def test_whole_files_stay_on_the_kernel_path_across_reads(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that ends inside a line asks for more bytes; it never refuses the chunk."""
+    statuses: list[int] = []
+    parse = pipeline_module.parse_rows
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        result = parse(*args)
+        statuses.append(int(result[0]))
+        return result
+
+    monkeypatch.setattr(pipeline_module, "parse_rows", counting)
+    monkeypatch.setattr(pipeline_module, "REPLAY_CHUNK", 5)
+    for newline in ("\n", "\r\n"):
+        rows = [f"2024-01-01 00:{i // 60:02d}:{i % 60:02d},{i * 0.25 - 3:.2f},{i}"
+                for i in range(90)]
+        rows[7] = ""
+        rows[30] = "1704067230.5,-0.5,12"
+        source = tmp_path / "whole.csv"
+        source.write_text("timestamp,a,b\n" + newline.join(rows) + newline, newline="")
+        for read_bytes in (1, 7, 29, 64, 1 << 20):
+            monkeypatch.setattr(pipeline_module, "REPLAY_READ_BYTES", read_bytes)
+            statuses.clear()
+            replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "out.csv")
+            assert csvio.REFUSED not in statuses and csvio.OK in statuses

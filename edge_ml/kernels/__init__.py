@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from numba.core import config as _numba_config
@@ -38,3 +39,35 @@ def cache_dir(base: str | None = None) -> str:
 # ``cache=True`` function is decorated. (Where the folder cannot be written Numba falls back
 # to its default locations, as it would anyway.)
 _numba_config.CACHE_DIR = cache_dir()
+
+
+_prepared = False
+
+
+def prepare() -> None:
+    """Set up Numba's CPU target now, as the first kernel call would, but without SciPy.
+
+    The first call of any kernel, even one loaded from the cache, makes Numba import and
+    register its whole library of implementations (~0.3 s). Among them ``numba.np.arraymath``
+    checks for a BLAS by importing ``scipy.linalg``: another ~0.2 s and ~15 MB of resident
+    memory that no kernel here uses. With SciPy hidden for that one check, Numba notes "no
+    BLAS" and uses a plain loop for the inner product of ``np.correlate``/``np.convolve`` in
+    code compiled later in this process (no kernel here calls them); ``np.dot`` and
+    ``np.linalg`` import SciPy when first compiled, as usual, and later imports of SciPy (the
+    river backend) are untouched. Idempotent; a no-op once Numba's target is set up.
+    """
+    global _prepared
+    if _prepared:
+        return
+    _prepared = True
+    from numba.core.registry import cpu_target
+
+    # None in sys.modules makes ``import`` raise ImportError, which Numba's check catches.
+    hidden = next((name for name in ("scipy", "scipy.linalg") if name not in sys.modules), None)
+    if hidden:
+        sys.modules[hidden] = None  # type: ignore[assignment]
+    try:
+        cpu_target.target_context.refresh()
+    finally:
+        if hidden and sys.modules.get(hidden, False) is None:
+            del sys.modules[hidden]

@@ -33,6 +33,7 @@ NEED_MORE = 1  # the buffer ended inside the chunk: read more (not at end of fil
 REFUSED = 2  # a line the fast path does not take: use the Python reader from this chunk on
 
 MAX_DIGITS = 15
+NO_FIELD_YET = -2
 MAX_EXP10 = 22
 # 1e0 .. 1e22 are exact doubles.
 POW10 = np.array([10.0**k for k in range(MAX_EXP10 + 1)], dtype=np.float64)
@@ -57,46 +58,47 @@ _T = 84
 
 
 @njit(cache=True)
-def _decimal(data, i, end, out):
-    """Parse the plain decimal ``data[i:end]`` into ``out = [negative, mantissa, exponent]``.
+def _decimal(data, i, out):
+    """Parse the plain decimal at ``data[i:]`` into ``out = [negative, mantissa, exponent]``.
 
-    Returns False for anything but ``-?digits(.digits)?`` with at most ``MAX_DIGITS``
-    significant digits and a decimal exponent within ``MAX_EXP10``.
+    The field ends at a comma, CR, LF or the end of ``data``; returns that offset, or -1 for
+    anything but ``-?digits(.digits)?`` with at most ``MAX_DIGITS`` significant digits and a
+    decimal exponent within ``MAX_EXP10``, or ``NO_FIELD_YET`` when ``data`` ends where more
+    digits must follow (``-`` or ``12.``).
     """
+    size = data.shape[0]
     negative = 0
-    if i < end and data[i] == _MINUS:
+    if i < size and data[i] == _MINUS:
         negative = 1
         i += 1
     mantissa = 0
     digits = 0  # significant digits so far (leading zeros are not)
-    fraction = 0  # digits after the point
-    seen_digit = False
-    seen_dot = False
-    trailing_digit = False
-    while i < end:
+    fraction = -1  # digits after the point; -1 before the point
+    start = i
+    while i < size:
         c = data[i]
         if _ZERO <= c <= _NINE:
             if mantissa != 0 or c != _ZERO:
                 digits += 1
-                if digits > MAX_DIGITS:
-                    return False
             mantissa = mantissa * 10 + (c - _ZERO)
-            if seen_dot:
-                fraction += 1
-            seen_digit = True
-            trailing_digit = True
-        elif c == _DOT and not seen_dot and seen_digit:
-            seen_dot = True
-            trailing_digit = False
+            fraction += fraction >= 0
+        elif c == _DOT and fraction < 0 and i > start:
+            fraction = 0
+        elif c in (_COMMA, _NL, _CR):
+            break
         else:
-            return False
+            return -1
         i += 1
-    if not seen_digit or not trailing_digit or fraction > MAX_EXP10:
-        return False
+        if digits > MAX_DIGITS:
+            return -1
+    if i == start or data[i - 1] == _DOT:  # no digits yet, or none after the point
+        return NO_FIELD_YET if i == size else -1
+    if fraction > MAX_EXP10:
+        return -1
     out[0] = negative
     out[1] = mantissa
-    out[2] = -fraction
-    return True
+    out[2] = -fraction if fraction > 0 else 0
+    return i
 
 
 @njit(cache=True)
@@ -195,62 +197,67 @@ def parse_rows(data, start, max_lines, at_eof, ts, values, first):
     lines = 0
     rows = 0
     while lines < max_lines and pos < size:
-        # The line's end: a newline, or the end of the file.
-        nl = pos
-        while nl < size and data[nl] != _NL:
-            nl += 1
-        if nl == size and not at_eof:
-            return NEED_MORE, pos, lines, rows
-        end = nl
-        if end > pos and data[end - 1] == _CR:
-            end -= 1
-        lines += 1
-        following = nl + 1 if nl < size else size
-        if end == pos:  # blank line
-            pos = following
+        line = pos
+        if pos + 20 >= size and not at_eof:  # maybe not a whole line: read more first
+            return NEED_MORE, line, lines, rows
+        # A blank line, LF or CR LF.
+        if data[pos] == _NL or (data[pos] == _CR and pos + 1 < size and data[pos + 1] == _NL):
+            lines += 1
+            pos += 1 if data[pos] == _NL else 2
             continue
-        # Timestamp: up to the first comma.
-        comma = pos
-        while comma < end and data[comma] != _COMMA:
-            comma += 1
-        if comma == end:
-            return REFUSED, pos, lines - 1, rows
-        if comma - pos == 19 and data[pos + 4] == _MINUS:
+        # Timestamp, up to the first comma.
+        if pos + 19 < size and data[pos + 19] == _COMMA and data[pos + 4] == _MINUS:
             seconds = _iso_seconds(data, pos)
             if seconds == -(1 << 62):
-                return REFUSED, pos, lines - 1, rows
+                return REFUSED, line, lines, rows
             # What datetime64[us] / 1e6 gives: exact below 2**53 microseconds.
             ts[rows] = float(seconds * 1000000) / 1e6
-        elif _decimal(data, pos, comma, decimal):
-            ts[rows] = _decimal_value(decimal[0], decimal[1], decimal[2])
+            pos += 19
         else:
-            return REFUSED, pos, lines - 1, rows
-        first[rows, 0] = pos
-        first[rows, 1] = comma
+            pos = _decimal(data, pos, decimal)
+            if pos < 0 or pos == size or data[pos] != _COMMA:
+                if pos in (size, NO_FIELD_YET) and not at_eof:
+                    return NEED_MORE, line, lines, rows
+                return REFUSED, line, lines, rows
+            ts[rows] = _decimal_value(decimal[0], decimal[1], decimal[2])
+        first[rows, 0] = line
+        first[rows, 1] = pos
         # Values: exactly n_cols fields, the last one up to the line's end.
-        field = comma + 1
         for c in range(n_cols):
-            stop = field
-            while stop < end and data[stop] != _COMMA:
-                stop += 1
-            if (stop == end) != (c == n_cols - 1):
-                return REFUSED, pos, lines - 1, rows
-            if not _decimal(data, field, stop, decimal):
-                return REFUSED, pos, lines - 1, rows
+            pos = _decimal(data, pos + 1, decimal)
+            if pos < 0:
+                if pos == NO_FIELD_YET and not at_eof:
+                    return NEED_MORE, line, lines, rows
+                return REFUSED, line, lines, rows
+            if pos == size:
+                if not at_eof:
+                    return NEED_MORE, line, lines, rows
+                if c < n_cols - 1:
+                    return REFUSED, line, lines, rows
+            elif (data[pos] == _COMMA) != (c < n_cols - 1):
+                return REFUSED, line, lines, rows
             values[rows, c] = _decimal_value(decimal[0], decimal[1], decimal[2])
             if c == 0:
                 first[rows, 2] = decimal[0]
                 first[rows, 3] = decimal[1]
                 first[rows, 4] = decimal[2]
-            field = stop + 1
+        # The line's end: LF, CR LF, or the end of the file.
+        if pos < size:
+            if data[pos] == _CR:
+                if pos + 1 == size and not at_eof:
+                    return NEED_MORE, line, lines, rows
+                if pos + 1 == size or data[pos + 1] != _NL:
+                    return REFUSED, line, lines, rows
+                pos += 1
+            pos += 1
+        lines += 1
         rows += 1
-        pos = following
     if lines < max_lines and not at_eof:
         return NEED_MORE, pos, lines, rows
     return OK, pos, lines, rows
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _write_repr(out, pos, negative, mantissa, exponent, digits):
     """``repr()`` of the double nearest ``(-1)**negative * mantissa * 10**exponent`` at
     ``out[pos:]`` (``mantissa`` of at most 15 significant digits); returns the new end.

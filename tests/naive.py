@@ -11,6 +11,7 @@ from edge_ml.kernels.window import (
     ALPHA_SD,
     DEV_MULT,
     MIN_BIN_COUNT,
+    POOL_WEIGHT,
     SD_FLOOR_FRAC,
     SQUASH,
     VOL_ALPHA,
@@ -39,7 +40,12 @@ def features(values: list[float], ts: list[float], period_s: float,
             z[3] = (log_ratio - lr_mean) / max(DEV_MULT * lr_dev, VOL_MIN_DEV)
         if n >= 2:
             if prof_n[b] >= MIN_BIN_COUNT:
-                z[0] = res / max(DEV_MULT * prof_dev[b], SD_FLOOR_FRAC * sd, floor)
+                grown = [prof_dev[j] for j in range(bins) if prof_n[j] >= 2]
+                pooled = sum(grown) / len(grown)
+                k = prof_n[b] - 1
+                scale = (k * prof_dev[b] + POOL_WEIGHT * pooled) / (k + POOL_WEIGHT)
+                scale *= math.sqrt(1.0 + 1.0 / prof_n[b])
+                z[0] = res / max(DEV_MULT * scale, SD_FLOOR_FRAC * sd, floor)
             z[1] = (v - mean) / max(sd, floor)
             z[2] = (d - dmean) / max(DEV_MULT * ddev, floor)
         out.append(z)

@@ -50,6 +50,21 @@ def test_a_reading_off_its_daily_profile_stands_out() -> None:
     assert abs(Z[1900, 0]) > 4 * np.abs(Z[1600:1899, 0]).std()
 
 
+def test_young_profile_slots_do_not_turn_noise_into_anomalies() -> None:
+    # Pure noise once a minute: each half-hour slot is young (a few readings) for its first
+    # day. Its own deviation alone, from 2-3 residuals, gave seasonal z-scores of 5.5-11 on
+    # every one of these seeds (5-7 readings past the 1e-5 tail each); shrunk toward the
+    # stream's pooled slot deviation, the tail is about what Gaussian noise should give.
+    beyond = 0
+    for seed in range(8):
+        values = np.random.default_rng(seed).normal(20.0, 0.1, 5000)
+        ts = 1.7e9 + 60.0 * np.arange(5000)
+        Z, _ = FeatureState(86400.0, 48).update(np.zeros(5000, np.int64), values, ts)
+        assert np.abs(Z[:, 0]).max() < 6.0
+        beyond += int((np.abs(Z[:, 0]) > 4.42).sum())
+    assert beyond <= 8  # 46 before; 4 now, 0.4 expected of exact Gaussian z-scores
+
+
 def test_value_scale_is_robust_to_one_outlier() -> None:
     # The scale is a mean absolute deviation (x1.25): about the sd on Gaussian noise, and one
     # huge reading does not squeeze every later z-score towards 0 as a variance would (a

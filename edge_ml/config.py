@@ -215,9 +215,70 @@ def _build(cls: type, data: dict[str, Any], section: str, path: str | None) -> A
     return cls(**kwargs)
 
 
+# MQTT limits a topic (name or filter) to 65535 bytes of UTF-8 (the length is a 16-bit field).
+MAX_TOPIC_BYTES = 65535
+
+
+def topic_filter_problem(text: str) -> str | None:
+    """Why ``text`` is not a valid MQTT subscription filter, or None when it is.
+
+    The broker-independent rules of MQTT 3.1.1/5: not empty, no NUL, at most 65535 UTF-8 bytes,
+    ``#`` only as the whole last level, ``+`` only as a whole level.
+
+    Examples
+    --------
+    >>> topic_filter_problem("sensors/+/temp") is None, topic_filter_problem("a/#") is None
+    (True, True)
+    >>> topic_filter_problem("a/#/b")
+    "'#' is only allowed as the whole last level (like 'a/#')"
+    """
+    if not text:
+        return "must not be empty"
+    if "\0" in text:
+        return "must not contain a NUL character"
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "must be valid UTF-8"
+    if size > MAX_TOPIC_BYTES:
+        return f"is {size} bytes of UTF-8, MQTT allows {MAX_TOPIC_BYTES}"
+    levels = text.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return "'#' is only allowed as the whole last level (like 'a/#')"
+        if "+" in level and level != "+":
+            return "'+' is only allowed as a whole level (like 'a/+/b')"
+    return None
+
+
+def _publish_prefix_problem(text: str) -> str | None:
+    """Why ``text`` cannot start the topics edge-ml publishes to, or None when it can."""
+    if not text or text.startswith("/"):
+        return "must be a plain topic prefix, not empty and not starting with '/'"
+    if "#" in text or "+" in text:
+        return "must be a plain topic prefix without wildcards ('#', '+')"
+    return topic_filter_problem(text)  # NUL, UTF-8, length
+
+
 def _validate(config: Config, path: str | None) -> None:
-    if not config.mqtt.topics:
+    mqtt = config.mqtt
+    if not mqtt.topics:
         raise ConfigError("needs at least one topic filter", key="mqtt.topics", path=path)
+    for i, topic in enumerate(mqtt.topics):
+        problem = topic_filter_problem(topic)
+        if problem:
+            raise ConfigError(f"{topic!r} is not a valid MQTT topic filter: {problem}",
+                              key=f"mqtt.topics[{i}]", path=path)
+    if not mqtt.host.strip() or any(c.isspace() for c in mqtt.host):
+        raise ConfigError(f"must be a host name or address, got {mqtt.host!r}", key="mqtt.host",
+                          path=path)
+    # paho refuses an empty id with a persistent session; Home Assistant ids derive from it.
+    if not mqtt.client_id or "\0" in mqtt.client_id:
+        raise ConfigError(f"must be a non-empty client id, got {mqtt.client_id!r}",
+                          key="mqtt.client_id", path=path)
+    if mqtt.password_file is not None and not mqtt.username:
+        raise ConfigError("needs mqtt.username (the password goes with a user name)",
+                          key="mqtt.password_file", path=path)
     if config.alerts.resolve_threshold > config.alerts.threshold:
         raise ConfigError(
             "must not exceed alerts.threshold (hysteresis)", key="alerts.resolve_threshold",
@@ -227,12 +288,11 @@ def _validate(config: Config, path: str | None) -> None:
         raise ConfigError(
             "must not exceed mqtt.reconnect_max_s", key="mqtt.reconnect_min_s", path=path
         )
-    prefix = config.alerts.topic_prefix
-    if not prefix or any(c in prefix for c in "#+") or prefix.startswith("/"):
-        raise ConfigError(
-            f"must be a plain topic prefix without wildcards, got {prefix!r}",
-            key="alerts.topic_prefix", path=path,
-        )
+    for name in ("topic_prefix", "homeassistant_prefix"):
+        prefix = getattr(config.alerts, name)
+        problem = _publish_prefix_problem(prefix)
+        if problem:
+            raise ConfigError(f"{problem}, got {prefix!r}", key=f"alerts.{name}", path=path)
     tls = config.mqtt.tls
     if (tls.cert is None) != (tls.key is None):
         raise ConfigError("cert and key go together", key="mqtt.tls.cert", path=path)

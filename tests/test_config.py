@@ -52,6 +52,22 @@ def test_environment_variable_names_the_file(tmp_path: Path,
         ("[alerts]\nthreshold = 1.5\n", "alerts.threshold"),
         ("[alerts]\nresolve_threshold = 0.999\n", "alerts.resolve_threshold"),
         ("[alerts]\ntopic_prefix = 'a/#'\n", "alerts.topic_prefix"),
+        # paho raises these at connect, on its network thread: ingestion would stop silently.
+        ("[mqtt]\ntopics = ['s11/#', 'a/#/b']\n", "mqtt.topics[1]"),
+        ("[mqtt]\ntopics = ['a/b#']\n", "mqtt.topics[0]"),
+        ("[mqtt]\ntopics = ['sensors/+x/t']\n", "mqtt.topics[0]"),
+        ("[mqtt]\ntopics = ['ok/#', '']\n", "mqtt.topics[1]"),
+        ('[mqtt]\ntopics = ["a\\u0000b"]\n', "mqtt.topics[0]"),
+        (f"[mqtt]\ntopics = ['{'x' * 65536}']\n", "mqtt.topics[0]"),
+        ("[alerts]\nhomeassistant = true\nhomeassistant_prefix = 'ha/#'\n",
+         "alerts.homeassistant_prefix"),
+        ("[alerts]\nhomeassistant_prefix = 'ha/+/x'\n", "alerts.homeassistant_prefix"),
+        ("[alerts]\nhomeassistant_prefix = ''\n", "alerts.homeassistant_prefix"),
+        # and these when paho's client is built (a traceback from `run`)
+        ("[mqtt]\nclient_id = ''\n", "mqtt.client_id"),
+        ("[mqtt]\nhost = ''\n", "mqtt.host"),
+        ("[mqtt]\nhost = 'broker .lan'\n", "mqtt.host"),
+        ("[mqtt]\npassword_file = '/etc/edge-ml/mqtt-password'\n", "mqtt.password_file"),
         ("[storage]\ncheckpoint_interval_s = nan\n", "storage.checkpoint_interval_s"),
         ("[features]\nseason_bins = true\n", "features.season_bins"),
     ],
@@ -72,3 +88,9 @@ def test_invalid_toml_and_missing_file_name_the_file(tmp_path: Path) -> None:
         load_config(broken)
     with pytest.raises(ConfigError, match=r"missing\.toml"):
         load_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("topic", ["sensors/#", "#", "+", "sensors/+/temp", "+/+/#", "/", "a//b",
+                                   "$SYS/broker/#", "sensors/température"])
+def test_valid_topic_filters_pass(topic: str) -> None:
+    assert parse_config({"mqtt": {"topics": [topic]}}).mqtt.topics == [topic]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,11 +27,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_ml.config import MqttConfig
-from edge_ml.errors import MqttError
+from edge_ml.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 OnMessage = Callable[[str, bytes, float], None]
+
+# While the broker stays unreachable, the same failure is logged again at most this often (a
+# reconnect every few seconds for a day must not flood the journal); a new reason at once.
+CONNECT_FAIL_LOG_INTERVAL_S = 300.0
 
 
 @dataclass
@@ -39,13 +45,51 @@ class ConnectionState:
     disconnects: int = 0
     last_error: str | None = None
     refused: bool = False  # the broker said no (bad credentials, not authorised)
+    connect_failures: int = 0  # attempts that got no connection (refused socket, DNS, TLS)
 
 
-def read_password(path: str) -> str:
+def read_password(path: str, source: str | None = None) -> str:
     try:
         return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise MqttError(f"cannot read mqtt.password_file {path}: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", key="mqtt.password_file",
+                          path=source) from exc
+
+
+def _check_tls_files(tls: Any, source: str | None) -> None:
+    """Each TLS file exists and loads, so a bad one is named by its key (paho loads them all)."""
+    for key, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"no such file: {path}", key=f"mqtt.tls.{key}", path=source)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca:
+        try:
+            context.load_verify_locations(cafile=tls.ca)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"cannot load CA certificates from {tls.ca}: {exc}",
+                              key="mqtt.tls.ca", path=source) from exc
+    if tls.cert:
+        try:
+            # An empty password: an encrypted key is an error here, not a prompt on a tty.
+            context.load_cert_chain(tls.cert, tls.key, password="")
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"cannot load {tls.cert} with key {tls.key}: {exc}",
+                              key="mqtt.tls.cert", path=source) from exc
+
+
+def describe_connect_error(exc: BaseException | None) -> str:
+    """A short reason for a failed connection attempt, for the log and the health record."""
+    if isinstance(exc, socket.gaierror):
+        return f"DNS lookup failed ({exc.strerror or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listens on that port?)"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) if exc else "connection failed"
 
 
 class MqttLink:
@@ -60,12 +104,18 @@ class MqttLink:
         for long.
     status_topic
         Where ``online``/``offline`` (retained) and the last will go.
+    source
+        The config file, named in a :class:`~edge_ml.errors.ConfigError` about a password or
+        TLS file.
     """
 
-    def __init__(self, config: MqttConfig, on_message: OnMessage, status_topic: str) -> None:
+    def __init__(self, config: MqttConfig, on_message: OnMessage, status_topic: str,
+                 source: str | None = None) -> None:
         self.config = config
         self.status_topic = status_topic
         self.state = ConnectionState()
+        self._fail_logged: tuple[str, float] | None = None  # (reason, when) last logged
+        self._fails_unlogged = 0
         self._on_message_cb = on_message
         self._connected = threading.Event()
         self._extra_on_connect: list[Callable[[], None]] = []
@@ -80,6 +130,7 @@ class MqttLink:
             kwargs["clean_session"] = config.clean_session
         client = paho.Client(**kwargs)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
@@ -87,19 +138,19 @@ class MqttLink:
         client.max_inflight_messages_set(100)
         client.will_set(status_topic, b"offline", qos=1, retain=True)
         if config.username:
-            password = read_password(config.password_file) if config.password_file else None
+            password = (read_password(config.password_file, source) if config.password_file
+                        else None)
             client.username_pw_set(config.username, password)
         tls = config.tls
         if tls.ca or tls.cert:
-            for key, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
-                if path is not None and not Path(path).is_file():
-                    raise MqttError(f"mqtt.tls.{key}: no such file: {path}")
+            _check_tls_files(tls, source)
             try:
                 client.tls_set(ca_certs=tls.ca, certfile=tls.cert, keyfile=tls.key,
                                cert_reqs=ssl.CERT_REQUIRED)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 files = ", ".join(p for p in (tls.ca, tls.cert, tls.key) if p)
-                raise MqttError(f"mqtt.tls: cannot load certificates ({files}): {exc}") from exc
+                raise ConfigError(f"cannot load certificates ({files}): {exc}", key="mqtt.tls",
+                                  path=source) from exc
             client.tls_insecure_set(tls.insecure)
         self.client = client
 
@@ -116,13 +167,42 @@ class MqttLink:
         self.state.refused = False
         self.state.connects += 1
         self.state.last_error = None
-        log.info("connected to %s:%s (session present: %s)", self.config.host, self.config.port,
-                 getattr(flags, "session_present", None))
-        client.subscribe(self._subscriptions)
-        client.publish(self.status_topic, b"online", qos=1, retain=True)
-        for callback in self._extra_on_connect:
-            callback()
+        failed, self.state.connect_failures = self.state.connect_failures, 0
+        self._fail_logged, self._fails_unlogged = None, 0
+        log.info("connected to %s:%s (session present: %s)%s", self.config.host,
+                 self.config.port, getattr(flags, "session_present", None),
+                 f" after {failed} failed attempts" if failed else "")
+        try:
+            client.subscribe(self._subscriptions)
+            client.publish(self.status_topic, b"online", qos=1, retain=True)
+            for callback in self._extra_on_connect:
+                callback()
+        except Exception as exc:
+            # paho re-raises a callback's exception, which ends its network thread: no more
+            # readings and no reconnects, silently. Say so instead (log and health).
+            self.state.last_error = f"after connecting: {type(exc).__name__}: {exc}"
+            log.exception("setting up the connection to %s:%s failed (subscriptions %s)",
+                          self.config.host, self.config.port, self._subscriptions)
         self._connected.set()
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho calls this inside its ``except OSError`` around the connect attempt and does
+        # not pass the exception: it is the one being handled.
+        exc = sys.exc_info()[1]
+        reason = describe_connect_error(exc)
+        self.state.connect_failures += 1
+        self.state.last_error = (f"cannot connect to {self.config.host}:{self.config.port}: "
+                                 f"{reason}")
+        now = time.monotonic()
+        last = self._fail_logged
+        if last is None or last[0] != reason or now - last[1] >= CONNECT_FAIL_LOG_INTERVAL_S:
+            more = (f" ({self._fails_unlogged} more failed attempts since the last message)"
+                    if self._fails_unlogged else "")
+            log.warning("%s; retrying every %g-%g s%s", self.state.last_error,
+                        self.config.reconnect_min_s, self.config.reconnect_max_s, more)
+            self._fail_logged, self._fails_unlogged = (reason, now), 0
+        else:
+            self._fails_unlogged += 1
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:

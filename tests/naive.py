@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import math
 
-from edge_ml.kernels.calibration import CAL_ALPHA, CAL_SHORT, LN_1E10, QUIET_Z_DIVISOR
+from edge_ml.kernels.calibration import (
+    CAL_ALPHA,
+    CAL_MIN_SCORES,
+    CAL_SHORT,
+    LN_1E10,
+    QUIET_Z_DIVISOR,
+)
 from edge_ml.kernels.window import (
     ALPHA_BIN,
     ALPHA_OFFSET,
@@ -95,15 +101,17 @@ def levels(raw: list[float], z_season: list[float], z_volatility: list[float],
     for n, (r, zs, zv) in enumerate(zip(raw, z_season, z_volatility, strict=True)):
         recent = [*recent, r][-CAL_SHORT:]
         likelihood = 0.0
-        if n >= warm:
+        if n >= warm + CAL_MIN_SCORES:
             z = (sum(recent) / len(recent) - mean) / (math.sqrt(var) + 1e-9)
             p = 0.5 * math.erfc(z / math.sqrt(2))
             likelihood = min(1.0, max(0.0, -math.log(p + 1e-10) / LN_1E10))
         quiet = _tail(min(zv, 0.0) / QUIET_Z_DIVISOR)
         out.append(max(_tail(zs), quiet, likelihood))
-        if n == 0:
+        if n < warm:  # the model's first window: not scores
+            continue
+        if n == warm:
             mean = r
-        a = max(CAL_ALPHA, 1.0 / (n + 1))
+        a = max(CAL_ALPHA, 1.0 / (n - warm + 1))
         delta = r - mean
         mean += a * delta
         var = (1 - a) * (var + a * delta * delta)

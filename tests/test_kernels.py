@@ -128,3 +128,14 @@ def test_alert_state_machine_matches_reference(debounce: int, cooldown_s: float,
     assert codes.tolist() == expected
     assert 1 in expected and 2 in expected
     assert not codes[:100].any()  # warming up never alerts
+
+
+def test_the_first_scored_window_is_not_an_anomaly() -> None:
+    # The model does not score its first window (raw 0). Learned as scores, those zeros made the
+    # first real score ~1e9 deviations high: level 1.0 on every stream when warm-up < window.
+    rng = np.random.default_rng(4)
+    raw = np.concatenate([np.zeros(250), rng.uniform(0.45, 0.55, 400)])
+    mean, var, n = np.zeros(1), np.zeros(1), np.zeros(1, dtype=np.int64)
+    short, short_sum = np.zeros((1, CAL_SHORT)), np.zeros(1)
+    levels = [calibrate(mean, var, n, short, short_sum, 0, r, 0.0, 0.0, 250) for r in raw]
+    assert max(levels) < 0.3

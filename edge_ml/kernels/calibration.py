@@ -23,6 +23,8 @@ LN_1E10 = 23.025850929940457
 CAL_ALPHA = 0.005
 # Raw scores averaged before the likelihood (a lone high score among normal ones is noise).
 CAL_SHORT = 5
+# Real raw scores learned before their likelihood is trusted.
+CAL_MIN_SCORES = 30
 _SQRT2 = math.sqrt(2.0)
 # The log ratio of a short to a long mean absolute deviation has a lower tail much heavier than
 # a Gaussian's (a few small differences in a row are common), so its z-score is halved before
@@ -41,7 +43,11 @@ def tail_level(z):
 def calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, raw, z_season, z_volatility, warm):
     """Level of slot ``s`` for raw HST score ``raw`` and seasonal z-score; learn ``raw``.
 
-    The HST likelihood stays 0 for the first ``warm`` scores (the model's first window).
+    The first ``warm`` raw scores are the model's first window, which it does not score (they
+    are 0): they are kept out of the mean and variance, or the first real score would stand
+    thousands of deviations above a mean of zeros and read as an anomaly on every stream (it
+    did, whenever ``[model] warmup`` was set below the window). The likelihood waits for
+    ``CAL_MIN_SCORES`` real scores.
     """
     n = cal_n[s]
     k = n % CAL_SHORT
@@ -49,16 +55,18 @@ def calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, raw, z_season, z_vo
     short[s, k] = raw
     width = min(n + 1, CAL_SHORT)
     likelihood = 0.0
-    if n >= warm:
+    if n >= warm + CAL_MIN_SCORES:
         z = (short_sum[s] / width - cal_mean[s]) / (math.sqrt(cal_var[s]) + 1e-9)
         p = 0.5 * math.erfc(z / _SQRT2)
         likelihood = min(1.0, max(0.0, -math.log(p + 1e-10) / LN_1E10))
-    if n == 0:
-        cal_mean[s] = raw
-    a = max(CAL_ALPHA, 1.0 / (n + 1.0))
-    delta = raw - cal_mean[s]
-    cal_mean[s] += a * delta
-    cal_var[s] = (1.0 - a) * (cal_var[s] + a * delta * delta)
+    if n >= warm:
+        scored = n - warm  # real scores learned before this one
+        if scored == 0:
+            cal_mean[s] = raw
+        a = max(CAL_ALPHA, 1.0 / (scored + 1.0))
+        delta = raw - cal_mean[s]
+        cal_mean[s] += a * delta
+        cal_var[s] = (1.0 - a) * (cal_var[s] + a * delta * delta)
     cal_n[s] = n + 1
     # Only a collapse of volatility (a stuck or frozen sensor) counts here: a burst of noise
     # already shows in the other views, a quiet stretch shows in none of them.

@@ -13,7 +13,9 @@ import itertools
 import logging
 import math
 import operator
+import queue
 import sqlite3
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -559,6 +561,89 @@ def _chunk_output(chunk: _Chunk, score: np.ndarray, alert: np.ndarray) -> Any:
     return text.encode("utf-8")
 
 
+# Replay reads and parses chunks on one background thread and writes them on another, while
+# the model runs on the caller's: csvio's kernels release the GIL (the model's do not), so on
+# two cores most of the reading and writing is hidden behind the model. Each thread keeps at
+# most this many chunks between itself and the model.
+REPLAY_QUEUE = 2
+_END = object()
+
+
+def _ahead(items: Iterator[Any]) -> Iterator[Any]:
+    """The items of ``items``, produced on a background thread; its exception is raised here."""
+    out: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(REPLAY_QUEUE)
+    stop = threading.Event()
+
+    def put(item: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as exc:  # the consumer raises it
+            put((_END, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close:
+                close()
+
+    thread = threading.Thread(target=produce, name="edge-ml-replay-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = out.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Behind:
+    """Calls ``consume(item)`` for each item put, in order, on a background thread."""
+
+    def __init__(self, consume: Any) -> None:
+        self.items: queue.Queue[Any] = queue.Queue(REPLAY_QUEUE)
+        self.error: BaseException | None = None
+        self.consume = consume
+        self.thread = threading.Thread(target=self._run, name="edge-ml-replay-write",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.items.get()) is not _END:
+            if self.error is None:
+                try:
+                    self.consume(item)
+                except BaseException as exc:  # put() and close() raise it
+                    self.error = exc
+
+    def put(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.items.put(item)
+
+    def close(self, raise_error: bool = True) -> None:
+        """Wait until every item is consumed (idempotent); raise what consuming raised."""
+        if self.thread.is_alive():
+            self.items.put(_END)
+            self.thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+
 @dataclass(frozen=True)
 class ReplaySummary:
     rows: int
@@ -580,11 +665,13 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
     started = time.perf_counter()
     name = stream_prefix or source.stem
     handle = out.open("wb") if out else None
+    writer = None
     rows = readings = alerts = skipped = 0
     try:
         if handle:
             handle.write(b"timestamp,value,anomaly_score,alert\r\n")  # as csv.writer does
-        for columns, chunk in _read_blocks(source):
+            writer = _Behind(lambda item: handle.write(_chunk_output(*item)))
+        for columns, chunk in _ahead(_read_blocks(source)):
             ts, values = chunk.ts, chunk.values
             n_rows, n_cols = values.shape
             streams = [name] if n_cols == 1 else [f"{name}/{c}" for c in columns]
@@ -611,9 +698,13 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
             rows += n_rows
             readings += int(ok.sum())
             alerts += int(row_alert.sum())
-            if handle:
-                handle.write(_chunk_output(chunk, row_score, row_alert))
+            if writer:
+                writer.put((chunk, row_score, row_alert))
+        if writer:
+            writer.close()
     finally:
+        if writer:
+            writer.close(raise_error=False)
         if handle:
             handle.close()
     return ReplaySummary(rows, readings, alerts, skipped, time.perf_counter() - started)

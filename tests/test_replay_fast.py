@@ -205,3 +205,20 @@ def test_whole_files_stay_on_the_kernel_path_across_reads(tmp_path: Path,
             statuses.clear()
             replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "out.csv")
             assert csvio.REFUSED not in statuses and csvio.OK in statuses
+
+
+def test_errors_of_the_reader_and_writer_threads_reach_the_caller(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.setattr(pipeline_module, "REPLAY_CHUNK", 50)
+    source = tmp_path / "series.csv"
+    source.write_text("timestamp,value\n" + "".join(
+        f"2024-01-01 00:{i // 60:02d}:{i % 60:02d},{i}\n" for i in range(3000)))
+    before = threading.active_count()
+    with pytest.raises(OSError):  # no space left on /dev/full, found by the writer thread
+        replay_csv(Pipeline(parse_config(CONFIG)), source, Path("/dev/full"))
+    source.write_text(source.read_text() + "2024-01-01 01:00:00,1,2\n")
+    with pytest.raises(pipeline_module.ReplayError, match=r"series.csv:3002: expected 2 fields"):
+        replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "out.csv")
+    assert threading.active_count() == before

@@ -162,7 +162,7 @@ def _iso_seconds(data, i):
     return days * 86400 + hour * 3600 + minute * 60 + second
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def parse_rows(data, start, max_lines, at_eof, ts, values, first):
     """Parse up to ``max_lines`` lines of ``data`` from byte ``start``.
 
@@ -330,7 +330,7 @@ def _write_repr(out, pos, negative, mantissa, exponent, digits):
     return pos + 2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def format_rows(data, first, score, alert, out):
     """Write the output rows of a parsed chunk into ``out``; the bytes written, or -1.
 

@@ -26,6 +26,11 @@ class StorageError(EdgeMLError):
     """The SQLite state file cannot be opened, migrated or written."""
 
 
+class StoragePathError(StorageError):
+    """The state file's path cannot be used: no permission, a file where a folder must be, or a
+    file that is not a database. A setting to fix (``[storage] db``, ``--db``), not an outage."""
+
+
 class CheckpointError(EdgeMLError):
     """A checkpoint is corrupt, truncated or incompatible with this build."""
 

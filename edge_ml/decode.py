@@ -40,6 +40,9 @@ TOO_MANY_FIELDS = "too_many_fields"
 BAD_TIMESTAMP = "bad_timestamp"
 BAD_FRAME = "bad_frame"
 BAD_STREAM_NAME = "bad_stream_name"
+# Given by the pipeline, not here: a reading for a new stream while ``[daemon] max_streams``
+# streams are already held.
+STREAM_LIMIT = "stream_limit"
 
 _NUMBER_START = frozenset(b"0123456789+-.")
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from edge_ml.alerts import AlertTracker
 from edge_ml.config import Config
-from edge_ml.decode import decode_batch
+from edge_ml.decode import STREAM_LIMIT, decode_batch
 from edge_ml.drift import DriftMonitor, DriftParams
 from edge_ml.errors import CheckpointError, ReplayError
 from edge_ml.features import FeatureState
@@ -37,12 +37,15 @@ from edge_ml.kernels.alerting import OPENED
 from edge_ml.kernels.csvio import NEED_MORE, REFUSED, ROW_EXTRA, format_rows, parse_rows
 from edge_ml.model.detector import Detector, ModelParams, describe, make_detector
 from edge_ml.publish import AlertPublisher
-from edge_ml.records import AlertEvent, Message, iso_utc
+from edge_ml.records import AlertEvent, Message, Reject, iso_utc
 from edge_ml.slots import SnapshotPool
 from edge_ml.storage import PendingWrites, Storage
 from edge_ml.streams import StreamRegistry
 
 log = logging.getLogger(__name__)
+
+# While new streams are refused (``[daemon] max_streams``), one log line this often at most.
+STREAM_LIMIT_LOG_INTERVAL_S = 60.0
 
 
 def model_params(config: Config, n_features: int) -> ModelParams:
@@ -112,6 +115,8 @@ class Pipeline:
         self.storage_faults = 0
         self.last_storage_error: str | None = None
         self.last_flush = time.monotonic()
+        self._limit_logged_at = 0.0  # wall clock of the last "stream limit" log line
+        self._limit_refused = 0  # readings refused since that line
 
     # -- processing -----------------------------------------------------------------------
     def _grow(self) -> None:
@@ -123,16 +128,57 @@ class Pipeline:
             self.drift.grow(capacity)
 
     def process_messages(self, messages: list[Message]) -> BatchOutput | None:
-        """Decode and process one micro-batch of MQTT messages."""
+        """Decode and process one micro-batch of MQTT messages.
+
+        Readings for new streams beyond ``[daemon] max_streams`` are rejected (reason
+        ``stream_limit``), one reject per reading; the streams already held go on as before.
+        """
         decoded = decode_batch(messages, self.config.mqtt.max_payload_bytes)
-        if decoded.rejects:
-            self.rejects_total += len(decoded.rejects)
-            self.pending.rejects.extend(decoded.rejects)
-            for reject in decoded.rejects[:3]:
+        names, ts, values = decoded.streams, decoded.ts_array(), decoded.value_array()
+        rejects = decoded.rejects
+        refused = self.streams.beyond(names, self.config.daemon.max_streams)
+        if refused:
+            names, ts, values, rejects = self._refuse_streams(refused, names, ts, values,
+                                                              rejects)
+        if rejects:
+            self.rejects_total += len(rejects)
+            self.pending.rejects.extend(rejects)
+            for reject in rejects[:3]:
                 log.debug("rejected %s on %s: %s", reject.reason, reject.topic, reject.detail)
-        if not len(decoded):
+        if not names:
             return None
-        return self.process_readings(decoded.streams, decoded.ts_array(), decoded.value_array())
+        return self.process_readings(names, ts, values)
+
+    def _refuse_streams(
+        self, refused: set[str], names: list[str], ts: np.ndarray, values: np.ndarray,
+        rejects: list[Reject],
+    ) -> tuple[list[str], np.ndarray, np.ndarray, list[Reject]]:
+        """The readings of streams that may not be created taken out, as rejects."""
+        limit = self.config.daemon.max_streams
+        keep = [name not in refused for name in names]
+        now = time.time()
+        # The stream name stands in for the topic, the value's text for the payload.
+        detail = f"{limit} streams held ([daemon] max_streams): no new stream"
+        new_rejects = [
+            Reject(name, STREAM_LIMIT, detail, repr(value).encode(), now)
+            for name, value, kept in zip(names, values.tolist(), keep, strict=True) if not kept
+        ]
+        rejects = rejects + new_rejects
+        self._limit_refused += len(new_rejects)
+        if now - self._limit_logged_at >= STREAM_LIMIT_LOG_INTERVAL_S:
+            if self._limit_logged_at == 0.0:
+                log.warning("stream limit reached: %d streams held ([daemon] max_streams); "
+                            "readings for new streams are rejected as %s (first: %s)",
+                            limit, STREAM_LIMIT, min(refused))
+            else:
+                log.warning("stream limit: %d readings for new streams rejected as %s since "
+                            "the last such line (e.g. %s)", self._limit_refused, STREAM_LIMIT,
+                            min(refused))
+            self._limit_logged_at = now
+            self._limit_refused = 0
+        mask = np.fromiter(keep, dtype=bool, count=len(keep))
+        names = [name for name, kept in zip(names, keep, strict=True) if kept]
+        return names, ts[mask], values[mask], rejects
 
     def process_readings(self, names: list[str], ts: np.ndarray,
                          values: np.ndarray) -> BatchOutput:

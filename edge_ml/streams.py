@@ -54,6 +54,27 @@ class StreamRegistry:
             return np.full(len(names), slot_of[names[0]], dtype=np.int64)
         return np.fromiter(map(slot_of.__getitem__, names), dtype=np.int64, count=len(names))
 
+    def beyond(self, names: list[str], limit: int) -> set[str]:
+        """The new names among ``names`` that would take the registry past ``limit`` streams.
+
+        New names are admitted in order of first appearance (as :meth:`resolve` gives them
+        slots) while there is room; the rest are returned. Empty in the common case, found
+        without looking at the names when the batch cannot reach the limit.
+
+        Examples
+        --------
+        >>> r = StreamRegistry()
+        >>> _ = r.resolve(["a", "b"])
+        >>> sorted(r.beyond(["a", "c", "d", "c", "e", "b"], limit=3))
+        ['d', 'e']
+        """
+        room = limit - len(self.names)
+        if len(names) <= room:
+            return set()
+        slot_of = self.slot_of
+        new = [name for name in dict.fromkeys(names) if name not in slot_of]
+        return set(new[max(room, 0):])
+
     def record(
         self, slots: np.ndarray, ts: np.ndarray, values: np.ndarray, levels: np.ndarray,
         warming: np.ndarray,

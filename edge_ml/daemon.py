@@ -42,6 +42,8 @@ READY_WAIT_S = 10.0
 # Home Assistant state messages go out at most this often (only streams whose level, alert or
 # warm-up changed), so a thousand streams do not become a thousand messages per batch.
 HA_STATE_INTERVAL_S = 5.0
+# How long the last writes at stop wait for another process's lock on the database.
+STOP_BUSY_TIMEOUT_S = 10.0
 
 
 class Daemon:
@@ -94,6 +96,9 @@ class Daemon:
         pipeline, inbox = self.pipeline, self.inbox
         batch_size = self.config.daemon.batch_size
         self.checkpointer.resume()
+        # From here on a write that meets another process's lock fails fast and is retried
+        # later (Pipeline.flush): the worker scores and publishes alerts meanwhile.
+        self.storage.set_busy_timeout(self.config.storage.busy_timeout_s)
         # Everything alive now (imports, compiled kernels, restored state) lives as long as the
         # process: take it out of the collector's view, so a full collection is not a ~70 ms
         # pause in front of an alert. Again after the first batch (kernels load lazily).
@@ -124,7 +129,12 @@ class Daemon:
         self._drain()
 
     def _drain(self) -> None:
-        """Process everything still in the inbox, then flush."""
+        """Process everything still in the inbox, then flush.
+
+        At stop, a lock held by another process is waited for (up to STOP_BUSY_TIMEOUT_S)
+        rather than leaving what is pending unwritten.
+        """
+        self.storage.set_busy_timeout(STOP_BUSY_TIMEOUT_S)
         while True:
             self.worker_progress = time.monotonic()
             batch = self.inbox.drain(self.config.daemon.batch_size, 0)

@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 
 # While new streams are refused (``[daemon] max_streams``), one log line this often at most.
 STREAM_LIMIT_LOG_INTERVAL_S = 60.0
+# After a failed flush (database locked by another process, disk full) the next attempt waits
+# this long, doubling with every failure up to the cap: each attempt may wait up to
+# ``[storage] busy_timeout_s`` for a lock, and the worker has readings to score meanwhile.
+RETRY_FIRST_S = 0.25
+RETRY_MAX_S = 4.0
 
 
 def model_params(config: Config, n_features: int) -> ModelParams:
@@ -115,6 +120,8 @@ class Pipeline:
         self.storage_faults = 0
         self.last_storage_error: str | None = None
         self.last_flush = time.monotonic()
+        self._retry_delay = 0.0  # backoff after failed flushes (0: the last one succeeded)
+        self._retry_at = 0.0
         self._limit_logged_at = 0.0  # wall clock of the last "stream limit" log line
         self._limit_refused = 0  # readings refused since that line
 
@@ -334,15 +341,19 @@ class Pipeline:
             self.storage.write(self.pending, rows)
         except sqlite3.Error as exc:
             self.storage_faults += 1
+            self._retry_delay = min(max(2 * self._retry_delay, RETRY_FIRST_S), RETRY_MAX_S)
+            self._retry_at = time.monotonic() + self._retry_delay
             if self.last_storage_error != str(exc):
-                log.error("cannot write %s: %s (scoring and publishing go on; retrying)",
-                          self.storage.path, exc)
+                log.error("cannot write %s: %s (scoring and publishing go on; retrying, at "
+                          "most %g s apart, with what is pending kept)", self.storage.path,
+                          exc, RETRY_MAX_S)
             self.last_storage_error = str(exc)
             self.pending.bound()
             return False
         if self.last_storage_error:
             log.warning("storage writable again after %d failed flushes", self.storage_faults)
         self.last_storage_error = None
+        self._retry_delay = 0.0
         stats = self.streams.stats
         dirty = np.fromiter(self._dirty, dtype=np.int64, count=len(self._dirty))
         stats.flushed_readings[dirty] = stats.readings[dirty]
@@ -351,6 +362,13 @@ class Pipeline:
         return True
 
     def flush_due(self) -> bool:
+        """Whether to flush now: an alert is pending or the flush interval is up.
+
+        After a failed flush, only once its retry backoff has passed: a locked database is not
+        tried again on every loop of the worker.
+        """
+        if self._retry_delay:
+            return time.monotonic() >= self._retry_at
         elapsed = time.monotonic() - self.last_flush
         return bool(self.pending.alerts) or elapsed >= self.config.storage.flush_interval_s
 

@@ -98,14 +98,21 @@ class PendingWrites:
     drift: list[DriftEvent] = field(default_factory=list)
     readings: int = 0
     dropped: int = 0  # pending rows dropped because storage stayed unwritable
+    # Rejects among them, per reason: their rows are gone, their counts are still written.
+    rejects_dropped: dict[str, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.alerts or self.rejects or self.drift or self.readings)
+        return bool(self.alerts or self.rejects or self.drift or self.readings
+                    or self.rejects_dropped)
 
     def bound(self) -> None:
+        """Drop the oldest rows beyond ``MAX_PENDING_ROWS`` of each kind, counting them."""
         for rows in (self.alerts, self.rejects, self.drift):
             excess = len(rows) - MAX_PENDING_ROWS
             if excess > 0:
+                if rows is self.rejects:
+                    for r in self.rejects[:excess]:
+                        self.rejects_dropped[r.reason] = self.rejects_dropped.get(r.reason, 0) + 1
                 del rows[:excess]
                 self.dropped += excess
 
@@ -188,21 +195,23 @@ class Storage:
                     }
                     for r in pending.rejects
                 )
-                by_reason: dict[str, int] = {}
-                for r in pending.rejects:
-                    by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
+                self._trim_rejects()
+            # Counted per reason even when their rows had to be dropped while unwritable.
+            by_reason = dict(pending.rejects_dropped)
+            for r in pending.rejects:
+                by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
+            if by_reason:
                 db.conn.executemany(
                     "INSERT INTO reject_counts (reason, count) VALUES (?, ?) "
                     "ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
                     list(by_reason.items()),
                 )
-                self._trim_rejects()
             if pending.drift:
                 db["drift_events"].insert_all(
                     {**vars_of(d), "ts_iso": iso_utc(d.ts)} for d in pending.drift
                 )
             self._add_counters(
-                {"readings_total": pending.readings, "rejects_total": len(pending.rejects),
+                {"readings_total": pending.readings, "rejects_total": sum(by_reason.values()),
                  "alerts_total": len(pending.alerts), "pending_dropped": pending.dropped}
             )
             if streams:
@@ -225,6 +234,17 @@ class Storage:
             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
             [(k, v) for k, v in deltas.items() if v],
         )
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a statement waits for another connection's lock before it fails.
+
+        Opened, the connection waits 10 s (the CLI and migrations can). The daemon's worker
+        sets ``[storage] busy_timeout_s`` instead: a write that meets a lock held by another
+        process then fails fast with ``database is locked`` and is retried later with backoff
+        (:meth:`Pipeline.flush <edge_ml.pipeline.Pipeline.flush>`), while scoring and alert
+        publishing go on.
+        """
+        self.db.conn.execute(f"PRAGMA busy_timeout = {max(0, round(seconds * 1000))}")
 
     def prune_alerts(self, older_than: float) -> int:
         """Delete alert rows stamped before ``older_than`` (epoch s); the number deleted.

@@ -258,10 +258,19 @@ def parse_rows(data, start, max_lines, at_eof, ts, values, first):
 
 
 @njit(cache=True, inline="always")
-def _write_repr(out, pos, negative, mantissa, exponent, digits):
+def _digits_back(out, end, mantissa, count):
+    """Write the last ``count`` digits of ``mantissa`` into ``out[end - count:end]``; returns
+    ``mantissa`` without them."""
+    for i in range(end - 1, end - 1 - count, -1):
+        out[i] = _ZERO + mantissa % 10
+        mantissa //= 10
+    return mantissa
+
+
+@njit(cache=True, inline="always")
+def _write_repr(out, pos, negative, mantissa, exponent):
     """``repr()`` of the double nearest ``(-1)**negative * mantissa * 10**exponent`` at
-    ``out[pos:]`` (``mantissa`` of at most 15 significant digits); returns the new end.
-    ``digits`` is scratch space for ``MAX_DIGITS`` digits."""
+    ``out[pos:]`` (``mantissa`` of at most 15 significant digits); returns the new end."""
     if negative:
         out[pos] = _MINUS
         pos += 1
@@ -273,61 +282,54 @@ def _write_repr(out, pos, negative, mantissa, exponent, digits):
     while mantissa % 10 == 0:
         mantissa //= 10
         exponent += 1
-    n = 0
-    while mantissa > 0:
-        digits[n] = _ZERO + mantissa % 10
-        mantissa //= 10
+    n = 1  # digits
+    bound = 10
+    while bound <= mantissa:
+        bound *= 10
         n += 1
-    # digits[n - 1] is the leading digit; the value is 0.d1d2...dn * 10**point.
+    # The value is 0.d1d2...dn * 10**point.
     point = n + exponent
-    if -4 < point <= 16:
-        if point <= 0:
-            out[pos] = _ZERO
-            out[pos + 1] = _DOT
-            pos += 2
-            for _ in range(-point):
-                out[pos] = _ZERO
-                pos += 1
-            for k in range(n - 1, -1, -1):
-                out[pos] = digits[k]
-                pos += 1
-        elif point >= n:
-            for k in range(n - 1, -1, -1):
-                out[pos] = digits[k]
-                pos += 1
-            for _ in range(point - n):
-                out[pos] = _ZERO
-                pos += 1
-            out[pos] = _DOT
-            out[pos + 1] = _ZERO
-            pos += 2
-        else:
-            for k in range(n - 1, -1, -1):
-                out[pos] = digits[k]
-                pos += 1
-                if k == n - point:
-                    out[pos] = _DOT
-                    pos += 1
-        return pos
-    out[pos] = digits[n - 1]
-    pos += 1
+    if 0 < point <= 16:
+        if point >= n:  # an integer: digits, zeros, ".0"
+            _digits_back(out, pos + n, mantissa, n)
+            for i in range(pos + n, pos + point):
+                out[i] = _ZERO
+            out[pos + point] = _DOT
+            out[pos + point + 1] = _ZERO
+            return pos + point + 2
+        # d.ddd: the fraction's digits, the point, the integer's digits
+        rest = _digits_back(out, pos + n + 1, mantissa, n - point)
+        out[pos + point] = _DOT
+        _digits_back(out, pos + point, rest, point)
+        return pos + n + 1
+    if -4 < point <= 0:  # 0.000ddd
+        out[pos] = _ZERO
+        out[pos + 1] = _DOT
+        for i in range(pos + 2, pos + 2 - point):
+            out[i] = _ZERO
+        end = pos + 2 - point + n
+        _digits_back(out, end, mantissa, n)
+        return end
+    # d.ddde-XX / d.ddde+XX
     if n > 1:
-        out[pos] = _DOT
-        pos += 1
-        for k in range(n - 2, -1, -1):
-            out[pos] = digits[k]
-            pos += 1
+        first = _digits_back(out, pos + n + 1, mantissa, n - 1)
+        out[pos + 1] = _DOT
+        end = pos + n + 1
+    else:
+        first = mantissa
+        end = pos + 1
+    out[pos] = _ZERO + first
     e = point - 1
-    out[pos] = 101  # "e"
-    out[pos + 1] = _MINUS if e < 0 else 43  # "-" / "+"
-    pos += 2
+    out[end] = 101  # "e"
+    out[end + 1] = _MINUS if e < 0 else 43  # "-" / "+"
     e = abs(e)
+    end += 2
     if e >= 100:
-        out[pos] = _ZERO + e // 100
-        pos += 1
-    out[pos] = _ZERO + (e // 10) % 10
-    out[pos + 1] = _ZERO + e % 10
-    return pos + 2
+        out[end] = _ZERO + e // 100
+        end += 1
+    out[end] = _ZERO + (e // 10) % 10
+    out[end + 1] = _ZERO + e % 10
+    return end + 2
 
 
 @njit(cache=True, nogil=True)
@@ -340,7 +342,6 @@ def format_rows(data, first, score, alert, out):
     ``out`` needs ``sum(timestamp lengths) + rows * ROW_EXTRA`` bytes.
     """
     pos = 0
-    digits = np.empty(MAX_DIGITS, dtype=np.uint8)
     for r in range(score.shape[0]):
         rounded = np.rint(score[r] * 1e6)  # NumPy's round(x, 6) before its division
         if not (0.0 <= rounded <= 1e6):
@@ -349,10 +350,9 @@ def format_rows(data, first, score, alert, out):
             out[pos] = data[i]
             pos += 1
         out[pos] = _COMMA
-        pos = _write_repr(out, pos + 1, first[r, 2], first[r, 3], first[r, 4], digits)
+        pos = _write_repr(out, pos + 1, first[r, 2], first[r, 3], first[r, 4])
         out[pos] = _COMMA
-        pos = _write_repr(out, pos + 1, math.copysign(1.0, rounded) < 0, np.int64(rounded), -6,
-                          digits)
+        pos = _write_repr(out, pos + 1, math.copysign(1.0, rounded) < 0, np.int64(rounded), -6)
         out[pos] = _COMMA
         out[pos + 1] = _ZERO + 1 if alert[r] else _ZERO
         out[pos + 2] = _CR

@@ -15,7 +15,7 @@ import click
 
 from edge_ml import __version__
 from edge_ml.config import Config, load_config
-from edge_ml.errors import ConfigError, EdgeMLError
+from edge_ml.errors import ConfigError, EdgeMLError, StoragePathError
 from edge_ml.storage import open_readonly
 
 
@@ -30,15 +30,27 @@ def _config(path: str | None) -> Config:
         raise UsageError(str(exc)) from exc
 
 
-def _db_path(db: str | None, config_path: str | None) -> str:
-    return db or _config(config_path).storage.db
+def _storage_error(exc: EdgeMLError, db: str | None, config: Config | None) -> click.ClickException:
+    """Name where the database path came from: ``--db``, or ``storage.db`` and the config file.
+
+    A path that cannot be used is a usage or config error (exit 2); anything else exits 1.
+    """
+    if db:
+        message = f"--db: {exc}"
+    else:
+        message = str(ConfigError(str(exc), key="storage.db",
+                                  path=config.source if config else None))
+    if isinstance(exc, StoragePathError):
+        return UsageError(message)
+    return click.ClickException(message)
 
 
 def _open(db: str | None, config_path: str | None = None) -> Any:
+    config = None if db else _config(config_path)
     try:
-        return open_readonly(_db_path(db, config_path))
+        return open_readonly(config.storage.db if config else str(db))
     except EdgeMLError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise _storage_error(exc, db, config) from exc
 
 
 def _since(text: str | None) -> float | None:
@@ -78,6 +90,8 @@ def run(config_path: str | None) -> None:
     config = _config(config_path)
     try:
         daemon = Daemon(config)
+    except ConfigError as exc:  # a password/TLS file, the database path
+        raise UsageError(str(exc)) from exc
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(daemon.run())
@@ -165,12 +179,16 @@ def _status_text(status: dict[str, Any]) -> str:
     for bad in status.get("checkpoints_rejected", []):
         lines.append(f"  rejected      checkpoint {bad['id']} ({bad['created_at_iso']}): "
                      f"{bad['error']}")
-    health = status.get("health")
+    health, daemon = status.get("health"), status.get("daemon")
     if health:
         lines.append(f"daemon          pid {health.get('pid')}, up {health.get('uptime_s')} s, "
                      f"connected {health.get('connected')}, queue {health.get('queue_depth')}")
         if health.get("mqtt_error") not in (None, "None", ""):
             lines.append(f"broker error    {health['mqtt_error']}")
+    elif daemon:
+        seen = (f"last seen {daemon['last_seen_iso']}, {daemon['last_seen_age_s']:.0f} s ago"
+                if daemon.get("last_seen_iso") else "never seen")
+        lines.append(f"daemon          not running ({seen}: {daemon['reason']})")
     lines.append("")
     lines.append(f"{'stream':<40} {'readings':>9} {'state':<10} {'score':>7}  open alert")
     for s in status["streams"]:
@@ -273,6 +291,9 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
     pipeline = Pipeline(cfg)
     try:
         storage = Storage(db or cfg.storage.db, rejects_kept=cfg.storage.rejects_kept)
+    except EdgeMLError as exc:
+        raise _storage_error(exc, db, cfg) from exc
+    try:
         checkpoint_id = train_history(pipeline, storage, list(sources), stream,
                                       cfg.storage.retention)
     except EdgeMLError as exc:

@@ -21,6 +21,7 @@ from typing import Any
 from edge_ml import __version__
 from edge_ml.checkpoint import Checkpointer
 from edge_ml.config import Config
+from edge_ml.errors import ConfigError, StoragePathError
 from edge_ml.homeassistant import HomeAssistant, StreamState
 from edge_ml.ingest import Inbox
 from edge_ml.metrics import MetricsServer
@@ -53,13 +54,16 @@ class Daemon:
         self.config = config
         self.stop_requested = threading.Event()
         self.notifier = SystemdNotifier()
-        self.storage = Storage(config.storage.db, rejects_kept=config.storage.rejects_kept)
+        try:
+            self.storage = Storage(config.storage.db, rejects_kept=config.storage.rejects_kept)
+        except StoragePathError as exc:
+            raise ConfigError(str(exc), key="storage.db", path=config.source) from exc
         self.inbox = Inbox(config.daemon.queue_size)
         ha_on = config.alerts.homeassistant
         self._ha_status_topic = f"{config.alerts.homeassistant_prefix.rstrip('/')}/status"
         self._ha_online = threading.Event()
         self.link = MqttLink(config.mqtt, self._route_message if ha_on else self.inbox.put,
-                             f"{config.alerts.topic_prefix}/status")
+                             f"{config.alerts.topic_prefix}/status", source=config.source)
         self.homeassistant: HomeAssistant | None = None
         if ha_on:
             self.homeassistant = HomeAssistant(
@@ -183,10 +187,13 @@ class Daemon:
         recent = p.readings_total - self._last_health_readings
         return {
             "version": __version__,
+            "state": "running",  # "stopped" in the record a clean stop leaves
             "pid": os.getpid(),
             "uptime_s": round(uptime, 1),
+            "health_interval_s": self.config.daemon.health_interval_s,
             "connected": self.link.state.connected,
             "mqtt_error": self.link.state.last_error,
+            "mqtt_connect_failures": self.link.state.connect_failures,
             "readings_total": p.readings_total,
             # over the last health interval (the lifetime average hides a stall)
             "readings_per_s": round(recent / since, 1) if since > 0 else 0.0,
@@ -224,9 +231,18 @@ class Daemon:
         self.last_health = health  # what the metrics endpoint serves
         self.publisher.health(health)
         try:
-            self.storage.set_health({k: str(v) for k, v in health.items()})
+            self.storage.set_health(health)
         except Exception as exc:  # a full disk must not stop the worker
             log.debug("cannot store health: %s", exc)
+
+    def _report_stopped(self) -> None:
+        """Main thread, worker finished: leave a record that says this daemon has stopped."""
+        health = self.health() | {"state": "stopped", "connected": False,
+                                  "stopped_at": time.time()}
+        try:
+            self.storage.set_health(health)
+        except Exception as exc:  # edge-ml status then goes by the pid and the record's age
+            log.warning("cannot record the stop in the health table: %s", exc)
 
     # -- main thread ----------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -263,6 +279,9 @@ class Daemon:
             # unit's status line (systemctl status edge-ml).
             log.error("the broker refused us: %s", self.link.state.last_error)
             self.notifier.ready(f"broker refused the connection: {self.link.state.last_error}")
+        elif not self.link.state.connected:
+            # Keep trying in the background; each failure is logged (rate-limited) with why.
+            self.notifier.ready(f"not connected: {self.link.state.last_error or 'no answer yet'}")
         else:
             self.notifier.ready(f"{len(self.pipeline.streams)} streams")
         watchdog_s = self.notifier.watchdog_interval_s()
@@ -285,6 +304,7 @@ class Daemon:
         if not self.worker.is_alive():
             self._drain()
             self.checkpointer.save_now("shutdown")
+            self._report_stopped()
         self.storage.close()
         self.notifier.close()
         log.info("stopped after %d readings, %d rejects", self.pipeline.readings_total,

@@ -137,7 +137,7 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
         )
         out(f"daemon     pid {daemon.pid}, log {work / 'daemon.log'} (first start compiles the "
             "Numba kernels into the cache)")
-        _wait(lambda: _health(db).get("connected") == "True", 180, "the daemon to connect",
+        _wait(lambda: _health(db).get("connected") is True, 180, "the daemon to connect",
               daemon)
         out(f"fleet      {sensors} nodes x {rate:g} Hz for {seconds:g} s, anomalies after "
             f"{0.4 * seconds:g} s")
@@ -157,8 +157,8 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
 
         def settled() -> bool:
             nonlocal previous
-            total = int(_health(db).get("readings_total", "0"))
-            done = total == previous and _health(db).get("queue_depth") == "0"
+            total = int(_health(db).get("readings_total") or 0)
+            done = total == previous and _health(db).get("queue_depth") == 0
             previous = total
             return done
 

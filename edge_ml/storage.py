@@ -9,19 +9,20 @@ alerts keep being published meanwhile, and the fault is counted and reported.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import sqlite_utils
+import sqlite_utils
 
-from edge_ml.errors import StorageError
+from edge_ml.errors import StorageError, StoragePathError
 from edge_ml.records import AlertEvent, DriftEvent, Reject, iso_utc
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,16 @@ class PendingWrites:
                 self.dropped += excess
 
 
+# SQLite result codes that say the path is wrong (no permission, a folder, not a database), as
+# opposed to an outage (busy, locked, I/O error, disk full) that a restart may get past.
+_PATH_ERRORS = ("SQLITE_CANTOPEN", "SQLITE_NOTADB", "SQLITE_PERM", "SQLITE_READONLY")
+
+
+def _is_path_error(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    return name.startswith(_PATH_ERRORS)
+
+
 def _alert_row(event: AlertEvent) -> dict[str, Any]:
     row = event.to_dict()
     row["ts_iso"] = iso_utc(event.ts)
@@ -140,21 +151,28 @@ class Storage:
     def __init__(self, path: str | Path, rejects_kept: int = 10_000) -> None:
         self.path = str(path)
         self.rejects_kept = rejects_kept
+        if self.path != ":memory:":
+            folder = Path(self.path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # no permission, read-only, a file where a folder must be
+                blocker = next((p for p in (folder, *folder.parents)
+                                if p.exists() and not p.is_dir()), None)
+                why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
+                raise StoragePathError(f"cannot create the folder {folder} for the database "
+                                       f"{self.path}: {why}") from exc
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             # check_same_thread=False: the daemon opens the file on the main thread and hands
             # it to the worker thread, which is then its only user.
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
-            import sqlite_utils  # here: ~0.1 s of imports that replay does not need
-
             self.db = sqlite_utils.Database(conn)
             if self.path != ":memory:":
                 self.db.enable_wal()
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe across crashes
             self.migrate()
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+            error = StoragePathError if _is_path_error(exc) else StorageError
+            raise error(f"cannot open the database {self.path}: {exc}") from exc
 
     # -- schema ---------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -269,17 +287,16 @@ class Storage:
             [self.rejects_kept],
         )
 
-    def set_health(self, values: dict[str, str]) -> None:
+    def set_health(self, values: dict[str, Any]) -> None:
+        """Replace the health record; each value is stored as JSON (true, null, 12.5, "text")."""
         now = time.time()
+        rows = [(k, json.dumps(v, default=_json_scalar), now) for k, v in values.items()]
         # Plain SQL: sqlite-utils' upsert_all introspects the table on every call (~1 ms), and
-        # this runs on the worker twice a second.
+        # this runs on the worker twice a second. One transaction: readers see whole records.
         with self.db.conn:
+            self.db.conn.execute("DELETE FROM health")
             self.db.conn.executemany(
-                "INSERT INTO health (key, value, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-                "updated_at = excluded.updated_at",
-                [(k, v, now) for k, v in values.items()],
-            )
+                "INSERT INTO health (key, value, updated_at) VALUES (?, ?, ?)", rows)
 
     # -- reads ----------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:
@@ -328,8 +345,10 @@ class Storage:
         ))
 
     def health(self) -> dict[str, Any]:
-        return {r["key"]: r["value"] for r in self.db["health"].rows} | {
-            "updated_at": max((r["updated_at"] for r in self.db["health"].rows), default=None)
+        """The daemon's last health record, typed; ``updated_at`` is when it was written."""
+        rows = list(self.db["health"].rows)
+        return {r["key"]: _health_value(r["value"]) for r in rows} | {
+            "updated_at": max((r["updated_at"] for r in rows), default=None)
         }
 
     def last_checkpoint(self) -> dict[str, Any] | None:
@@ -408,6 +427,8 @@ class Storage:
     def status(self) -> dict[str, Any]:
         """The ``edge-ml status --json`` document."""
         counters = self.counters()
+        health = self.health() if self.db["health"].count else None
+        daemon = daemon_liveness(health) if health else None
         streams = [
             {
                 "stream": r["stream"], "readings": r["readings"],
@@ -433,12 +454,84 @@ class Storage:
                     "ORDER BY id DESC")
             ],
             "drift_events": self.db["drift_events"].count,
-            "health": self.health() if self.db["health"].count else None,
+            # The health record only while its daemon runs; ``daemon`` says which it is.
+            "daemon": daemon,
+            "health": health if daemon and daemon["running"] else None,
             "streams": streams,
         }
 
     def close(self) -> None:
         self.db.close()
+
+
+def _json_scalar(value: Any) -> Any:
+    """NumPy scalars as Python numbers; anything else unknown as its text."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+_LEGACY_HEALTH = {"True": True, "False": False, "None": None}
+
+
+def _health_value(text: Any) -> Any:
+    """A stored health value: JSON; daemons before it stored ``str(value)`` ("True", "None")."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return _LEGACY_HEALTH.get(text, text)
+
+
+# A daemon writes its health record every ``[daemon] health_interval_s``. One silent for this
+# many intervals, plus a grace for a slow moment (the first batch compiling kernels on a cold
+# cache, a checkpoint of many streams), is taken for gone.
+HEALTH_STALE_INTERVALS = 3
+HEALTH_STALE_GRACE_S = 30.0
+DEFAULT_HEALTH_INTERVAL_S = 10.0  # records from before the interval was stored
+
+
+def _process_exists(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user (systemd's DynamicUser)
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def daemon_liveness(health: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """Whether the daemon that wrote ``health`` still runs, and when it was last heard of.
+
+    Running means: it did not record a clean stop, its pid is a process on this machine, and
+    its record is fresh for its health interval. ``reason`` says why not.
+    """
+    now = time.time() if now is None else now
+    last_seen = health.get("updated_at")
+    try:
+        pid = int(health.get("pid") or 0)
+    except (TypeError, ValueError):
+        pid = 0
+    interval = health.get("health_interval_s")
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0:
+        interval = DEFAULT_HEALTH_INTERVAL_S
+    age = None if last_seen is None else max(0.0, now - last_seen)
+    reason = None
+    if health.get("state") == "stopped":
+        reason = "stopped cleanly"
+    elif not _process_exists(pid):
+        reason = f"process {pid} is gone" if pid else "no pid recorded"
+    elif age is None or age > HEALTH_STALE_INTERVALS * interval + HEALTH_STALE_GRACE_S:
+        reason = "no health update for a while"
+    return {
+        "running": reason is None, "pid": pid or None, "reason": reason,
+        "last_seen": last_seen, "last_seen_iso": iso_utc(last_seen),
+        "last_seen_age_s": None if age is None else round(age, 1),
+    }
 
 
 def vars_of(record: Any) -> dict[str, Any]:
@@ -448,5 +541,8 @@ def vars_of(record: Any) -> dict[str, Any]:
 def open_readonly(path: str | Path) -> Storage:
     """Open an existing state file for the CLI (migrating it if this build is newer)."""
     if str(path) != ":memory:" and not Path(path).exists():
+        blocker = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise StoragePathError(f"no database at {path}: {blocker} is a file, not a folder")
         raise StorageError(f"no database at {path} (has the daemon run yet? see --db)")
     return Storage(path)

@@ -80,8 +80,8 @@ def _checkpoint_with(db: Path, readings: int) -> int | None:
 
 def _connected(db: Path, pid: int, readings: int | None = None) -> bool:
     h = _health(db)
-    ok = h.get("pid") == str(pid) and h.get("connected") == "True"
-    return ok and (readings is None or h.get("readings_total") == str(readings))
+    ok = h.get("pid") == pid and h.get("connected") is True
+    return ok and (readings is None or h.get("readings_total") == readings)
 
 
 def test_kill_9_resume_and_corrupt_fallback(tmp_path: Path, broker: LocalBroker) -> None:

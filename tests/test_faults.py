@@ -33,7 +33,7 @@ def _connected_since(db: Path, since: float) -> bool:
         row = conn.execute(
             "SELECT value, updated_at FROM health WHERE key = 'connected'"
         ).fetchone()
-    return bool(row) and row[0] == "True" and row[1] > since + 0.2
+    return bool(row) and row[0] == "true" and row[1] > since + 0.2
 
 
 # -- clocks ---------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 and a password file (made with mosquitto_passwd), MQTT 3.1.1 and 5.
 
 A client without credentials is refused and the daemon says so (log, health, ``edge-ml
-status``) while it keeps running and retrying; bad TLS files stop ``edge-ml run`` at once with
-exit 1 and a message.
+status``) while it keeps running and retrying; bad TLS or password files stop ``edge-ml run``
+at once as a config error (exit 2, the key and the config file named).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_ml.config import parse_config
-from edge_ml.errors import MqttError
+from edge_ml.errors import ConfigError
 from edge_ml.localbroker import LocalBroker
 from edge_ml.mqtt import MqttLink
 
@@ -172,19 +172,19 @@ def test_untrusted_server_certificate_is_not_connected(
      {"ca": "CA", "cert": "/nonexistent/client.crt", "key": "/nonexistent/client.key"},
      {"ca": "GARBAGE"}],
 )
-def test_bad_tls_files_raise_mqtt_error(pki: Path, tmp_path: Path, tls: dict[str, str]) -> None:
+def test_bad_tls_files_raise_config_error(pki: Path, tmp_path: Path, tls: dict[str, str]) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
     tls = {k: {"CA": str(pki / "ca.crt"), "GARBAGE": str(garbage)}.get(v, v)
            for k, v in tls.items()}
     config = parse_config({"mqtt": {"tls": tls}})
-    with pytest.raises(MqttError, match=r"mqtt\.tls"):
+    with pytest.raises(ConfigError, match=r"mqtt\.tls\.(ca|cert)"):
         MqttLink(config.mqtt, lambda t, p, ts: None, "edge-ml/status")
 
 
-def test_unreadable_password_file_raises_mqtt_error(tmp_path: Path) -> None:
+def test_unreadable_password_file_raises_config_error(tmp_path: Path) -> None:
     config = parse_config({"mqtt": {"username": "u", "password_file": str(tmp_path / "nope")}})
-    with pytest.raises(MqttError, match="password_file"):
+    with pytest.raises(ConfigError, match=r"mqtt\.password_file"):
         MqttLink(config.mqtt, lambda t, p, ts: None, "edge-ml/status")
 
 
@@ -202,14 +202,36 @@ def _toml(tmp_path: Path, mqtt: dict[str, object], extra: str = "") -> Path:
     return path
 
 
-def test_run_with_bad_tls_file_exits_1_with_message(tmp_path: Path) -> None:
+def test_run_with_bad_tls_file_exits_2_with_message(tmp_path: Path) -> None:
     config = _toml(tmp_path, {"port": 1, "tls": {"ca": str(tmp_path / "missing-ca.crt")}})
     result = subprocess.run(
         [sys.executable, "-m", "edge_ml", "run", "--config", str(config)],
         capture_output=True, text=True, timeout=60,
     )
-    assert result.returncode == 1, result.stderr
-    assert "mqtt.tls" in result.stderr and "missing-ca.crt" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "mqtt.tls.ca" in result.stderr and "missing-ca.crt" in result.stderr
+    assert str(config) in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("case", ["missing password_file", "ca not a certificate"])
+def test_run_with_bad_credential_files_is_a_config_error(tmp_path: Path, case: str) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    mqtt: dict[str, object] = {"port": 1}
+    if case == "missing password_file":
+        mqtt |= {"username": "u", "password_file": str(tmp_path / "no-such-password")}
+        key = "mqtt.password_file"
+    else:
+        mqtt |= {"tls": {"ca": str(garbage)}}
+        key = "mqtt.tls.ca"
+    config = _toml(tmp_path, mqtt)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_ml", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert key in result.stderr and str(config) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
@@ -245,7 +267,7 @@ def test_daemon_refused_keeps_running_and_reports(
                 if "refused" in str(health.get("mqtt_error")) and retried:
                     break
         assert "refused" in str(health.get("mqtt_error")), health
-        assert health.get("connected") == "False"
+        assert health.get("connected") is False
         refusals = sum("refused the connection" in line for line in lines)
         assert refusals >= 2, "".join(lines)  # retrying, and saying so each time
         assert proc.poll() is None  # not crash-looping

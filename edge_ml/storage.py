@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 from edge_ml.errors import StorageError, StoragePathError
 from edge_ml.records import AlertEvent, DriftEvent, Reject, iso_utc
@@ -165,6 +166,8 @@ class Storage:
             # check_same_thread=False: the daemon opens the file on the main thread and hands
             # it to the worker thread, which is then its only user.
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+            import sqlite_utils  # here: ~0.1 s of imports that replay does not need
+
             self.db = sqlite_utils.Database(conn)
             if self.path != ":memory:":
                 self.db.enable_wal()

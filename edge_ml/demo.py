@@ -4,6 +4,7 @@ daemon as a subprocess, and a side-by-side of the alerts it raised and the anoma
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,12 @@ from edge_ml.storage import Storage
 # (debounce plus the feature window need a few readings to react).
 MATCH_BEFORE_S = 1.0
 MATCH_AFTER_S = 5.0
+# Readings each demo stream learns from before it is scored (the demo config's warmup).
+DEMO_WARMUP = 150
+# Anomalies are injected from this share of the run on; the warm-up must be over by then,
+# with WARM_MARGIN_S to spare.
+ANOMALY_START = 0.4
+WARM_MARGIN_S = 2.0
 
 DEMO_CONFIG = """\
 [mqtt]
@@ -36,7 +43,7 @@ flush_interval_s = 0.5
 [model]
 # A short first window so the demo fleet is scored within a few seconds.
 window_size = 100
-warmup = 150
+warmup = {warmup}
 
 [alerts]
 cooldown_readings = 100
@@ -113,9 +120,36 @@ def format_report(pairs: list[tuple[dict[str, Any], dict[str, Any] | None]],
     return "\n".join(lines)
 
 
+def check_duration(seconds: float, rate: float) -> None:
+    """Refuse a run too short to show anything: anomalies must start after the warm-up.
+
+    Raises
+    ------
+    EdgeMLError
+        Naming the shortest ``--seconds`` that works at this ``--rate``.
+    """
+    if rate <= 0 or seconds <= 0:
+        raise EdgeMLError("--seconds and --rate must be positive")
+    warm_s = DEMO_WARMUP / rate
+    if ANOMALY_START * seconds < warm_s + WARM_MARGIN_S:
+        shortest = (warm_s + WARM_MARGIN_S) / ANOMALY_START
+        raise EdgeMLError(
+            f"--seconds {seconds:g} is too short at --rate {rate:g}: each stream warms up for "
+            f"{DEMO_WARMUP} readings ({warm_s:g} s) and anomalies start at "
+            f"{ANOMALY_START:.0%} of the run, so none could be scored; use --seconds "
+            f"{math.ceil(shortest)} or more (or a higher --rate)"
+        )
+
+
 def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, seed: int = 7,
              workdir: Path | None = None, out: Callable[[str], Any] = print) -> bool:
-    """Run the whole demo; True when the daemon ran and stopped cleanly."""
+    """Run the whole demo; True when the daemon ran and stopped cleanly.
+
+    A temporary working folder is removed after a clean run and kept (and named) otherwise, so
+    the daemon log is there to read.
+    """
+    check_duration(seconds, rate)
+    ok = False
     own_dir = workdir is None
     work = Path(workdir or tempfile.mkdtemp(prefix="edge-ml-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -129,7 +163,7 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
         broker.start()
         out(f"broker     mosquitto on 127.0.0.1:{broker.port} (private, stops with the demo)")
         config = work / "edge-ml.toml"
-        config.write_text(DEMO_CONFIG.format(port=broker.port, db=db))
+        config.write_text(DEMO_CONFIG.format(port=broker.port, db=db, warmup=DEMO_WARMUP))
         log = (work / "daemon.log").open("wb")
         daemon = subprocess.Popen(
             [sys.executable, "-m", "edge_ml", "run", "--config", str(config)],
@@ -140,13 +174,13 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
         _wait(lambda: _health(db).get("connected") is True, 180, "the daemon to connect",
               daemon)
         out(f"fleet      {sensors} nodes x {rate:g} Hz for {seconds:g} s, anomalies after "
-            f"{0.4 * seconds:g} s")
+            f"{ANOMALY_START * seconds:g} s")
         t0 = time.time()
         simulate = subprocess.run(
             [sys.executable, "-m", "firmware_bridge", "simulate",
              "--mqtt-port", str(broker.port), "--sensors", str(sensors), "--rate", str(rate),
              "--seconds", str(seconds), "--seed", str(seed), "--truth", str(truth_path),
-             "--anomaly-after", str(0.4 * seconds)],
+             "--anomaly-after", str(ANOMALY_START * seconds)],
             capture_output=True, text=True, timeout=seconds + 120,
         )
         if simulate.returncode != 0:
@@ -177,13 +211,14 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
             f"{status['rejects_total']} rejected")
         pairs, false_alarms = match_alerts(truth, alerts)
         out(format_report(pairs, false_alarms, t0))
-        return code == 0
+        ok = code == 0
+        return ok
     finally:
         if daemon is not None and daemon.poll() is None:
             daemon.kill()
             daemon.wait()
         broker.close()
-        if own_dir:
+        if own_dir and ok:
             shutil.rmtree(work, ignore_errors=True)
         else:
             out(f"\nkept       {work} (database, truth file, daemon log)")

@@ -77,3 +77,17 @@ class AlertTracker:
     def open_alert_id(self, slot: int) -> str | None:
         entry = self.open_alerts.get(slot)
         return entry[0] if entry else None
+
+    def close(self, slot: int) -> None:
+        """Forget the alert open on ``slot`` without an event (nothing to announce).
+
+        For restored state that holds an alert the database does not have open (see
+        :meth:`edge_ml.pipeline.Pipeline.reconcile_alerts`). Debounce counts restart; the
+        cooldown since the alert opened still applies, so a level that stays high opens a new
+        alert only once that has passed.
+        """
+        s = self.state
+        s.is_open[slot] = 0
+        s.above[slot] = 0
+        s.below[slot] = 0
+        self.open_alerts.pop(slot, None)

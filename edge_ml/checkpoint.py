@@ -204,8 +204,15 @@ class Checkpointer:
 
     ``request()`` may be called from any thread (it only sets a flag). ``tick()`` runs on the
     worker: it starts a save when the timer is due or one was requested, and writes a finished
-    blob when the helper thread is done. ``save_now()`` does all of it synchronously (shutdown,
-    ``edge-ml train``).
+    blob when the helper thread is done. ``save_now()`` does all of it synchronously (shutdown).
+
+    An operator's choice wins over the daemon's saves: when the newest active checkpoint (the
+    one a start loads) is no longer the one this state came from, because ``checkpoints
+    rollback``, ``train`` or ``checkpoints import`` ran meanwhile, the daemon loads it (as on
+    SIGHUP) at its next timer tick or save request instead of saving, and does not save over
+    it at shutdown. Saves are written only while the choice is unchanged
+    (:meth:`~edge_ml.storage.Storage.save_checkpoint_over`), so a save already being encoded
+    cannot supersede it either.
 
     Parameters
     ----------
@@ -225,6 +232,10 @@ class Checkpointer:
         self.reload_requested = threading.Event()
         self.last_started = time.monotonic()
         self.last_saved_id: int | None = None
+        # The checkpoint this state came from: loaded at start or reload, or last written;
+        # known once either happened (before that there is nothing an operator could override).
+        self.current_id: int | None = None
+        self.tracking = False
         self.saved_readings = -1
         self.last_pause_s = 0.0
         self.last_error: str | None = None
@@ -245,13 +256,17 @@ class Checkpointer:
         if self.reload_requested.is_set():
             self.reload_requested.clear()
             self._finish(wait=True)
-            self.resume()
+            self.resume("reload")
         if self._job is not None:
             self._finish(wait=False)
-        elif self.requested.is_set():
+            return
+        due = time.monotonic() - self.last_started >= self.interval_s
+        if due or self.requested.is_set():
+            self._load_operator_choice()
+        if self.requested.is_set():
             self.requested.clear()
             self._start("request")
-        elif time.monotonic() - self.last_started >= self.interval_s:
+        elif due:
             # An idle gateway does not rewrite the same state (SD cards wear).
             if self.pipeline.readings_total == self.saved_readings:
                 self.last_started = time.monotonic()
@@ -295,13 +310,25 @@ class Checkpointer:
             log.error("checkpoint (%s) not written: %s", reason, exc)
         return None
 
-    def _write(self, encoded: EncodedCheckpoint, reason: str) -> int:
+    def _write(self, encoded: EncodedCheckpoint, reason: str) -> int | None:
         started = time.perf_counter()
-        checkpoint_id = self.pipeline.storage.save_checkpoint(
-            encoded.blob, encoded.header, reason, encoded.checksum, self.retention
-        )
+        storage = self.pipeline.storage
+        if self.tracking:
+            checkpoint_id = storage.save_checkpoint_over(
+                self.current_id, encoded.blob, encoded.header, reason, encoded.checksum,
+                self.retention,
+            )
+        else:
+            checkpoint_id = storage.save_checkpoint(encoded.blob, encoded.header, reason,
+                                                    encoded.checksum, self.retention)
         self.last_pause_s += time.perf_counter() - started
-        self.last_saved_id = checkpoint_id
+        if checkpoint_id is None:
+            log.info("checkpoint (%s) not written: another checkpoint was chosen to load at "
+                     "start since this state was loaded; loading it", reason)
+            self.reload_requested.set()
+            return None
+        self.last_saved_id = self.current_id = checkpoint_id
+        self.tracking = True
         self.saved_readings = int(encoded.header.get("readings_total", -1))
         self.last_error = None
         log.info("checkpoint %d saved (%s, %d bytes, %d readings, worker paused %.1f ms)",
@@ -310,12 +337,21 @@ class Checkpointer:
         return checkpoint_id
 
     def save_now(self, reason: str) -> int | None:
-        """Flush and write a checkpoint synchronously (waits for one in progress first)."""
+        """Flush and write a checkpoint synchronously (waits for one in progress first).
+
+        Nothing is written when an operator chose another checkpoint to load at start since
+        this state was loaded: that choice stays what the next start loads.
+        """
         self._finish(wait=True)
         if not self.supported:
             log.warning("checkpoints need the numba backend; none saved")
             return None
         self.pipeline.flush()
+        chosen = self._operator_choice()
+        if chosen is not None:
+            log.info("no %s checkpoint: checkpoint %d, chosen since this state was loaded, is "
+                     "what the next start loads", reason, chosen)
+            return None
         try:
             return self._write(encode(self.pipeline.export_state()), reason)
         except Exception as exc:
@@ -323,28 +359,57 @@ class Checkpointer:
             log.error("checkpoint (%s) not written: %s", reason, exc)
             return None
 
-    def resume(self) -> int | None:
+    def resume(self, reason: str = "restart") -> int | None:
         """Load the newest valid checkpoint; rejected ones are logged and marked in storage.
 
-        Returns the id loaded, or None for a fresh start.
+        Then the alerts table and MQTT are brought in line with the restored alert state
+        (:meth:`~edge_ml.pipeline.Pipeline.reconcile_alerts`; ``reason`` is "restart" at start,
+        "reload" on SIGHUP or an operator's choice). Returns the id loaded, or None when none
+        was (a fresh start; on a reload, the state in memory is kept).
         """
-        if not self.supported:
-            return None
-        loaded = resume(self.pipeline)
-        if loaded is not None:
-            self.saved_readings = self.pipeline.readings_total
+        # Events of the state being replaced go to the database first: it is what is compared.
+        self.pipeline.flush()
+        loaded = None
+        if self.supported:
+            loaded = resume(self.pipeline)
+            self.current_id, self.tracking = loaded, True
+            if loaded is not None:
+                self.saved_readings = self.pipeline.readings_total
+        self.pipeline.reconcile_alerts(reason)
         return loaded
 
+    def _operator_choice(self) -> int | None:
+        """The newest active checkpoint when it is not the one this state came from, else None."""
+        if not self.tracking:
+            return None
+        try:
+            newest = self.pipeline.storage.newest_checkpoint_id()
+        except Exception as exc:  # sqlite3 errors (busy, I/O): ask again on the next tick
+            log.warning("cannot read the checkpoints table: %s", exc)
+            return None
+        return newest if newest is not None and newest != self.current_id else None
 
-def resume(pipeline: Any) -> int | None:
-    """Restore ``pipeline`` from the newest loadable checkpoint in its storage.
+    def _load_operator_choice(self) -> None:
+        if not self.supported:
+            return
+        chosen = self._operator_choice()
+        if chosen is None:
+            return
+        log.info("checkpoint %d was chosen to load at start after this state was loaded "
+                 "(rollback, train or import): loading it", chosen)
+        self.resume("reload")
+
+
+def resume(pipeline: Any, storage: Any = None, reject: bool = True) -> int | None:
+    """Restore ``pipeline`` from the newest loadable checkpoint in ``storage`` (default: its own).
 
     Candidates are the ``active`` rows, newest first. A corrupt, truncated or incompatible one
     is logged, marked rejected (``active = -1`` with the reason in ``error``, shown by
     ``edge-ml status``) and the next older one is tried; with none left the pipeline stays
-    fresh. Returns the id loaded.
+    as it is (fresh at start). ``reject=False`` only skips such rows (``edge-ml train``, whose
+    config may not be the daemon's). Returns the id loaded.
     """
-    storage = pipeline.storage
+    storage = storage if storage is not None else pipeline.storage
     expect = pipeline.compatibility()
     for row in storage.checkpoint_candidates():
         checkpoint_id = row["id"]
@@ -355,6 +420,9 @@ def resume(pipeline: Any) -> int | None:
             document = decode(blob, expect)
             pipeline.restore_state(document)
         except CheckpointError as exc:
+            if not reject:
+                log.warning("checkpoint %d skipped: %s", checkpoint_id, exc)
+                continue
             log.error("checkpoint %d rejected: %s; trying an older one", checkpoint_id, exc)
             storage.reject_checkpoint(checkpoint_id, str(exc))
             continue
@@ -362,7 +430,7 @@ def resume(pipeline: Any) -> int | None:
                  checkpoint_id, row["reason"], row["created_at_iso"], len(pipeline.streams),
                  pipeline.readings_total)
         return int(checkpoint_id)
-    log.info("no usable checkpoint: starting fresh")
+    log.info("no usable checkpoint: %s", "starting fresh" if reject else "none loaded")
     return None
 
 
@@ -414,18 +482,36 @@ def _jsonl_chunks(path: Any, chunk: int = 8192) -> Iterator[tuple[list[str], Any
         yield names, np.array(ts), np.array(values)
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``edge-ml train`` wrote."""
+
+    checkpoint_id: int
+    base_id: int | None  # the checkpoint the other streams were taken from (None: none)
+    readings: int  # history readings learned
+    trained: list[str]  # streams added or replaced
+    streams: int  # streams in the new checkpoint
+
+
 def train(pipeline: Any, storage: Any, sources: list[Any], stream: str | None,
-          retention: int) -> int:
+          retention: int) -> TrainResult:
     """Warm start: learn history files in batch, then save a checkpoint (reason ``train``).
 
     ``.jsonl`` lines are ``{"stream", "ts", "value"}``; a CSV is ``timestamp,value[,...]`` with
-    the stream named ``stream`` or the file's stem (as ``edge-ml replay``). ``pipeline`` has no
-    storage of its own (trained readings are not live readings: counters stay as they are); the
-    checkpoint goes to ``storage``, where the daemon picks it up at start, or live on SIGHUP.
+    the stream named ``stream`` or the file's stem (as ``edge-ml replay``). The history is
+    learned by ``pipeline`` (fresh, without storage), then put into the state of the newest
+    loadable checkpoint in ``storage`` (:meth:`~edge_ml.pipeline.Pipeline.graft`): the trained
+    streams are added, or replace the streams of those names, and every other stream keeps its
+    learned state. So the checkpoint holds the whole fleet; what a running daemon learned after
+    that newest checkpoint is not in it. Counters stay those of that checkpoint (trained
+    readings are not live readings), and alerts the history raised are dropped.
+
+    The checkpoint becomes the one loaded at start; a running daemon loads it at its next
+    checkpoint tick, or at once on SIGHUP (see :class:`Checkpointer`).
     """
     from pathlib import Path
 
-    from edge_ml.pipeline import replay_csv
+    from edge_ml.pipeline import Pipeline, replay_csv
 
     for source in sources:
         path = Path(source)
@@ -436,6 +522,14 @@ def train(pipeline: Any, storage: Any, sources: list[Any], stream: str | None,
                                           ts[ok], values[ok])
         else:
             replay_csv(pipeline, path, None, stream)
-    encoded = encode(pipeline.export_state())
-    return int(storage.save_checkpoint(encoded.blob, encoded.header, "train", encoded.checksum,
-                                       retention))
+    fleet = Pipeline(pipeline.config)
+    base_id = resume(fleet, storage, reject=False)
+    trained = fleet.graft(pipeline.export_state())
+    document = fleet.export_state()
+    document["header"].update(base_checkpoint=base_id, trained_streams=trained,
+                              trained_readings=pipeline.readings_total)
+    encoded = encode(document)
+    checkpoint_id = storage.save_checkpoint(encoded.blob, encoded.header, "train",
+                                            encoded.checksum, retention)
+    return TrainResult(int(checkpoint_id), base_id, pipeline.readings_total, trained,
+                       len(fleet.streams))

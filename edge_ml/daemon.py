@@ -75,7 +75,9 @@ class Daemon:
         self.last_health: dict[str, Any] = {}
         self.publisher = AlertPublisher(self.link, config.alerts.topic_prefix)
         self.pipeline = Pipeline(config, self.storage, self.publisher)
-        # Resume at worker start, save on a timer, on SIGUSR1 and at stop; SIGHUP reloads.
+        # Resume at worker start, save on a timer, on SIGUSR1 and at stop; SIGHUP reloads, and
+        # so does a checkpoint an operator chose meanwhile (rollback, train, import) instead of
+        # being saved over. Each resume resolves the alerts the restored state no longer holds.
         self.checkpointer = Checkpointer(self.pipeline, config.storage.checkpoint_interval_s,
                                          config.storage.retention)
         self.worker = threading.Thread(target=self._work, name="edge-ml-worker", daemon=True)

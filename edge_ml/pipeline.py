@@ -311,6 +311,101 @@ class Pipeline:
         streams.stats.flushed_readings[:] = streams.stats.readings
         self._dirty.clear()
 
+    def graft(self, document: dict[str, Any]) -> list[str]:
+        """Put every stream of another pipeline's :meth:`export_state` into this one.
+
+        A stream this pipeline does not have is added; one it has is replaced whole (model,
+        features, statistics, alert and drift state). Every other stream, and the counters, stay
+        as they are: this is how ``edge-ml train`` adds a warm-started stream to a fleet. The
+        grafted streams' alerts are dropped (history alerts are not live ones). Returns the
+        grafted stream names.
+        """
+        own = self.export_state()
+        base, other = own["state"], document["state"]
+        names = list(base["names"])
+        slot_of = {name: i for i, name in enumerate(names)}
+        grafted = [str(n) for n in other["names"]]
+        targets = []
+        for name in grafted:
+            if name not in slot_of:
+                slot_of[name] = len(names)
+                names.append(name)
+            targets.append(slot_of[name])
+        merged: dict[str, Any] = {"names": names}
+        try:
+            for section in ("stats", "features", "detector", "alerts", "drift"):
+                arrays = {}
+                for key, array in base[section].items():
+                    incoming = other[section][key]
+                    if incoming.shape != (len(grafted), *array.shape[1:]) \
+                            or incoming.dtype != array.dtype:
+                        raise ValueError(f"{section}.{key}: {incoming.dtype}{incoming.shape} "
+                                         f"does not fit {array.dtype}{array.shape}")
+                    out = np.empty((len(names), *array.shape[1:]), dtype=array.dtype)
+                    out[:len(array)] = array
+                    out[targets] = incoming
+                    arrays[key] = out
+                merged[section] = arrays
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"cannot graft streams: {exc}") from exc
+        replaced = set(targets)
+        merged["open_alerts"] = [entry for entry in base["open_alerts"]
+                                 if entry[0] not in replaced]
+        own["header"]["streams"] = len(names)
+        self.restore_state({"header": own["header"], "state": merged})
+        for slot in targets:
+            self.alerts.close(slot)
+        return grafted
+
+    def reconcile_alerts(self, reason: str) -> list[AlertEvent]:
+        """Make the alerts table, MQTT and the restored alert state agree; after a restore.
+
+        The database (with any unwritten events) is the record of what was announced:
+
+        - an alert open there but not in this state (an unclean stop lost it, or the state
+          came from an older checkpoint) is resolved: stored with ``reason`` and published
+          with state "resolved", so subscribers leave the alarm and pruning can delete it;
+        - an alert open in this state but not open there (resolved after the checkpoint was
+          taken, or never announced: trained or imported state) is closed in the state, with
+          nothing published; a level still high opens a new alert after debounce and cooldown.
+
+        Returns the resolve events.
+        """
+        if self.storage is None:
+            return []
+        try:
+            rows = self.storage.alerts(open_only=True, limit=None)
+        except sqlite3.Error as exc:  # the next restart or reload tries again
+            log.error("cannot read open alerts to reconcile them (%s): %s", reason, exc)
+            return []
+        announced = {row["alert_id"]: row for row in rows}
+        for event in self.pending.alerts:  # a failed flush: not in the database yet
+            if event.state == "open":
+                announced[event.alert_id] = event.to_dict()
+            else:
+                announced.pop(event.alert_id, None)
+        held = {alert_id: slot for slot, (alert_id, _) in self.alerts.open_alerts.items()}
+        for alert_id, slot in held.items():
+            if alert_id not in announced:
+                self.alerts.close(slot)
+                log.info("alert %s on %s is open in the restored state but not in the "
+                         "database: closed", alert_id, self.streams.names[slot])
+        now = time.time()
+        events = [
+            AlertEvent(alert_id, row["stream"], "resolved", row["score"], math.nan, now,
+                       row["opened_at"], now, row["severity"], reason)
+            for alert_id, row in announced.items() if alert_id not in held
+        ]
+        for event in events:
+            log.info("alert %s on %s resolved (%s): the restored state does not hold it",
+                     event.alert_id, event.stream, reason)
+        if events:
+            self.pending.alerts.extend(events)
+            if self.publisher is not None:
+                self.publisher.alerts(events)
+            self.flush()
+        return events
+
     # -- storage --------------------------------------------------------------------------
     def _stream_rows(self) -> list[dict[str, Any]]:
         s = self.streams.stats

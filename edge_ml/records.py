@@ -47,6 +47,10 @@ class AlertEvent:
     opened_at: float
     resolved_at: float | None
     severity: str
+    # Why a resolve did not come from the level: "restart" or "reload" when the restored model
+    # state no longer holds the alert (edge_ml.pipeline.Pipeline.reconcile_alerts). Stored in
+    # the alerts table; not part of the MQTT payload, whose keys DESIGN.md fixes.
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -86,9 +86,16 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db["checkpoints"].add_column("error", str)
 
 
+def _migration_3(db: sqlite_utils.Database) -> None:
+    # Why an alert resolved when the level did not resolve it: "restart" or "reload" (the
+    # restored model state no longer held it). NULL for an ordinary resolve.
+    db["alerts"].add_column("reason", str)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("initial tables", _migration_1),
     ("checkpoints.error", _migration_2),
+    ("alerts.reason", _migration_3),
 ]
 
 
@@ -210,6 +217,12 @@ class Storage:
         with db.conn:
             if pending.alerts:
                 db["alerts"].insert_all(_alert_row(e) for e in pending.alerts)
+                # A resolved alert is open on no stream (a resolve at restart may be for a
+                # stream the restored state does not hold, so no stream row below covers it).
+                db.conn.executemany(
+                    "UPDATE streams SET open_alert = NULL WHERE open_alert = ?",
+                    [(e.alert_id,) for e in pending.alerts if e.state == "resolved"],
+                )
             if pending.rejects:
                 db["rejects"].insert_all(
                     {
@@ -365,7 +378,9 @@ class Storage:
     # ``active``: 1 = may be loaded (the newest active row is what a starting daemon loads),
     # 0 = set aside by a rollback to an older checkpoint (kept for export/inspection), -1 =
     # rejected at load time (``error`` says why). Rollback to N sets rows newer than N to 0 and
-    # N to 1; the next save is newer than N and active again, so the daemon carries on from N.
+    # N to 1; a running daemon notices that the newest active row is no longer the one its
+    # state came from and loads N before it saves again (save_checkpoint_over), so it carries
+    # on from N.
     _CHECKPOINT_COLUMNS = (
         "id, created_at, created_at_iso, reason, schema_version, package_version, "
         "readings_total, streams, size_bytes, checksum, active, error"
@@ -374,16 +389,46 @@ class Storage:
     def save_checkpoint(self, blob: bytes, header: dict[str, Any], reason: str, checksum: str,
                         retention: int) -> int:
         """Insert a checkpoint and prune to the newest ``retention`` per state, atomically."""
+        checkpoint_id = self._insert_checkpoint(blob, header, reason, checksum, retention)
+        assert checkpoint_id is not None  # unconditional
+        return checkpoint_id
+
+    def save_checkpoint_over(self, loaded: int | None, blob: bytes, header: dict[str, Any],
+                             reason: str, checksum: str, retention: int) -> int | None:
+        """As :meth:`save_checkpoint`, but only while ``loaded`` is still the one a start loads.
+
+        ``loaded`` is the checkpoint the daemon's state comes from (None: none). When an
+        operator has since made another one the newest active (rollback, train, import), nothing
+        is written and None is returned: the daemon's save must not supersede that choice.
+        Checked and inserted in one statement, so a concurrent CLI cannot slip in between.
+        """
+        return self._insert_checkpoint(blob, header, reason, checksum, retention,
+                                       only_over=True, loaded=loaded)
+
+    def newest_checkpoint_id(self) -> int | None:
+        """The newest active checkpoint: the one a starting daemon tries first."""
+        row = self.db.execute("SELECT MAX(id) FROM checkpoints WHERE active = 1").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def _insert_checkpoint(self, blob: bytes, header: dict[str, Any], reason: str,
+                           checksum: str, retention: int, only_over: bool = False,
+                           loaded: int | None = None) -> int | None:
         now = time.time()
+        values = [now, iso_utc(now), reason, header.get("schema_version"),
+                  header.get("package_version"), header.get("readings_total"),
+                  header.get("streams"), len(blob), checksum, blob]
+        sql = ("INSERT INTO checkpoints (created_at, created_at_iso, reason, schema_version, "
+               "package_version, readings_total, streams, size_bytes, checksum, active, "
+               "payload) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?")
+        if only_over:
+            # No active checkpoint left at all (deleted by hand) does not block saving.
+            sql += (" WHERE COALESCE((SELECT MAX(id) FROM checkpoints WHERE active = 1), ?)"
+                    " IS ?")
+            values += [loaded, loaded]
         with self.db.conn:
-            cursor = self.db.execute(
-                "INSERT INTO checkpoints (created_at, created_at_iso, reason, schema_version, "
-                "package_version, readings_total, streams, size_bytes, checksum, active, "
-                "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-                [now, iso_utc(now), reason, header.get("schema_version"),
-                 header.get("package_version"), header.get("readings_total"),
-                 header.get("streams"), len(blob), checksum, blob],
-            )
+            cursor = self.db.execute(sql, values)
+            if cursor.rowcount != 1:
+                return None
             self.db.execute(
                 "DELETE FROM checkpoints WHERE id NOT IN (SELECT id FROM (SELECT id, "
                 "ROW_NUMBER() OVER (PARTITION BY active ORDER BY id DESC) AS n "

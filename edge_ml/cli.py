@@ -281,7 +281,11 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
           db: str | None) -> None:
     """Warm start: learn history (CSV timestamp,value or JSONL stream/ts/value), save a checkpoint.
 
-    The daemon loads it at start, or live on SIGHUP (systemctl reload edge-ml).
+    The trained streams are added to (or replace those of the same name in) the newest
+    checkpoint's state, so every other stream keeps what it learned. Use the daemon's config.
+    A running daemon loads the result at its next checkpoint tick ([storage]
+    checkpoint_interval_s), at once on SIGHUP (systemctl reload edge-ml), or at its next
+    start; what it learned after its newest checkpoint is not kept.
     """
     from edge_ml.checkpoint import train as train_history
     from edge_ml.pipeline import Pipeline
@@ -294,12 +298,23 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
     except EdgeMLError as exc:
         raise _storage_error(exc, db, cfg) from exc
     try:
-        checkpoint_id = train_history(pipeline, storage, list(sources), stream,
-                                      cfg.storage.retention)
+        result = train_history(pipeline, storage, list(sources), stream,
+                               cfg.storage.retention)
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"checkpoint {checkpoint_id}: {pipeline.readings_total} readings, "
-               f"{len(pipeline.streams)} streams")
+    base = (f"the other {result.streams - len(result.trained)} from checkpoint "
+            f"{result.base_id}" if result.base_id is not None else "no earlier checkpoint")
+    click.echo(f"checkpoint {result.checkpoint_id}: {result.readings} readings, "
+               f"{len(result.trained)} streams trained ({base}); {result.streams} streams in all")
+    click.echo(_takes_effect(cfg))
+
+
+def _takes_effect(cfg: Config | None) -> str:
+    """When a checkpoint chosen from the CLI is loaded (edge_ml.checkpoint.Checkpointer)."""
+    tick = (f"within {cfg.storage.checkpoint_interval_s:g} s (at its next checkpoint tick)"
+            if cfg else "at its next checkpoint tick ([storage] checkpoint_interval_s)")
+    return (f"loaded at the next start; a running daemon loads it {tick}, or at once on SIGHUP "
+            f"(systemctl reload edge-ml), and does not save over it")
 
 
 @main.group()
@@ -368,7 +383,7 @@ def checkpoints_export(checkpoint_id: int, target: str, db: str | None,
 @_db_option
 @_config_option
 def checkpoints_import(source: str, db: str | None, config_path: str | None) -> None:
-    """Verify a checkpoint file and store it as the newest (loaded at start or on SIGHUP)."""
+    """Verify a checkpoint file and store it as the one the daemon loads (see rollback)."""
     from edge_ml.checkpoint import import_blob
 
     cfg = _config(config_path)
@@ -377,7 +392,7 @@ def checkpoints_import(source: str, db: str | None, config_path: str | None) -> 
                                     cfg.storage.retention)
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"imported as checkpoint {checkpoint_id}")
+    click.echo(f"imported as checkpoint {checkpoint_id}: {_takes_effect(cfg)}")
 
 
 @checkpoints.command("rollback")
@@ -385,12 +400,20 @@ def checkpoints_import(source: str, db: str | None, config_path: str | None) -> 
 @_db_option
 @_config_option
 def checkpoints_rollback(checkpoint_id: int, db: str | None, config_path: str | None) -> None:
-    """Make CHECKPOINT_ID what the daemon loads (newer ones set aside; SIGHUP or restart)."""
+    """Make CHECKPOINT_ID what the daemon loads (newer ones set aside).
+
+    A running daemon loads it at its next checkpoint tick or on SIGHUP, and does not save
+    over it meanwhile (not even when it stops); otherwise the next start loads it.
+    """
     try:
         _open(db, config_path).rollback_checkpoint(checkpoint_id)
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"checkpoint {checkpoint_id} is now the one loaded at start (or on SIGHUP)")
+    try:
+        cfg: Config | None = load_config(config_path)
+    except ConfigError:  # --db alone needs no config: say it without the interval
+        cfg = None
+    click.echo(f"checkpoint {checkpoint_id} is the one the daemon loads: {_takes_effect(cfg)}")
 
 
 @checkpoints.command("save")

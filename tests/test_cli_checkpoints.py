@@ -42,7 +42,11 @@ def test_train_then_list_show_export_import_rollback(tmp_path: Path) -> None:
 
     shown = edge_ml("checkpoints", "show", str(newest), "--db", str(db))
     assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout)["header"]["readings_total"] == 400
+    header = json.loads(shown.stdout)["header"]
+    # Trained on top of the first: both streams, live counters of the first (none).
+    assert header["trained_readings"] == 400 and header["readings_total"] == 0
+    assert header["streams"] == 2 and header["trained_streams"] == ["sensors/boiler"]
+    assert "1 streams trained (the other 1 from checkpoint" in second.stdout
 
     blob = tmp_path / "older.ckpt"
     exported = edge_ml("checkpoints", "export", str(older), str(blob), "--db", str(db))

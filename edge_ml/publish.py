@@ -24,7 +24,7 @@ def alert_payload(event: AlertEvent) -> bytes:
     Examples
     --------
     >>> e = AlertEvent("a1", "sensors/t", "open", 0.999, 80.5, 10.0, 10.0, None, "warning")
-    >>> alert_payload(e)[:40]
+    >>> alert_payload(e)[:39]
     b'{"alert_id": "a1", "stream": "sensors/t'
     """
     body = event.to_dict()

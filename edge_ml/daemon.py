@@ -196,6 +196,7 @@ class Daemon:
             "connected": self.link.state.connected,
             "mqtt_error": self.link.state.last_error,
             "mqtt_connect_failures": self.link.state.connect_failures,
+            "mqtt_redeliveries_dropped": self.link.redelivery.dropped,
             "readings_total": p.readings_total,
             # over the last health interval (the lifetime average hides a stall)
             "readings_per_s": round(recent / since, 1) if since > 0 else 0.0,

@@ -17,7 +17,7 @@ from daemon_helpers import Observer, wait_for
 
 from edge_ml.config import parse_config
 from edge_ml.localbroker import LocalBroker
-from edge_ml.mqtt import MqttLink
+from edge_ml.mqtt import MqttLink, RedeliveryFilter
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -122,3 +122,19 @@ def test_valid_config_topics_subscribe(broker: LocalBroker) -> None:
     finally:
         pub.close()
         link.stop()
+
+
+def test_a_resend_of_a_message_already_received_is_dropped_and_counted() -> None:
+    f = RedeliveryFilter(size=3)
+    assert not f.is_redelivery(7, "sensors/a", b"1.0", dup=False)
+    assert f.is_redelivery(7, "sensors/a", b"1.0", dup=True)  # the broker's resend
+    # Not a resend: no DUP flag, or another message under a reused packet id.
+    assert not f.is_redelivery(7, "sensors/a", b"1.0", dup=False)
+    assert not f.is_redelivery(7, "sensors/a", b"2.0", dup=True)
+    assert not f.is_redelivery(8, "sensors/b", b"1.0", dup=True)  # never seen: process it
+    for mid in (9, 10, 11):  # the memory is bounded: packet id 7 falls out
+        f.is_redelivery(mid, "sensors/a", b"x", dup=False)
+    assert not f.is_redelivery(7, "sensors/a", b"2.0", dup=True)
+    f.forget()  # a new session: nothing from the old one is a resend
+    assert not f.is_redelivery(11, "sensors/a", b"x", dup=True)
+    assert f.dropped == 1

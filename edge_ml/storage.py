@@ -185,21 +185,40 @@ class Storage:
             raise error(f"cannot open the database {self.path}: {exc}") from exc
 
     # -- schema ---------------------------------------------------------------------------
-    def migrate(self) -> None:
-        """Apply the migrations this file has not seen yet, each in its own transaction."""
+    def _applied_migrations(self) -> set[int]:
         if "schema_migrations" not in self.db.table_names():
-            self.db["schema_migrations"].create(
-                {"version": int, "name": str, "applied_at": float}, pk="version"
-            )
-        done = {row["version"] for row in self.db["schema_migrations"].rows}
-        for version, (name, migration) in enumerate(MIGRATIONS, start=1):
-            if version in done:
-                continue
-            with self.db.conn:
-                migration(self.db)
-                self.db["schema_migrations"].insert(
-                    {"version": version, "name": name, "applied_at": time.time()}
+            return set()
+        return {row["version"] for row in self.db["schema_migrations"].rows}
+
+    def migrate(self) -> None:
+        """Apply the migrations this file has not seen yet, in one transaction.
+
+        The check and the migrations hold the write lock together (``BEGIN IMMEDIATE``): two
+        processes opening a new file at once (the daemon creating it, the CLI reading it) made
+        the second fail with "table alerts already exists". A file already up to date takes no
+        write lock, so read-only commands do not wait on a busy daemon.
+        """
+        if len(self._applied_migrations()) == len(MIGRATIONS):
+            return
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if "schema_migrations" not in self.db.table_names():
+                self.db["schema_migrations"].create(
+                    {"version": int, "name": str, "applied_at": float}, pk="version"
                 )
+            done = self._applied_migrations()
+            for version, (name, migration) in enumerate(MIGRATIONS, start=1):
+                if version not in done:
+                    migration(self.db)
+                    self.db["schema_migrations"].insert(
+                        {"version": version, "name": name, "applied_at": time.time()}
+                    )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     @property
     def schema_version(self) -> int:

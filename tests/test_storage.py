@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from edge_ml.records import AlertEvent
-from edge_ml.storage import PendingWrites, Storage
+from edge_ml.storage import MIGRATIONS, PendingWrites, Storage
 
 
 def _event(alert_id: str, state: str, ts: float) -> AlertEvent:
@@ -30,3 +33,23 @@ def test_prune_deletes_old_closed_alerts_whole(tmp_path: Path) -> None:
     # The counters keep counting what was ever stored.
     assert storage.counters()["alerts_total"] == 7
     storage.close()
+
+
+def test_processes_opening_a_new_file_at_once_all_get_the_schema(tmp_path: Path) -> None:
+    # The daemon creating its database while the CLI opens it: each migration must run once.
+    db = tmp_path / "race.db"
+    start = time.time() + 1.0
+    code = ("import sys, time\n"
+            "from edge_ml.storage import Storage\n"
+            "while time.time() < float(sys.argv[2]): pass\n"
+            "Storage(sys.argv[1]).close()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), str(start)],
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    storage = Storage(db)
+    try:
+        assert storage.schema_version == len(MIGRATIONS)
+        assert storage.db["schema_migrations"].count == len(MIGRATIONS)
+    finally:
+        storage.close()

@@ -14,6 +14,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -116,8 +117,26 @@ class PendingWrites:
                     or self.rejects_dropped)
 
     def bound(self) -> None:
-        """Drop the oldest rows beyond ``MAX_PENDING_ROWS`` of each kind, counting them."""
-        for rows in (self.alerts, self.rejects, self.drift):
+        """Drop the oldest rows beyond ``MAX_PENDING_ROWS`` of each kind, counting them.
+
+        Alert rows go by whole alerts: an alert's open row dropped while its resolve row is
+        kept would leave the table a resolve for an alert that never opened.
+        """
+        excess = len(self.alerts) - MAX_PENDING_ROWS
+        if excess > 0:
+            rows_of = Counter(a.alert_id for a in self.alerts)
+            gone: set[str] = set()
+            removed = 0
+            for a in self.alerts:  # oldest first, until enough rows go
+                if removed >= excess:
+                    break
+                if a.alert_id not in gone:
+                    gone.add(a.alert_id)
+                    removed += rows_of[a.alert_id]
+            kept = [a for a in self.alerts if a.alert_id not in gone]
+            self.dropped += len(self.alerts) - len(kept)
+            self.alerts[:] = kept
+        for rows in (self.rejects, self.drift):
             excess = len(rows) - MAX_PENDING_ROWS
             if excess > 0:
                 if rows is self.rejects:

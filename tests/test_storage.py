@@ -7,6 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+import edge_ml.storage as storage_module
 from edge_ml.records import AlertEvent
 from edge_ml.storage import MIGRATIONS, PendingWrites, Storage
 
@@ -53,3 +56,15 @@ def test_processes_opening_a_new_file_at_once_all_get_the_schema(tmp_path: Path)
         assert storage.db["schema_migrations"].count == len(MIGRATIONS)
     finally:
         storage.close()
+
+
+def test_pending_alerts_beyond_the_bound_go_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage_module, "MAX_PENDING_ROWS", 3)
+    pending = PendingWrites(alerts=[
+        _event("a", "open", 1.0), _event("b", "open", 2.0), _event("a", "resolved", 3.0),
+        _event("c", "open", 4.0), _event("b", "resolved", 5.0),
+    ])
+    pending.bound()  # 2 rows too many: alert a goes, open and resolve together
+    assert [(e.alert_id, e.state) for e in pending.alerts] == [
+        ("b", "open"), ("c", "open"), ("b", "resolved")]
+    assert pending.dropped == 2

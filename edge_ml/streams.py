@@ -44,7 +44,10 @@ class StreamRegistry:
         slot_of = self.slot_of
         # New names get slots in order of first appearance; dict.fromkeys and map run in C
         # (a Python loop per reading cost ~0.3 us, a tenth of a replay's time per row).
-        distinct = dict.fromkeys(names)
+        if names and names.count(names[0]) == len(names):  # one stream (replay): ~40x cheaper
+            distinct = {names[0]: None}
+        else:
+            distinct = dict.fromkeys(names)
         for name in distinct:
             if name not in slot_of:
                 slot_of[name] = len(self.names)

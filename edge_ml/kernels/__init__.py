@@ -10,6 +10,7 @@ to any kernel gives a fresh folder, and nothing stale can be loaded. The base fo
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import sys
@@ -66,8 +67,14 @@ def prepare() -> None:
     hidden = next((name for name in ("scipy", "scipy.linalg") if name not in sys.modules), None)
     if hidden:
         sys.modules[hidden] = None  # type: ignore[assignment]
+    # The setup builds ~100,000 objects that live as long as the process: the collector's
+    # passes over them while they are built free nothing and cost ~10% of it.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         cpu_target.target_context.refresh()
     finally:
+        if collecting:
+            gc.enable()
         if hidden and sys.modules.get(hidden, False) is None:
             del sys.modules[hidden]

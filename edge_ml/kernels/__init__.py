@@ -78,3 +78,41 @@ def prepare() -> None:
             gc.enable()
         if hidden and sys.modules.get(hidden, False) is None:
             del sys.modules[hidden]
+
+
+# madvise(2) advice: reclaim these pages now (Linux 5.4+; older kernels answer EINVAL).
+_MADV_PAGEOUT = 21
+
+
+def release_compiler_pages() -> int:
+    """Hand LLVM's startup pages back to the OS once every kernel is loaded; bytes advised.
+
+    Importing Numba and linking the cached kernels touch ~100 MB of ``libllvmlite``'s code and
+    data, and the pages stay resident, but a process that only runs loaded kernels needs ~1 MB
+    of them (measured: 10,000 streams went from 300 to 204 MB RSS in-process, and the resident
+    file pages stayed at ~25 MB through 400 further batches with drift and alerts). They are
+    clean file pages, so the kernel drops them and reads back any that are touched again (a
+    kernel compiled later pays a few page faults). A no-op where ``madvise`` or the advice is
+    not available.
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except (OSError, AttributeError):
+        return 0
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    advised = 0
+    for line in maps:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or "libllvmlite" not in fields[5]:
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if madvise(start, end - start, _MADV_PAGEOUT) != 0:
+            return advised  # unsupported here: leave the rest alone
+        advised += end - start
+    return advised

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import struct
 import threading
 import time
@@ -454,6 +455,13 @@ def import_blob(storage: Any, blob: bytes, retention: int) -> int:
 
 
 def _jsonl_chunks(path: Any, chunk: int = 8192) -> Iterator[tuple[list[str], Any, Any]]:
+    """``(stream names, ts, values)`` per ``chunk`` lines of a JSONL history file.
+
+    Lines are UTF-8 (a byte order mark at the start is skipped); ``"value": null`` is a
+    missing reading, NaN like ``NaN`` (skipped and counted by :func:`train`, as an empty CSV
+    field is). Anything else that is not ``{"stream", "ts", "value"}`` raises CheckpointError
+    naming the file and line, as does an empty file.
+    """
     import json
 
     from edge_ml.pipeline import parse_timestamp
@@ -461,23 +469,43 @@ def _jsonl_chunks(path: Any, chunk: int = 8192) -> Iterator[tuple[list[str], Any
     names: list[str] = []
     ts: list[float] = []
     values: list[float] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    seen = False
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed below; only the open is guarded)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    with handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise CheckpointError(
+                    f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                    f"{exc.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
+            seen = True
             try:
                 item = json.loads(line)
-                stamp = item["ts"]
-                names.append(str(item["stream"]))
-                ts.append(float(stamp) if isinstance(stamp, int | float) else
-                          parse_timestamp(str(stamp)))
-                values.append(float(item["value"]))
-            except (ValueError, KeyError, TypeError) as exc:
+                stamp, value = item["ts"], item["value"]
+                name = str(item["stream"])
+                name.encode("utf-8")  # a lone surrogate ("\udce9") cannot be stored
+                when = (float(stamp) if isinstance(stamp, int | float) else
+                        parse_timestamp(str(stamp)))
+                reading = math.nan if value is None else float(value)
+            # OverflowError: an integer beyond float; RecursionError: nesting json cannot parse
+            except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
                 raise CheckpointError(f"{path}:{line_no}: expected "
                                       f'{{"stream", "ts", "value"}}: {exc}') from exc
+            names.append(name)
+            ts.append(when)
+            values.append(reading)
             if len(names) == chunk:
                 yield names, np.array(ts), np.array(values)
                 names, ts, values = [], [], []
+    if not seen:
+        raise CheckpointError(f"{path}: empty file (expected JSON lines "
+                              f'{{"stream", "ts", "value"}})')
     if names:
         yield names, np.array(ts), np.array(values)
 
@@ -491,6 +519,7 @@ class TrainResult:
     readings: int  # history readings learned
     trained: list[str]  # streams added or replaced
     streams: int  # streams in the new checkpoint
+    skipped: int = 0  # history values not learned: missing (empty, null) or not finite
 
 
 def train(pipeline: Any, storage: Any, sources: list[Any], stream: str | None,
@@ -513,15 +542,17 @@ def train(pipeline: Any, storage: Any, sources: list[Any], stream: str | None,
 
     from edge_ml.pipeline import Pipeline, replay_csv
 
+    skipped = 0
     for source in sources:
         path = Path(source)
         if path.suffix.lower() in (".jsonl", ".ndjson"):
             for names, ts, values in _jsonl_chunks(path):
                 ok = np.isfinite(values)
+                skipped += int((~ok).sum())
                 pipeline.process_readings([n for n, k in zip(names, ok, strict=True) if k],
                                           ts[ok], values[ok])
         else:
-            replay_csv(pipeline, path, None, stream)
+            skipped += replay_csv(pipeline, path, None, stream).skipped
     fleet = Pipeline(pipeline.config)
     base_id = resume(fleet, storage, reject=False)
     trained = fleet.graft(pipeline.export_state())
@@ -532,4 +563,4 @@ def train(pipeline: Any, storage: Any, sources: list[Any], stream: str | None,
     checkpoint_id = storage.save_checkpoint(encoded.blob, encoded.header, "train",
                                             encoded.checksum, retention)
     return TrainResult(int(checkpoint_id), base_id, pipeline.readings_total, trained,
-                       len(fleet.streams))
+                       len(fleet.streams), skipped)

@@ -226,7 +226,7 @@ def replay(source: str, config_path: str | None, out: str | None) -> None:
     # passes over them (while they are built, during the replay, and the interpreter's last
     # full collection at exit) free nothing and cost ~0.3 s: off until they are frozen.
     gc.disable()
-    from edge_ml.errors import ReplayError
+    from edge_ml.errors import ReplayError, ReplayOutputError
     from edge_ml.kernels import prepare as prepare_kernels
     from edge_ml.pipeline import Pipeline, replay_csv, replay_tree
 
@@ -250,6 +250,8 @@ def replay(source: str, config_path: str | None, out: str | None) -> None:
             return
         target = Path(out) if out else Path("/dev/stdout")
         summary = replay_csv(Pipeline(cfg), Path(source), target)
+    except ReplayOutputError as exc:  # a path to fix: a usage error, as for --db
+        raise UsageError(f"--out: {exc}" if out else str(exc)) from exc
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from exc
     seconds = time.perf_counter() - started
@@ -314,8 +316,11 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
         raise click.ClickException(str(exc)) from exc
     base = (f"the other {result.streams - len(result.trained)} from checkpoint "
             f"{result.base_id}" if result.base_id is not None else "no earlier checkpoint")
+    skipped = (f"; {result.skipped} missing or non-finite values skipped"
+               if result.skipped else "")
     click.echo(f"checkpoint {result.checkpoint_id}: {result.readings} readings, "
-               f"{len(result.trained)} streams trained ({base}); {result.streams} streams in all")
+               f"{len(result.trained)} streams trained ({base}); {result.streams} streams in all"
+               f"{skipped}")
     click.echo(_takes_effect(cfg))
 
 
@@ -384,7 +389,15 @@ def checkpoints_export(checkpoint_id: int, target: str, db: str | None,
         blob = _open(db, config_path).checkpoint_payload(checkpoint_id)
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
-    Path(target).write_bytes(blob)
+    try:
+        handle = open(target, "wb")  # noqa: SIM115 (a failed open is a usage error, exit 2)
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot write: {exc.strerror or exc}") from exc
+    try:
+        with handle:
+            handle.write(blob)
+    except OSError as exc:  # disk full: a runtime failure
+        raise click.ClickException(f"{target}: cannot write: {exc.strerror or exc}") from exc
     click.echo(f"checkpoint {checkpoint_id}: {len(blob)} bytes to {target}")
 
 
@@ -398,8 +411,11 @@ def checkpoints_import(source: str, db: str | None, config_path: str | None) -> 
 
     cfg = _config(config_path)
     try:
-        checkpoint_id = import_blob(_open(db, config_path), Path(source).read_bytes(),
-                                    cfg.storage.retention)
+        blob = Path(source).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        checkpoint_id = import_blob(_open(db, config_path), blob, cfg.storage.retention)
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"imported as checkpoint {checkpoint_id}: {_takes_effect(cfg)}")

@@ -36,7 +36,12 @@ class CheckpointError(EdgeMLError):
 
 
 class ReplayError(EdgeMLError):
-    """A replay input file cannot be read."""
+    """A replay input file cannot be read, or its output cannot be written."""
+
+
+class ReplayOutputError(ReplayError):
+    """Replay's output path cannot be used (no such folder, a folder where a file must be, no
+    permission, the input itself): an argument to fix (``--out``), not a failure midway."""
 
 
 class MqttError(EdgeMLError):

@@ -7,6 +7,7 @@ micro-batch at a time; only rejects and alert events are Python objects.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -18,7 +19,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from edge_ml.alerts import AlertTracker
 from edge_ml.config import Config
 from edge_ml.decode import STREAM_LIMIT, decode_batch
 from edge_ml.drift import DriftMonitor, DriftParams
-from edge_ml.errors import CheckpointError, ReplayError
+from edge_ml.errors import CheckpointError, ReplayError, ReplayOutputError
 from edge_ml.features import FeatureState
 from edge_ml.kernels import prepare as prepare_kernels
 from edge_ml.kernels.alerting import OPENED
@@ -512,17 +513,51 @@ class _Chunk:
         return self.stamps
 
 
-def _read_header(path: Path) -> tuple[list[str], int]:
-    """The value column names and the byte length of the header line."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        line = handle.readline()
+# Excel's "CSV UTF-8" (and other Windows tools) start the file with a byte order mark: it is
+# taken as part of the header line (its bytes are skipped with it), not as part of a name.
+BOM = "\ufeff"
+
+
+def _utf8_size(path: Path, first_line: int, lines: list[str]) -> int:
+    """The UTF-8 byte length of ``lines`` (read with ``errors="surrogateescape"``).
+
+    Bytes that are not UTF-8 came in as lone surrogates: ReplayError naming the first line
+    (``first_line`` is the file line of ``lines[0]``) and the byte, instead of a
+    ``UnicodeDecodeError``. The whole file is refused rather than the line skipped: such a
+    byte means the file is in another encoding (Latin-1, Windows-1252), not one bad reading.
+    """
+    try:
+        return len("".join(lines).encode("utf-8"))
+    except UnicodeEncodeError:
+        pass
+    for i, line in enumerate(lines):
         try:
-            header = next(csv.reader([line]))
-        except StopIteration:
-            raise ReplayError(f"{path}: empty file") from None
+            line.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            before = line[:exc.start].encode("utf-8", "surrogateescape")
+            byte = line[exc.start].encode("utf-8", "surrogateescape")
+            raise ReplayError(f"{path}:{first_line + i}: not UTF-8 text (byte 0x{byte.hex()} "
+                              f"at column {len(before) + 1}); save the file as UTF-8") from None
+    raise AssertionError("unreachable: the joined lines did not encode")
+
+
+def _read_header(path: Path) -> tuple[list[str], int]:
+    """The value column names and the byte length of the header line (a BOM included)."""
+    try:
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            line = handle.readline()
+    except OSError as exc:
+        raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if not line:
+        raise ReplayError(f"{path}: empty file (expected a header 'timestamp,value[,...]')")
+    size = _utf8_size(path, 1, [line])
+    try:
+        header = next(csv.reader([line.removeprefix(BOM)]), [])
+    except csv.Error as exc:
+        raise ReplayError(f"{path}:1: {exc}") from exc
     if len(header) < 2 or header[0].strip().lower() not in ("timestamp", "ts", "time"):
         raise ReplayError(f"{path}: expected a header 'timestamp,value[,...]', got {header}")
-    return [c.strip() for c in header[1:]], len(line.encode("utf-8"))
+    return [c.strip() for c in header[1:]], size
 
 
 def _text_chunk(path: Path, lines: list[str], width: int, line_no: int) -> _Chunk | None:
@@ -533,10 +568,18 @@ def _text_chunk(path: Path, lines: list[str], width: int, line_no: int) -> _Chun
     the same fields.
     """
     first_line = line_no + 1
-    line_no += len(lines)
     text = "".join(lines)
+
+    def line_of(row: int) -> int:  # the file line of a row (blank lines are not rows)
+        nonblank = [i for i, line in enumerate(lines) if line.strip("\r\n")]
+        return first_line + nonblank[row]
+
     if '"' in text or "\r" in text.replace("\r\n", "\n"):
-        rows = [row for row in csv.reader(lines) if row]
+        try:
+            rows = [row for row in csv.reader(lines) if row]
+        except csv.Error as exc:  # a field beyond csv's size limit (an unclosed quote)
+            raise ReplayError(f"{path} (lines {first_line}-{line_no + len(lines)}): "
+                              f"{exc}") from exc
         bad = next((i for i, row in enumerate(rows) if len(row) != width), None)
     else:
         rows_text = list(filter(None, text.replace("\r\n", "\n").split("\n")))
@@ -546,8 +589,7 @@ def _text_chunk(path: Path, lines: list[str], width: int, line_no: int) -> _Chun
             bad = next(i for i, line in enumerate(rows_text)
                        if line.count(",") != width - 1)
     if bad is not None:
-        nonblank = [i for i, line in enumerate(lines) if line.strip("\r\n")]
-        raise ReplayError(f"{path}:{first_line + nonblank[bad]}: expected {width} fields")
+        raise ReplayError(f"{path}:{line_of(bad)}: expected {width} fields")
     if rows is None:
         if not rows_text:  # blank lines only (",".join([]) would give one empty row)
             return None
@@ -559,21 +601,30 @@ def _text_chunk(path: Path, lines: list[str], width: int, line_no: int) -> _Chun
         values_text = [[row[i] for row in rows] for i in range(1, width)]
     if not stamps:
         return None
-    ts, values = _convert(path, line_no, stamps, values_text)
+    ts, values = _convert(path, line_of, stamps, values_text)
     return _Chunk(ts, values, stamps=stamps)
 
 
 REPLAY_READ_BYTES = 1 << 22
 
 
-def _read_blocks(path: Path) -> Iterator[tuple[list[str], _Chunk]]:
+def _read_blocks(path: Path, header: tuple[list[str], int] | None = None,
+                 ) -> Iterator[tuple[list[str], _Chunk]]:
     """``(value column names, chunk)`` per chunk of ``REPLAY_CHUNK`` lines.
 
     The bytes go through :func:`edge_ml.kernels.csvio.parse_rows`; a chunk it refuses is read
     again by :func:`_text_chunk`, which gives the same numbers where both apply (and the
-    errors, with their line numbers, everywhere else).
+    errors, with their line numbers, everywhere else). ``header``: what :func:`_read_header`
+    gave, when the caller has read it already. A file that cannot be read raises ReplayError.
     """
-    columns, offset = _read_header(path)
+    try:
+        yield from _blocks(path, header or _read_header(path))
+    except OSError as exc:
+        raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _blocks(path: Path, header: tuple[list[str], int]) -> Iterator[tuple[list[str], _Chunk]]:
+    columns, offset = header
     width = len(columns) + 1
     ts = np.empty(REPLAY_CHUNK, dtype=np.float64)
     values = np.empty((REPLAY_CHUNK, width - 1), dtype=np.float64)
@@ -598,16 +649,20 @@ def _read_blocks(path: Path) -> Iterator[tuple[list[str], _Chunk]]:
                 continue
             if status == REFUSED:
                 raw.seek(base + pos)
-                text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+                # surrogateescape: a byte that is not UTF-8 is reported with its line by
+                # _utf8_size, not as a UnicodeDecodeError somewhere in the chunk.
+                text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape",
+                                        newline="")
                 text_lines = list(itertools.islice(text, REPLAY_CHUNK))
                 text.detach()
                 if not text_lines:
                     return
+                size = _utf8_size(path, line_no + 1, text_lines)
                 chunk = _text_chunk(path, text_lines, width, line_no)
                 line_no += len(text_lines)
                 if chunk is not None:
                     yield columns, chunk
-                base += pos + len("".join(text_lines).encode("utf-8"))
+                base += pos + size
                 raw.seek(base)
                 buffer = raw.read(REPLAY_READ_BYTES)
                 at_eof = not buffer
@@ -655,13 +710,48 @@ def _parse_timestamps(stamps: list[str]) -> np.ndarray:
     return np.array([parse_timestamp(s) for s in stamps], dtype=np.float64)
 
 
-def _convert(path: Path, line_no: int, stamps: list[str],
+def _shown(text: str, limit: int = 40) -> str:
+    """``repr`` of a field for an error message, cut short."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def _convert(path: Path, line_of: Callable[[int], int], stamps: list[str],
              values_text: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps and values ``[rows, columns]`` of a chunk's texts.
+
+    An empty value field (``2024-01-01 00:00:00,``, or blanks only) is a missing reading: NaN,
+    so replay skips and counts it as it does ``nan`` (a gap in a series, which the daemon would
+    not receive at all), and the good rows and columns around it are scored. Any other text
+    that is not a number, and a timestamp that cannot be read, raise ReplayError naming the
+    file line (``line_of(row)``).
+    """
     try:
         ts = _parse_timestamps(stamps)
-        values = np.array(values_text, dtype=np.float64).T.copy()
     except ValueError as exc:
-        raise ReplayError(f"{path} (near line {line_no}): {exc}") from exc
+        for row, stamp in enumerate(stamps):
+            try:
+                parse_timestamp(stamp)
+            except ValueError as bad:
+                raise ReplayError(f"{path}:{line_of(row)}: timestamp {_shown(stamp)} is "
+                                  f"neither epoch seconds nor ISO 8601 ({str(bad)[:80]})") from None
+        raise ReplayError(f"{path} (lines {line_of(0)}-{line_of(len(stamps) - 1)}): "
+                          f"{exc}") from exc
+    try:
+        values = np.array(values_text, dtype=np.float64).T.copy()
+    except ValueError:
+        values_text = [[text if text.strip() else "nan" for text in column]
+                       for column in values_text]
+        try:
+            values = np.array(values_text, dtype=np.float64).T.copy()
+        except ValueError:
+            for column, texts in enumerate(values_text, start=2):
+                for row, text in enumerate(texts):
+                    try:
+                        np.array([text], dtype=np.float64)
+                    except ValueError:
+                        raise ReplayError(f"{path}:{line_of(row)}: field {column}: "
+                                          f"{_shown(text)} is not a number") from None
+            raise
     return ts, values
 
 
@@ -812,6 +902,22 @@ class ReplaySummary:
     seconds: float
 
 
+def _open_output(source: Path, out: Path) -> Any:
+    """``out`` opened for writing; ReplayOutputError if it cannot be, or if it is ``source``
+    (opening it would empty the input before a line of it is read)."""
+    try:
+        same = out.exists() and out.samefile(source)
+    except OSError:
+        same = False
+    if same:
+        raise ReplayOutputError(f"{out}: is the input file {source}; write the output "
+                                "elsewhere")
+    try:
+        return out.open("wb")
+    except OSError as exc:
+        raise ReplayOutputError(f"{out}: cannot write: {exc.strerror or exc}") from exc
+
+
 def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
                stream_prefix: str | None = None) -> ReplaySummary:
     """Run a CSV through the pipeline; write ``timestamp,value,anomaly_score,alert`` per row.
@@ -819,18 +925,25 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
     Each value column is a stream (``<name>`` for a single column, ``<name>/<column>`` for
     several, where ``<name>`` is the file's stem). A row's score is the highest level of its
     columns and ``alert`` is 1 on the row where an alert opens on any of them. Non-finite
-    values are skipped (scored 0, counted), as the daemon would reject them.
+    values and empty value fields are skipped (scored 0, counted; written as an empty value),
+    as the daemon would reject them.
+
+    The input is UTF-8; a byte order mark before the header is skipped (the output's header is
+    always ``timestamp,value,anomaly_score,alert``, without one). A header that cannot be read
+    fails before ``out`` is created. Raises ReplayError (the file and line named), and
+    ReplayOutputError for an ``out`` that cannot be opened.
     """
     started = time.perf_counter()
     name = stream_prefix or source.stem
-    handle = out.open("wb") if out else None
+    header = _read_header(source)
+    handle = _open_output(source, out) if out else None
     writer = None
     rows = readings = alerts = skipped = 0
     try:
         if handle:
             handle.write(b"timestamp,value,anomaly_score,alert\r\n")  # as csv.writer does
             writer = _Behind(lambda item: handle.write(_chunk_output(*item)))
-        for columns, chunk in _ahead(_read_blocks(source)):
+        for columns, chunk in _ahead(_read_blocks(source, header)):
             ts, values = chunk.ts, chunk.values
             n_rows, n_cols = values.shape
             streams = [name] if n_cols == 1 else [f"{name}/{c}" for c in columns]
@@ -861,11 +974,18 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
                 writer.put((chunk, row_score, row_alert))
         if writer:
             writer.close()
+        if handle:
+            handle.close()  # its last flush may fail too
+    except OSError as exc:  # reading errors are ReplayErrors already: writing the output
+        if out is None:
+            raise
+        raise ReplayError(f"{out}: cannot write: {exc.strerror or exc}") from exc
     finally:
         if writer:
             writer.close(raise_error=False)
         if handle:
-            handle.close()
+            with contextlib.suppress(OSError):  # the error on its way says more
+                handle.close()
     return ReplaySummary(rows, readings, alerts, skipped, time.perf_counter() - started)
 
 
@@ -873,6 +993,7 @@ def replay_tree(config: Config, source: Path, out: Path) -> list[tuple[Path, Rep
     """Replay every ``*.csv`` under ``source`` into the same relative path under ``out``.
 
     Each file gets a fresh pipeline: files are independent series, not streams of one gateway.
+    A folder under ``out`` that cannot be created raises ReplayOutputError.
     """
     files = sorted(p for p in source.rglob("*.csv") if p.is_file())
     if not files:
@@ -880,6 +1001,10 @@ def replay_tree(config: Config, source: Path, out: Path) -> list[tuple[Path, Rep
     results = []
     for path in files:
         target = out / path.relative_to(source)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ReplayOutputError(f"{target.parent}: cannot create the folder: "
+                                    f"{exc.strerror or exc}") from exc
         results.append((path, replay_csv(Pipeline(config), path, target)))
     return results

@@ -78,3 +78,20 @@ def test_every_command_in_the_readme_exists() -> None:
     for command in sorted(documented):
         result = edge_ml(*command.split(), "--help")
         assert result.returncode == 0, f"edge-ml {command}: {result.stderr}"
+
+
+def test_export_to_a_path_that_cannot_be_written_names_it(tmp_path: Path) -> None:
+    from edge_ml.checkpoint import train
+    from edge_ml.config import parse_config
+    from edge_ml.pipeline import Pipeline
+    from edge_ml.storage import Storage
+
+    db = tmp_path / "state.db"
+    history = tmp_path / "boiler.csv"
+    history.write_text("timestamp,value\n" + "".join(f"{i},{i % 5}\n" for i in range(50)))
+    checkpoint_id = train(Pipeline(parse_config({})), Storage(str(db)), [history], None,
+                          5).checkpoint_id
+    target = tmp_path / "no" / "such" / "cp.bin"
+    result = edge_ml("checkpoints", "export", str(checkpoint_id), str(target), "--db", str(db))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{target}: cannot write: No such file or directory" in result.stderr

@@ -120,14 +120,15 @@ VALUES = st.one_of(
     st.floats(-1e4, 1e4).map(lambda v: f"{v:.5f}"),
     st.integers(-1000, 1000).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["0", "-0.0", "1.50", '"2.5"', "nan", " 3"]),
+    st.sampled_from(["0", "-0.0", "1.50", '"2.5"', "nan", " 3", "", " ", '""']),
 )
 
 
 @st.composite
 def csv_files(draw: st.DrawFn) -> str:
     n_cols = draw(st.integers(1, 3))
-    lines = ["timestamp," + ",".join(f"c{i}" for i in range(n_cols))]
+    bom = "\ufeff" if draw(st.integers(0, 5)) == 0 else ""  # Excel's "CSV UTF-8"
+    lines = [bom + "timestamp," + ",".join(f"c{i}" for i in range(n_cols))]
     mixed = draw(st.booleans())
     fmt = draw(st.sampled_from(STAMPS[:4]))
     for i in range(draw(st.integers(0, 60))):
@@ -216,7 +217,8 @@ def test_errors_of_the_reader_and_writer_threads_reach_the_caller(
     source.write_text("timestamp,value\n" + "".join(
         f"2024-01-01 00:{i // 60:02d}:{i % 60:02d},{i}\n" for i in range(3000)))
     before = threading.active_count()
-    with pytest.raises(OSError):  # no space left on /dev/full, found by the writer thread
+    # No space left on /dev/full, found by the writer thread: a ReplayError naming the output.
+    with pytest.raises(pipeline_module.ReplayError, match=r"/dev/full: cannot write"):
         replay_csv(Pipeline(parse_config(CONFIG)), source, Path("/dev/full"))
     source.write_text(source.read_text() + "2024-01-01 01:00:00,1,2\n")
     with pytest.raises(pipeline_module.ReplayError, match=r"series.csv:3002: expected 2 fields"):

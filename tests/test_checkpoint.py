@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 import zlib
 
 import msgpack
 import numpy as np
 import pytest
 
+import edge_ml.checkpoint as checkpoint_module
 from edge_ml.checkpoint import MAGIC, SCHEMA_VERSION, Checkpointer, decode, encode, resume
 from edge_ml.config import parse_config
 from edge_ml.errors import CheckpointError
@@ -211,3 +213,33 @@ def test_config_change_of_alert_settings_still_resumes() -> None:
     q = Pipeline(config)
     q.restore_state(decode(blob, q.compatibility()))
     assert q.readings_total == 300
+
+
+def _background_checkpoint(saver: Checkpointer) -> int | None:
+    before = saver.last_saved_id
+    saver.request()
+    saver.tick()  # snapshot here, encoding on a helper thread
+    for _ in range(500):
+        saver.tick()
+        if saver.last_saved_id != before:
+            return saver.last_saved_id
+        time.sleep(0.01)
+    return None
+
+
+@pytest.mark.parametrize(("keep_bytes", "kept"), [(1 << 30, True), (1024, False)])
+def test_snapshot_buffers_are_kept_only_while_small(monkeypatch: pytest.MonkeyPatch,
+                                                    keep_bytes: int, kept: bool) -> None:
+    # Kept, they make the next checkpoint's copy cheap; but they are a second copy of every
+    # stream's state, which a gateway with many streams cannot spare between checkpoints.
+    monkeypatch.setattr(checkpoint_module, "POOL_KEEP_BYTES", keep_bytes)
+    storage = Storage(":memory:")
+    p = _pipeline(storage)
+    p.process_readings(*_readings(300))
+    saver = Checkpointer(p, interval_s=3600, retention=3)
+    assert _background_checkpoint(saver) is not None
+    assert bool(saver._pool) is kept
+    p.process_readings(*_readings(100, start=300.0))
+    last = _background_checkpoint(saver)  # the next one works either way
+    assert last is not None
+    assert resume(_pipeline(storage)) == last

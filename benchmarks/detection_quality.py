@@ -1,7 +1,7 @@
 """Detection quality of the shipped defaults: NAB subset (three profiles) and river's Shuttle.
 
 NAB: every CSV under ``--nab DIR/data`` is replayed through the product's own pipeline
-(``edge_ml.pipeline.replay_tree``, the code behind ``edge-ml replay``) with the default config,
+(``edge_ml.replay.replay_tree``, the code behind ``edge-ml replay``) with the default config,
 then scored by ``edge_ml.evaluate`` against ``DIR/labels/combined_windows.json``: the score at
 the best single corpus threshold (NAB's protocol) and the score of the pipeline's own alert
 decisions (no threshold tuned on the answers).
@@ -37,7 +37,8 @@ from edge_ml.features import FeatureState
 from edge_ml.kernels.window import ALPHA_SD, DEV_MULT, N_FEATURES, SQUASH
 from edge_ml.model.detector import make_detector
 from edge_ml.model.forest import ForestState, TreeStructure
-from edge_ml.pipeline import model_params, replay_tree
+from edge_ml.pipeline import model_params
+from edge_ml.replay import replay_tree
 
 
 def nab(nab_dir: Path) -> None:

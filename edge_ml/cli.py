@@ -60,7 +60,7 @@ def _since(text: str | None) -> float | None:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
         return time.time() - float(text[:-1]) * units[text[-1]]
-    from edge_ml.pipeline import parse_timestamp
+    from edge_ml.replay import parse_timestamp
 
     try:
         return parse_timestamp(text)
@@ -228,7 +228,8 @@ def replay(source: str, config_path: str | None, out: str | None) -> None:
     gc.disable()
     from edge_ml.errors import ReplayError, ReplayOutputError
     from edge_ml.kernels import prepare as prepare_kernels
-    from edge_ml.pipeline import Pipeline, replay_csv, replay_tree
+    from edge_ml.pipeline import Pipeline
+    from edge_ml.replay import replay_csv, replay_tree
 
     cfg = _config(config_path)
     # The rates below count everything from building the pipeline (Numba's setup, loading the
@@ -299,9 +300,9 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
     checkpoint_interval_s), at once on SIGHUP (systemctl reload edge-ml), or at its next
     start; what it learned after its newest checkpoint is not kept.
     """
-    from edge_ml.checkpoint import train as train_history
     from edge_ml.pipeline import Pipeline
     from edge_ml.storage import Storage
+    from edge_ml.train import train as train_history
 
     cfg = _config(config_path)
     pipeline = Pipeline(cfg)

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_ml.checkpoint import Checkpointer, decode, encode, train
+from edge_ml.checkpoint import Checkpointer, decode, encode
 from edge_ml.config import parse_config
 from edge_ml.pipeline import Pipeline
 from edge_ml.publish import AlertPublisher
 from edge_ml.storage import Storage
+from edge_ml.train import train
 
 CONFIG = {"model": {"n_trees": 5, "height": 6, "window_size": 50, "warmup": 20}}
 STREAM = "sensors/a"
@@ -249,7 +250,7 @@ def test_train_adds_or_replaces_one_stream_and_keeps_the_fleet(tmp_path: Path,
     _assert_same_stream(new, base, "s6/u")
 
     alone = Pipeline(parse_config(CONFIG))  # the trained stream as a fresh pipeline learns it
-    from edge_ml.pipeline import replay_csv
+    from edge_ml.replay import replay_csv
 
     replay_csv(alone, history, None, trained)
     alone.alerts.close(0)  # history alerts are not live ones

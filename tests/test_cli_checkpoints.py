@@ -81,10 +81,10 @@ def test_every_command_in_the_readme_exists() -> None:
 
 
 def test_export_to_a_path_that_cannot_be_written_names_it(tmp_path: Path) -> None:
-    from edge_ml.checkpoint import train
     from edge_ml.config import parse_config
     from edge_ml.pipeline import Pipeline
     from edge_ml.storage import Storage
+    from edge_ml.train import train
 
     db = tmp_path / "state.db"
     history = tmp_path / "boiler.csv"

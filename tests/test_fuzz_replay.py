@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_ml.errors import ReplayError
-from edge_ml.pipeline import _output_rows, _read_chunks, parse_timestamp
+from edge_ml.replay import _output_rows, _read_chunks, parse_timestamp
 
 
 def _reference(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_ml.config import parse_config
-from edge_ml.pipeline import Pipeline, replay_csv
+from edge_ml.pipeline import Pipeline
+from edge_ml.replay import replay_csv
 
 
 def _write_series(path: Path, values: np.ndarray, extra: np.ndarray | None = None) -> None:

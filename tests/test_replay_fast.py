@@ -16,10 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_ml import pipeline as pipeline_module
+from edge_ml import replay as replay_module
 from edge_ml.config import parse_config
 from edge_ml.kernels import csvio
-from edge_ml.pipeline import Pipeline, parse_timestamp, replay_csv
+from edge_ml.pipeline import Pipeline
+from edge_ml.replay import parse_timestamp, replay_csv
 
 CONFIG = {"model": {"n_trees": 5, "height": 4, "window_size": 10, "warmup": 5,
                     "drift_block": 3, "drift_min_blocks": 2},
@@ -38,7 +39,7 @@ def _parse_one(line: str, columns: int = 1) -> tuple[int, np.ndarray, np.ndarray
 def _python_replay(monkeypatch: pytest.MonkeyPatch, source: Path, out: Path) -> None:
     """replay_csv with every chunk refused by the kernel: the Python reader and writer."""
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline_module, "parse_rows",
+        patch.setattr(replay_module, "parse_rows",
                       lambda data, start, *_: (csvio.REFUSED, start, 0, 0))
         replay_csv(Pipeline(parse_config(CONFIG)), source, out)
 
@@ -151,8 +152,8 @@ def test_replay_output_matches_the_python_path(tmp_path_factory: pytest.TempPath
     source = folder / "in.csv"
     source.write_bytes(text.encode())
     # Small chunks and reads: chunk boundaries, refills and refused chunks between taken ones.
-    monkeypatch.setattr(pipeline_module, "REPLAY_CHUNK", 7)
-    monkeypatch.setattr(pipeline_module, "REPLAY_READ_BYTES", 61)
+    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 7)
+    monkeypatch.setattr(replay_module, "REPLAY_READ_BYTES", 61)
     fast, slow = folder / "fast.csv", folder / "slow.csv"
     replay_csv(Pipeline(parse_config(CONFIG)), source, fast)
     _python_replay(monkeypatch, source, slow)
@@ -161,18 +162,18 @@ def test_replay_output_matches_the_python_path(tmp_path_factory: pytest.TempPath
 
 def test_errors_name_the_same_line_after_kernel_chunks(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline_module, "REPLAY_CHUNK", 4)
+    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 4)
     source = tmp_path / "bad.csv"
     rows = [f"2024-01-01 00:00:{i:02d},{i}" for i in range(12)]
     rows[9] = "2024-01-01 00:00:09"
     source.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
-    with pytest.raises(pipeline_module.ReplayError, match=r"bad.csv:11: expected 2 fields"):
+    with pytest.raises(replay_module.ReplayError, match=r"bad.csv:11: expected 2 fields"):
         replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "out.csv")
 
 
 def test_a_chunk_of_blank_lines_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Python reader used to turn a chunk of nothing but blank lines into one empty row."""
-    monkeypatch.setattr(pipeline_module, "REPLAY_CHUNK", 3)
+    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 3)
     source = tmp_path / "blank.csv"
     source.write_text("timestamp,value\n1,2\n3,4\n5,6\n\n\n")
     _python_replay(monkeypatch, source, tmp_path / "slow.csv")
@@ -185,15 +186,15 @@ def test_whole_files_stay_on_the_kernel_path_across_reads(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A read that ends inside a line asks for more bytes; it never refuses the chunk."""
     statuses: list[int] = []
-    parse = pipeline_module.parse_rows
+    parse = replay_module.parse_rows
 
     def counting(*args):  # type: ignore[no-untyped-def]
         result = parse(*args)
         statuses.append(int(result[0]))
         return result
 
-    monkeypatch.setattr(pipeline_module, "parse_rows", counting)
-    monkeypatch.setattr(pipeline_module, "REPLAY_CHUNK", 5)
+    monkeypatch.setattr(replay_module, "parse_rows", counting)
+    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 5)
     for newline in ("\n", "\r\n"):
         rows = [f"2024-01-01 00:{i // 60:02d}:{i % 60:02d},{i * 0.25 - 3:.2f},{i}"
                 for i in range(90)]
@@ -202,7 +203,7 @@ def test_whole_files_stay_on_the_kernel_path_across_reads(tmp_path: Path,
         source = tmp_path / "whole.csv"
         source.write_text("timestamp,a,b\n" + newline.join(rows) + newline, newline="")
         for read_bytes in (1, 7, 29, 64, 1 << 20):
-            monkeypatch.setattr(pipeline_module, "REPLAY_READ_BYTES", read_bytes)
+            monkeypatch.setattr(replay_module, "REPLAY_READ_BYTES", read_bytes)
             statuses.clear()
             replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "out.csv")
             assert csvio.REFUSED not in statuses and csvio.OK in statuses
@@ -212,15 +213,15 @@ def test_errors_of_the_reader_and_writer_threads_reach_the_caller(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    monkeypatch.setattr(pipeline_module, "REPLAY_CHUNK", 50)
+    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 50)
     source = tmp_path / "series.csv"
     source.write_text("timestamp,value\n" + "".join(
         f"2024-01-01 00:{i // 60:02d}:{i % 60:02d},{i}\n" for i in range(3000)))
     before = threading.active_count()
     # No space left on /dev/full, found by the writer thread: a ReplayError naming the output.
-    with pytest.raises(pipeline_module.ReplayError, match=r"/dev/full: cannot write"):
+    with pytest.raises(replay_module.ReplayError, match=r"/dev/full: cannot write"):
         replay_csv(Pipeline(parse_config(CONFIG)), source, Path("/dev/full"))
     source.write_text(source.read_text() + "2024-01-01 01:00:00,1,2\n")
-    with pytest.raises(pipeline_module.ReplayError, match=r"series.csv:3002: expected 2 fields"):
+    with pytest.raises(replay_module.ReplayError, match=r"series.csv:3002: expected 2 fields"):
         replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "out.csv")
     assert threading.active_count() == before

@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_ml import pipeline as pipeline_module
-from edge_ml.checkpoint import _jsonl_chunks
-from edge_ml.checkpoint import train as train_history
+from edge_ml import replay as replay_module
 from edge_ml.config import parse_config
 from edge_ml.errors import CheckpointError, ReplayError, ReplayOutputError
 from edge_ml.kernels import csvio
-from edge_ml.pipeline import Pipeline, replay_csv, replay_tree
+from edge_ml.pipeline import Pipeline
+from edge_ml.replay import replay_csv, replay_tree
 from edge_ml.storage import Storage
+from edge_ml.train import _jsonl_chunks
+from edge_ml.train import train as train_history
 
 CONFIG = {"model": {"n_trees": 5, "height": 4, "window_size": 10, "warmup": 5,
                     "drift_block": 3, "drift_min_blocks": 2},
@@ -41,12 +42,12 @@ def _run_all(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
 
 
 def _replay_both_paths(monkeypatch: pytest.MonkeyPatch, source: Path,
-                       folder: Path) -> tuple[bytes, pipeline_module.ReplaySummary]:
+                       folder: Path) -> tuple[bytes, replay_module.ReplaySummary]:
     """Replay output of the kernel path, checked equal to the Python reader's."""
     fast, slow = folder / f"{source.stem}.fast", folder / f"{source.stem}.slow"
     summary = replay_csv(Pipeline(parse_config(CONFIG)), source, fast)
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline_module, "parse_rows",
+        patch.setattr(replay_module, "parse_rows",
                       lambda data, start, *_: (csvio.REFUSED, start, 0, 0))
         python = replay_csv(Pipeline(parse_config(CONFIG)), source, slow)
     assert fast.read_bytes() == slow.read_bytes()
@@ -98,7 +99,7 @@ def test_cli_bad_input_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_a_byte_that_is_not_utf8_is_named_with_its_line_in_any_chunk(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline_module, "REPLAY_CHUNK", 4)
+    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 4)
     rows = _rows(20)
     rows[13] = "2024-01-01 00:00:13,caf\xe9"  # file line 15, in the fourth chunk
     source = tmp_path / "latin.csv"

@@ -14,6 +14,7 @@ import io
 import itertools
 import math
 import operator
+import os
 import queue
 import threading
 import time
@@ -461,9 +462,15 @@ class ReplaySummary:
     seconds: float
 
 
-def _open_output(source: Path, out: Path) -> Any:
-    """``out`` opened for writing; ReplayOutputError if it cannot be, or if it is ``source``
-    (opening it would empty the input before a line of it is read)."""
+def _open_output(source: Path, out: Path) -> tuple[Any, Path | None]:
+    """A handle to write ``out`` through, and the partial file behind it (None: ``out`` itself).
+
+    A regular file is written as ``.<name>.<pid>.part`` beside it and renamed over ``out`` only
+    once complete: a replay that fails halfway leaves no truncated output to be mistaken for a
+    whole one, and an older output stays as it was. A device or pipe (``/dev/stdout``) is
+    written directly. ReplayOutputError if ``out`` cannot be written, or is ``source`` (that
+    would empty the input before a line of it is read).
+    """
     try:
         same = out.exists() and out.samefile(source)
     except OSError:
@@ -471,8 +478,12 @@ def _open_output(source: Path, out: Path) -> Any:
     if same:
         raise ReplayOutputError(f"{out}: is the input file {source}; write the output "
                                 "elsewhere")
+    if out.is_dir():
+        raise ReplayOutputError(f"{out}: cannot write: Is a directory")
+    partial = None if out.exists() and not out.is_file() else out.with_name(
+        f".{out.name}.{os.getpid()}.part")
     try:
-        return out.open("wb")
+        return (partial or out).open("wb"), partial
     except OSError as exc:
         raise ReplayOutputError(f"{out}: cannot write: {exc.strerror or exc}") from exc
 
@@ -495,7 +506,7 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
     started = time.perf_counter()
     name = stream_prefix or source.stem
     header = _read_header(source)
-    handle = _open_output(source, out) if out else None
+    handle, partial = _open_output(source, out) if out else (None, None)
     writer = None
     rows = readings = alerts = skipped = 0
     try:
@@ -535,6 +546,9 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
             writer.close()
         if handle:
             handle.close()  # its last flush may fail too
+        if partial is not None and out is not None:
+            os.replace(partial, out)
+            partial = None
     except OSError as exc:  # reading errors are ReplayErrors already: writing the output
         if out is None:
             raise
@@ -545,6 +559,8 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
         if handle:
             with contextlib.suppress(OSError):  # the error on its way says more
                 handle.close()
+        if partial is not None:  # failed: no half-written output
+            partial.unlink(missing_ok=True)
     return ReplaySummary(rows, readings, alerts, skipped, time.perf_counter() - started)
 
 

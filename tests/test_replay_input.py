@@ -192,6 +192,26 @@ def test_output_that_cannot_be_written_is_named_and_the_input_kept(tmp_path: Pat
     assert not (tmp_path / "out.csv").exists()
 
 
+def test_a_replay_that_fails_halfway_leaves_no_partial_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 10)  # several chunks are written first
+    source = tmp_path / "series.csv"
+    source.write_text("timestamp,value\n" + "\n".join(_rows(60)) + "\n1,2,3\n")
+    out = tmp_path / "out.csv"
+    with pytest.raises(ReplayError, match=r"series.csv:62: expected 2 fields"):
+        replay_csv(Pipeline(parse_config(CONFIG)), source, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series.csv"]  # no out, no .part
+    out.write_text("an earlier, complete output\n")
+    with pytest.raises(ReplayError):
+        replay_csv(Pipeline(parse_config(CONFIG)), source, out)
+    assert out.read_text() == "an earlier, complete output\n"  # kept as it was
+    good = tmp_path / "good.csv"
+    good.write_text("timestamp,value\n" + "\n".join(_rows(60)) + "\n")
+    replay_csv(Pipeline(parse_config(CONFIG)), good, out)
+    assert out.read_text().count("\n") == 61  # replaced once complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.csv", "out.csv", "series.csv"]
+
+
 def test_jsonl_history_null_bom_and_bad_lines(tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"stream": "a", "ts": 1, "value": 2}\n\n'

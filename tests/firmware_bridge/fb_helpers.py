@@ -6,32 +6,24 @@ pty and "plugging in" repoints the link at a fresh pty, as udev does with /dev/s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
 import signal
 import subprocess
 import sys
-import time
 import tty
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import daemon_helpers
 import paho.mqtt.client as mqtt
 
 from edge_ml.localbroker import LocalBroker
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+# The daemon tests' poller, polling faster: a pty and a local broker answer in milliseconds.
+wait_for = functools.partial(daemon_helpers.wait_for, every=0.02)
 
 
 class FakeSerial:

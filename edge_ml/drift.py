@@ -1,7 +1,7 @@
 """Per-stream drift detection on a cheap summary of the values (river's Page-Hinkley).
 
 What is watched is each reading's residual against the stream's time-of-day profile,
-measured before the reading is learned (``profile_residual`` in the fused kernel): a daily
+measured before the reading is learned (``feature_update`` returns it): a daily
 cycle is not a drift, a level that stays shifted is, until the profile has learned it.
 
 Each stream's values are summarised first: the mean of every complete block of

@@ -64,6 +64,6 @@ class FeatureState:
                 a.vol, a.lr_mean, a.lr_dev, a.prev, a.seen)
 
     def update(self, slots: np.ndarray, values: np.ndarray,
-               ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """z-scores and tree features of a batch, learning as it goes."""
+               ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """z-scores, tree features and profile residuals of a batch, learning as it goes."""
         return features_batch(slots, values, ts, self.period_s, *self.kernel_args())

@@ -35,7 +35,7 @@ def test_features_match_reference(case: str, bins: int) -> None:
     state = FeatureState(86400.0, bins, capacity=1)
     state.arrays.grow(streams)
     slots = np.tile(np.arange(streams, dtype=np.int64), len(values))
-    Z, X = state.update(slots, np.repeat(values, streams), np.repeat(ts, streams))
+    Z, X, _ = state.update(slots, np.repeat(values, streams), np.repeat(ts, streams))
     for s in range(streams):
         np.testing.assert_allclose(Z[slots == s], expected, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(X[slots == 0], np.vectorize(naive.squash)(expected[:, :3]),
@@ -46,7 +46,7 @@ def test_features_match_reference(case: str, bins: int) -> None:
 def test_a_reading_off_its_daily_profile_stands_out() -> None:
     values = CASES["daily"].copy()
     values[1900] += 3.0  # ordinary for the day's range, not for that time of day
-    Z, _ = FeatureState(86400.0, 48).update(np.zeros(2000, np.int64), values, _ts(2000))
+    Z, _, _ = FeatureState(86400.0, 48).update(np.zeros(2000, np.int64), values, _ts(2000))
     assert abs(Z[1900, 0]) > 4 * np.abs(Z[1600:1899, 0]).std()
 
 
@@ -59,7 +59,7 @@ def test_young_profile_slots_do_not_turn_noise_into_anomalies() -> None:
     for seed in range(8):
         values = np.random.default_rng(seed).normal(20.0, 0.1, 5000)
         ts = 1.7e9 + 60.0 * np.arange(5000)
-        Z, _ = FeatureState(86400.0, 48).update(np.zeros(5000, np.int64), values, ts)
+        Z, _, _ = FeatureState(86400.0, 48).update(np.zeros(5000, np.int64), values, ts)
         assert np.abs(Z[:, 0]).max() < 6.0
         beyond += int((np.abs(Z[:, 0]) > 4.42).sum())
     assert beyond <= 8  # 46 before; 4 now, 0.4 expected of exact Gaussian z-scores
@@ -70,10 +70,10 @@ def test_value_scale_is_robust_to_one_outlier() -> None:
     # huge reading does not squeeze every later z-score towards 0 as a variance would (a
     # variance with forgetting 1/600 would put the sd near 40 after this outlier).
     values = np.random.default_rng(5).normal(0.0, 1.0, 4000)
-    Z, _ = FeatureState(86400.0, 48).update(np.zeros(4000, np.int64), values.copy(), _ts(4000))
+    Z, _, _ = FeatureState(86400.0, 48).update(np.zeros(4000, np.int64), values.copy(), _ts(4000))
     assert 0.9 < Z[3000:3500, 1].std() < 1.1
     values[3500] = 1e3
-    Z, _ = FeatureState(86400.0, 48).update(np.zeros(4000, np.int64), values, _ts(4000))
+    Z, _, _ = FeatureState(86400.0, 48).update(np.zeros(4000, np.int64), values, _ts(4000))
     assert Z[3500, 1] > 100
     assert Z[3501:3700, 1].std() > 0.2  # ~0.3 here; ~0.025 with a variance
 
@@ -81,7 +81,7 @@ def test_value_scale_is_robust_to_one_outlier() -> None:
 def test_a_stuck_sensor_stands_out() -> None:
     values = np.random.default_rng(6).normal(20.0, 0.5, 3000)
     values[2500:2540] = values[2500]  # the sensor freezes on one value
-    Z, _ = FeatureState(86400.0, 48).update(np.zeros(3000, np.int64), values, _ts(3000))
+    Z, _, _ = FeatureState(86400.0, 48).update(np.zeros(3000, np.int64), values, _ts(3000))
     assert Z[1000:2500, 3].min() > -6  # ordinary noise: no collapse
     assert Z[2525:2540, 3].max() < -9  # frozen for 25 readings: far in the lower tail
 

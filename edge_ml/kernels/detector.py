@@ -12,23 +12,7 @@ from numba import njit
 
 from edge_ml.kernels.calibration import calibrate
 from edge_ml.kernels.hst import hst_step_into
-from edge_ml.kernels.window import N_FEATURES, N_Z, feature_update, season_bin, squash
-
-
-@njit(cache=True)
-def profile_residual(prof_mean, prof_n, offset, mean, seen, s, v, ts, period_s):
-    """``v`` minus what slot ``s``'s time-of-day profile expects, before ``v`` is learned.
-
-    What the drift monitor watches (a daily cycle is not a drift; a level that stays shifted
-    is, until the profile has learned it). A profile slot not yet visited falls back to the
-    stream's running mean; 0 for a stream's first two readings.
-    """
-    if seen[s] < 2:
-        return 0.0
-    b = season_bin(ts, period_s, prof_mean.shape[1])
-    if prof_n[s, b] == 0:
-        return v - mean[s]
-    return v - prof_mean[s, b] - offset[s]
+from edge_ml.kernels.window import N_FEATURES, N_Z, feature_update, squash
 
 
 @njit(cache=True)
@@ -56,10 +40,9 @@ def detect_batch(
     walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)  # HST scratch
     for i in range(n_readings):
         s = slots[i]
-        residual[i] = profile_residual(prof_mean, prof_n, offset, mean, seen, s, values[i], ts[i],
-                                       period_s)
-        feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol,
-                       lr_mean, lr_dev, prev, seen, s, values[i], ts[i], period_s, z)
+        residual[i] = feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean,
+                                     ddev, vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i],
+                                     period_s, z)
         squash(z, x)
         score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,
                               x, height, window_size, paper_score, walk)

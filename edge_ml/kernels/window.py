@@ -108,7 +108,13 @@ def slot_scale(prof_mean_dev, prof_n, s, b):
 @njit(cache=True)
 def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol,
                    lr_mean, lr_dev, prev, seen, s, v, ts, period_s, z):
-    """Write the four z-scores of value ``v`` (time ``ts``) for slot ``s`` into ``z``; learn."""
+    """Write the four z-scores of value ``v`` (time ``ts``) for slot ``s`` into ``z``; learn.
+
+    Returns the profile residual, before ``v`` is learned: what the drift monitor watches (a
+    daily cycle is not a drift; a level that stays shifted is, until the profile has learned
+    it). A slot not yet visited falls back to the stream's running mean; 0 for a stream's first
+    two readings.
+    """
     n = seen[s]
     d = v - prev[s] if n > 0 else 0.0
     b = season_bin(ts, period_s, prof_mean.shape[1])
@@ -160,6 +166,9 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
         lr_dev[s] += a_lr * (abs(lr_delta) - lr_dev[s])
     prev[s] = v
     seen[s] = n + 1
+    if n < 2:
+        return 0.0
+    return v - m if count == 0 else res
 
 
 @njit(cache=True)
@@ -172,12 +181,15 @@ def squash(z, x):
 @njit(cache=True)
 def features_batch(slots, values, ts, period_s, prof_mean, prof_mean_dev, prof_n, offset, mean,
                    dev, dmean, ddev, vol, lr_mean, lr_dev, prev, seen):
-    """z-scores ``Z[B, 4]`` and tree features ``X[B, 3]`` of a batch, learning in order."""
+    """z-scores ``Z[B, 4]``, tree features ``X[B, 3]`` and profile residuals ``R[B]`` of a
+    batch, learning in order."""
     n_readings = slots.shape[0]
     Z = np.empty((n_readings, N_Z), dtype=np.float64)
     X = np.empty((n_readings, N_FEATURES), dtype=np.float64)
+    R = np.empty(n_readings, dtype=np.float64)
     for i in range(n_readings):
-        feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol,
-                       lr_mean, lr_dev, prev, seen, slots[i], values[i], ts[i], period_s, Z[i])
+        R[i] = feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev,
+                              vol, lr_mean, lr_dev, prev, seen, slots[i], values[i], ts[i],
+                              period_s, Z[i])
         squash(Z[i], X[i])
-    return Z, X
+    return Z, X, R

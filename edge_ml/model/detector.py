@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_ml.kernels.calibration import CAL_SHORT, calibrate
-from edge_ml.kernels.detector import detect_batch, profile_residual
+from edge_ml.kernels.detector import detect_batch
 from edge_ml.model.forest import ForestState, TreeStructure
 from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
 
@@ -55,7 +55,7 @@ class FeatureSource(Protocol):
 
     def kernel_args(self) -> tuple[np.ndarray, ...]: ...
     def update(self, slots: np.ndarray, values: np.ndarray,
-               ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+               ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 class Detector(Protocol):
@@ -177,9 +177,8 @@ class RiverDetector:
         # The same per-reading rules as the fused kernel, one reading at a time in Python: this
         # backend is the slow reference, not a hot path.
         for i, slot in enumerate(slots.tolist()):
-            residual[i] = profile_residual(f.prof_mean, f.prof_n, f.offset, f.mean, f.seen, slot,
-                                           values[i], ts[i], features.period_s)
-            Z, X = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
+            Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
+            residual[i] = R[0]
             model = self._model(slot)
             x = dict(enumerate(X[0].tolist()))
             raw[i] = model.score_one(x)

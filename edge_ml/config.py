@@ -301,6 +301,12 @@ def _validate(config: Config, path: str | None) -> None:
 def parse_config(data: dict[str, Any], path: str | None = None) -> Config:
     """Build a validated :class:`Config` from already-parsed TOML data."""
     config: Config = _build(Config, data, "", path)
+    # "edge-ml/" means "edge-ml": one spelling, so that every topic built from it agrees
+    # (the daemon's status topic once read "edge-ml//status" while Home Assistant watched
+    # "edge-ml/status").
+    config = dataclasses.replace(config, alerts=dataclasses.replace(
+        config.alerts, topic_prefix=config.alerts.topic_prefix.rstrip("/"),
+        homeassistant_prefix=config.alerts.homeassistant_prefix.rstrip("/")))
     if not config.storage.db:
         config = dataclasses.replace(
             config, storage=dataclasses.replace(config.storage, db=default_db_path())

@@ -28,7 +28,7 @@ from edge_ml.kernels import release_compiler_pages
 from edge_ml.metrics import MetricsServer
 from edge_ml.mqtt import MqttLink
 from edge_ml.pipeline import Pipeline
-from edge_ml.publish import AlertPublisher
+from edge_ml.publish import AlertPublisher, status_topic
 from edge_ml.sdnotify import SystemdNotifier
 from edge_ml.storage import Storage
 
@@ -61,10 +61,10 @@ class Daemon:
             raise ConfigError(str(exc), key="storage.db", path=config.source) from exc
         self.inbox = Inbox(config.daemon.queue_size)
         ha_on = config.alerts.homeassistant
-        self._ha_status_topic = f"{config.alerts.homeassistant_prefix.rstrip('/')}/status"
+        self._ha_status_topic = f"{config.alerts.homeassistant_prefix}/status"
         self._ha_online = threading.Event()
         self.link = MqttLink(config.mqtt, self._route_message if ha_on else self.inbox.put,
-                             f"{config.alerts.topic_prefix}/status", source=config.source)
+                             status_topic(config.alerts.topic_prefix), source=config.source)
         self.homeassistant: HomeAssistant | None = None
         if ha_on:
             self.homeassistant = HomeAssistant(

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edge_ml.publish import status_topic
+
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]+")
 # Levels are published rounded to this many decimals; a change below that is not re-sent.
 LEVEL_DECIMALS = 3
@@ -96,8 +98,8 @@ class HomeAssistant:
     def __init__(self, link: Publisher, topic_prefix: str, discovery_prefix: str,
                  gateway_id: str, version: str = "") -> None:
         self.link = link
-        self.prefix = topic_prefix.rstrip("/")
-        self.discovery_prefix = discovery_prefix.rstrip("/")
+        self.prefix = topic_prefix
+        self.discovery_prefix = discovery_prefix
         self.gateway_id = gateway_id
         self.node_id = object_id(gateway_id)
         self.version = version
@@ -112,7 +114,7 @@ class HomeAssistant:
 
     @property
     def availability_topic(self) -> str:
-        return f"{self.prefix}/status"
+        return status_topic(self.prefix)  # the daemon's online/offline, its last will
 
     def state_topic(self, stream: str) -> str:
         return f"{self.prefix}/streams/{stream}/state"

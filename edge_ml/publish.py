@@ -34,16 +34,21 @@ def alert_payload(event: AlertEvent) -> bytes:
     return json.dumps(body).encode()
 
 
+def status_topic(topic_prefix: str) -> str:
+    """The retained ``online``/``offline`` topic (the connection's last will) under a prefix."""
+    return f"{topic_prefix}/status"
+
+
 class AlertPublisher:
     """Publishes alert events (QoS 1), drift events and retained health under one prefix."""
 
     def __init__(self, link: Publisher, topic_prefix: str) -> None:
         self.link = link
-        self.prefix = topic_prefix.rstrip("/")
+        self.prefix = topic_prefix
 
     @property
     def status_topic(self) -> str:
-        return f"{self.prefix}/status"
+        return status_topic(self.prefix)
 
     @property
     def health_topic(self) -> str:

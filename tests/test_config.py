@@ -94,3 +94,14 @@ def test_invalid_toml_and_missing_file_name_the_file(tmp_path: Path) -> None:
                                    "$SYS/broker/#", "sensors/température"])
 def test_valid_topic_filters_pass(topic: str) -> None:
     assert parse_config({"mqtt": {"topics": [topic]}}).mqtt.topics == [topic]
+
+
+def test_a_trailing_slash_on_a_prefix_is_one_spelling_of_it() -> None:
+    # "edge-ml/" once gave a last will on "edge-ml//status" while Home Assistant watched
+    # "edge-ml/status": every topic is built from the stripped prefix.
+    config = parse_config({"alerts": {"topic_prefix": "edge-ml/", "homeassistant": True,
+                                      "homeassistant_prefix": "homeassistant/"}})
+    assert config.alerts.topic_prefix == "edge-ml"
+    assert config.alerts.homeassistant_prefix == "homeassistant"
+    with pytest.raises(ConfigError, match=r"alerts\.topic_prefix"):
+        parse_config({"alerts": {"topic_prefix": "/"}})

@@ -102,7 +102,6 @@ class Pipeline:
         self.alerts = AlertTracker(config.alerts, capacity)
         self.drift = DriftMonitor(drift_params(config), capacity)
         self.pending = PendingWrites()
-        self._dirty: set[int] = set()
         self.readings_total = 0
         self.rejects_total = 0
         self.storage_faults = 0
@@ -191,7 +190,6 @@ class Pipeline:
         if self.storage is not None:
             self.pending.readings += n
             self.pending.alerts.extend(events)
-            self._dirty.update(np.unique(slots).tolist())
         if self.publisher is not None and events:
             self.publisher.alerts(events)
         for event in events:
@@ -297,7 +295,6 @@ class Pipeline:
         # What the checkpoint counted was already written to the streams table (or, for a
         # trained checkpoint, is history that must not be counted as live readings).
         streams.stats.flushed_readings[:] = streams.stats.readings
-        self._dirty.clear()
 
     def graft(self, document: dict[str, Any]) -> list[str]:
         """Put every stream of another pipeline's :meth:`export_state` into this one.
@@ -395,31 +392,44 @@ class Pipeline:
         return events
 
     # -- storage --------------------------------------------------------------------------
-    def _stream_rows(self) -> list[dict[str, Any]]:
-        s = self.streams.stats
-        rows = []
-        for slot in sorted(self._dirty):
-            last_level = float(s.last_level[slot])
-            readings = int(s.readings[slot])
-            rows.append({
-                "stream": self.streams.names[slot],
-                "first_seen": float(s.first_ts[slot]),
-                "last_seen": float(s.last_ts[slot]),
-                "last_seen_iso": iso_utc(float(s.last_ts[slot])),
-                "new_readings": readings - int(s.flushed_readings[slot]),
-                "last_value": float(s.last_value[slot]),
-                "last_score": last_level if math.isfinite(last_level) else None,
-                "warming_up": int(s.last_warming[slot]),
+    def _dirty_slots(self) -> np.ndarray:
+        """Slots with readings not yet added to the ``streams`` table, in slot order."""
+        s, used = self.streams.stats, len(self.streams)
+        return np.flatnonzero(s.readings[:used] != s.flushed_readings[:used])
+
+    def _stream_rows(self, dirty: np.ndarray) -> list[dict[str, Any]]:
+        # Column by column: element-wise NumPy reads cost ~25 us a stream, 255 ms a flush at
+        # 10,000 streams on the worker.
+        s, names = self.streams.stats, self.streams.names
+        last_ts = s.last_ts[dirty].tolist()
+        return [
+            {
+                "stream": names[slot],
+                "first_seen": first,
+                "last_seen": last,
+                "last_seen_iso": iso_utc(last),
+                "new_readings": new,
+                "last_value": value,
+                "last_score": level if math.isfinite(level) else None,
+                "warming_up": warming,
                 "open_alert": self.alerts.open_alert_id(slot),
-            })
-        return rows
+            }
+            for slot, first, last, new, value, level, warming in zip(
+                dirty.tolist(), s.first_ts[dirty].tolist(), last_ts,
+                (s.readings[dirty] - s.flushed_readings[dirty]).tolist(),
+                s.last_value[dirty].tolist(), s.last_level[dirty].tolist(),
+                s.last_warming[dirty].tolist(), strict=True)
+        ]
 
     def flush(self) -> bool:
         """Write what is pending in one transaction; False (and kept for later) on failure."""
         self.last_flush = time.monotonic()
-        if self.storage is None or not (self.pending or self._dirty):
+        if self.storage is None:
             return True
-        rows = self._stream_rows()
+        dirty = self._dirty_slots()
+        if not (self.pending or dirty.size):
+            return True
+        rows = self._stream_rows(dirty)
         try:
             self.storage.write(self.pending, rows)
         except sqlite3.Error as exc:
@@ -438,9 +448,7 @@ class Pipeline:
         self.last_storage_error = None
         self._retry_delay = 0.0
         stats = self.streams.stats
-        dirty = np.fromiter(self._dirty, dtype=np.int64, count=len(self._dirty))
         stats.flushed_readings[dirty] = stats.readings[dirty]
-        self._dirty.clear()
         self.pending = PendingWrites()
         return True
 

@@ -460,11 +460,14 @@ def checkpoints_save(db: str | None, config_path: str | None, timeout: float) ->
         cmdline = b""
     if b"edge" not in cmdline:
         raise click.ClickException("no running daemon recorded in this database")
-    before = max((r["id"] for r in storage.checkpoints()), default=0)
+    def newest_id() -> int:
+        return int((storage.last_checkpoint() or {}).get("id", 0))
+
+    before = newest_id()
     os.kill(pid, signals.SIGUSR1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        newest = max((r["id"] for r in storage.checkpoints()), default=0)
+        newest = newest_id()
         if newest > before:
             click.echo(f"checkpoint {newest} saved")
             return

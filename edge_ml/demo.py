@@ -164,11 +164,11 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
         out(f"broker     mosquitto on 127.0.0.1:{broker.port} (private, stops with the demo)")
         config = work / "edge-ml.toml"
         config.write_text(DEMO_CONFIG.format(port=broker.port, db=db, warmup=DEMO_WARMUP))
-        log = (work / "daemon.log").open("wb")
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "edge_ml", "run", "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        with (work / "daemon.log").open("wb") as log:  # the daemon keeps its own copy
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "edge_ml", "run", "--config", str(config)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         out(f"daemon     pid {daemon.pid}, log {work / 'daemon.log'} (first start compiles the "
             "Numba kernels into the cache)")
         _wait(lambda: _health(db).get("connected") is True, 180, "the daemon to connect",
@@ -191,8 +191,9 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
 
         def settled() -> bool:
             nonlocal previous
-            total = int(_health(db).get("readings_total") or 0)
-            done = total == previous and _health(db).get("queue_depth") == 0
+            health = _health(db)  # one read: both values from the same health write
+            total = int(health.get("readings_total") or 0)
+            done = total == previous and health.get("queue_depth") == 0
             previous = total
             return done
 

@@ -15,8 +15,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -242,11 +241,6 @@ class Storage:
     @property
     def schema_version(self) -> int:
         return max((r["version"] for r in self.db["schema_migrations"].rows), default=0)
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self.db.conn:
-            yield
 
     # -- writes ---------------------------------------------------------------------------
     def write(self, pending: PendingWrites, streams: list[dict[str, Any]]) -> None:

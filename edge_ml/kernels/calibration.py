@@ -33,10 +33,15 @@ QUIET_Z_DIVISOR = 2.0
 
 
 @njit(cache=True)
+def probability_level(p):
+    """A tail probability on the log scale of the levels, in [0, 1] (1e-10 or less -> 1)."""
+    return min(1.0, max(0.0, -math.log(p + 1e-10) / LN_1E10))
+
+
+@njit(cache=True)
 def tail_level(z):
     """Two-sided Gaussian tail probability of ``z`` on the log scale, in [0, 1]."""
-    q = math.erfc(abs(z) / _SQRT2)
-    return min(1.0, max(0.0, -math.log(q + 1e-10) / LN_1E10))
+    return probability_level(math.erfc(abs(z) / _SQRT2))
 
 
 @njit(cache=True)
@@ -57,8 +62,7 @@ def calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, raw, z_season, z_vo
     likelihood = 0.0
     if n >= warm + CAL_MIN_SCORES:
         z = (short_sum[s] / width - cal_mean[s]) / (math.sqrt(cal_var[s]) + 1e-9)
-        p = 0.5 * math.erfc(z / _SQRT2)
-        likelihood = min(1.0, max(0.0, -math.log(p + 1e-10) / LN_1E10))
+        likelihood = probability_level(0.5 * math.erfc(z / _SQRT2))
     if n >= warm:
         scored = n - warm  # real scores learned before this one
         if scored == 0:

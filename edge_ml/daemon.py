@@ -61,16 +61,15 @@ class Daemon:
             raise ConfigError(str(exc), key="storage.db", path=config.source) from exc
         self.inbox = Inbox(config.daemon.queue_size)
         ha_on = config.alerts.homeassistant
-        self._ha_status_topic = f"{config.alerts.homeassistant_prefix}/status"
         self._ha_online = threading.Event()
-        self.link = MqttLink(config.mqtt, self._route_message if ha_on else self.inbox.put,
+        self.link = MqttLink(config.mqtt, self.inbox.put,
                              status_topic(config.alerts.topic_prefix), source=config.source)
         self.homeassistant: HomeAssistant | None = None
         if ha_on:
             self.homeassistant = HomeAssistant(
                 self.link, config.alerts.topic_prefix, config.alerts.homeassistant_prefix,
                 config.mqtt.client_id, __version__)
-            self.link.subscribe_extra(self._ha_status_topic)
+            self.link.subscribe_extra(self.homeassistant.ha_status_topic, self._on_ha_status)
             self.link.on_connect(self._ha_online.set)  # re-announce after every reconnect
         self.metrics: MetricsServer | None = None
         self.last_health: dict[str, Any] = {}
@@ -152,13 +151,10 @@ class Daemon:
             self.pipeline.process_messages(batch)
         self.pipeline.flush()
 
-    def _route_message(self, topic: str, payload: bytes, received_at: float) -> None:
-        """Network thread, with Home Assistant on: its birth message is not a sensor reading."""
-        if topic == self._ha_status_topic:
-            if payload.strip() == b"online":
-                self._ha_online.set()
-            return
-        self.inbox.put(topic, payload, received_at)
+    def _on_ha_status(self, payload: bytes) -> None:
+        """Network thread: Home Assistant (re)started and may have lost the discovery configs."""
+        if payload.strip() == b"online":
+            self._ha_online.set()
 
     def _report_homeassistant(self) -> None:
         """Worker thread: discovery for new/removed streams, then the states that changed."""

@@ -267,8 +267,15 @@ class MqttLink:
         """Also run ``callback`` on every (re)connect, on the network thread."""
         self._extra_on_connect.append(callback)
 
-    def subscribe_extra(self, topic: str, qos: int = 1) -> None:
-        """Add a subscription that is kept across reconnects (e.g. Home Assistant status)."""
+    def subscribe_extra(self, topic: str, on_payload: Callable[[bytes], None],
+                        qos: int = 1) -> None:
+        """Add a subscription kept across reconnects whose messages go to ``on_payload``.
+
+        Paho routes them there and not to the readings' callback (e.g. Home Assistant's
+        status, even under a ``#`` sensor filter). ``on_payload`` runs on the network thread.
+        """
+        self.client.message_callback_add(
+            topic, lambda client, userdata, message: on_payload(message.payload))
         self._subscriptions.append((topic, qos))
         if self.state.connected:
             self.client.subscribe(topic, qos)

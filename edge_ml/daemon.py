@@ -194,6 +194,7 @@ class Daemon:
             "health_interval_s": self.config.daemon.health_interval_s,
             "connected": self.link.state.connected,
             "mqtt_error": self.link.state.last_error,
+            "mqtt_subscribe_refused": self.link.state.subscribe_refused,
             "mqtt_connect_failures": self.link.state.connect_failures,
             "mqtt_redeliveries_dropped": self.link.redelivery.dropped,
             "readings_total": p.readings_total,

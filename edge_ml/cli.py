@@ -273,7 +273,8 @@ def replay(source: str, config_path: str | None, out: str | None) -> None:
 def evaluate(results: str, labels: str, profiles: tuple[str, ...], as_json: bool,
              detail: bool) -> None:
     """NAB-style score of replay output: best corpus threshold, and the pipeline's own alerts."""
-    from edge_ml.evaluate import PROFILES, EvaluationError, format_report
+    from edge_ml.errors import EvaluationError
+    from edge_ml.evaluate import PROFILES, format_report
     from edge_ml.evaluate import evaluate as run_evaluation
 
     try:

@@ -44,5 +44,5 @@ class ReplayOutputError(ReplayError):
     permission, the input itself): an argument to fix (``--out``), not a failure midway."""
 
 
-class MqttError(EdgeMLError):
-    """The broker connection cannot be set up (bad TLS files, refused credentials)."""
+class EvaluationError(EdgeMLError):
+    """Labels or results that cannot be scored (missing file, unknown window edge, bad value)."""

@@ -327,7 +327,7 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
 
 
 def _takes_effect(cfg: Config | None) -> str:
-    """When a checkpoint chosen from the CLI is loaded (edge_ml.checkpoint.Checkpointer)."""
+    """When a checkpoint chosen from the CLI is loaded (edge_ml.checkpointer.Checkpointer)."""
     tick = (f"within {cfg.storage.checkpoint_interval_s:g} s (at its next checkpoint tick)"
             if cfg else "at its next checkpoint tick ([storage] checkpoint_interval_s)")
     return (f"loaded at the next start; a running daemon loads it {tick}, or at once on SIGHUP "
@@ -370,7 +370,7 @@ def checkpoints_list(db: str | None, config_path: str | None, as_json: bool) -> 
 @_config_option
 def checkpoints_show(checkpoint_id: int, db: str | None, config_path: str | None) -> None:
     """One checkpoint's row and decoded header, as JSON."""
-    from edge_ml.checkpoint import describe_row
+    from edge_ml.checkpointer import describe_row
 
     try:
         row = describe_row(_open(db, config_path), checkpoint_id)
@@ -409,7 +409,7 @@ def checkpoints_export(checkpoint_id: int, target: str, db: str | None,
 @_config_option
 def checkpoints_import(source: str, db: str | None, config_path: str | None) -> None:
     """Verify a checkpoint file and store it as the one the daemon loads (see rollback)."""
-    from edge_ml.checkpoint import import_blob
+    from edge_ml.checkpointer import import_blob
 
     cfg = _config(config_path)
     try:

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from edge_ml import __version__
-from edge_ml.checkpoint import Checkpointer
+from edge_ml.checkpointer import Checkpointer
 from edge_ml.config import Config
 from edge_ml.errors import ConfigError, StoragePathError
 from edge_ml.homeassistant import HomeAssistant, StreamState
@@ -205,7 +205,7 @@ class Daemon:
             "queue_high_water": self.inbox.high_water,
             "dropped_total": self.inbox.dropped,
             "streams": len(p.streams),
-            "open_alerts": p.open_alerts(),
+            "open_alerts": p.open_alert_count(),
             "storage_faults": p.storage_faults,
             "storage_error": p.last_storage_error,
             "pending_publishes": self.link.pending_publishes,

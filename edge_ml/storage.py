@@ -406,7 +406,7 @@ class Storage:
         ))
         return rows[0] if rows else None
 
-    # -- checkpoints (edge_ml.checkpoint) ---------------------------------------------------
+    # -- checkpoints (edge_ml.checkpointer) -------------------------------------------------
     # ``active``: 1 = may be loaded (the newest active row is what a starting daemon loads),
     # 0 = set aside by a rollback to an older checkpoint (kept for export/inspection), -1 =
     # rejected at load time (``error`` says why). Rollback to N sets rows newer than N to 0 and

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_ml.checkpoint import encode, resume
+from edge_ml.checkpoint_format import encode
+from edge_ml.checkpointer import resume
 from edge_ml.errors import CheckpointError
+from edge_ml.state import export_state, graft
 
 
 def _jsonl_chunks(path: Any, chunk: int = 8192) -> Iterator[tuple[list[str], Any, Any]]:
@@ -94,7 +96,7 @@ def train(pipeline: Any, storage: Any, sources: list[Any], stream: str | None,
     ``.jsonl`` lines are ``{"stream", "ts", "value"}``; a CSV is ``timestamp,value[,...]`` with
     the stream named ``stream`` or the file's stem (as ``edge-ml replay``). The history is
     learned by ``pipeline`` (fresh, without storage), then put into the state of the newest
-    loadable checkpoint in ``storage`` (:meth:`~edge_ml.pipeline.Pipeline.graft`): the trained
+    loadable checkpoint in ``storage`` (:func:`~edge_ml.state.graft`): the trained
     streams are added, or replace the streams of those names, and every other stream keeps its
     learned state. So the checkpoint holds the whole fleet; what a running daemon learned after
     that newest checkpoint is not in it. Counters stay those of that checkpoint (trained
@@ -121,8 +123,8 @@ def train(pipeline: Any, storage: Any, sources: list[Any], stream: str | None,
             skipped += replay_csv(pipeline, path, None, stream).skipped
     fleet = Pipeline(pipeline.config)
     base_id = resume(fleet, storage, reject=False)
-    trained = fleet.graft(pipeline.export_state())
-    document = fleet.export_state()
+    trained = graft(fleet, export_state(pipeline))
+    document = export_state(fleet)
     document["header"].update(base_checkpoint=base_id, trained_streams=trained,
                               trained_readings=pipeline.readings_total)
     encoded = encode(document)

@@ -97,7 +97,7 @@ def _river_monitor(params: DriftParams, batches: list[tuple], names: list[str]) 
     detectors: dict[int, object] = {}
     events = []
     for slots, values, warming, ts in batches:
-        from edge_ml.kernels.blocks import block_batch
+        from edge_ml.kernels.page_hinkley import block_batch
 
         block_slots, sums, sumsqs, last_ts = block_batch(
             slots, values, warming, ts, state.block_sum, state.block_sumsq, state.block_n,

@@ -60,7 +60,7 @@ def _since(text: str | None) -> float | None:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
         return time.time() - float(text[:-1]) * units[text[-1]]
-    from edge_ml.replay import parse_timestamp
+    from edge_ml.timestamps import parse_timestamp
 
     try:
         return parse_timestamp(text)

@@ -15,6 +15,7 @@ from edge_ml.config import parse_config
 from edge_ml.errors import ReplayError
 from edge_ml.pipeline import Pipeline
 from edge_ml.replay import replay_csv
+from edge_ml.state import export_state
 from edge_ml.storage import Storage
 from edge_ml.train import _jsonl_chunks
 from edge_ml.train import train as train_history
@@ -93,7 +94,7 @@ def test_csv_history_is_learned_as_replay_reads_it(tmp_path: Path) -> None:
     summary = replay_csv(replayed, source, None)
     assert (result.readings, result.skipped) == (summary.readings, summary.skipped) == (576, 24)
     assert trained.streams.names == replayed.streams.names == ["plant/a", "plant/b"]
-    _assert_same(trained.export_state()["state"], replayed.export_state()["state"])
+    _assert_same(export_state(trained)["state"], export_state(replayed)["state"])
 
 
 def _assert_same(left: object, right: object, where: str = "state") -> None:

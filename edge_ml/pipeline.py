@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from edge_ml.alerts import AlertTracker
 from edge_ml.config import Config
 from edge_ml.decode import STREAM_LIMIT, decode_batch
 from edge_ml.drift import DriftMonitor, DriftParams
-from edge_ml.errors import CheckpointError
+from edge_ml.errors import CheckpointError, StorageError
 from edge_ml.features import FeatureState
 from edge_ml.kernels import prepare as prepare_kernels
 from edge_ml.model.detector import Detector, ModelParams, describe, make_detector
@@ -360,7 +359,7 @@ class Pipeline:
             return []
         try:
             rows = self.storage.alerts(open_only=True, limit=None)
-        except sqlite3.Error as exc:  # the next restart or reload tries again
+        except StorageError as exc:  # the next restart or reload tries again
             log.error("cannot read open alerts to reconcile them (%s): %s", reason, exc)
             return []
         announced = {row["alert_id"]: row for row in rows}
@@ -432,7 +431,7 @@ class Pipeline:
         rows = self._stream_rows(dirty)
         try:
             self.storage.write(self.pending, rows)
-        except sqlite3.Error as exc:
+        except StorageError as exc:
             self.storage_faults += 1
             self._retry_delay = min(max(2 * self._retry_delay, RETRY_FIRST_S), RETRY_MAX_S)
             self._retry_at = time.monotonic() + self._retry_delay

@@ -15,6 +15,7 @@ from edge_ml.checkpoint import MAGIC, SCHEMA_VERSION, Checkpointer, decode, enco
 from edge_ml.config import parse_config
 from edge_ml.errors import CheckpointError
 from edge_ml.pipeline import Pipeline
+from edge_ml.status import status_document
 from edge_ml.storage import Storage
 
 CONFIG = {"model": {"n_trees": 5, "height": 6, "window_size": 50, "warmup": 60},
@@ -163,7 +164,7 @@ def test_storage_save_prune_rollback_and_resume_fallback() -> None:
     fresh = _pipeline(storage)
     assert resume(fresh) == ids[-2]
     assert fresh.readings_total == 800
-    rejected = storage.status()["checkpoints_rejected"]
+    rejected = status_document(storage)["checkpoints_rejected"]
     assert rejected[0]["id"] == ids[-1] and "checksum" in rejected[0]["error"]
 
     # Rollback: the older one becomes what a start loads; newer ones are set aside.
@@ -184,7 +185,7 @@ def test_incompatible_checkpoint_is_skipped_for_an_older_compatible_one() -> Non
     Checkpointer(q, 3600, 5).save_now("test")
     fresh = _pipeline(storage)
     assert resume(fresh) == good
-    assert "incompatible params" in storage.status()["checkpoints_rejected"][0]["error"]
+    assert "incompatible params" in status_document(storage)["checkpoints_rejected"][0]["error"]
 
 
 def test_timer_checkpoint_runs_in_the_background() -> None:

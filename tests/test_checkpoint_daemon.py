@@ -17,6 +17,7 @@ from edge_ml.checkpoint import decode
 from edge_ml.config import load_config
 from edge_ml.localbroker import LocalBroker
 from edge_ml.pipeline import Pipeline
+from edge_ml.status import status_document
 from edge_ml.storage import Storage
 
 pytestmark = pytest.mark.slow
@@ -131,7 +132,7 @@ def test_kill_9_resume_and_corrupt_fallback(tmp_path: Path, broker: LocalBroker)
             daemon.wait()
 
     storage = Storage(db)
-    status = storage.status()
+    status = status_document(storage)
     rejected = {r["id"] for r in status["checkpoints_rejected"]}
     assert set(newer) <= rejected
     assert all("checksum" in r["error"] for r in status["checkpoints_rejected"])

@@ -149,10 +149,7 @@ class Checkpointer:
         try:
             encoded = future.result()
             return self._write(encoded, reason)
-        except (CheckpointError, StorageError) as exc:
-            self.last_error = str(exc)
-            log.error("checkpoint (%s) failed: %s", reason, exc)
-        except Exception as exc:  # sqlite3 errors: keep running, try again on the next timer
+        except (CheckpointError, StorageError) as exc:  # keep running, try on the next timer
             self.last_error = str(exc)
             log.error("checkpoint (%s) not written: %s", reason, exc)
         return None
@@ -231,7 +228,7 @@ class Checkpointer:
             return None
         try:
             newest = self.storage.newest_checkpoint_id()
-        except Exception as exc:  # sqlite3 errors (busy, I/O): ask again on the next tick
+        except StorageError as exc:  # busy, I/O: ask again on the next tick
             log.warning("cannot read the checkpoints table: %s", exc)
             return None
         return newest if newest is not None and newest != self.current_id else None

@@ -13,7 +13,6 @@ import gc
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from edge_ml import __version__
 from edge_ml.checkpointer import Checkpointer
 from edge_ml.config import Config
-from edge_ml.errors import ConfigError, StoragePathError
+from edge_ml.errors import ConfigError, StorageError, StoragePathError
 from edge_ml.homeassistant import HomeAssistant, StreamState
 from edge_ml.ingest import Inbox
 from edge_ml.kernels import release_compiler_pages
@@ -221,7 +220,7 @@ class Daemon:
             return
         try:
             deleted = self.storage.prune_alerts(time.time() - days * 86400.0)
-        except sqlite3.Error as exc:  # a full disk must not stop the worker
+        except StorageError as exc:  # a full disk must not stop the worker
             log.warning("cannot prune old alerts: %s", exc)
             return
         if deleted:

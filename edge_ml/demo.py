@@ -17,6 +17,7 @@ from typing import Any
 
 from edge_ml.errors import EdgeMLError
 from edge_ml.localbroker import LocalBroker
+from edge_ml.status import status_document
 from edge_ml.storage import Storage
 
 # An alert counts for an injected anomaly when it opens on the same stream between slightly
@@ -205,7 +206,7 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
         storage = Storage(db)
         try:
             alerts = storage.alerts(limit=None)
-            status = storage.status()
+            status = status_document(storage)
         finally:
             storage.close()
         out(f"readings   {status['readings_total']} scored on {len(status['streams'])} streams, "

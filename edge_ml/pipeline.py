@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from edge_ml.alerts import AlertTracker
 from edge_ml.config import Config
 from edge_ml.decode import STREAM_LIMIT, decode_batch
 from edge_ml.drift import DriftMonitor, DriftParams
+from edge_ml.errors import StorageError
 from edge_ml.features import FeatureState
 from edge_ml.kernels import prepare as prepare_kernels
 from edge_ml.model.detector import Detector, ModelParams, make_detector
@@ -256,7 +256,7 @@ class Pipeline:
         rows = self._stream_rows(dirty)
         try:
             self.storage.write(self.pending, rows)
-        except sqlite3.Error as exc:
+        except StorageError as exc:
             self.storage_faults += 1
             self._retry_delay = min(max(2 * self._retry_delay, RETRY_FIRST_S), RETRY_MAX_S)
             self._retry_at = time.monotonic() + self._retry_delay

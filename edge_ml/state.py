@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import time
 from typing import Any
 
@@ -22,7 +21,7 @@ from edge_ml import __version__
 from edge_ml.alerts import AlertTracker
 from edge_ml.checkpoint_format import SCHEMA_VERSION
 from edge_ml.drift import DriftMonitor
-from edge_ml.errors import CheckpointError
+from edge_ml.errors import CheckpointError, StorageError
 from edge_ml.features import FeatureState
 from edge_ml.model.detector import describe, make_detector
 from edge_ml.pipeline import Pipeline, drift_params
@@ -177,7 +176,7 @@ def reconcile_alerts(pipeline: Pipeline, reason: str) -> list[AlertEvent]:
         return []
     try:
         rows = pipeline.storage.alerts(open_only=True, limit=None)
-    except sqlite3.Error as exc:  # the next restart or reload tries again
+    except StorageError as exc:  # the next restart or reload tries again
         log.error("cannot read open alerts to reconcile them (%s): %s", reason, exc)
         return []
     announced = {row["alert_id"]: row for row in rows}

@@ -13,6 +13,7 @@ import edge_ml.checkpointer as checkpointer_module
 from edge_ml.checkpoint_format import decode
 from edge_ml.checkpointer import Checkpointer, resume
 from edge_ml.pipeline import Pipeline
+from edge_ml.status import status_document
 from edge_ml.storage import Storage
 
 
@@ -35,7 +36,7 @@ def test_storage_save_prune_rollback_and_resume_fallback() -> None:
     fresh = make_pipeline(storage)
     assert resume(fresh) == ids[-2]
     assert fresh.readings_total == 800
-    rejected = storage.status()["checkpoints_rejected"]
+    rejected = status_document(storage)["checkpoints_rejected"]
     assert rejected[0]["id"] == ids[-1] and "checksum" in rejected[0]["error"]
 
     # Rollback: the older one becomes what a start loads; newer ones are set aside.
@@ -56,7 +57,7 @@ def test_incompatible_checkpoint_is_skipped_for_an_older_compatible_one() -> Non
     Checkpointer(q, 3600, 5).save_now("test")
     fresh = make_pipeline(storage)
     assert resume(fresh) == good
-    assert "incompatible params" in storage.status()["checkpoints_rejected"][0]["error"]
+    assert "incompatible params" in status_document(storage)["checkpoints_rejected"][0]["error"]
 
 
 def test_timer_checkpoint_runs_in_the_background() -> None:

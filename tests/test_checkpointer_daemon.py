@@ -18,6 +18,7 @@ from edge_ml.config import load_config
 from edge_ml.localbroker import LocalBroker
 from edge_ml.pipeline import Pipeline
 from edge_ml.state import compatibility, restore_state
+from edge_ml.status import status_document
 from edge_ml.storage import Storage
 
 pytestmark = pytest.mark.slow
@@ -132,7 +133,7 @@ def test_kill_9_resume_and_corrupt_fallback(tmp_path: Path, broker: LocalBroker)
             daemon.wait()
 
     storage = Storage(db)
-    status = storage.status()
+    status = status_document(storage)
     rejected = {r["id"] for r in status["checkpoints_rejected"]}
     assert set(newer) <= rejected
     assert all("checksum" in r["error"] for r in status["checkpoints_rejected"])

@@ -30,6 +30,7 @@ from edge_ml.config import parse_config
 from edge_ml.errors import CheckpointError
 from edge_ml.pipeline import Pipeline
 from edge_ml.state import compatibility, export_state, restore_state
+from edge_ml.status import status_document
 from edge_ml.storage import Storage
 from edge_ml.train import train
 
@@ -98,12 +99,12 @@ def test_unclean_stop_resolves_the_alert_the_checkpoint_does_not_hold(tmp_path: 
     alert_id = spike(p, 300)
     p.flush()
     assert [r["alert_id"] for r in storage.alerts(open_only=True)] == [alert_id]
-    assert storage.status()["open_alerts"] == 1
+    assert status_document(storage)["open_alerts"] == 1
     storage.close()  # kill -9: no shutdown checkpoint
 
     p, saver, link, storage = daemon_side(db)
     assert storage.alerts(open_only=True) == []
-    assert storage.status()["open_alerts"] == 0
+    assert status_document(storage)["open_alerts"] == 0
     rows = [r for r in storage.alerts(limit=None) if r["alert_id"] == alert_id]
     assert [(r["state"], r["reason"]) for r in rows] == [("resolved", "restart"), ("open", None)]
     resolved = rows[0]
@@ -253,4 +254,4 @@ def test_train_without_a_checkpoint_starts_empty_and_skips_without_rejecting(
     other = parse_config({"model": {**ALERT_CONFIG["model"], "n_trees": 7}})
     second = train(Pipeline(other), storage, [history], "x", 10)
     assert (second.base_id, second.streams) == (None, 1)
-    assert storage.status()["checkpoints_rejected"] == []
+    assert status_document(storage)["checkpoints_rejected"] == []

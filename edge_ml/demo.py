@@ -54,7 +54,8 @@ health_interval_s = 1.0
 """
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str, proc: Any = None) -> None:
+def _wait(predicate: Callable[[], bool], timeout: float, what: str,
+          proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -31,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_ml.config import MqttConfig
+from edge_ml.config import MqttConfig, TlsConfig
 from edge_ml.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def read_password(path: str, source: str | None = None) -> str:
                           path=source) from exc
 
 
-def _check_tls_files(tls: Any, source: str | None) -> None:
+def _check_tls_files(tls: TlsConfig, source: str | None) -> None:
     """Each TLS file exists and loads, so a bad one is named by its key (paho loads them all)."""
     for key, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
         if path is not None and not Path(path).is_file():

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_ml.checkpoint import decode, encode, resume
+from edge_ml.checkpoint_format import decode, encode
+from edge_ml.checkpointer import resume
 from edge_ml.config import parse_config
 from edge_ml.pipeline import Pipeline
+from edge_ml.state import compatibility, export_state
 from edge_ml.storage import Storage
 
 
@@ -40,18 +42,18 @@ def main() -> None:
         # pays for fresh pages, every later one copies into warm buffers.
         pool: dict[str, np.ndarray] = {}
         f0 = time.perf_counter()
-        pipeline.export_state(pool)
+        export_state(pipeline, pool)
         f1 = time.perf_counter()
         pipeline.process_readings(names[: args.streams], np.full(args.streams, float(n)),
                                   rng.normal(20, 1, args.streams))
         t0 = time.perf_counter()
-        document = pipeline.export_state(pool)
+        document = export_state(pipeline, pool)
         t1 = time.perf_counter()
         encoded = encode(document)
         t2 = time.perf_counter()
         storage.save_checkpoint(encoded.blob, encoded.header, "bench", encoded.checksum, 3)
         t3 = time.perf_counter()
-        decode(encoded.blob, pipeline.compatibility())
+        decode(encoded.blob, compatibility(pipeline))
         t4 = time.perf_counter()
         fresh = Pipeline(parse_config({}), storage)
         t5 = time.perf_counter()

@@ -13,7 +13,7 @@ parameters, prequentially; exact ROC-AUC of the raw score. ``--shuttle-seeds`` a
 spread over other forest seeds (the default seed is one draw of a random forest structure).
 
 Cost: the NAB replay rate is printed (rows/s through the whole offline pipeline), and the
-fused kernel alone (``edge_ml.kernels.detector.detect_batch``, features + HST + calibration) is
+fused kernel alone (``edge_ml.kernels.fused.detect_batch``, features + HST + calibration) is
 timed on all NAB rows, one stream at a time, in microseconds per reading.
 
 Usage: python benchmarks/detection_quality.py --nab ../shared/data/nab
@@ -34,6 +34,7 @@ from scipy.stats import rankdata
 from edge_ml.config import parse_config
 from edge_ml.evaluate import evaluate, format_report
 from edge_ml.features import FeatureState
+from edge_ml.kernels.hst import hst_step_into
 from edge_ml.kernels.window import ALPHA_SD, DEV_MULT, N_FEATURES, SQUASH
 from edge_ml.model.detector import make_detector
 from edge_ml.model.forest import ForestState, TreeStructure
@@ -93,7 +94,14 @@ def shuttle(extra_seeds: int = 0) -> float:
     for seed in seeds:
         structure = TreeStructure.from_river(9, config.n_trees, config.height, seed)
         forest = ForestState(structure, config.window_size, capacity=1)
-        scores = forest.score_learn(np.zeros(len(features), dtype=np.int64), features)
+        # Score then learn each row, on the engine's kernel alone (no features, no calibration).
+        walk = np.empty((structure.height + 2, structure.n_trees), dtype=np.int64)
+        scores = np.array([
+            hst_step_into(structure.split_feature, structure.split_threshold, forest.mass,
+                          forest.ref, forest.count, forest.first_window, 0, x, structure.height,
+                          config.window_size, False, walk)
+            for x in features
+        ])
         values.append(roc_auc(scores, labels))
     value = values[0]
     print(f"Shuttle ROC-AUC (Numba HST, {config.n_trees} trees, height {config.height}, "

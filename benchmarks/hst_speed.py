@@ -5,7 +5,9 @@ Both sides see the same readings (4 features in [0, 1]: a drifting cluster, 2 % 
 3 % NaN gaps that river sees as missing keys) and are timed in CPU seconds of this process
 (``time.process_time``), so other work on a shared machine inflates neither much. Per-reading
 times include the window pivots (every 250 readings per stream). The engine is fed in
-micro-batches of 256 readings, one ``hst_batch`` call each, as the daemon does.
+micro-batches of 256 readings, as the daemon's are: :func:`hst_batch` below runs the product's
+kernel ``edge_ml.kernels.hst.hst_step_into`` over each, the loop the daemon's fused kernel
+(``edge_ml.kernels.fused.detect_batch``) runs without its features and calibration.
 
 Last line: ``speedup_defaults=<x> speedup_paper=<y> max_abs_diff=<d> bytes_per_stream=<b>``,
 where the speedups are river / engine per reading for one stream at (10, 8, 250) and at the
@@ -25,14 +27,39 @@ import time
 import tracemalloc
 
 import numpy as np
+from numba import njit
 from river.anomaly import HalfSpaceTrees
 
+from edge_ml.kernels.hst import hst_step_into
 from edge_ml.model.forest import ForestState, TreeStructure
 
 N_FEATURES = 4
 WINDOW = 250
 BATCH = 256  # readings per hst_batch call, a daemon micro-batch
 SEED = 42
+
+
+# Not cached: Numba keys a cache on this file alone, and a cached loop would go on running an
+# older hst_step_into after the kernel changed (see edge_ml.kernels).
+@njit
+def hst_batch(split_feature, split_threshold, mass, ref, count, first_window, slots, X, height,
+              window_size, paper_score):
+    """Score then learn each reading of a micro-batch, in arrival order; one scratch for all."""
+    out = np.empty(slots.shape[0], dtype=np.float64)
+    walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)
+    for i in range(slots.shape[0]):
+        out[i] = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window,
+                               slots[i], X[i], height, window_size, paper_score, walk)
+    return out
+
+
+def score_learn(state: ForestState, slots: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """River's scores of ``X`` on ``state``, learning each reading after scoring it."""
+    s = state.structure
+    return hst_batch(s.split_feature, s.split_threshold, state.mass, state.ref, state.count,
+                     state.first_window, np.ascontiguousarray(slots, dtype=np.int64),
+                     np.ascontiguousarray(X, dtype=np.float64), s.height, state.window_size,
+                     False)
 
 
 def make_readings(n: int, seed: int) -> np.ndarray:
@@ -112,15 +139,15 @@ def engine_run(
     X = np.stack(streams, axis=1).reshape(n * n_streams, N_FEATURES)
     slots = np.tile(np.arange(n_streams, dtype=np.int64), n)
     warm = ForestState(structure, WINDOW, capacity=1)  # compile (or load) outside the timing
-    warm.score_learn(slots[:1] * 0, X[:1])
+    score_learn(warm, slots[:1] * 0, X[:1])
     best = np.inf
     out = np.empty(len(X))
     for _ in range(repeats):
         state = ForestState(structure, WINDOW, capacity=n_streams)
-        out[:n_streams] = state.score_learn(slots[:n_streams], X[:n_streams])
+        out[:n_streams] = score_learn(state, slots[:n_streams], X[:n_streams])
         start = time.process_time()
         for a in range(n_streams, len(X), BATCH):
-            out[a : a + BATCH] = state.score_learn(slots[a : a + BATCH], X[a : a + BATCH])
+            out[a : a + BATCH] = score_learn(state, slots[a : a + BATCH], X[a : a + BATCH])
         best = min(best, time.process_time() - start)
     per_stream = out.reshape(n, n_streams).T
     return [per_stream[s, 1:] for s in range(n_streams)], best / (len(X) - n_streams)
@@ -156,10 +183,14 @@ CACHE_PROBE = """
 import time
 t0 = time.perf_counter()
 import numpy as np
+from edge_ml.kernels.hst import hst_step_into
 from edge_ml.model.forest import ForestState, TreeStructure
 t1 = time.perf_counter()
 state = ForestState(TreeStructure.from_river(4, 10, 8, 0), 250, capacity=2)
-state.score_learn(np.zeros(3, dtype=np.int64), np.full((3, 4), 0.5))
+s = state.structure
+walk = np.empty((s.height + 2, s.n_trees), dtype=np.int64)
+hst_step_into(s.split_feature, s.split_threshold, state.mass, state.ref, state.count,
+              state.first_window, 0, np.full(4, 0.5), s.height, 250, False, walk)
 t2 = time.perf_counter()
 print(f"{t1 - t0:.3f} {t2 - t1:.3f}")
 """

@@ -82,7 +82,7 @@ class AlertTracker:
         """Forget the alert open on ``slot`` without an event (nothing to announce).
 
         For restored state that holds an alert the database does not have open (see
-        :meth:`edge_ml.pipeline.Pipeline.reconcile_alerts`). Debounce counts restart; the
+        :func:`edge_ml.state.reconcile_alerts`). Debounce counts restart; the
         cooldown since the alert opened still applies, so a level that stays high opens a new
         alert only once that has passed.
         """

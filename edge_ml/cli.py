@@ -3,7 +3,6 @@ or config error (with the key and the file named)."""
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import sys
@@ -15,8 +14,9 @@ import click
 
 from edge_ml import __version__
 from edge_ml.config import Config, load_config
-from edge_ml.errors import ConfigError, EdgeMLError, StoragePathError
-from edge_ml.storage import open_readonly
+from edge_ml.errors import ConfigError, DaemonError, EdgeMLError, StorageError, StoragePathError
+from edge_ml.status import follow_alerts, request_checkpoint, status_document
+from edge_ml.storage import Storage, open_existing
 
 
 class UsageError(click.UsageError):
@@ -45,10 +45,10 @@ def _storage_error(exc: EdgeMLError, db: str | None, config: Config | None) -> c
     return click.ClickException(message)
 
 
-def _open(db: str | None, config_path: str | None = None) -> Any:
+def _open(db: str | None, config_path: str | None = None) -> Storage:
     config = None if db else _config(config_path)
     try:
-        return open_readonly(config.storage.db if config else str(db))
+        return open_existing(config.storage.db if config else str(db))
     except EdgeMLError as exc:
         raise _storage_error(exc, db, config) from exc
 
@@ -60,7 +60,7 @@ def _since(text: str | None) -> float | None:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
         return time.time() - float(text[:-1]) * units[text[-1]]
-    from edge_ml.replay import parse_timestamp
+    from edge_ml.timestamps import parse_timestamp
 
     try:
         return parse_timestamp(text)
@@ -142,7 +142,10 @@ def alerts(db: str | None, config_path: str | None, stream_glob: str | None, sin
            open_only: bool, as_json: bool, limit: int, follow: bool) -> None:
     """List alerts (one row per open and per resolve), newest first."""
     storage = _open(db, config_path)
-    rows = storage.alerts(stream_glob, _since(since), open_only, limit)
+    try:
+        rows = storage.alerts(stream_glob, _since(since), open_only, limit)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))
@@ -150,18 +153,14 @@ def alerts(db: str | None, config_path: str | None, stream_glob: str | None, sin
         click.echo(_alert_table(rows))
     if not follow:
         return
-    last_id = max((r["id"] for r in rows), default=0) or storage.db.execute(
-        "SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0]
+    shown = max((r["id"] for r in rows), default=None)
     try:
-        while True:
-            time.sleep(0.5)
-            for row in storage.alerts_after(last_id):
-                last_id = row["id"]
-                if stream_glob and not fnmatch.fnmatchcase(row["stream"], stream_glob):
-                    continue
-                click.echo(json.dumps(row) if as_json else _alert_table([row]).splitlines()[1])
+        for row in follow_alerts(storage, shown, stream_glob):
+            click.echo(json.dumps(row) if as_json else _alert_table([row]).splitlines()[1])
     except KeyboardInterrupt:
         pass
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _status_text(status: dict[str, Any]) -> str:
@@ -205,7 +204,10 @@ def _status_text(status: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 def status(db: str | None, config_path: str | None, as_json: bool) -> None:
     """Streams, readings, warm-up, rejects, checkpoints, drift, and the daemon's health."""
-    document = _open(db, config_path).status()
+    try:
+        document = status_document(_open(db, config_path))
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(document, indent=2) if as_json else _status_text(document))
 
 
@@ -273,7 +275,8 @@ def replay(source: str, config_path: str | None, out: str | None) -> None:
 def evaluate(results: str, labels: str, profiles: tuple[str, ...], as_json: bool,
              detail: bool) -> None:
     """NAB-style score of replay output: best corpus threshold, and the pipeline's own alerts."""
-    from edge_ml.evaluate import PROFILES, EvaluationError, format_report
+    from edge_ml.errors import EvaluationError
+    from edge_ml.evaluate import PROFILES, format_report
     from edge_ml.evaluate import evaluate as run_evaluation
 
     try:
@@ -301,7 +304,6 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
     start; what it learned after its newest checkpoint is not kept.
     """
     from edge_ml.pipeline import Pipeline
-    from edge_ml.storage import Storage
     from edge_ml.train import train as train_history
 
     cfg = _config(config_path)
@@ -326,7 +328,7 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
 
 
 def _takes_effect(cfg: Config | None) -> str:
-    """When a checkpoint chosen from the CLI is loaded (edge_ml.checkpoint.Checkpointer)."""
+    """When a checkpoint chosen from the CLI is loaded (edge_ml.checkpointer.Checkpointer)."""
     tick = (f"within {cfg.storage.checkpoint_interval_s:g} s (at its next checkpoint tick)"
             if cfg else "at its next checkpoint tick ([storage] checkpoint_interval_s)")
     return (f"loaded at the next start; a running daemon loads it {tick}, or at once on SIGHUP "
@@ -369,7 +371,7 @@ def checkpoints_list(db: str | None, config_path: str | None, as_json: bool) -> 
 @_config_option
 def checkpoints_show(checkpoint_id: int, db: str | None, config_path: str | None) -> None:
     """One checkpoint's row and decoded header, as JSON."""
-    from edge_ml.checkpoint import describe_row
+    from edge_ml.checkpointer import describe_row
 
     try:
         row = describe_row(_open(db, config_path), checkpoint_id)
@@ -408,7 +410,7 @@ def checkpoints_export(checkpoint_id: int, target: str, db: str | None,
 @_config_option
 def checkpoints_import(source: str, db: str | None, config_path: str | None) -> None:
     """Verify a checkpoint file and store it as the one the daemon loads (see rollback)."""
-    from edge_ml.checkpoint import import_blob
+    from edge_ml.checkpointer import import_blob
 
     cfg = _config(config_path)
     try:
@@ -449,30 +451,11 @@ def checkpoints_rollback(checkpoint_id: int, db: str | None, config_path: str | 
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for it.")
 def checkpoints_save(db: str | None, config_path: str | None, timeout: float) -> None:
     """Ask the running daemon for a checkpoint now (SIGUSR1 to its pid) and wait for it."""
-    import os
-    import signal as signals
-
-    storage = _open(db, config_path)
-    pid = int(storage.health().get("pid") or 0)
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
-    except OSError:
-        cmdline = b""
-    if b"edge" not in cmdline:
-        raise click.ClickException("no running daemon recorded in this database")
-    def newest_id() -> int:
-        return int((storage.last_checkpoint() or {}).get("id", 0))
-
-    before = newest_id()
-    os.kill(pid, signals.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        newest = newest_id()
-        if newest > before:
-            click.echo(f"checkpoint {newest} saved")
-            return
-        time.sleep(0.2)
-    raise click.ClickException(f"no new checkpoint within {timeout} s")
+        checkpoint_id = request_checkpoint(_open(db, config_path), timeout)
+    except (DaemonError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"checkpoint {checkpoint_id} saved")
 
 
 @main.group()

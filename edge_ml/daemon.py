@@ -13,15 +13,14 @@ import gc
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from typing import Any
 
 from edge_ml import __version__
-from edge_ml.checkpoint import Checkpointer
+from edge_ml.checkpointer import Checkpointer
 from edge_ml.config import Config
-from edge_ml.errors import ConfigError, StoragePathError
+from edge_ml.errors import ConfigError, StorageError, StoragePathError
 from edge_ml.homeassistant import HomeAssistant, StreamState
 from edge_ml.ingest import Inbox
 from edge_ml.kernels import release_compiler_pages
@@ -194,6 +193,7 @@ class Daemon:
             "health_interval_s": self.config.daemon.health_interval_s,
             "connected": self.link.state.connected,
             "mqtt_error": self.link.state.last_error,
+            "mqtt_subscribe_refused": self.link.state.subscribe_refused,
             "mqtt_connect_failures": self.link.state.connect_failures,
             "mqtt_redeliveries_dropped": self.link.redelivery.dropped,
             "readings_total": p.readings_total,
@@ -204,7 +204,7 @@ class Daemon:
             "queue_high_water": self.inbox.high_water,
             "dropped_total": self.inbox.dropped,
             "streams": len(p.streams),
-            "open_alerts": p.open_alerts(),
+            "open_alerts": p.open_alert_count(),
             "storage_faults": p.storage_faults,
             "storage_error": p.last_storage_error,
             "pending_publishes": self.link.pending_publishes,
@@ -220,7 +220,7 @@ class Daemon:
             return
         try:
             deleted = self.storage.prune_alerts(time.time() - days * 86400.0)
-        except sqlite3.Error as exc:  # a full disk must not stop the worker
+        except StorageError as exc:  # a full disk must not stop the worker
             log.warning("cannot prune old alerts: %s", exc)
             return
         if deleted:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import msgpack
 import numpy as np
 
 from edge_ml.records import Message, Reject
+from edge_ml.timestamps import parse_timestamp
 
 # How much of a rejected payload is kept for diagnosis.
 PAYLOAD_PREFIX_BYTES = 256
@@ -91,15 +91,9 @@ def _timestamp(raw: Any, fallback: float) -> float:
         return fallback
     if isinstance(raw, str):
         try:
-            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            ts = parse_timestamp(raw, strict=True)
         except ValueError as exc:
-            raise _Rejected(BAD_TIMESTAMP, f"not ISO 8601: {raw[:40]!r}") from exc
-        if parsed.tzinfo is None:
-            raise _Rejected(BAD_TIMESTAMP, "ISO timestamp without a time zone")
-        try:
-            ts = parsed.timestamp()
-        except (OverflowError, OSError, ValueError) as exc:
-            raise _Rejected(BAD_TIMESTAMP, f"out of range: {raw[:40]!r}") from exc
+            raise _Rejected(BAD_TIMESTAMP, str(exc)) from exc
     elif isinstance(raw, bool) or not isinstance(raw, int | float):
         raise _Rejected(BAD_TIMESTAMP, f"expected epoch seconds, got {type(raw).__name__}")
     else:

@@ -17,6 +17,7 @@ from typing import Any
 
 from edge_ml.errors import EdgeMLError
 from edge_ml.localbroker import LocalBroker
+from edge_ml.status import status_document
 from edge_ml.storage import Storage
 
 # An alert counts for an injected anomaly when it opens on the same stream between slightly
@@ -53,7 +54,8 @@ health_interval_s = 1.0
 """
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str, proc: Any = None) -> None:
+def _wait(predicate: Callable[[], bool], timeout: float, what: str,
+          proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -205,7 +207,7 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
         storage = Storage(db)
         try:
             alerts = storage.alerts(limit=None)
-            status = storage.status()
+            status = status_document(storage)
         finally:
             storage.close()
         out(f"readings   {status['readings_total']} scored on {len(status['streams'])} streams, "

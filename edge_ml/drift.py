@@ -8,7 +8,7 @@ Each stream's values are summarised first: the mean of every complete block of
 ``[model] drift_block`` scored readings (warm-up readings are skipped) is fed once to that
 stream's two-sided Page-Hinkley test. Blocks are counted per stream across micro-batches, so
 the block means do not depend on how readings were batched. Both run in one Numba kernel
-(:func:`edge_ml.kernels.blocks.drift_batch`), which repeats river's ``PageHinkley.update``
+(:func:`edge_ml.kernels.page_hinkley.drift_batch`), which repeats river's ``PageHinkley.update``
 operation for operation (tests compare the two): river's class in Python cost ~25 us a block,
 a sixth of replay time, and its import ~90 ms and ~10 MB in every process.
 
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_ml.kernels.blocks import drift_batch
+from edge_ml.kernels.page_hinkley import drift_batch
 from edge_ml.records import DriftEvent
 from edge_ml.slots import SlotArrays, SlotField
 

@@ -31,6 +31,16 @@ class StoragePathError(StorageError):
     file that is not a database. A setting to fix (``[storage] db``, ``--db``), not an outage."""
 
 
+class StorageBusyError(StorageError):
+    """Another connection held the state file's lock past the busy timeout (a backup, a shell,
+    a Datasette write): the same write can succeed later, so the pipeline retries it."""
+
+
+class DaemonError(EdgeMLError):
+    """The daemon recorded in a state file is not running, or did not do what it was asked in
+    time (``edge-ml checkpoints save``)."""
+
+
 class CheckpointError(EdgeMLError):
     """A checkpoint is corrupt, truncated or incompatible with this build."""
 
@@ -44,5 +54,5 @@ class ReplayOutputError(ReplayError):
     permission, the input itself): an argument to fix (``--out``), not a failure midway."""
 
 
-class MqttError(EdgeMLError):
-    """The broker connection cannot be set up (bad TLS files, refused credentials)."""
+class EvaluationError(EdgeMLError):
+    """Labels or results that cannot be scored (missing file, unknown window edge, bad value)."""

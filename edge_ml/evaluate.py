@@ -52,10 +52,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge_ml.errors import EvaluationError
+
 __all__ = [
     "PROFILES",
     "Counts",
-    "EvaluationError",
     "EvaluationReport",
     "FileReport",
     "FileResults",
@@ -82,10 +83,6 @@ PROBATION_MAX_ROWS = 750
 TIMESTAMP_CHARS = 19
 
 _REQUIRED_COLUMNS = ("timestamp", "anomaly_score", "alert")
-
-
-class EvaluationError(ValueError):
-    """Labels or results that cannot be scored (missing file, unknown window edge, bad value)."""
 
 
 @dataclass(frozen=True)

@@ -24,18 +24,13 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from edge_ml.publish import status_topic
+from edge_ml.publish import Publisher, status_topic
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]+")
 # Levels are published rounded to this many decimals; a change below that is not re-sent.
 LEVEL_DECIMALS = 3
-
-
-class Publisher(Protocol):
-    def publish(self, topic: str, payload: bytes | str, qos: int = 1,
-                retain: bool = False) -> Any: ...
 
 
 def object_id(text: str) -> str:

@@ -32,7 +32,6 @@ class Inbox:
         self.put_timeout_s = put_timeout_s
         self._items: deque[Message] = deque()
         self._cond = threading.Condition()
-        self.received = 0
         self.dropped = 0
         self.high_water = 0
 
@@ -51,7 +50,6 @@ class Inbox:
                         return False
                     self._cond.wait(remaining)
             self._items.append((topic, payload, received_at))
-            self.received += 1
             depth = len(self._items)
             if depth > self.high_water:
                 self.high_water = depth

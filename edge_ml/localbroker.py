@@ -7,6 +7,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -38,6 +39,21 @@ def find_mosquitto() -> str:
     return found
 
 
+# mosquitto's dynamic-security plugin, where Debian and a source build put it.
+DYNSEC_PLUGIN_GLOBS = ("/usr/lib/*/mosquitto_dynamic_security.so",
+                       "/usr/lib/mosquitto_dynamic_security.so",
+                       "/usr/local/lib/mosquitto_dynamic_security.so")
+
+
+def find_dynsec_plugin() -> str:
+    """Path of mosquitto's dynamic-security plugin (shipped with mosquitto 2.x)."""
+    for pattern in DYNSEC_PLUGIN_GLOBS:
+        found = sorted(Path("/").glob(pattern.lstrip("/")))
+        if found:
+            return str(found[0])
+    raise BrokerError("mosquitto_dynamic_security.so not found (mosquitto 2.x ships it)")
+
+
 class LocalBroker:
     """One mosquitto process bound to loopback, with persistence so restarts keep sessions.
 
@@ -49,6 +65,11 @@ class LocalBroker:
         TCP port; a free one is picked when omitted and kept across restarts.
     extra_config
         Lines appended to the generated config after the listener line (TLS, password files).
+    subscribe_only
+        Topic filters clients may subscribe to; the broker refuses any other subscription
+        (SUBACK 0x80, MQTT 5: 0x87 not authorised), as a broker ACL does. mosquitto's
+        ``acl_file`` cannot stand in: 2.0 grants every subscription and filters deliveries, so
+        this uses its dynamic-security plugin.
     autosave_s
         How often mosquitto writes its sessions to disk (``autosave_interval``; 0: only when it
         stops). Each save writes every queued message, so a broker holding a large backlog
@@ -62,6 +83,7 @@ class LocalBroker:
         extra_config: str = "",
         listener_options: str = "",
         autosave_s: int = 1,
+        subscribe_only: tuple[str, ...] | None = None,
     ) -> None:
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edge-ml-broker-"))
@@ -71,8 +93,27 @@ class LocalBroker:
         self.extra_config = extra_config
         self.listener_options = listener_options
         self.autosave_s = autosave_s
+        self.subscribe_only = subscribe_only
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "mosquitto.log"
+
+    def _write_subscribe_acl(self) -> str:
+        """The dynamic-security lines that let anonymous clients subscribe to ``subscribe_only``."""
+        if self.subscribe_only is None:
+            return ""
+        role = "subscribe-only"
+        acls = [{"acltype": "subscribePattern", "topic": topic, "priority": 0, "allow": True}
+                for topic in self.subscribe_only]
+        path = self.workdir / "dynamic-security.json"
+        path.write_text(json.dumps({
+            "defaultACLAccess": {"publishClientSend": True, "publishClientReceive": True,
+                                 "subscribe": False, "unsubscribe": True},
+            "clients": [],
+            "groups": [{"groupname": "anonymous", "roles": [{"rolename": role}], "clients": []}],
+            "roles": [{"rolename": role, "acls": acls}],
+            "anonymousGroup": "anonymous",
+        }))
+        return f"plugin {find_dynsec_plugin()}\nplugin_opt_config_file {path}"
 
     def _write_config(self) -> Path:
         config = self.workdir / "mosquitto.conf"
@@ -104,6 +145,7 @@ class LocalBroker:
                     "log_type error",
                     "log_type warning",
                     "log_type notice",
+                    self._write_subscribe_acl(),
                     self.extra_config,
                     "",
                 ]

@@ -4,7 +4,10 @@ Startup never fails because the broker is late: ``connect_async`` + ``loop_start
 reconnect with backoff. Subscriptions are made in ``on_connect`` so every reconnect restores
 them; the session is persistent (clean_session false / MQTT 5 session expiry) so QoS 1
 readings published while we were away are delivered when we come back. ``on_message`` runs on
-paho's network thread and only hands the message over.
+paho's network thread and only hands the message over. A subscription the broker refuses (an
+ACL: SUBACK 0x80) is logged and kept in the state, so the health record shows why nothing
+arrives. What is pending (sent, not yet acknowledged) is counted here from paho's public
+callbacks, not read from its private queues.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +29,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_ml.config import MqttConfig
+from edge_ml.config import MqttConfig, TlsConfig
 from edge_ml.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,72 @@ class RedeliveryFilter:
         self.recent.clear()
 
 
+class PendingPublishes:
+    """Messages handed to paho and not yet confirmed by its ``on_publish``, counted by packet id.
+
+    ``on_publish`` runs on the network thread and can come before ``publish`` returns its packet
+    id (the broker's PUBACK beat a descheduled main thread); such an early confirmation is kept
+    until ``sent`` names the id, so the count never drifts. Keyed by packet id, a message paho
+    dropped without a confirmation is forgotten when its id is used again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: set[int] = set()
+        self._confirmed_early: set[int] = set()
+
+    def sent(self, mid: int) -> None:
+        """paho took the message with packet id ``mid`` (queued or sent)."""
+        with self._lock:
+            if mid in self._confirmed_early:
+                self._confirmed_early.discard(mid)
+            else:
+                self._waiting.add(mid)
+
+    def confirmed(self, mid: int) -> None:
+        """paho's ``on_publish`` for ``mid``: acknowledged (QoS 1/2) or written (QoS 0)."""
+        with self._lock:
+            if mid in self._waiting:
+                self._waiting.discard(mid)
+            else:
+                self._confirmed_early.add(mid)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+
+class SubscribeRequests:
+    """Which topic filters each SUBSCRIBE asked for, to name them when the SUBACK comes back.
+
+    As with publishes, the SUBACK can overtake ``subscribe`` returning its packet id (a
+    subscription made from the main thread); its reason codes then wait here for the filters.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._filters: dict[int, list[str]] = {}
+        self._early: dict[int, list[ReasonCode]] = {}
+
+    def sent(self, mid: int, filters: list[str]) -> list[tuple[str, ReasonCode]]:
+        """Remember ``filters`` under ``mid``; (filter, reason) pairs if its SUBACK came first."""
+        with self._lock:
+            reasons = self._early.pop(mid, None)
+            if reasons is None:
+                self._filters[mid] = filters
+                return []
+        return list(zip(filters, reasons, strict=False))
+
+    def answered(self, mid: int, reasons: list[ReasonCode]) -> list[tuple[str, ReasonCode]]:
+        """The SUBACK for ``mid``: (filter, reason) pairs, or none yet if ``mid`` is not known."""
+        with self._lock:
+            filters = self._filters.pop(mid, None)
+            if filters is None:
+                self._early[mid] = reasons
+                return []
+        return list(zip(filters, reasons, strict=False))
+
+
 @dataclass
 class ConnectionState:
     connected: bool = False
@@ -81,6 +151,8 @@ class ConnectionState:
     last_error: str | None = None
     refused: bool = False  # the broker said no (bad credentials, not authorised)
     connect_failures: int = 0  # attempts that got no connection (refused socket, DNS, TLS)
+    # Topic filters whose SUBACK said no (an ACL): the link runs on, but they deliver nothing.
+    subscribe_refused: list[str] = field(default_factory=list)
 
 
 def read_password(path: str, source: str | None = None) -> str:
@@ -91,7 +163,7 @@ def read_password(path: str, source: str | None = None) -> str:
                           path=source) from exc
 
 
-def _check_tls_files(tls: Any, source: str | None) -> None:
+def _check_tls_files(tls: TlsConfig, source: str | None) -> None:
     """Each TLS file exists and loads, so a bad one is named by its key (paho loads them all)."""
     for key, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
         if path is not None and not Path(path).is_file():
@@ -156,6 +228,8 @@ class MqttLink:
         self._connected = threading.Event()
         self._extra_on_connect: list[Callable[[], None]] = []
         self._subscriptions: list[tuple[str, int]] = [(t, config.qos) for t in config.topics]
+        self._pending = PendingPublishes()
+        self._subscribe_requests = SubscribeRequests()
         v5 = config.protocol == "5"
         kwargs: dict[str, Any] = {
             "callback_api_version": CallbackAPIVersion.VERSION2,
@@ -169,6 +243,8 @@ class MqttLink:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
         client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
         client.max_queued_messages_set(0)  # unlimited: alerts wait for the broker to return
         client.max_inflight_messages_set(100)
@@ -211,8 +287,8 @@ class MqttLink:
                  self.config.port, getattr(flags, "session_present", None),
                  f" after {failed} failed attempts" if failed else "")
         try:
-            client.subscribe(self._subscriptions)
-            client.publish(self.status_topic, b"online", qos=1, retain=True)
+            self._subscribe(self._subscriptions)
+            self.publish(self.status_topic, b"online", qos=1, retain=True)
             for callback in self._extra_on_connect:
                 callback()
         except Exception as exc:
@@ -256,6 +332,29 @@ class MqttLink:
             self.state.last_error = f"disconnected: {reason_code}"
             log.warning("disconnected from broker: %s (reconnecting)", reason_code)
 
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int,
+                      reason_code_list: list[ReasonCode], properties: Any) -> None:
+        self._subscribe_answered(self._subscribe_requests.answered(mid, reason_code_list))
+
+    def _subscribe_answered(self, answers: list[tuple[str, ReasonCode]]) -> None:
+        """Keep the refused filters in the state (health) and log each refusal once per SUBACK."""
+        refused = [(topic, reason) for topic, reason in answers if reason.is_failure]
+        granted = {topic for topic, reason in answers if not reason.is_failure}
+        state = self.state
+        state.subscribe_refused = sorted(
+            (set(state.subscribe_refused) - granted) | {topic for topic, _ in refused})
+        for topic, reason in refused:
+            log.error("broker %s:%s refused the subscription to %s: %s (no readings arrive "
+                      "from it; check the broker's ACL for client %s)", self.config.host,
+                      self.config.port, topic, reason, self.config.client_id)
+        if refused:
+            state.last_error = "subscription refused: " + ", ".join(
+                f"{topic} ({reason})" for topic, reason in refused)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any,
+                    properties: Any) -> None:
+        self._pending.confirmed(mid)
+
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if message.qos > 0 and self.redelivery.is_redelivery(
                 message.mid, message.topic, message.payload, bool(message.dup)):
@@ -278,7 +377,13 @@ class MqttLink:
             topic, lambda client, userdata, message: on_payload(message.payload))
         self._subscriptions.append((topic, qos))
         if self.state.connected:
-            self.client.subscribe(topic, qos)
+            self._subscribe([(topic, qos)])
+
+    def _subscribe(self, subscriptions: list[tuple[str, int]]) -> None:
+        result, mid = self.client.subscribe(subscriptions)
+        if result == paho.MQTT_ERR_SUCCESS and mid is not None:
+            topics = [topic for topic, _ in subscriptions]
+            self._subscribe_answered(self._subscribe_requests.sent(mid, topics))
 
     def start(self) -> None:
         """Connect in the background; returns at once even when the broker is down."""
@@ -297,21 +402,29 @@ class MqttLink:
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1,
                 retain: bool = False) -> paho.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos=qos, retain=retain)
+        """Publish through paho; the message counts as pending until paho confirms it."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        # QoS 1/2 stay in paho's queue while the broker is away (NO_CONN) and are sent on
+        # reconnect; QoS 0 is only sent if paho took it now. Anything else was not queued.
+        queued = info.rc == paho.MQTT_ERR_SUCCESS or (qos > 0 and info.rc == paho.MQTT_ERR_NO_CONN)
+        if queued:
+            self._pending.sent(info.mid)
+        return info
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish ``offline``, wait for pending QoS 1 publishes, disconnect cleanly."""
         if self.state.connected:
-            info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
+            info = self.publish(self.status_topic, b"offline", qos=1, retain=True)
             deadline = time.monotonic() + timeout
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
             # Let other queued QoS 1 messages (alerts) finish too.
-            while self.client._out_messages and time.monotonic() < deadline:
+            while self.pending_publishes and time.monotonic() < deadline:
                 time.sleep(0.02)
         self.client.disconnect()
         self.client.loop_stop()
 
     @property
     def pending_publishes(self) -> int:
-        return len(self.client._out_messages)
+        """Messages published and not yet confirmed (QoS 1/2: acknowledged by the broker)."""
+        return len(self._pending)

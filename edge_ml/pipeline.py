@@ -2,14 +2,14 @@
 
 :class:`Pipeline` owns every piece of per-stream state and is driven by one thread at a time
 (the daemon's worker, or ``replay`` offline). Readings move through it as arrays, one
-micro-batch at a time; only rejects and alert events are Python objects.
+micro-batch at a time; only rejects and alert events are Python objects. Taking that state out
+and putting it back (checkpoints, ``train``) is :mod:`edge_ml.state`, one layer above.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,13 +20,12 @@ from edge_ml.alerts import AlertTracker
 from edge_ml.config import Config
 from edge_ml.decode import STREAM_LIMIT, decode_batch
 from edge_ml.drift import DriftMonitor, DriftParams
-from edge_ml.errors import CheckpointError
+from edge_ml.errors import StorageError
 from edge_ml.features import FeatureState
 from edge_ml.kernels import prepare as prepare_kernels
-from edge_ml.model.detector import Detector, ModelParams, describe, make_detector
+from edge_ml.model.detector import Detector, ModelParams, make_detector
 from edge_ml.publish import AlertPublisher
 from edge_ml.records import AlertEvent, Message, Reject, iso_utc
-from edge_ml.slots import SnapshotPool
 from edge_ml.storage import PendingWrites, Storage
 from edge_ml.streams import StreamRegistry
 
@@ -216,181 +215,6 @@ class Pipeline:
         if self.publisher is not None:
             self.publisher.drift(events)
 
-    # -- checkpoints ----------------------------------------------------------------------
-    def compatibility(self) -> dict[str, Any]:
-        """Header entries a checkpoint must match to be restored here (edge_ml.checkpoint)."""
-        return {
-            "params": describe(self.params),
-            "features": self.features.describe(),
-        }
-
-    def export_state(self, pool: SnapshotPool | None = None) -> dict[str, Any]:
-        """Every piece of per-stream state as copies (``{"header", "state"}``), for a checkpoint.
-
-        Cheap enough for the worker thread (array copies only); encoding is done elsewhere.
-        With a ``pool`` the copies reuse the previous snapshot's buffers: the caller must be
-        done with that snapshot (encoded) before asking for the next.
-        """
-        from edge_ml import __version__
-        from edge_ml.checkpoint import SCHEMA_VERSION
-
-        used = len(self.streams)
-        header = {
-            "schema_version": SCHEMA_VERSION,
-            "package_version": __version__,
-            **self.compatibility(),
-            "seed": self.params.seed,
-            "created_at": time.time(),
-            "readings_total": self.readings_total,
-            "rejects_total": self.rejects_total,
-            "streams": used,
-        }
-        state = {
-            "names": list(self.streams.names),
-            "stats": self.streams.stats.export(used, pool, "stats."),
-            "features": self.features.arrays.export(used, pool, "features."),
-            "detector": self.detector.export(used, pool),
-            "alerts": self.alerts.state.export(used, pool, "alerts."),
-            "open_alerts": [[slot, alert_id, opened_at]
-                            for slot, (alert_id, opened_at) in self.alerts.open_alerts.items()],
-            "drift": self.drift.state.export(used, pool, "drift."),
-        }
-        return {"header": header, "state": state}
-
-    def restore_state(self, document: dict[str, Any]) -> None:
-        """Load a decoded checkpoint; on any mismatch raise CheckpointError, leaving state as is.
-
-        The stages are rebuilt aside and swapped in only when every one of them loaded.
-        """
-        header, state = document["header"], document["state"]
-        try:
-            names = [str(n) for n in state["names"]]
-            capacity = max(len(names), 16)
-            streams = StreamRegistry(capacity)
-            streams.restore(names, state["stats"])
-            features = FeatureState(self.config.features.season_s,
-                                    self.config.features.season_bins, capacity)
-            features.arrays.restore(state["features"])
-            detector = make_detector(self.params, capacity)
-            if names:  # an empty forest cannot be restored (nor needs to be)
-                detector.restore(state["detector"])
-            alerts = AlertTracker(self.config.alerts, capacity)
-            alerts.state.restore(state["alerts"])
-            alerts.open_alerts = {int(slot): (str(alert_id), float(opened_at))
-                                  for slot, alert_id, opened_at in state["open_alerts"]}
-            drift = DriftMonitor(drift_params(self.config), capacity)
-            drift.state.restore(state["drift"])
-            for part in (features.arrays, alerts.state, drift.state):
-                part.grow(streams.capacity)
-            detector.grow(streams.capacity)
-            readings_total = int(header["readings_total"])
-            if any(len(a) != len(names) for a in state["stats"].values()):
-                raise ValueError("stream statistics disagree with the stream names")
-        except (KeyError, TypeError, ValueError, NotImplementedError) as exc:
-            raise CheckpointError(f"state does not fit this pipeline: {exc}") from exc
-        self.streams, self.features, self.detector = streams, features, detector
-        self.alerts, self.drift = alerts, drift
-        self.readings_total = readings_total
-        self.rejects_total = int(header.get("rejects_total", 0))
-        # What the checkpoint counted was already written to the streams table (or, for a
-        # trained checkpoint, is history that must not be counted as live readings).
-        streams.stats.flushed_readings[:] = streams.stats.readings
-
-    def graft(self, document: dict[str, Any]) -> list[str]:
-        """Put every stream of another pipeline's :meth:`export_state` into this one.
-
-        A stream this pipeline does not have is added; one it has is replaced whole (model,
-        features, statistics, alert and drift state). Every other stream, and the counters, stay
-        as they are: this is how ``edge-ml train`` adds a warm-started stream to a fleet. The
-        grafted streams' alerts are dropped (history alerts are not live ones). Returns the
-        grafted stream names.
-        """
-        own = self.export_state()
-        base, other = own["state"], document["state"]
-        names = list(base["names"])
-        slot_of = {name: i for i, name in enumerate(names)}
-        grafted = [str(n) for n in other["names"]]
-        targets = []
-        for name in grafted:
-            if name not in slot_of:
-                slot_of[name] = len(names)
-                names.append(name)
-            targets.append(slot_of[name])
-        merged: dict[str, Any] = {"names": names}
-        try:
-            for section in ("stats", "features", "detector", "alerts", "drift"):
-                arrays = {}
-                for key, array in base[section].items():
-                    incoming = other[section][key]
-                    if incoming.shape != (len(grafted), *array.shape[1:]) \
-                            or incoming.dtype != array.dtype:
-                        raise ValueError(f"{section}.{key}: {incoming.dtype}{incoming.shape} "
-                                         f"does not fit {array.dtype}{array.shape}")
-                    out = np.empty((len(names), *array.shape[1:]), dtype=array.dtype)
-                    out[:len(array)] = array
-                    out[targets] = incoming
-                    arrays[key] = out
-                merged[section] = arrays
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"cannot graft streams: {exc}") from exc
-        replaced = set(targets)
-        merged["open_alerts"] = [entry for entry in base["open_alerts"]
-                                 if entry[0] not in replaced]
-        own["header"]["streams"] = len(names)
-        self.restore_state({"header": own["header"], "state": merged})
-        for slot in targets:
-            self.alerts.close(slot)
-        return grafted
-
-    def reconcile_alerts(self, reason: str) -> list[AlertEvent]:
-        """Make the alerts table, MQTT and the restored alert state agree; after a restore.
-
-        The database (with any unwritten events) is the record of what was announced:
-
-        - an alert open there but not in this state (an unclean stop lost it, or the state
-          came from an older checkpoint) is resolved: stored with ``reason`` and published
-          with state "resolved", so subscribers leave the alarm and pruning can delete it;
-        - an alert open in this state but not open there (resolved after the checkpoint was
-          taken, or never announced: trained or imported state) is closed in the state, with
-          nothing published; a level still high opens a new alert after debounce and cooldown.
-
-        Returns the resolve events.
-        """
-        if self.storage is None:
-            return []
-        try:
-            rows = self.storage.alerts(open_only=True, limit=None)
-        except sqlite3.Error as exc:  # the next restart or reload tries again
-            log.error("cannot read open alerts to reconcile them (%s): %s", reason, exc)
-            return []
-        announced = {row["alert_id"]: row for row in rows}
-        for event in self.pending.alerts:  # a failed flush: not in the database yet
-            if event.state == "open":
-                announced[event.alert_id] = event.to_dict()
-            else:
-                announced.pop(event.alert_id, None)
-        held = {alert_id: slot for slot, (alert_id, _) in self.alerts.open_alerts.items()}
-        for alert_id, slot in held.items():
-            if alert_id not in announced:
-                self.alerts.close(slot)
-                log.info("alert %s on %s is open in the restored state but not in the "
-                         "database: closed", alert_id, self.streams.names[slot])
-        now = time.time()
-        events = [
-            AlertEvent(alert_id, row["stream"], "resolved", row["score"], math.nan, now,
-                       row["opened_at"], now, row["severity"], reason)
-            for alert_id, row in announced.items() if alert_id not in held
-        ]
-        for event in events:
-            log.info("alert %s on %s resolved (%s): the restored state does not hold it",
-                     event.alert_id, event.stream, reason)
-        if events:
-            self.pending.alerts.extend(events)
-            if self.publisher is not None:
-                self.publisher.alerts(events)
-            self.flush()
-        return events
-
     # -- storage --------------------------------------------------------------------------
     def _dirty_slots(self) -> np.ndarray:
         """Slots with readings not yet added to the ``streams`` table, in slot order."""
@@ -432,7 +256,7 @@ class Pipeline:
         rows = self._stream_rows(dirty)
         try:
             self.storage.write(self.pending, rows)
-        except sqlite3.Error as exc:
+        except StorageError as exc:
             self.storage_faults += 1
             self._retry_delay = min(max(2 * self._retry_delay, RETRY_FIRST_S), RETRY_MAX_S)
             self._retry_at = time.monotonic() + self._retry_delay
@@ -463,5 +287,6 @@ class Pipeline:
         elapsed = time.monotonic() - self.last_flush
         return bool(self.pending.alerts) or elapsed >= self.config.storage.flush_interval_s
 
-    def open_alerts(self) -> int:
+    def open_alert_count(self) -> int:
+        """Alerts open now, over every stream."""
         return len(self.alerts.open_alerts)

@@ -10,6 +10,8 @@ from edge_ml.records import AlertEvent, DriftEvent
 
 
 class Publisher(Protocol):
+    """Where messages go: the broker link (:class:`edge_ml.mqtt.MqttLink`) or a test's fake."""
+
     def publish(self, topic: str, payload: bytes | str, qos: int = 1,
                 retain: bool = False) -> Any: ...
 

@@ -48,7 +48,7 @@ class AlertEvent:
     resolved_at: float | None
     severity: str
     # Why a resolve did not come from the level: "restart" or "reload" when the restored model
-    # state no longer holds the alert (edge_ml.pipeline.Pipeline.reconcile_alerts). Stored in
+    # state no longer holds the alert (edge_ml.state.reconcile_alerts). Stored in
     # the alerts table; not part of the MQTT payload, whose keys DESIGN.md fixes.
     reason: str | None = None
 

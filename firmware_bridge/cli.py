@@ -17,8 +17,8 @@ import click
 
 from firmware_bridge.bridge import BridgeSettings, SerialBridge, port_name
 from firmware_bridge.errors import BridgeError
+from firmware_bridge.fleet_publisher import FORMATS, run_simulation
 from firmware_bridge.mqtt import MqttLink, MqttSettings
-from firmware_bridge.simulate import FORMATS, run_simulation
 from firmware_bridge.simulator import Fleet
 
 log = logging.getLogger(__name__)

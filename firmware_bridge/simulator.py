@@ -1,5 +1,7 @@
 """A simulated sensor fleet with injected, labelled anomalies (no MQTT: a plain library).
 
+The model only; :mod:`firmware_bridge.fleet_publisher` plays it to a broker in real time.
+
 Each node ``node-1 .. node-N`` carries 1-3 measurements from :data:`SIGNALS`. A stream's value at
 time ``t`` (seconds since the run started) is::
 

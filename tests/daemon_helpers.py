@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -105,3 +106,18 @@ def status(db: Path) -> dict[str, Any]:
         capture_output=True, text=True, timeout=60, check=True,
     )
     return json.loads(out.stdout)
+
+
+def counters(db: Path) -> dict[str, int]:
+    """The daemon's SQLite counters (readings_total, rejects_total, ...)."""
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT name, value FROM counters").fetchall())
+
+
+def connected_since(db: Path, since: float) -> bool:
+    """The daemon's stored health says connected, written after ``since`` (+0.2 s)."""
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT value, updated_at FROM health WHERE key = 'connected'"
+        ).fetchone()
+    return bool(row) and row[0] == "true" and row[1] > since + 0.2

@@ -3,6 +3,11 @@
 It mirrors river's ``_walk_score`` / ``_walk_learn`` node by node, on explicit ``r_mass`` and
 ``l_mass`` lists and a river-style pivot (copy latest into reference, zero latest), so it checks
 the engine's buffer-flip pivot as well as the paper-score variant, which river does not have.
+
+Also here: the engine's kernel (:func:`~edge_ml.kernels.hst.hst_step_into`) run over a batch of
+readings on its own, without the features and calibration that
+:func:`~edge_ml.kernels.fused.detect_batch` wraps around it in the product, so the engine can be
+compared with river and with :class:`NaiveForest` reading by reading.
 """
 
 from __future__ import annotations
@@ -10,6 +15,48 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from edge_ml.kernels.hst import hst_step_into
+from edge_ml.model.forest import ForestState
+
+
+def hst_step(split_feature, split_threshold, mass, ref, count, first_window, slot, x, height,
+             window_size, paper_score) -> float:
+    """One reading through the kernel, with scratch of its own."""
+    walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)
+    return hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, slot, x,
+                         height, window_size, paper_score, walk)
+
+
+def hst_batch(split_feature, split_threshold, mass, ref, count, first_window, slots, X, height,
+              window_size, paper_score) -> np.ndarray:
+    """Readings of many streams through the kernel in arrival order, one scratch for all of
+    them (as detect_batch calls it); the state arrays are updated in place."""
+    walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)
+    out = np.empty(len(slots), dtype=np.float64)
+    for i, slot in enumerate(slots.tolist()):
+        out[i] = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window,
+                               slot, X[i], height, window_size, paper_score, walk)
+    return out
+
+
+def score_learn(state: ForestState, slots: np.ndarray, X: np.ndarray,
+                paper_score: bool = False) -> np.ndarray:
+    """Score each reading before learning it, in arrival order, on ``state``'s arrays.
+
+    Shapes and slots are checked first: the kernel itself does not bounds-check.
+    """
+    slots = np.ascontiguousarray(slots, dtype=np.int64)
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != state.structure.n_features or X.shape[0] != len(slots):
+        raise ValueError(
+            f"X must have shape ({len(slots)}, {state.structure.n_features}), got {X.shape}"
+        )
+    if len(slots) and (slots.min() < 0 or slots.max() >= state.capacity):
+        raise IndexError(f"slot out of range [0, {state.capacity})")
+    s = state.structure
+    return hst_batch(s.split_feature, s.split_threshold, state.mass, state.ref, state.count,
+                     state.first_window, slots, X, s.height, state.window_size, bool(paper_score))
 
 
 class NaiveForest:

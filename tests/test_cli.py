@@ -16,6 +16,7 @@ import click
 import pytest
 
 from edge_ml.cli import main
+from edge_ml.localbroker import free_port
 from edge_ml.records import AlertEvent
 from edge_ml.storage import PendingWrites, Storage
 
@@ -223,3 +224,39 @@ def test_every_command_is_in_readme(path: tuple[str, ...], command: click.Comman
               rf"{re.escape(leaf)}\b" if groups else rf"edge-ml {re.escape(leaf)}\b"
     assert re.search(pattern, text), f"`edge-ml {' '.join(path)}` is not in README.md"
 
+
+# -- database paths that cannot be used -----------------------------------------------------
+def _bad_db(tmp_path: Path, kind: str) -> Path:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    if kind == "under a file":
+        return blocker / "state" / "edge-ml.db"
+    return blocker  # an existing file that is not a database
+
+
+@pytest.mark.parametrize("kind", ["under a file", "not a database"])
+@pytest.mark.parametrize("command", ["run", "train", "status", "alerts"])
+def test_unusable_db_from_config_is_a_config_error(tmp_path: Path, kind: str,
+                                                    command: str) -> None:
+    db = _bad_db(tmp_path, kind)
+    config = tmp_path / "edge-ml.toml"
+    config.write_text(f'[mqtt]\nport = {free_port()}\n[storage]\ndb = "{db}"\n')
+    history = tmp_path / "history.csv"
+    history.write_text("timestamp,value\n1700000000,1.0\n1700000001,2.0\n")
+    args = {"run": ["run"], "train": ["train", str(history)]}.get(command, [command])
+    result = edge_ml(*args, "--config", str(config), timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "storage.db" in result.stderr and str(config) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["under a file", "not a database"])
+def test_unusable_db_option_is_a_usage_error(tmp_path: Path, kind: str) -> None:
+    db = _bad_db(tmp_path, kind)
+    history = tmp_path / "history.csv"
+    history.write_text("timestamp,value\n1700000000,1.0\n")
+    for args in (["train", str(history), "--db", str(db)], ["status", "--db", str(db)]):
+        result = edge_ml(*args, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert "--db" in result.stderr and "a-file" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_ml.errors import EdgeMLError, EvaluationError
 from edge_ml.evaluate import (
     PROFILES,
-    EvaluationError,
     FileResults,
     alert_decision_score,
     best_threshold_score,
@@ -352,3 +352,8 @@ def windowed_gaussian(values: np.ndarray, window: int = 6400, step: int = 100) -
             pending = []
         mean, std = float(np.mean(data)), float(np.std(data)) or 1e-6
     return scores
+
+
+def test_evaluation_errors_belong_to_the_package_hierarchy() -> None:
+    # The CLI renders every EdgeMLError; an evaluation error is one of them.
+    assert issubclass(EvaluationError, EdgeMLError)

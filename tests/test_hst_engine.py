@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
-from naive_hst import NaiveForest
+from naive_hst import NaiveForest, hst_batch, hst_step, score_learn
 from river.anomaly import HalfSpaceTrees
 
-from edge_ml.kernels.hst import PRUNED_ZERO_MIN_CELLS, hst_batch, hst_step
+from edge_ml.kernels.hst import PRUNED_ZERO_MIN_CELLS
 from edge_ml.model.forest import ForestState, TreeStructure, feature_dtype, mass_dtype
 
 N_TREES = 10
@@ -85,13 +86,13 @@ def test_matches_river_one_by_one_and_mixed_batches(seed, n_features, window_siz
     # One reading per call.
     one = ForestState(structure, window_size, capacity=n_streams)
     got_one = np.concatenate(
-        [one.score_learn(slots[i : i + 1], X_all[i : i + 1]) for i in range(len(slots))]
+        [score_learn(one, slots[i : i + 1], X_all[i : i + 1]) for i in range(len(slots))]
     )
     # Micro-batches of random size, mixing the streams.
     mixed = ForestState(structure, window_size, capacity=n_streams)
     cuts = np.unique(np.concatenate([[0], rng.integers(1, len(slots), 60), [len(slots)]]))
     got_mixed = np.concatenate(
-        [mixed.score_learn(slots[a:b], X_all[a:b]) for a, b in itertools.pairwise(cuts)]
+        [score_learn(mixed, slots[a:b], X_all[a:b]) for a, b in itertools.pairwise(cuts)]
     )
 
     for got in (got_one, got_mixed):
@@ -138,7 +139,7 @@ def test_warm_up_and_missing_features_match_river():
     X[60:80, 1] = np.nan  # a gap in one feature across a pivot
     expected = river_scores(X, seed, window_size)
     state = ForestState(TreeStructure.from_river(n_features, N_TREES, HEIGHT, seed), window_size)
-    got = state.score_learn(np.zeros(len(X), dtype=np.int64), X)
+    got = score_learn(state, np.zeros(len(X), dtype=np.int64), X)
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
     # Warm-up: exactly 0.0 for the whole first window, a real score right after.
     assert np.all(got[:window_size] == 0.0)
@@ -151,7 +152,7 @@ def test_nan_tie_goes_left():
     """On the very first reading every l_mass is 0: a NaN walk goes left at each node."""
     structure = TreeStructure.from_river(1, 2, 3, seed=1)
     state = ForestState(structure, window_size=5, capacity=1)
-    state.score_learn(np.array([0]), np.array([[np.nan]]))
+    score_learn(state, np.array([0]), np.array([[np.nan]]))
     latest = 1 - state.ref[0]
     leftmost_path = [0, 1, 3, 7]
     for t in range(2):
@@ -177,7 +178,7 @@ def test_paper_score_matches_naive_and_lies_in_unit_interval():
         expected_river.append(naive_river.score(x.tolist()))
         naive_river.learn(x.tolist())
     state = ForestState(structure, window_size)
-    got = state.score_learn(np.zeros(len(X), dtype=np.int64), X, paper_score=True)
+    got = score_learn(state, np.zeros(len(X), dtype=np.int64), X, paper_score=True)
     np.testing.assert_allclose(got, expected_paper, rtol=0, atol=TOL)
     assert np.all((got >= 0.0) & (got <= 1.0))
     assert got[window_size:].min() < 0.5 < got[1500:1510].max()
@@ -194,14 +195,14 @@ def test_export_restore_continues_identically():
     X = make_readings(rng, 1200, n_features)
     slots = rng.integers(0, 3, len(X))
     whole = ForestState(structure, window_size, capacity=4)
-    expected = whole.score_learn(slots, X)
+    expected = score_learn(whole, slots, X)
 
     first = ForestState(structure, window_size, capacity=4)
-    head = first.score_learn(slots[:613], X[:613])
+    head = score_learn(first, slots[:613], X[:613])
     arrays = first.export()
     assert all(isinstance(a, np.ndarray) for a in arrays.values())
     restored = ForestState.restore(structure, window_size, arrays)
-    tail = restored.score_learn(slots[613:], X[613:])
+    tail = score_learn(restored, slots[613:], X[613:])
     np.testing.assert_array_equal(np.concatenate([head, tail]), expected)
     # export copies: the exported arrays do not move with the live state.
     assert not np.shares_memory(arrays["mass"], first.mass)
@@ -230,23 +231,23 @@ def test_grow_keeps_state_and_reset_gives_fresh_model():
     X = make_readings(rng, 900, n_features)
     slots = np.concatenate([rng.integers(0, 2, 300), rng.integers(0, 5, 600)])
     big = ForestState(structure, window_size, capacity=8)
-    expected = big.score_learn(slots, X)
+    expected = score_learn(big, slots, X)
 
     small = ForestState(structure, window_size, capacity=2)
-    head = small.score_learn(slots[:300], X[:300])
+    head = score_learn(small, slots[:300], X[:300])
     small.grow(5)
     assert small.capacity == 8  # doubled twice
-    tail = small.score_learn(slots[300:], X[300:])
+    tail = score_learn(small, slots[300:], X[300:])
     np.testing.assert_array_equal(np.concatenate([head, tail]), expected)
     with pytest.raises(IndexError):
-        small.score_learn(np.array([8]), X[:1])
+        score_learn(small, np.array([8]), X[:1])
 
     small.reset(1)
     fresh = ForestState(structure, window_size, capacity=1)
     more = X[:100]
     np.testing.assert_array_equal(
-        small.score_learn(np.ones(100, dtype=np.int64), more),
-        fresh.score_learn(np.zeros(100, dtype=np.int64), more),
+        score_learn(small, np.ones(100, dtype=np.int64), more),
+        score_learn(fresh, np.zeros(100, dtype=np.int64), more),
     )
 
 
@@ -283,13 +284,13 @@ def test_uint8_masses_match_river_up_to_a_full_byte(window_size):
     X[window_size : 2 * window_size] = X[window_size]
     state = ForestState(structure, window_size)
     assert state.mass.dtype == np.uint8
-    got = state.score_learn(np.zeros(n, dtype=np.int64), X)
+    got = score_learn(state, np.zeros(n, dtype=np.int64), X)
     expected = river_scores(X, seed, window_size, height=height, n_trees=n_trees)
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
     if window_size == 255:
         # The constant window is now the reference: its root holds a full byte, no wraparound.
         state2 = ForestState(structure, window_size)
-        state2.score_learn(np.zeros(2 * window_size, dtype=np.int64), X[: 2 * window_size])
+        score_learn(state2, np.zeros(2 * window_size, dtype=np.int64), X[: 2 * window_size])
         reference = state2.mass[0, :, :, state2.ref[0]]
         assert reference[:, 0].tolist() == [255] * n_trees
         assert ((reference == 255).sum(axis=1) == height + 1).all()  # the whole path, leaf too
@@ -318,7 +319,7 @@ def test_restore_refuses_a_checkpoint_with_another_mass_dtype():
     """A uint16 checkpoint (older engine) of a 250 window is refused with a clear message."""
     structure = TreeStructure.from_river(2, 3, 4, seed=0)
     state = ForestState(structure, 250, capacity=2)
-    state.score_learn(np.zeros(30, dtype=np.int64), np.full((30, 2), 0.4))
+    score_learn(state, np.zeros(30, dtype=np.int64), np.full((30, 2), 0.4))
     arrays = state.export()
     assert arrays["mass"].dtype == np.uint8
     restored = ForestState.restore(structure, 250, arrays)
@@ -340,12 +341,12 @@ def test_mass_layout_interleaves_the_two_windows_and_refuses_the_old_one():
     assert state.mass.shape == (2, 3, 2**5 - 1, 2)
     assert state.mass.flags.c_contiguous
     X = np.full((5, 2), 0.3)
-    state.score_learn(np.zeros(5, dtype=np.int64), X)  # one full window: pivot
+    score_learn(state, np.zeros(5, dtype=np.int64), X)  # one full window: pivot
     assert state.ref[0] == 1 and state.count[0] == 0
     assert (state.mass[0, :, 0, 1] == 5).all()  # the roots of the new reference window
     assert not state.mass[0, :, :, 0].any()  # the new latest window is empty
     assert not state.mass[1].any()  # the other slot is untouched
-    state.score_learn(np.zeros(2, dtype=np.int64), X[:2])
+    score_learn(state, np.zeros(2, dtype=np.int64), X[:2])
     assert (state.mass[0, :, 0, 0] == 2).all() and (state.mass[0, :, 0, 1] == 5).all()
     # A checkpoint in the old [slots, 2, trees, nodes] layout is refused, not misread.
     arrays = state.export()
@@ -378,20 +379,23 @@ def test_kernel_is_dtype_generic_and_callable_directly():
 def test_pure_python_path_matches_river():
     """The kernel run with NUMBA_DISABLE_JIT=1 (coverage of the Python path) still agrees."""
     code = textwrap.dedent(
-        """
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
         import numpy as np
+        from naive_hst import score_learn
         from river.anomaly import HalfSpaceTrees
         from edge_ml.model.forest import ForestState, TreeStructure
         rng = np.random.default_rng(0)
         X = rng.random((120, 2)); X[rng.random(X.shape) < 0.2] = np.nan; X[0] = 0.5
         state = ForestState(TreeStructure.from_river(2, 3, 4, seed=1), 10, capacity=2)
-        got = state.score_learn(np.zeros(len(X), dtype=np.int64), X)
-        paper = ForestState(TreeStructure.from_river(2, 3, 4, seed=1), 10).score_learn(
+        got = score_learn(state, np.zeros(len(X), dtype=np.int64), X)
+        paper = score_learn(ForestState(TreeStructure.from_river(2, 3, 4, seed=1), 10),
             np.zeros(len(X), dtype=np.int64), X, paper_score=True)
         model = HalfSpaceTrees(n_trees=3, height=4, window_size=10, seed=1)
         worst = 0.0
         for x, g in zip(X, got):
-            d = {i: float(v) for i, v in enumerate(x) if not np.isnan(v)}
+            d = {{i: float(v) for i, v in enumerate(x) if not np.isnan(v)}}
             worst = max(worst, abs(model.score_one(d) - g)); model.learn_one(d)
         assert worst < 1e-9, worst
         assert ((paper >= 0) & (paper <= 1)).all()
@@ -414,7 +418,7 @@ def test_pruned_pivot_zeroing_on_tall_trees_matches_river():
     assert state.mass[0, :, :, 0].size >= PRUNED_ZERO_MIN_CELLS
     rng = np.random.default_rng(4)
     X = make_readings(rng, 500, n_features)
-    got = state.score_learn(np.zeros(len(X), dtype=np.int64), X)
+    got = score_learn(state, np.zeros(len(X), dtype=np.int64), X)
     np.testing.assert_allclose(got, river_scores(X, seed, window_size, height), rtol=0, atol=TOL)
     latest = state.mass[0, :, :, 1 - state.ref[0]]
     assert latest.sum() == N_TREES * (height + 1) * state.count[0]
@@ -428,6 +432,6 @@ def test_integer_size_limit_is_rivers_float_limit(window_size):
     structure = TreeStructure.from_river(n_features, n_trees, height, seed)
     rng = np.random.default_rng(window_size)
     X = make_readings(rng, 6 * window_size + 5, n_features)
-    got = ForestState(structure, window_size).score_learn(np.zeros(len(X), dtype=np.int64), X)
+    got = score_learn(ForestState(structure, window_size), np.zeros(len(X), dtype=np.int64), X)
     expected = river_scores(X, seed, window_size, height=height, n_trees=n_trees)
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)

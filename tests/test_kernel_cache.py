@@ -10,34 +10,57 @@ from pathlib import Path
 
 import pytest
 
-from edge_ml.kernels import KERNEL_DIR, cache_dir, kernel_fingerprint
+from edge_ml.kernels import PACKAGE_DIR, cache_dir, kernel_fingerprint, kernel_sources
 
 
 def test_fingerprint_changes_with_any_kernel_file(tmp_path: Path) -> None:
-    folder = tmp_path / "kernels"
-    shutil.copytree(KERNEL_DIR, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    before = kernel_fingerprint(folder)
-    assert kernel_fingerprint(folder) == before  # stable
-    hst = folder / "hst.py"
-    hst.write_text(hst.read_text() + "\n# a change in a callee only\n")
-    assert kernel_fingerprint(folder) != before
+    package = tmp_path / "edge_ml"
+    for path in kernel_sources():
+        copy = package / path.relative_to(PACKAGE_DIR)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, copy)
+    before = kernel_fingerprint(package)
+    assert kernel_fingerprint(package) == before  # stable
+    for changed in ("kernels/hst.py", "replay/kernels.py"):  # a callee only; replay's own
+        path = package / changed
+        kept = path.read_text()
+        path.write_text(kept + "\n# a change\n")
+        assert kernel_fingerprint(package) != before, changed
+        path.write_text(kept)
+    assert kernel_fingerprint(package) == before
 
 
-def test_cache_lands_in_the_fingerprinted_folder(tmp_path: Path) -> None:
-    code = (
-        "import numpy as np\n"
-        "from edge_ml.kernels.stats import record_batch\n"
-        "z = np.zeros(1)\n"
-        "record_batch(np.zeros(1, np.int64), z, z, z, np.zeros(1, np.uint8), "
-        "np.zeros(1, np.int64), z.copy(), z.copy(), z.copy(), z.copy(), np.zeros(1, np.uint8))\n"
-        "from numba.core import config; print(config.CACHE_DIR)\n"
-    )
+def test_every_module_of_kernels_is_fingerprinted() -> None:
+    """Every source file with an @njit is one of kernel_sources (the cache would go stale)."""
+    with_kernels = {path for path in PACKAGE_DIR.rglob("*.py") if "@njit" in path.read_text()}
+    assert with_kernels and with_kernels <= set(kernel_sources())
+    assert PACKAGE_DIR / "replay" / "kernels.py" in with_kernels
+
+
+@pytest.mark.parametrize("module", ["kernels.stats", "replay.kernels"])
+def test_cache_lands_in_the_fingerprinted_folder(tmp_path: Path, module: str) -> None:
+    calls = {
+        "kernels.stats": (
+            "from edge_ml.kernels.stats import record_batch\n"
+            "z = np.zeros(1)\n"
+            "record_batch(np.zeros(1, np.int64), z, z, z, np.zeros(1, np.uint8), "
+            "np.zeros(1, np.int64), z.copy(), z.copy(), z.copy(), z.copy(), "
+            "np.zeros(1, np.uint8))\n"),
+        # Outside the kernels folder: its cache must land in the same fingerprinted folder.
+        "replay.kernels": (
+            "from edge_ml.replay.kernels import parse_rows\n"
+            "parse_rows(np.frombuffer(b'1,2\\n', np.uint8), 0, 1, True, np.zeros(1), "
+            "np.zeros((1, 1)), np.zeros((1, 5), np.int64))\n"),
+    }
+    code = "import numpy as np\n" + calls[module] + (
+        "from numba.core import config; print(config.CACHE_DIR)\n")
     env = {"NUMBA_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=120, check=True)
     folder = Path(out.stdout.strip())
     assert folder == Path(cache_dir(str(tmp_path)))
-    assert any(folder.rglob("*.nbi")), "nothing was cached there"
+    name = module.rsplit(".", 1)[1]
+    assert any(folder.rglob(f"{name}.*.nbi")), f"nothing of {module} was cached there"
 
 
 def test_kernels_run_without_scipy_and_scipy_still_imports_later() -> None:

@@ -1,4 +1,9 @@
-"""``edge-ml replay`` through a subprocess: one output row per input row, same pipeline."""
+"""``edge-ml replay`` (and ``train``'s bad input) through subprocesses: one output row per input
+row, the same pipeline; bad input a clear error, never a traceback.
+
+The bad-input cases run as real subprocesses, started together (each spends most of its second
+importing NumPy and Numba).
+"""
 
 from __future__ import annotations
 
@@ -52,18 +57,6 @@ def test_replay_writes_one_scored_row_per_input_row(tmp_path: Path) -> None:
     assert again.read_text() == out.read_text()
 
 
-def test_replay_several_columns_and_gaps(tmp_path: Path) -> None:
-    values = np.sin(np.arange(400) / 10.0)
-    other = np.cos(np.arange(400) / 10.0)
-    other[50] = np.nan
-    source = tmp_path / "multi.csv"
-    _write_series(source, values, other)
-    pipeline = Pipeline(parse_config({}))
-    summary = replay_csv(pipeline, source, tmp_path / "out.csv")
-    assert (summary.rows, summary.readings, summary.skipped) == (400, 799, 1)
-    assert pipeline.streams.names == ["multi/value", "multi/other"]
-
-
 def test_replay_of_a_broken_file_is_a_clear_error(tmp_path: Path) -> None:
     source = tmp_path / "broken.csv"
     source.write_text("timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:00:01,abc\n")
@@ -71,3 +64,53 @@ def test_replay_of_a_broken_file_is_a_clear_error(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "broken.csv" in result.stderr and "Traceback" not in result.stderr
+
+
+def _run_all(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """``python -m edge_ml <args>`` for each command, all running at once."""
+    running = [subprocess.Popen([sys.executable, "-m", "edge_ml", *args], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for args in commands]
+    done = []
+    for args, process in zip(commands, running, strict=True):
+        out, err = process.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(args, process.returncode, out, err))
+    return done
+
+
+
+
+def test_cli_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    latin1 = tmp_path / "bad.csv"  # what a Latin-1 export looks like to a UTF-8 reader
+    latin1.write_bytes(b"timestamp,value\n1,2\n3,\xe94\n")
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_bytes(b'{"stream": "a", "ts": 1, "value": 2}\n{"stream": "caf\xe9", "ts": 2}\n')
+    empty_csv = tmp_path / "empty.csv"
+    empty_csv.touch()
+    good = tmp_path / "good.csv"
+    good.write_text("timestamp,value\n1,2\n")
+    dbs = iter(range(100))
+
+    def db() -> str:  # one database each: the processes run at the same time
+        return str(tmp_path / "db" / f"state{next(dbs)}.db")
+
+    (tmp_path / "db").mkdir()
+    cases = [  # (args, exit code, what stderr says)
+        (["replay", str(latin1)], 1, "bad.csv:3: not UTF-8 text (byte 0xe9 at column 3)"),
+        (["train", str(latin1), "--db", db()], 1, "bad.csv:3: not UTF-8 text"),
+        (["train", str(jsonl), "--db", db()], 1, "bad.jsonl:2: not UTF-8 text (byte 0xe9"),
+        (["replay", str(empty_csv)], 1, "empty.csv: empty file"),
+        (["replay", str(tmp_path / "missing.csv")], 2, "missing.csv' does not exist"),
+        (["train", str(tmp_path / "missing.csv"), "--db", db()], 2, "does not exist"),
+        (["train", str(tmp_path), "--db", db()], 2, "is a directory"),
+        (["replay", str(good), "--out", str(tmp_path / "no" / "such" / "o.csv")], 2,
+         f"--out: {tmp_path / 'no' / 'such' / 'o.csv'}: cannot write: No such file"),
+        (["replay", str(good), "--out", str(tmp_path)], 2,
+         f"--out: {tmp_path}: cannot write: Is a directory"),
+        (["replay", str(tmp_path), "--out", str(good)], 2, f"--out: {good}: cannot create"),
+    ]
+    for (args, code, message), result in zip(cases, _run_all(*(c[0] for c in cases)),
+                                             strict=True):
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert result.returncode == code and message in result.stderr, (args, result.stderr)
+    assert good.read_text() == "timestamp,value\n1,2\n"  # not taken for a folder's output

@@ -2,10 +2,12 @@
 
 Numba's on-disk cache (``cache=True``) is keyed on each kernel's *own* source file, not on the
 files of the kernels it calls: after an upgrade that changes ``hst.py`` alone, a cached
-``detect_batch`` would go on running the old HST code on new arrays, silently. So the cache of
-this package lives in a folder named after a fingerprint of every kernel source file: any change
-to any kernel gives a fresh folder, and nothing stale can be loaded. The base folder is
+``detect_batch`` would go on running the old HST code on new arrays, silently. So the cache
+lives in a folder named after a fingerprint of every kernel source file (this package's, and the
+``kernels.py`` of a package that keeps its own, as :mod:`edge_ml.replay.kernels`): any change to
+any kernel gives a fresh folder, and nothing stale can be loaded. The base folder is
 ``$NUMBA_CACHE_DIR`` (systemd's CacheDirectory in the unit) or this package's ``__pycache__``.
+A module of kernels elsewhere imports this package before its first ``@njit``.
 """
 
 from __future__ import annotations
@@ -19,13 +21,20 @@ from pathlib import Path
 from numba.core import config as _numba_config
 
 KERNEL_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = KERNEL_DIR.parent
 
 
-def kernel_fingerprint(folder: Path = KERNEL_DIR) -> str:
-    """A short hash of every ``*.py`` file in ``folder`` (names and contents)."""
+def kernel_sources(package: Path = PACKAGE_DIR) -> list[Path]:
+    """Every source file of Numba kernels under ``package`` (the ``edge_ml`` folder): the
+    ``*.py`` files of its ``kernels`` folder and the ``kernels.py`` of each subpackage."""
+    return sorted(package.glob("kernels/*.py")) + sorted(package.glob("*/kernels.py"))
+
+
+def kernel_fingerprint(package: Path = PACKAGE_DIR) -> str:
+    """A short hash of every kernel source file under ``package`` (paths and contents)."""
     digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.py")):
-        digest.update(path.name.encode())
+    for path in kernel_sources(package):
+        digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-NO_EVENT = 0
 OPENED = 1
 RESOLVED = 2
 # since_open of a stream that never alerted: any cooldown has passed.

@@ -137,7 +137,7 @@ def _zero_visited(buffer, height, window_size):
 
 
 @njit(cache=True)
-def hst_step(
+def hst_step_into(
     split_feature,
     split_threshold,
     mass,
@@ -149,6 +149,7 @@ def hst_step(
     height,
     window_size,
     paper_score,
+    walk,
 ):
     """Score one reading of one stream, then learn it; pivot the window when it is full.
 
@@ -185,63 +186,15 @@ def hst_step(
         ``r_mass < 0.1 * window_size`` and a leaf has ``r_mass <= window_size``, so each tree
         contributes at most ``window_size * 2**h``; the returned value is
         ``1 - s / (T * window_size * 2**h)``, in [0, 1] with high = anomalous like river's.
+    walk : int64[height + 2, T]
+        Scratch space, overwritten: rows ``0 .. height`` hold each tree's path (its node at
+        each depth), row ``height + 1`` whether its score is still accumulating. The caller
+        allocates it once per batch (:func:`edge_ml.kernels.fused.detect_batch`).
 
     Returns
     -------
     float
         The anomaly score of ``x`` computed before learning it; 0.0 during the first window.
-
-    Notes
-    -----
-    Allocates a small scratch array per call; :func:`hst_step_into` takes it from the caller.
-    """
-    walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)
-    return hst_step_into(
-        split_feature,
-        split_threshold,
-        mass,
-        ref,
-        count,
-        first_window,
-        slot,
-        x,
-        height,
-        window_size,
-        paper_score,
-        walk,
-    )
-
-
-@njit(cache=True)
-def hst_step_into(
-    split_feature,
-    split_threshold,
-    mass,
-    ref,
-    count,
-    first_window,
-    slot,
-    x,
-    height,
-    window_size,
-    paper_score,
-    walk,
-):
-    """:func:`hst_step` with caller-provided scratch, so a batch loop allocates it once.
-
-    Parameters
-    ----------
-    split_feature, split_threshold, mass, ref, count, first_window, slot, x, height, \
-window_size, paper_score
-        As in :func:`hst_step`.
-    walk : int64[height + 2, T]
-        Scratch space, overwritten: rows ``0 .. height`` hold each tree's path (its node at
-        each depth), row ``height + 1`` whether its score is still accumulating.
-
-    Returns
-    -------
-    float
-        As :func:`hst_step`.
     """
     n_trees = split_feature.shape[0]
     reference = ref[slot]
@@ -324,56 +277,3 @@ window_size, paper_score
         filled = 0
     count[slot] = filled
     return result
-
-
-@njit(cache=True)
-def hst_batch(
-    split_feature,
-    split_threshold,
-    mass,
-    ref,
-    count,
-    first_window,
-    slots,
-    X,
-    height,
-    window_size,
-    paper_score,
-):
-    """Run :func:`hst_step` over a micro-batch of readings from many streams, in arrival order.
-
-    Parameters
-    ----------
-    split_feature, split_threshold, mass, ref, count, first_window
-        As in :func:`hst_step`; the state arrays are updated in place.
-    slots : int64[B]
-        Stream slot of each reading.
-    X : float64[B, F]
-        Readings, one row each; NaN marks a missing feature.
-    height, window_size, paper_score
-        As in :func:`hst_step`.
-
-    Returns
-    -------
-    float64[B]
-        Score of each reading, computed before it was learned.
-    """
-    n = slots.shape[0]
-    out = np.empty(n, dtype=np.float64)
-    walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)
-    for i in range(n):
-        out[i] = hst_step_into(
-            split_feature,
-            split_threshold,
-            mass,
-            ref,
-            count,
-            first_window,
-            slots[i],
-            X[i],
-            height,
-            window_size,
-            paper_score,
-            walk,
-        )
-    return out

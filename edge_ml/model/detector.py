@@ -2,7 +2,7 @@
 
 Two backends behind one small interface (:class:`Detector`):
 
-- ``numba`` (default): the fused kernel :func:`edge_ml.kernels.detector.detect_batch` over a
+- ``numba`` (default): the fused kernel :func:`edge_ml.kernels.fused.detect_batch` over a
   shared Half-Space-Trees structure with per-stream masses (:mod:`edge_ml.model.forest`).
 - ``river``: one river ``HalfSpaceTrees`` per stream, scored then learned reading by reading.
   Slow; kept as the reference the Numba engine is checked against.
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_ml.kernels.calibration import CAL_SHORT, calibrate
-from edge_ml.kernels.detector import detect_batch
+from edge_ml.kernels.fused import detect_batch
 from edge_ml.model.forest import ForestState, TreeStructure
 from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
 

@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from edge_ml.kernels.hst import hst_batch
-
 __all__ = ["ForestState", "TreeStructure", "feature_dtype", "mass_dtype"]
 
 # River's HalfSpaceTrees builds each tree with ``padding=0.15``: split points are drawn away
@@ -286,49 +284,6 @@ class ForestState:
         self.ref[slot] = 0
         self.count[slot] = 0
         self.first_window[slot] = 1
-
-    def score_learn(
-        self, slots: np.ndarray, X: np.ndarray, paper_score: bool = False
-    ) -> np.ndarray:
-        """Score each reading before learning it, in arrival order.
-
-        Parameters
-        ----------
-        slots
-            Stream slot of each reading, shape ``(B,)``; every slot must be below ``capacity``.
-        X
-            Readings, shape ``(B, n_features)``, values in [0, 1], NaN for a missing feature.
-        paper_score
-            Use the score of Tan et al. (2011) instead of river's (see
-            :func:`edge_ml.kernels.hst.hst_step`).
-
-        Returns
-        -------
-        numpy.ndarray
-            ``float64[B]`` scores in [0, 1]; 0.0 while a stream is in its first window.
-        """
-        slots = np.ascontiguousarray(slots, dtype=np.int64)
-        X = np.ascontiguousarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.structure.n_features or X.shape[0] != len(slots):
-            raise ValueError(
-                f"X must have shape ({len(slots)}, {self.structure.n_features}), got {X.shape}"
-            )
-        if len(slots) and (slots.min() < 0 or slots.max() >= self.capacity):
-            raise IndexError(f"slot out of range [0, {self.capacity})")
-        s = self.structure
-        return hst_batch(
-            s.split_feature,
-            s.split_threshold,
-            self.mass,
-            self.ref,
-            self.count,
-            self.first_window,
-            slots,
-            X,
-            s.height,
-            self.window_size,
-            bool(paper_score),
-        )
 
     def export(self) -> dict[str, np.ndarray]:
         """Return the state as plain arrays (copies) for a checkpoint.

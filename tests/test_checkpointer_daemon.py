@@ -13,10 +13,12 @@ import paho.mqtt.client as paho
 import pytest
 from daemon_helpers import wait_for
 
-from edge_ml.checkpoint import decode
+from edge_ml.checkpoint_format import decode
 from edge_ml.config import load_config
 from edge_ml.localbroker import LocalBroker
 from edge_ml.pipeline import Pipeline
+from edge_ml.state import compatibility, restore_state
+from edge_ml.status import status_document
 from edge_ml.storage import Storage
 
 pytestmark = pytest.mark.slow
@@ -131,7 +133,7 @@ def test_kill_9_resume_and_corrupt_fallback(tmp_path: Path, broker: LocalBroker)
             daemon.wait()
 
     storage = Storage(db)
-    status = storage.status()
+    status = status_document(storage)
     rejected = {r["id"] for r in status["checkpoints_rejected"]}
     assert set(newer) <= rejected
     assert all("checksum" in r["error"] for r in status["checkpoints_rejected"])
@@ -144,7 +146,7 @@ def test_kill_9_resume_and_corrupt_fallback(tmp_path: Path, broker: LocalBroker)
     # checkpoint, and of an uninterrupted one fed the same readings.
     config = load_config(config_path)
     restored = Pipeline(config)
-    restored.restore_state(decode(blob, restored.compatibility()))
+    restore_state(restored, decode(blob, compatibility(restored)))
     out = restored.process_readings([STREAM] * m, *later)
     uninterrupted = Pipeline(config)
     uninterrupted.process_readings([STREAM] * n1, *first)

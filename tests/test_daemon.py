@@ -1,4 +1,4 @@
-"""Faults around the running daemon: broker restarts, SIGKILL, a full disk, clocks, bad input.
+"""The running daemon under faults: SIGKILL, a full disk, bad input, a refused subscription.
 
 Real processes throughout: mosquitto from the ``broker`` fixture, the daemon as
 ``python -m edge_ml run``; counts are read back from the SQLite counters (``edge-ml status``).
@@ -14,100 +14,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from daemon_helpers import DaemonProcess, Observer, status, wait_for, write_config
+from daemon_helpers import DaemonProcess, Observer, counters, status, wait_for, write_config
 
-from edge_ml.kernels.alerting import OPENED, RESOLVED, alert_batch
 from edge_ml.localbroker import LocalBroker
-
-
-def _counters(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        return dict(conn.execute("SELECT name, value FROM counters").fetchall())
-
-
-def _connected_since(db: Path, since: float) -> bool:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute(
-            "SELECT value, updated_at FROM health WHERE key = 'connected'"
-        ).fetchone()
-    return bool(row) and row[0] == "true" and row[1] > since + 0.2
-
-
-# -- clocks ---------------------------------------------------------------------------------
-def _run_alerts(ts: list[float], levels: list[float], cooldown_s: float) -> list[int]:
-    n = len(ts)
-    slots = np.zeros(n, dtype=np.int64)
-    state = dict(above=np.zeros(1, np.int32), below=np.zeros(1, np.int32),
-                 is_open=np.zeros(1, np.uint8), peak=np.zeros(1), closed_at=np.full(1, np.nan),
-                 since_open=np.full(1, 2**31 - 1, dtype=np.int64))
-    events, _ = alert_batch(
-        slots, np.asarray(levels, float), np.asarray(ts, float), np.zeros(n, np.uint8),
-        state["above"], state["below"], state["is_open"], state["peak"], state["closed_at"],
-        state["since_open"], 0.99, 0.9, 1, cooldown_s, 0,
-    )
-    return events.tolist()
-
-
-def test_far_future_timestamp_does_not_wedge_the_cooldown() -> None:
-    # An alert resolves on a reading stamped in 2200; later readings are stamped today.
-    ts = [1e9, 7.2e9, 1e9 + 10, 1e9 + 20]
-    events = _run_alerts(ts, [1.0, 0.0, 1.0, 0.0], cooldown_s=60.0)
-    assert events[:2] == [OPENED, RESOLVED]
-    assert events[2] == OPENED, "a clock stepped back must not keep the stream cooling forever"
-
-
-def test_cooldown_still_holds_for_ordinary_time() -> None:
-    events = _run_alerts([0.0, 1.0, 2.0, 100.0], [1.0, 0.0, 1.0, 1.0], cooldown_s=60.0)
-    assert events == [OPENED, RESOLVED, 0, OPENED]
-
-
-# -- the running daemon ---------------------------------------------------------------------
-@pytest.fixture
-def daemon_env(tmp_path: Path, broker: LocalBroker):
-    db = tmp_path / "state" / "edge-ml.db"
-    config = write_config(tmp_path / "edge-ml.toml", broker, db,
-                          "[alerts]\ndebounce = 1\ncooldown_s = 0\n")
-    # Reconnect quickly after a broker restart (the default backoff grows to a minute).
-    text = config.read_text().replace("[mqtt]\n", "[mqtt]\nreconnect_max_s = 1.0\n"
-                                      "reconnect_min_s = 0.2\n", 1)
-    config.write_text(text)
-    return config, db
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(120)
-def test_broker_restarts_lose_no_qos1_reading(tmp_path: Path, broker: LocalBroker,
-                                               daemon_env: tuple[Path, Path]) -> None:
-    config, db = daemon_env
-    daemon = DaemonProcess(config, tmp_path / "daemon.log")
-    pub = Observer(broker, ["edge-ml/status"], client_id="fault-publisher")
-    try:
-        wait_for(lambda: b"online" in pub.on("edge-ml/status"), 30, "daemon online")
-        sent = 0
-        for _ in range(4):
-            for i in range(300):
-                # paho queues while the broker is down and resends after reconnecting.
-                pub.client.publish(f"sensors/r/{i % 3}", str(float(i % 7)), qos=1)
-                sent += 1
-            time.sleep(0.3)
-            broker.stop()  # SIGTERM: mosquitto saves its queues (a SIGKILL loses its last second)
-            time.sleep(0.5)
-            restarted = time.time()
-            broker.start()
-            # The daemon is connected again (its stored health says so) before the next burst.
-            wait_for(lambda at=restarted: _connected_since(db, at), 30, "daemon reconnected")
-        wait_for(lambda: not pub.client._out_messages, 30, "publisher acked")
-        wait_for(lambda: _counters(db).get("readings_total", 0) >= sent, 60,
-                 f"{sent} readings stored")
-        time.sleep(1.0)
-        assert _counters(db)["readings_total"] == sent
-        assert status(db)["readings_total"] == sent
-    finally:
-        pub.close()
-        assert daemon.stop() == 0, daemon.log()
 
 
 @pytest.mark.slow
@@ -195,7 +108,7 @@ def test_full_disk_keeps_scoring_and_recovers(tmp_path: Path, broker: LocalBroke
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         log.close()
-    assert _counters(db)["readings_total"] == 3000
+    assert counters(db)["readings_total"] == 3000
 
 
 @pytest.mark.slow
@@ -222,13 +135,39 @@ def test_bad_input_at_the_daemon_is_counted_exactly(
         pub.client.publish("sensors/fuzz/ok", "1.0", qos=1).wait_for_publish(10)
         good += 1
         n_bad = 40 * len(bad)
-        wait_for(lambda: _counters(db).get("readings_total", 0) >= good
-                 and _counters(db).get("rejects_total", 0) >= n_bad, 60, "all counted")
+        wait_for(lambda: counters(db).get("readings_total", 0) >= good
+                 and counters(db).get("rejects_total", 0) >= n_bad, 60, "all counted")
         time.sleep(0.5)
-        counters = _counters(db)
-        assert counters["readings_total"] == good
-        assert counters["rejects_total"] == n_bad
+        stored = counters(db)
+        assert stored["readings_total"] == good
+        assert stored["rejects_total"] == n_bad
         assert daemon.proc.poll() is None
     finally:
         pub.close()
         assert daemon.stop() == 0, daemon.log()
+
+
+# -- a subscription the broker refuses ------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_refused_subscription_is_in_the_health_and_the_daemon_runs_on(tmp_path: Path) -> None:
+    # The broker lets clients subscribe to other/# only, as an ACL would: sensors/# (the
+    # daemon's default filter) gets SUBACK 0x80 and no reading would ever arrive.
+    with LocalBroker(workdir=tmp_path / "broker", subscribe_only=("other/#",)) as broker:
+        db = tmp_path / "state" / "edge-ml.db"
+        config = write_config(tmp_path / "edge-ml.toml", broker, db)
+        daemon = DaemonProcess(config, tmp_path / "daemon.log")
+        try:
+            def refused() -> dict[str, Any] | None:
+                health = status(db).get("health") if db.exists() else None
+                return health if health and health.get("mqtt_subscribe_refused") else None
+
+            health = wait_for(refused, 60, "the refusal in the health record")
+            assert health["mqtt_subscribe_refused"] == ["sensors/#"]
+            assert "sensors/#" in health["mqtt_error"]
+            assert health["connected"] is True
+            assert "refused the subscription to sensors/#" in daemon.log()
+            time.sleep(1.0)
+            assert daemon.proc.poll() is None, daemon.log()
+        finally:
+            assert daemon.stop() == 0, daemon.log()

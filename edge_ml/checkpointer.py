@@ -1,210 +1,41 @@
-"""Checkpoints: the whole pipeline state as one self-checking blob, and the resume/save policy.
+"""When checkpoints are saved and which one is loaded: the policy over the codec and storage.
 
-Blob layout (all integers big-endian)::
+:class:`Checkpointer` drives one pipeline's saves and reloads from the daemon's worker thread;
+:func:`resume` loads the newest checkpoint that decodes and fits; :func:`describe_row` and
+:func:`import_blob` are the library side of ``edge-ml checkpoints``. The blob itself is
+:mod:`edge_ml.checkpoint_format`, the state in it :mod:`edge_ml.state`.
 
-    MAGIC (8 bytes, b"EDGEMLCK") | sha256 of BODY (32 bytes) | BODY = zlib(msgpack(document))
-
-``document`` is ``{"header": {...}, "state": {...}}`` (see :meth:`Pipeline.export_state`); NumPy
-arrays are msgpack maps ``{"nd": 1, "dtype": "<u2", "shape": [...], "data": <bin>}`` with only
-bool/int/uint/float dtypes accepted back. No pickle anywhere: a checkpoint file from elsewhere
-(``edge-ml checkpoints import``) can at worst be rejected, never run code.
-
-The checksum is verified before anything is decompressed, decompression is bounded
-(:data:`MAX_RAW_BYTES`) and msgpack decoding uses hard limits; every failure raises
-:class:`~edge_ml.errors.CheckpointError` with the reason.
-
-Saving is split so the worker thread never stalls for long: :func:`snapshot` copies the arrays
-(milliseconds, on the worker), :func:`encode` packs and compresses the copy (zlib releases the
-GIL, so it runs on a helper thread while the worker goes on), and the worker then writes the
-finished blob in one transaction (:meth:`~edge_ml.storage.Storage.save_checkpoint`).
+Saving is split so the worker thread never stalls for long: :func:`~edge_ml.state.export_state`
+copies the arrays (milliseconds, on the worker), :func:`~edge_ml.checkpoint_format.encode` packs
+and compresses the copy (zlib releases the GIL, so it runs on a helper thread while the worker
+goes on), and the worker then writes the finished blob in one transaction
+(:meth:`~edge_ml.storage.Storage.save_checkpoint`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import struct
 import threading
 import time
-import zlib
-from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-import numpy as np
-
+from edge_ml.checkpoint_format import EncodedCheckpoint, checksum_of, decode, encode
 from edge_ml.errors import CheckpointError, StorageError
+from edge_ml.pipeline import Pipeline
+from edge_ml.state import compatibility, export_state, reconcile_alerts, restore_state
+from edge_ml.storage import Storage
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"EDGEMLCK"
-# Version of the document layout; a checkpoint with another version is refused.
-SCHEMA_VERSION = 1
-_DIGEST = 32
 # Snapshot buffers larger than this are not kept between checkpoints. Kept, a checkpoint's
 # pause is a copy into warm pages (1,000 streams: ~3 ms instead of 5-55 ms); but the buffers are
 # a second copy of every stream's state all the time, and at 10,000 streams (~125 MB) the copy
 # into warm pages saved nothing measurable (pauses 92-217 ms either way) while the daemon
 # held 390 MB instead of 220. 32 MB keeps them for up to ~2,500 streams.
 POOL_KEEP_BYTES = 32 * 2**20
-# Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
-# 1,000 streams at default parameters are about 21 MB, so this allows ~50,000 streams.
-MAX_RAW_BYTES = 1 << 30
-# zlib level 1: several times faster than the default for a few % more bytes.
-ZLIB_LEVEL = 1
-_ALLOWED_KINDS = "biuf"
 
 
-@dataclass(frozen=True)
-class EncodedCheckpoint:
-    """A finished blob with what the ``checkpoints`` table keeps beside it."""
-
-    blob: bytes
-    checksum: str
-    header: dict[str, Any]
-
-
-# -- encoding -----------------------------------------------------------------------------
-def _bin_header(n: int) -> bytes:
-    return b"\xc6" + struct.pack(">I", n)  # msgpack bin 32
-
-
-def _pieces(obj: Any, packer: msgpack.Packer) -> Iterator[bytes | memoryview]:
-    """msgpack of ``obj`` as pieces; array payloads are yielded as views, never copied."""
-    if isinstance(obj, np.ndarray):
-        array = np.ascontiguousarray(obj)
-        if array.dtype.kind not in _ALLOWED_KINDS:
-            raise CheckpointError(f"cannot store an array of dtype {array.dtype}")
-        yield packer.pack_map_header(4)
-        yield packer.pack("nd") + packer.pack(1)
-        yield packer.pack("dtype") + packer.pack(array.dtype.str)
-        yield packer.pack("shape") + packer.pack(list(array.shape))
-        yield packer.pack("data") + _bin_header(array.nbytes)
-        if array.nbytes:
-            yield memoryview(array.reshape(-1)).cast("B")
-    elif isinstance(obj, dict):
-        yield packer.pack_map_header(len(obj))
-        for key, value in obj.items():
-            yield packer.pack(key)
-            yield from _pieces(value, packer)
-    elif isinstance(obj, list | tuple):
-        yield packer.pack_array_header(len(obj))
-        for value in obj:
-            yield from _pieces(value, packer)
-    else:
-        yield packer.pack(obj.item() if isinstance(obj, np.generic) else obj)
-
-
-def encode(document: dict[str, Any]) -> EncodedCheckpoint:
-    """Pack, compress and sign a document from :meth:`Pipeline.export_state`.
-
-    Examples
-    --------
-    >>> blob = encode({"header": {"schema_version": SCHEMA_VERSION},
-    ...                "state": {"x": np.arange(3)}}).blob
-    >>> decode(blob)["state"]["x"].tolist()
-    [0, 1, 2]
-    """
-    packer = msgpack.Packer(use_bin_type=True)
-    compressor = zlib.compressobj(ZLIB_LEVEL)
-    chunks = [compressor.compress(piece) for piece in _pieces(document, packer)]
-    chunks.append(compressor.flush())
-    body = b"".join(chunks)
-    digest = hashlib.sha256(body).digest()
-    return EncodedCheckpoint(MAGIC + digest + body, digest.hex(), document.get("header", {}))
-
-
-# -- decoding -----------------------------------------------------------------------------
-def _array_hook(obj: dict[Any, Any]) -> Any:
-    if obj.get("nd") != 1 or len(obj) != 4:
-        return obj
-    try:
-        dtype = np.dtype(obj["dtype"])
-        shape = tuple(int(n) for n in obj["shape"])
-        data = obj["data"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"malformed array: {exc}") from exc
-    if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject:
-        raise CheckpointError(f"array dtype {dtype} is not allowed")
-    if not isinstance(data, bytes) or any(n < 0 for n in shape):
-        raise CheckpointError("malformed array payload")
-    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(data):
-        raise CheckpointError(f"array of {dtype}{list(shape)} has {len(data)} bytes")
-    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
-
-
-def checksum_of(blob: bytes) -> str:
-    """The hex sha256 stored in the blob (what the ``checksum`` column holds)."""
-    return bytes(blob[len(MAGIC):len(MAGIC) + _DIGEST]).hex()
-
-
-def decode(blob: bytes, expect: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Verify and decode a blob into ``{"header", "state"}``.
-
-    Parameters
-    ----------
-    blob
-        Output of :func:`encode`.
-    expect
-        Header entries that must match (``params``, ``features``; see
-        :meth:`Pipeline.compatibility`); ``None`` checks only the schema version.
-
-    Raises
-    ------
-    CheckpointError
-        Corrupt, truncated, too large, of another schema version, or incompatible.
-    """
-    blob = bytes(blob)
-    if len(blob) < len(MAGIC) + _DIGEST or not blob.startswith(MAGIC):
-        raise CheckpointError("not a checkpoint (bad magic or truncated header)")
-    digest, body = blob[len(MAGIC):len(MAGIC) + _DIGEST], blob[len(MAGIC) + _DIGEST:]
-    if hashlib.sha256(body).digest() != digest:
-        raise CheckpointError("checksum mismatch (corrupt or truncated)")
-    decompressor = zlib.decompressobj()
-    try:
-        raw = decompressor.decompress(body, MAX_RAW_BYTES)
-    except zlib.error as exc:
-        raise CheckpointError(f"cannot decompress: {exc}") from exc
-    if decompressor.unconsumed_tail:
-        raise CheckpointError(f"decompresses beyond {MAX_RAW_BYTES} bytes")
-    if not decompressor.eof:
-        raise CheckpointError("truncated compressed body")
-    try:
-        document = msgpack.unpackb(
-            raw, raw=False, strict_map_key=True, object_hook=_array_hook,
-            max_bin_len=MAX_RAW_BYTES, max_str_len=1 << 20, max_array_len=1 << 24,
-            max_map_len=1 << 16, max_ext_len=0,
-        )
-    except CheckpointError:
-        raise
-    except Exception as exc:  # msgpack raises several unrelated types on bad input
-        raise CheckpointError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("header"), dict) \
-            or not isinstance(document.get("state"), dict):
-        raise CheckpointError("document has no header/state")
-    header = document["header"]
-    version = header.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise CheckpointError(
-            f"schema version {version} is not supported (this build reads {SCHEMA_VERSION})"
-        )
-    for key, wanted in (expect or {}).items():
-        have = header.get(key)
-        if have != wanted:
-            if isinstance(have, dict) and isinstance(wanted, dict):
-                diff = {k: (have.get(k), wanted.get(k)) for k in wanted.keys() | have.keys()
-                        if have.get(k) != wanted.get(k)}
-                detail = ", ".join(f"{k}: checkpoint {a!r}, config {b!r}"
-                                   for k, (a, b) in sorted(diff.items()))
-            else:
-                detail = f"checkpoint {have!r}, config {wanted!r}"
-            raise CheckpointError(f"incompatible {key} ({detail})")
-    return document
-
-
-# -- policy: save and resume ----------------------------------------------------------------
 class Checkpointer:
     """Saves and restores one pipeline through its storage; driven by the worker thread.
 
@@ -230,14 +61,13 @@ class Checkpointer:
         Newest checkpoints kept (``[storage] retention``).
     """
 
-    def __init__(self, pipeline: Any, interval_s: float, retention: int) -> None:
+    def __init__(self, pipeline: Pipeline, interval_s: float, retention: int) -> None:
         self.pipeline = pipeline
         self.interval_s = interval_s
         self.retention = retention
         self.requested = threading.Event()
         self.reload_requested = threading.Event()
         self.last_started = time.monotonic()
-        self.last_saved_id: int | None = None
         # The checkpoint this state came from: loaded at start or reload, or last written;
         # known once either happened (before that there is nothing an operator could override).
         self.current_id: int | None = None
@@ -250,6 +80,14 @@ class Checkpointer:
         # taken once the previous job has been encoded (``_job`` is None). Kept only while
         # small (see POOL_KEEP_BYTES).
         self._pool: dict[str, Any] = {}
+
+    @property
+    def storage(self) -> Storage:
+        """The pipeline's storage, where checkpoints are read and written."""
+        storage = self.pipeline.storage
+        if storage is None:
+            raise StorageError("checkpoints need a pipeline with storage")
+        return storage
 
     @property
     def supported(self) -> bool:
@@ -286,7 +124,7 @@ class Checkpointer:
             return
         started = time.perf_counter()
         self.pipeline.flush()
-        document = self.pipeline.export_state(self._pool)
+        document = export_state(self.pipeline, self._pool)
         self.last_pause_s = time.perf_counter() - started
         future: Future[EncodedCheckpoint] = Future()
 
@@ -311,17 +149,14 @@ class Checkpointer:
         try:
             encoded = future.result()
             return self._write(encoded, reason)
-        except (CheckpointError, StorageError) as exc:
-            self.last_error = str(exc)
-            log.error("checkpoint (%s) failed: %s", reason, exc)
-        except Exception as exc:  # sqlite3 errors: keep running, try again on the next timer
+        except (CheckpointError, StorageError) as exc:  # keep running, try on the next timer
             self.last_error = str(exc)
             log.error("checkpoint (%s) not written: %s", reason, exc)
         return None
 
     def _write(self, encoded: EncodedCheckpoint, reason: str) -> int | None:
         started = time.perf_counter()
-        storage = self.pipeline.storage
+        storage = self.storage
         if self.tracking:
             checkpoint_id = storage.save_checkpoint_over(
                 self.current_id, encoded.blob, encoded.header, reason, encoded.checksum,
@@ -336,7 +171,7 @@ class Checkpointer:
                      "start since this state was loaded; loading it", reason)
             self.reload_requested.set()
             return None
-        self.last_saved_id = self.current_id = checkpoint_id
+        self.current_id = checkpoint_id
         self.tracking = True
         self.saved_readings = int(encoded.header.get("readings_total", -1))
         self.last_error = None
@@ -362,7 +197,7 @@ class Checkpointer:
                      "what the next start loads", reason, chosen)
             return None
         try:
-            return self._write(encode(self.pipeline.export_state()), reason)
+            return self._write(encode(export_state(self.pipeline)), reason)
         except Exception as exc:
             self.last_error = str(exc)
             log.error("checkpoint (%s) not written: %s", reason, exc)
@@ -372,7 +207,7 @@ class Checkpointer:
         """Load the newest valid checkpoint; rejected ones are logged and marked in storage.
 
         Then the alerts table and MQTT are brought in line with the restored alert state
-        (:meth:`~edge_ml.pipeline.Pipeline.reconcile_alerts`; ``reason`` is "restart" at start,
+        (:func:`~edge_ml.state.reconcile_alerts`; ``reason`` is "restart" at start,
         "reload" on SIGHUP or an operator's choice). Returns the id loaded, or None when none
         was (a fresh start; on a reload, the state in memory is kept).
         """
@@ -384,7 +219,7 @@ class Checkpointer:
             self.current_id, self.tracking = loaded, True
             if loaded is not None:
                 self.saved_readings = self.pipeline.readings_total
-        self.pipeline.reconcile_alerts(reason)
+        reconcile_alerts(self.pipeline, reason)
         return loaded
 
     def _operator_choice(self) -> int | None:
@@ -392,8 +227,8 @@ class Checkpointer:
         if not self.tracking:
             return None
         try:
-            newest = self.pipeline.storage.newest_checkpoint_id()
-        except Exception as exc:  # sqlite3 errors (busy, I/O): ask again on the next tick
+            newest = self.storage.newest_checkpoint_id()
+        except StorageError as exc:  # busy, I/O: ask again on the next tick
             log.warning("cannot read the checkpoints table: %s", exc)
             return None
         return newest if newest is not None and newest != self.current_id else None
@@ -409,7 +244,7 @@ class Checkpointer:
         self.resume("reload")
 
 
-def resume(pipeline: Any, storage: Any = None, reject: bool = True) -> int | None:
+def resume(pipeline: Pipeline, storage: Storage | None = None, reject: bool = True) -> int | None:
     """Restore ``pipeline`` from the newest loadable checkpoint in ``storage`` (default: its own).
 
     Candidates are the ``active`` rows, newest first. A corrupt, truncated or incompatible one
@@ -419,7 +254,9 @@ def resume(pipeline: Any, storage: Any = None, reject: bool = True) -> int | Non
     config may not be the daemon's). Returns the id loaded.
     """
     storage = storage if storage is not None else pipeline.storage
-    expect = pipeline.compatibility()
+    if storage is None:
+        raise StorageError("no storage to resume from")
+    expect = compatibility(pipeline)
     for row in storage.checkpoint_candidates():
         checkpoint_id = row["id"]
         try:
@@ -427,7 +264,7 @@ def resume(pipeline: Any, storage: Any = None, reject: bool = True) -> int | Non
             if checksum_of(blob) != row["checksum"]:
                 raise CheckpointError("checksum differs from the one recorded at save time")
             document = decode(blob, expect)
-            pipeline.restore_state(document)
+            restore_state(pipeline, document)
         except CheckpointError as exc:
             if not reject:
                 log.warning("checkpoint %d skipped: %s", checkpoint_id, exc)
@@ -444,7 +281,7 @@ def resume(pipeline: Any, storage: Any = None, reject: bool = True) -> int | Non
 
 
 # -- library side of the CLI ----------------------------------------------------------------
-def describe_row(storage: Any, checkpoint_id: int) -> dict[str, Any]:
+def describe_row(storage: Storage, checkpoint_id: int) -> dict[str, Any]:
     """A checkpoint row (no payload) with its decoded header, or the reason it does not decode."""
     row = storage.checkpoint(checkpoint_id)
     blob = bytes(row.pop("payload") or b"")
@@ -456,7 +293,7 @@ def describe_row(storage: Any, checkpoint_id: int) -> dict[str, Any]:
     return row
 
 
-def import_blob(storage: Any, blob: bytes, retention: int) -> int:
+def import_blob(storage: Storage, blob: bytes, retention: int) -> int:
     """Verify a checkpoint file and store it as the newest one (reason ``import``)."""
     header = decode(blob)["header"]
     return int(storage.save_checkpoint(blob, header, "import", checksum_of(blob), retention))

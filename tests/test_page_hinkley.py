@@ -1,10 +1,10 @@
-"""The drift monitor's block kernel against a plain reference."""
+"""The drift kernel (edge_ml.kernels.page_hinkley): block sums against a plain reference."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from edge_ml.kernels.blocks import block_batch
+from edge_ml.kernels.page_hinkley import block_batch
 
 
 def test_blocks_match_reference_across_batches() -> None:

@@ -2,7 +2,8 @@
 
 A backup, ``sqlite3`` in a shell or a Datasette write can hold ``BEGIN IMMEDIATE`` for seconds.
 The worker's writes then fail fast (``[storage] busy_timeout_s``), are retried with a capped
-exponential backoff, and land once the lock is gone; alerts go out on MQTT meanwhile.
+exponential backoff, and land once the lock is gone; alerts go out on MQTT meanwhile. (Storage
+raises StorageBusyError for the lock; the pipeline's flush retries it.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 from daemon_helpers import DaemonProcess, Observer, wait_for, write_config
 
-import edge_ml.storage
+import edge_ml.storage.pending
 from edge_ml.config import parse_config
 from edge_ml.localbroker import LocalBroker
 from edge_ml.pipeline import RETRY_MAX_S, Pipeline
@@ -86,7 +87,7 @@ def test_locked_flush_fails_fast_backs_off_and_lands_after(tmp_path: Path) -> No
 def test_rows_beyond_the_pending_bound_are_dropped_but_counts_stay_exact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(edge_ml.storage, "MAX_PENDING_ROWS", 20)
+    monkeypatch.setattr(edge_ml.storage.pending, "MAX_PENDING_ROWS", 20)
     db = tmp_path / "s.db"
     p = _pipeline(db)
     locker = _lock(db)

@@ -1,4 +1,4 @@
-"""Publish a simulated fleet to MQTT in real time and write the truth file."""
+"""Play a simulated fleet (see simulator.py) to MQTT in real time and write its truth file."""
 
 from __future__ import annotations
 

@@ -1,158 +1,65 @@
-"""The local SQLite state file: alerts, streams, rejects, drift events, checkpoints, counters.
+"""The SQLite state file behind one connection: its writes, its reads, its checkpoints table.
 
 WAL mode, so ``sqlite-utils`` and Datasette can read while the daemon writes. The daemon writes
-through :meth:`Storage.write` once per flush, in one transaction. A write that fails (disk
-full, I/O error) leaves the batch pending for the next flush: readings keep being scored and
-alerts keep being published meanwhile, and the fault is counted and reported.
+through :meth:`Storage.write` once per flush, in one transaction. Every ``sqlite3`` failure
+leaves here as a :class:`~edge_ml.errors.StorageError` (a lock held too long as its subclass
+:class:`~edge_ml.errors.StorageBusyError`), so no caller above this package handles ``sqlite3``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
-import logging
-import os
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-if TYPE_CHECKING:
-    import sqlite_utils
-
-from edge_ml.errors import StorageError, StoragePathError
-from edge_ml.records import AlertEvent, DriftEvent, Reject, iso_utc
-
-log = logging.getLogger(__name__)
-
-# A flush that cannot be written keeps at most this many pending rows of each kind; beyond that
-# the oldest are dropped and counted (memory on a gateway is finite).
-MAX_PENDING_ROWS = 100_000
-
-
-def _migration_1(db: sqlite_utils.Database) -> None:
-    db["alerts"].create(
-        {
-            "id": int, "alert_id": str, "stream": str, "state": str, "score": float,
-            "value": float, "ts": float, "ts_iso": str, "opened_at": float,
-            "opened_at_iso": str, "resolved_at": float, "resolved_at_iso": str,
-            "severity": str,
-        },
-        pk="id",
-    )
-    db["alerts"].create_index(["stream", "ts"])
-    db["alerts"].create_index(["alert_id"])
-    db["streams"].create(
-        {
-            "stream": str, "first_seen": float, "last_seen": float, "last_seen_iso": str,
-            "readings": int, "last_value": float, "last_score": float, "warming_up": int,
-            "open_alert": str,
-        },
-        pk="stream",
-    )
-    db["rejects"].create(
-        {
-            "id": int, "received_at": float, "received_at_iso": str, "topic": str,
-            "reason": str, "detail": str, "payload": bytes,
-        },
-        pk="id",
-    )
-    db["reject_counts"].create({"reason": str, "count": int}, pk="reason")
-    db["counters"].create({"name": str, "value": int}, pk="name")
-    db["drift_events"].create(
-        {
-            "id": int, "stream": str, "ts": float, "ts_iso": str, "detector": str,
-            "statistic": str, "reaction": str,
-        },
-        pk="id",
-    )
-    db["checkpoints"].create(
-        {
-            "id": int, "created_at": float, "created_at_iso": str, "reason": str,
-            "schema_version": int, "package_version": str, "readings_total": int,
-            "streams": int, "size_bytes": int, "checksum": str, "active": int,
-            "payload": bytes,
-        },
-        pk="id",
-    )
-    db["health"].create({"key": str, "value": str, "updated_at": float}, pk="key")
-
-
-def _migration_2(db: sqlite_utils.Database) -> None:
-    # Why a checkpoint was refused at load time (corrupt, truncated, incompatible).
-    db["checkpoints"].add_column("error", str)
-
-
-def _migration_3(db: sqlite_utils.Database) -> None:
-    # Why an alert resolved when the level did not resolve it: "restart" or "reload" (the
-    # restored model state no longer held it). NULL for an ordinary resolve.
-    db["alerts"].add_column("reason", str)
-
-
-MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
-    ("initial tables", _migration_1),
-    ("checkpoints.error", _migration_2),
-    ("alerts.reason", _migration_3),
-]
-
-
-@dataclass
-class PendingWrites:
-    """What the worker has produced since the last flush."""
-
-    alerts: list[AlertEvent] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
-    drift: list[DriftEvent] = field(default_factory=list)
-    readings: int = 0
-    dropped: int = 0  # pending rows dropped because storage stayed unwritable
-    # Rejects among them, per reason: their rows are gone, their counts are still written.
-    rejects_dropped: dict[str, int] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.alerts or self.rejects or self.drift or self.readings
-                    or self.rejects_dropped)
-
-    def bound(self) -> None:
-        """Drop the oldest rows beyond ``MAX_PENDING_ROWS`` of each kind, counting them.
-
-        Alert rows go by whole alerts: an alert's open row dropped while its resolve row is
-        kept would leave the table a resolve for an alert that never opened.
-        """
-        excess = len(self.alerts) - MAX_PENDING_ROWS
-        if excess > 0:
-            rows_of = Counter(a.alert_id for a in self.alerts)
-            gone: set[str] = set()
-            removed = 0
-            for a in self.alerts:  # oldest first, until enough rows go
-                if removed >= excess:
-                    break
-                if a.alert_id not in gone:
-                    gone.add(a.alert_id)
-                    removed += rows_of[a.alert_id]
-            kept = [a for a in self.alerts if a.alert_id not in gone]
-            self.dropped += len(self.alerts) - len(kept)
-            self.alerts[:] = kept
-        for rows in (self.rejects, self.drift):
-            excess = len(rows) - MAX_PENDING_ROWS
-            if excess > 0:
-                if rows is self.rejects:
-                    for r in self.rejects[:excess]:
-                        self.rejects_dropped[r.reason] = self.rejects_dropped.get(r.reason, 0) + 1
-                del rows[:excess]
-                self.dropped += excess
-
+from edge_ml.errors import StorageBusyError, StorageError, StoragePathError
+from edge_ml.records import AlertEvent, iso_utc
+from edge_ml.storage.pending import PendingWrites
+from edge_ml.storage.schema import migrate, schema_version
 
 # SQLite result codes that say the path is wrong (no permission, a folder, not a database), as
 # opposed to an outage (busy, locked, I/O error, disk full) that a restart may get past.
 _PATH_ERRORS = ("SQLITE_CANTOPEN", "SQLITE_NOTADB", "SQLITE_PERM", "SQLITE_READONLY")
 
 
-def _is_path_error(exc: sqlite3.Error) -> bool:
+# Another connection holds the lock beyond the busy timeout: the same write may succeed later.
+_BUSY_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
+def _error_class(exc: sqlite3.Error) -> type[StorageError]:
     name = getattr(exc, "sqlite_errorname", None) or ""
-    return name.startswith(_PATH_ERRORS)
+    if name.startswith(_PATH_ERRORS):
+        return StoragePathError
+    if name.startswith(_BUSY_ERRORS):
+        return StorageBusyError
+    return StorageError
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _storage_errors(
+    method: Callable[Concatenate[Storage, _P], _R],
+) -> Callable[Concatenate[Storage, _P], _R]:
+    """``sqlite3.Error`` out of ``method`` as a StorageError with the same text.
+
+    The text is kept as SQLite put it ("database is locked", "disk I/O error"): the pipeline
+    logs it and reports it in the health record as ``storage_error``.
+    """
+    @functools.wraps(method)
+    def translated(self: Storage, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _error_class(exc)(str(exc)) from exc
+
+    return translated
 
 
 def _alert_row(event: AlertEvent) -> dict[str, Any]:
@@ -197,54 +104,19 @@ class Storage:
             if self.path != ":memory:":
                 self.db.enable_wal()
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe across crashes
-            self.migrate()
+            migrate(self.db)
         except sqlite3.Error as exc:
-            error = StoragePathError if _is_path_error(exc) else StorageError
-            raise error(f"cannot open the database {self.path}: {exc}") from exc
-
-    # -- schema ---------------------------------------------------------------------------
-    def _applied_migrations(self) -> set[int]:
-        if "schema_migrations" not in self.db.table_names():
-            return set()
-        return {row["version"] for row in self.db["schema_migrations"].rows}
-
-    def migrate(self) -> None:
-        """Apply the migrations this file has not seen yet, in one transaction.
-
-        The check and the migrations hold the write lock together (``BEGIN IMMEDIATE``): two
-        processes opening a new file at once (the daemon creating it, the CLI reading it) made
-        the second fail with "table alerts already exists". A file already up to date takes no
-        write lock, so read-only commands do not wait on a busy daemon.
-        """
-        if len(self._applied_migrations()) == len(MIGRATIONS):
-            return
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if "schema_migrations" not in self.db.table_names():
-                self.db["schema_migrations"].create(
-                    {"version": int, "name": str, "applied_at": float}, pk="version"
-                )
-            done = self._applied_migrations()
-            for version, (name, migration) in enumerate(MIGRATIONS, start=1):
-                if version not in done:
-                    migration(self.db)
-                    self.db["schema_migrations"].insert(
-                        {"version": version, "name": name, "applied_at": time.time()}
-                    )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            raise _error_class(exc)(f"cannot open the database {self.path}: {exc}") from exc
 
     @property
+    @_storage_errors
     def schema_version(self) -> int:
-        return max((r["version"] for r in self.db["schema_migrations"].rows), default=0)
+        return schema_version(self.db)
 
     # -- writes ---------------------------------------------------------------------------
+    @_storage_errors
     def write(self, pending: PendingWrites, streams: list[dict[str, Any]]) -> None:
-        """Write one flush in one transaction; raises ``sqlite3.Error`` when it cannot."""
+        """Write one flush in one transaction; raises StorageError when it cannot."""
         db = self.db
         with db.conn:
             if pending.alerts:
@@ -277,7 +149,7 @@ class Storage:
                 )
             if pending.drift:
                 db["drift_events"].insert_all(
-                    {**vars_of(d), "ts_iso": iso_utc(d.ts)} for d in pending.drift
+                    {**_vars_of(d), "ts_iso": iso_utc(d.ts)} for d in pending.drift
                 )
             self._add_counters(
                 {"readings_total": pending.readings, "rejects_total": sum(by_reason.values()),
@@ -304,6 +176,7 @@ class Storage:
             [(k, v) for k, v in deltas.items() if v],
         )
 
+    @_storage_errors
     def set_busy_timeout(self, seconds: float) -> None:
         """How long a statement waits for another connection's lock before it fails.
 
@@ -315,6 +188,7 @@ class Storage:
         """
         self.db.conn.execute(f"PRAGMA busy_timeout = {max(0, round(seconds * 1000))}")
 
+    @_storage_errors
     def prune_alerts(self, older_than: float) -> int:
         """Delete alert rows stamped before ``older_than`` (epoch s); the number deleted.
 
@@ -335,6 +209,7 @@ class Storage:
             [self.rejects_kept],
         )
 
+    @_storage_errors
     def set_health(self, values: dict[str, Any]) -> None:
         """Replace the health record; each value is stored as JSON (true, null, 12.5, "text")."""
         now = time.time()
@@ -347,12 +222,15 @@ class Storage:
                 "INSERT INTO health (key, value, updated_at) VALUES (?, ?, ?)", rows)
 
     # -- reads ----------------------------------------------------------------------------
+    @_storage_errors
     def counters(self) -> dict[str, int]:
         return {r["name"]: r["value"] for r in self.db["counters"].rows}
 
+    @_storage_errors
     def reject_counts(self) -> dict[str, int]:
         return {r["reason"]: r["count"] for r in self.db["reject_counts"].rows}
 
+    @_storage_errors
     def alerts(
         self, stream_glob: str | None = None, since: float | None = None,
         open_only: bool = False, limit: int | None = 100,
@@ -378,20 +256,29 @@ class Storage:
             sql += f" LIMIT {int(limit)}"
         return [dict(r) for r in self.db.query(sql, params)]
 
+    @_storage_errors
     def alerts_after(self, last_id: int) -> list[dict[str, Any]]:
+        """Alert rows stored after row ``last_id``, oldest first (``alerts --follow``)."""
         return list(self.db.query("SELECT * FROM alerts WHERE id > ? ORDER BY id", [last_id]))
 
+    @_storage_errors
+    def last_alert_id(self) -> int:
+        """The newest alert row's id; 0 when there is none."""
+        return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0])
+
+    @_storage_errors
     def streams(self, stream_glob: str | None = None) -> list[dict[str, Any]]:
         rows = [dict(r) for r in self.db.query("SELECT * FROM streams ORDER BY stream")]
         if stream_glob:
             rows = [r for r in rows if fnmatch.fnmatchcase(r["stream"], stream_glob)]
         return rows
 
-    def drift_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        return list(self.db.query(
-            "SELECT * FROM drift_events ORDER BY ts DESC, id DESC LIMIT ?", [limit]
-        ))
+    @_storage_errors
+    def has_health(self) -> bool:
+        """Whether a daemon has ever written its health record here."""
+        return bool(self.db["health"].count)
 
+    @_storage_errors
     def health(self) -> dict[str, Any]:
         """The daemon's last health record, typed; ``updated_at`` is when it was written."""
         rows = list(self.db["health"].rows)
@@ -399,6 +286,7 @@ class Storage:
             "updated_at": max((r["updated_at"] for r in rows), default=None)
         }
 
+    @_storage_errors
     def last_checkpoint(self) -> dict[str, Any] | None:
         rows = list(self.db.query(
             "SELECT id, created_at, created_at_iso, reason, readings_total, streams, size_bytes "
@@ -406,7 +294,11 @@ class Storage:
         ))
         return rows[0] if rows else None
 
-    # -- checkpoints (edge_ml.checkpoint) ---------------------------------------------------
+    @_storage_errors
+    def drift_event_count(self) -> int:
+        return self.db["drift_events"].count
+
+    # -- checkpoints (edge_ml.checkpointer) -------------------------------------------------
     # ``active``: 1 = may be loaded (the newest active row is what a starting daemon loads),
     # 0 = set aside by a rollback to an older checkpoint (kept for export/inspection), -1 =
     # rejected at load time (``error`` says why). Rollback to N sets rows newer than N to 0 and
@@ -418,6 +310,7 @@ class Storage:
         "readings_total, streams, size_bytes, checksum, active, error"
     )
 
+    @_storage_errors
     def save_checkpoint(self, blob: bytes, header: dict[str, Any], reason: str, checksum: str,
                         retention: int) -> int:
         """Insert a checkpoint and prune to the newest ``retention`` per state, atomically."""
@@ -425,6 +318,7 @@ class Storage:
         assert checkpoint_id is not None  # unconditional
         return checkpoint_id
 
+    @_storage_errors
     def save_checkpoint_over(self, loaded: int | None, blob: bytes, header: dict[str, Any],
                              reason: str, checksum: str, retention: int) -> int | None:
         """As :meth:`save_checkpoint`, but only while ``loaded`` is still the one a start loads.
@@ -437,6 +331,7 @@ class Storage:
         return self._insert_checkpoint(blob, header, reason, checksum, retention,
                                        only_over=True, loaded=loaded)
 
+    @_storage_errors
     def newest_checkpoint_id(self) -> int | None:
         """The newest active checkpoint: the one a starting daemon tries first."""
         row = self.db.execute("SELECT MAX(id) FROM checkpoints WHERE active = 1").fetchone()
@@ -469,11 +364,13 @@ class Storage:
             )
         return int(cursor.lastrowid or 0)
 
+    @_storage_errors
     def checkpoints(self) -> list[dict[str, Any]]:
         """Checkpoint rows without payloads, newest first."""
         return [dict(r) for r in self.db.query(
             f"SELECT {self._CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY id DESC")]
 
+    @_storage_errors
     def checkpoint(self, checkpoint_id: int) -> dict[str, Any]:
         """One checkpoint row with its payload; StorageError when there is none."""
         rows = list(self.db.query("SELECT * FROM checkpoints WHERE id = ?", [checkpoint_id]))
@@ -481,20 +378,31 @@ class Storage:
             raise StorageError(f"no checkpoint {checkpoint_id} in {self.path}")
         return dict(rows[0])
 
+    @_storage_errors
     def checkpoint_payload(self, checkpoint_id: int) -> bytes:
         return bytes(self.checkpoint(checkpoint_id)["payload"] or b"")
 
+    @_storage_errors
     def checkpoint_candidates(self) -> list[dict[str, Any]]:
         """Loadable (active) rows, newest first: what a resume tries in order."""
         return [dict(r) for r in self.db.query(
             f"SELECT {self._CHECKPOINT_COLUMNS} FROM checkpoints WHERE active = 1 "
             "ORDER BY id DESC")]
 
+    @_storage_errors
+    def rejected_checkpoints(self) -> list[dict[str, Any]]:
+        """Checkpoints refused at load time (``active`` -1), newest first, with why."""
+        return [dict(r) for r in self.db.query(
+            "SELECT id, created_at_iso, error FROM checkpoints WHERE active = -1 "
+            "ORDER BY id DESC")]
+
+    @_storage_errors
     def reject_checkpoint(self, checkpoint_id: int, error: str) -> None:
         with self.db.conn:
             self.db.execute("UPDATE checkpoints SET active = -1, error = ? WHERE id = ?",
                             [error, checkpoint_id])
 
+    @_storage_errors
     def rollback_checkpoint(self, checkpoint_id: int) -> None:
         """Make ``checkpoint_id`` the one a (re)started daemon loads (see ``active`` above)."""
         self.checkpoint(checkpoint_id)
@@ -503,42 +411,6 @@ class Storage:
                             [checkpoint_id])
             self.db.execute("UPDATE checkpoints SET active = 1, error = NULL WHERE id = ?",
                             [checkpoint_id])
-
-    def status(self) -> dict[str, Any]:
-        """The ``edge-ml status --json`` document."""
-        counters = self.counters()
-        health = self.health() if self.db["health"].count else None
-        daemon = daemon_liveness(health) if health else None
-        streams = [
-            {
-                "stream": r["stream"], "readings": r["readings"],
-                "warming_up": bool(r["warming_up"]), "last_score": r["last_score"],
-                "open_alert": r["open_alert"], "last_value": r["last_value"],
-                "last_seen": r["last_seen"], "last_seen_iso": r["last_seen_iso"],
-            }
-            for r in self.streams()
-        ]
-        return {
-            "db": self.path,
-            "schema_version": self.schema_version,
-            "readings_total": counters.get("readings_total", 0),
-            "rejects_total": counters.get("rejects_total", 0),
-            "alerts_total": counters.get("alerts_total", 0),
-            "rejects_by_reason": self.reject_counts(),
-            "open_alerts": sum(1 for s in streams if s["open_alert"]),
-            "last_checkpoint": self.last_checkpoint(),
-            "checkpoints_rejected": [
-                {"id": r["id"], "created_at_iso": r["created_at_iso"], "error": r["error"]}
-                for r in self.db.query(
-                    "SELECT id, created_at_iso, error FROM checkpoints WHERE active = -1 "
-                    "ORDER BY id DESC")
-            ],
-            "drift_events": self.db["drift_events"].count,
-            # The health record only while its daemon runs; ``daemon`` says which it is.
-            "daemon": daemon,
-            "health": health if daemon and daemon["running"] else None,
-            "streams": streams,
-        }
 
     def close(self) -> None:
         self.db.close()
@@ -562,64 +434,14 @@ def _health_value(text: Any) -> Any:
         return _LEGACY_HEALTH.get(text, text)
 
 
-# A daemon writes its health record every ``[daemon] health_interval_s``. One silent for this
-# many intervals, plus a grace for a slow moment (the first batch compiling kernels on a cold
-# cache, a checkpoint of many streams), is taken for gone.
-HEALTH_STALE_INTERVALS = 3
-HEALTH_STALE_GRACE_S = 30.0
-DEFAULT_HEALTH_INTERVAL_S = 10.0  # records from before the interval was stored
 
-
-def _process_exists(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, under another user (systemd's DynamicUser)
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def daemon_liveness(health: dict[str, Any], now: float | None = None) -> dict[str, Any]:
-    """Whether the daemon that wrote ``health`` still runs, and when it was last heard of.
-
-    Running means: it did not record a clean stop, its pid is a process on this machine, and
-    its record is fresh for its health interval. ``reason`` says why not.
-    """
-    now = time.time() if now is None else now
-    last_seen = health.get("updated_at")
-    try:
-        pid = int(health.get("pid") or 0)
-    except (TypeError, ValueError):
-        pid = 0
-    interval = health.get("health_interval_s")
-    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0:
-        interval = DEFAULT_HEALTH_INTERVAL_S
-    age = None if last_seen is None else max(0.0, now - last_seen)
-    reason = None
-    if health.get("state") == "stopped":
-        reason = "stopped cleanly"
-    elif not _process_exists(pid):
-        reason = f"process {pid} is gone" if pid else "no pid recorded"
-    elif age is None or age > HEALTH_STALE_INTERVALS * interval + HEALTH_STALE_GRACE_S:
-        reason = "no health update for a while"
-    return {
-        "running": reason is None, "pid": pid or None, "reason": reason,
-        "last_seen": last_seen, "last_seen_iso": iso_utc(last_seen),
-        "last_seen_age_s": None if age is None else round(age, 1),
-    }
-
-
-def vars_of(record: Any) -> dict[str, Any]:
+def _vars_of(record: Any) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__slots__}
 
 
-def open_readonly(path: str | Path) -> Storage:
-    """Open an existing state file for the CLI (migrating it if this build is newer)."""
+def open_existing(path: str | Path) -> Storage:
+    """Open a state file that must exist already (the CLI's commands), migrating it if this
+    build is newer; a missing file is an error instead of a new, empty database."""
     if str(path) != ":memory:" and not Path(path).exists():
         blocker = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:

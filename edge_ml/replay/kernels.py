@@ -1,9 +1,9 @@
 """Replay's CSV rows as bytes: parse ``timestamp,value[,...]`` lines, write the scored rows.
 
-The Python reader and writer of ``edge_ml.pipeline`` cost more than the model itself (splitting,
-``float()`` and ``repr()`` of every field, ~3 us a row). These two kernels do the common case
-in one pass over the bytes, and give up (the caller then uses the Python path) on anything else,
-so the two paths never disagree:
+The Python paths of :mod:`edge_ml.replay.reader` and :mod:`edge_ml.replay.writer` cost more than
+the model itself (splitting, ``float()`` and ``repr()`` of every field, ~3 us a row). These two
+kernels do the common case in one pass over the bytes, and give up (the caller then uses the
+Python path) on anything else, so the two paths never disagree:
 
 - :func:`parse_rows` reads lines whose timestamp is ``YYYY-MM-DD HH:MM:SS`` (or with ``T``),
   years 1900-2200, or a plain decimal number, and whose values are plain decimals
@@ -27,6 +27,10 @@ import math
 
 import numpy as np
 from numba import njit
+
+# Imported for its side effect, before the first @njit below: it points Numba's on-disk cache at
+# the folder fingerprinted over every kernel source, this file included.
+import edge_ml.kernels  # noqa: F401
 
 OK = 0
 NEED_MORE = 1  # the buffer ended inside the chunk: read more (not at end of file)

@@ -1,7 +1,7 @@
-"""Replay's byte kernels (edge_ml.kernels.csvio) against the Python reader and writer.
+"""The replay kernels (edge_ml.replay.kernels) against ``float``, ``repr`` and the Python path.
 
-Whatever the kernels accept must come out byte for byte as the Python path writes it; what
-they refuse goes through the Python path, chunk by chunk.
+Whatever the kernels accept must come out byte for byte as the Python reader and writer give
+it; what they refuse goes through the Python path, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -15,16 +15,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from replay_helpers import CONFIG, python_replay
 
-from edge_ml import replay as replay_module
 from edge_ml.config import parse_config
-from edge_ml.kernels import csvio
 from edge_ml.pipeline import Pipeline
-from edge_ml.replay import parse_timestamp, replay_csv
-
-CONFIG = {"model": {"n_trees": 5, "height": 4, "window_size": 10, "warmup": 5,
-                    "drift_block": 3, "drift_min_blocks": 2},
-          "alerts": {"threshold": 0.3, "resolve_threshold": 0.2, "cooldown_readings": 0}}
+from edge_ml.replay import kernels, reader, replay_csv
+from edge_ml.timestamps import parse_timestamp
 
 
 def _parse_one(line: str, columns: int = 1) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
@@ -32,16 +28,8 @@ def _parse_one(line: str, columns: int = 1) -> tuple[int, np.ndarray, np.ndarray
     ts = np.zeros(1)
     values = np.zeros((1, columns))
     first = np.zeros((1, 5), dtype=np.int64)
-    status, _end, _lines, _rows = csvio.parse_rows(data, 0, 1, True, ts, values, first)
+    status, _end, _lines, _rows = kernels.parse_rows(data, 0, 1, True, ts, values, first)
     return status, ts, values, first
-
-
-def _python_replay(monkeypatch: pytest.MonkeyPatch, source: Path, out: Path) -> None:
-    """replay_csv with every chunk refused by the kernel: the Python reader and writer."""
-    with monkeypatch.context() as patch:
-        patch.setattr(replay_module, "parse_rows",
-                      lambda data, start, *_: (csvio.REFUSED, start, 0, 0))
-        replay_csv(Pipeline(parse_config(CONFIG)), source, out)
 
 
 def test_decimals_parse_as_float_and_print_as_repr() -> None:
@@ -61,13 +49,13 @@ def test_decimals_parse_as_float_and_print_as_repr() -> None:
     for text in texts:
         line = f"2024-01-01 00:00:00,{text}\n"
         status, _ts, values, first = _parse_one(line)
-        if status != csvio.OK:
+        if status != kernels.OK:
             continue
         accepted += 1
         value = float(text)
         assert values[0, 0] == value and math.copysign(1, values[0, 0]) == math.copysign(1, value)
         data = np.frombuffer(line.encode(), dtype=np.uint8)
-        size = csvio.format_rows(data, first, np.array([0.25]), np.array([False]), out)
+        size = kernels.format_rows(data, first, np.array([0.25]), np.array([False]), out)
         assert bytes(out[:size]).decode() == f"2024-01-01 00:00:00,{value!r},0.25,0\r\n", text
     assert accepted > len(texts) // 2
 
@@ -81,13 +69,13 @@ def test_every_rounded_score_prints_as_repr() -> None:
     first = np.zeros((len(scores), 5), dtype=np.int64)
     first[:, 1] = 1
     first[:, 3] = 1
-    out = np.empty(len(scores) * (1 + csvio.ROW_EXTRA), dtype=np.uint8)
-    size = csvio.format_rows(data, first, scores, np.zeros(len(scores), dtype=bool), out)
+    out = np.empty(len(scores) * (1 + kernels.ROW_EXTRA), dtype=np.uint8)
+    size = kernels.format_rows(data, first, scores, np.zeros(len(scores), dtype=bool), out)
     got = bytes(out[:size]).decode().split("\r\n")[:-1]
     want = [f"x,1.0,{s!r},0" for s in np.round(scores, 6).tolist()]
     assert got == want
     for bad in (1.0000006, -0.0000006, math.nan, math.inf):
-        assert csvio.format_rows(data, first[:1], np.array([bad]), np.zeros(1, bool), out) == -1
+        assert kernels.format_rows(data, first[:1], np.array([bad]), np.zeros(1, bool), out) == -1
 
 
 def test_iso_timestamps_as_parse_timestamp() -> None:
@@ -98,15 +86,15 @@ def test_iso_timestamps_as_parse_timestamp() -> None:
         stamp = when.strftime("%Y-%m-%d" + rng.choice(" T") + "%H:%M:%S")
         status, ts, _values, _first = _parse_one(f"{stamp},1\n")
         if when.year > 2200:
-            assert status == csvio.REFUSED
+            assert status == kernels.REFUSED
             continue
-        assert status == csvio.OK and ts[0] == parse_timestamp(stamp), stamp
+        assert status == kernels.OK and ts[0] == parse_timestamp(stamp), stamp
     for stamp in ("2023-02-29 00:00:00", "2024-13-01 00:00:00", "2024-00-10 00:00:00",
                   "2024-04-31 00:00:00", "2024-01-01 24:00:00", "2024-01-01 00:60:00",
                   "2024-01-01 00:00:60", "1899-12-31 23:59:59", "2024-01-01x00:00:00",
                   "2024/01/01 00:00:00", "2024-01-01 00:00:0a"):
-        assert _parse_one(f"{stamp},1\n")[0] == csvio.REFUSED, stamp
-    assert _parse_one("2000-02-29 12:00:00,1\n")[0] == csvio.OK
+        assert _parse_one(f"{stamp},1\n")[0] == kernels.REFUSED, stamp
+    assert _parse_one("2000-02-29 12:00:00,1\n")[0] == kernels.OK
 
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -152,49 +140,27 @@ def test_replay_output_matches_the_python_path(tmp_path_factory: pytest.TempPath
     source = folder / "in.csv"
     source.write_bytes(text.encode())
     # Small chunks and reads: chunk boundaries, refills and refused chunks between taken ones.
-    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 7)
-    monkeypatch.setattr(replay_module, "REPLAY_READ_BYTES", 61)
+    monkeypatch.setattr(reader, "REPLAY_CHUNK", 7)
+    monkeypatch.setattr(reader, "REPLAY_READ_BYTES", 61)
     fast, slow = folder / "fast.csv", folder / "slow.csv"
     replay_csv(Pipeline(parse_config(CONFIG)), source, fast)
-    _python_replay(monkeypatch, source, slow)
+    python_replay(monkeypatch, source, slow)
     assert fast.read_bytes() == slow.read_bytes()
-
-
-def test_errors_name_the_same_line_after_kernel_chunks(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 4)
-    source = tmp_path / "bad.csv"
-    rows = [f"2024-01-01 00:00:{i:02d},{i}" for i in range(12)]
-    rows[9] = "2024-01-01 00:00:09"
-    source.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
-    with pytest.raises(replay_module.ReplayError, match=r"bad.csv:11: expected 2 fields"):
-        replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "out.csv")
-
-
-def test_a_chunk_of_blank_lines_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Python reader used to turn a chunk of nothing but blank lines into one empty row."""
-    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 3)
-    source = tmp_path / "blank.csv"
-    source.write_text("timestamp,value\n1,2\n3,4\n5,6\n\n\n")
-    _python_replay(monkeypatch, source, tmp_path / "slow.csv")
-    replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "fast.csv")
-    assert (tmp_path / "slow.csv").read_bytes() == (tmp_path / "fast.csv").read_bytes()
-    assert len((tmp_path / "fast.csv").read_bytes().splitlines()) == 4
 
 
 def test_whole_files_stay_on_the_kernel_path_across_reads(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A read that ends inside a line asks for more bytes; it never refuses the chunk."""
     statuses: list[int] = []
-    parse = replay_module.parse_rows
+    parse = reader.parse_rows
 
     def counting(*args):  # type: ignore[no-untyped-def]
         result = parse(*args)
         statuses.append(int(result[0]))
         return result
 
-    monkeypatch.setattr(replay_module, "parse_rows", counting)
-    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 5)
+    monkeypatch.setattr(reader, "parse_rows", counting)
+    monkeypatch.setattr(reader, "REPLAY_CHUNK", 5)
     for newline in ("\n", "\r\n"):
         rows = [f"2024-01-01 00:{i // 60:02d}:{i % 60:02d},{i * 0.25 - 3:.2f},{i}"
                 for i in range(90)]
@@ -203,25 +169,7 @@ def test_whole_files_stay_on_the_kernel_path_across_reads(tmp_path: Path,
         source = tmp_path / "whole.csv"
         source.write_text("timestamp,a,b\n" + newline.join(rows) + newline, newline="")
         for read_bytes in (1, 7, 29, 64, 1 << 20):
-            monkeypatch.setattr(replay_module, "REPLAY_READ_BYTES", read_bytes)
+            monkeypatch.setattr(reader, "REPLAY_READ_BYTES", read_bytes)
             statuses.clear()
             replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "out.csv")
-            assert csvio.REFUSED not in statuses and csvio.OK in statuses
-
-
-def test_errors_of_the_reader_and_writer_threads_reach_the_caller(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
-
-    monkeypatch.setattr(replay_module, "REPLAY_CHUNK", 50)
-    source = tmp_path / "series.csv"
-    source.write_text("timestamp,value\n" + "".join(
-        f"2024-01-01 00:{i // 60:02d}:{i % 60:02d},{i}\n" for i in range(3000)))
-    before = threading.active_count()
-    # No space left on /dev/full, found by the writer thread: a ReplayError naming the output.
-    with pytest.raises(replay_module.ReplayError, match=r"/dev/full: cannot write"):
-        replay_csv(Pipeline(parse_config(CONFIG)), source, Path("/dev/full"))
-    source.write_text(source.read_text() + "2024-01-01 01:00:00,1,2\n")
-    with pytest.raises(replay_module.ReplayError, match=r"series.csv:3002: expected 2 fields"):
-        replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "out.csv")
-    assert threading.active_count() == before
+            assert kernels.REFUSED not in statuses and kernels.OK in statuses

@@ -1,4 +1,9 @@
-"""Per-stream block sums for the drift monitor, in arrival order, O(1) per reading."""
+"""The drift monitor's kernel: per-stream block sums and a Page-Hinkley test on block means.
+
+Readings are summed into blocks per stream (:func:`block_batch`); each completed block's mean
+goes to that stream's two-sided Page-Hinkley test (:func:`drift_batch`). In arrival order,
+O(1) per reading. :mod:`edge_ml.drift` holds the state and turns detections into events.
+"""
 
 from __future__ import annotations
 

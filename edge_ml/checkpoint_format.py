@@ -1,0 +1,190 @@
+"""The checkpoint blob: the whole pipeline state as one self-checking, versioned document.
+
+Blob layout (all integers big-endian)::
+
+    MAGIC (8 bytes, b"EDGEMLCK") | sha256 of BODY (32 bytes) | BODY = zlib(msgpack(document))
+
+``document`` is ``{"header": {...}, "state": {...}}`` (see :func:`edge_ml.state.export_state`);
+NumPy arrays are msgpack maps ``{"nd": 1, "dtype": "<u2", "shape": [...], "data": <bin>}`` with
+only bool/int/uint/float dtypes accepted back. No pickle anywhere: a checkpoint file from
+elsewhere (``edge-ml checkpoints import``) can at worst be rejected, never run code.
+
+The checksum is verified before anything is decompressed, decompression is bounded
+(:data:`MAX_RAW_BYTES`) and msgpack decoding uses hard limits; every failure raises
+:class:`~edge_ml.errors.CheckpointError` with the reason.
+
+This module is the codec only: it knows nothing of the pipeline, storage or when to save (that
+is :mod:`edge_ml.checkpointer`), so it sits low enough for anything to use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from edge_ml.errors import CheckpointError
+
+MAGIC = b"EDGEMLCK"
+# Version of the document layout; a checkpoint with another version is refused.
+SCHEMA_VERSION = 1
+_DIGEST = 32
+# Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
+# 1,000 streams at default parameters are about 21 MB, so this allows ~50,000 streams.
+MAX_RAW_BYTES = 1 << 30
+# zlib level 1: several times faster than the default for a few % more bytes.
+ZLIB_LEVEL = 1
+_ALLOWED_KINDS = "biuf"
+
+
+@dataclass(frozen=True)
+class EncodedCheckpoint:
+    """A finished blob with what the ``checkpoints`` table keeps beside it."""
+
+    blob: bytes
+    checksum: str
+    header: dict[str, Any]
+
+
+# -- encoding -----------------------------------------------------------------------------
+def _bin_header(n: int) -> bytes:
+    return b"\xc6" + struct.pack(">I", n)  # msgpack bin 32
+
+
+def _pieces(obj: Any, packer: msgpack.Packer) -> Iterator[bytes | memoryview]:
+    """msgpack of ``obj`` as pieces; array payloads are yielded as views, never copied."""
+    if isinstance(obj, np.ndarray):
+        array = np.ascontiguousarray(obj)
+        if array.dtype.kind not in _ALLOWED_KINDS:
+            raise CheckpointError(f"cannot store an array of dtype {array.dtype}")
+        yield packer.pack_map_header(4)
+        yield packer.pack("nd") + packer.pack(1)
+        yield packer.pack("dtype") + packer.pack(array.dtype.str)
+        yield packer.pack("shape") + packer.pack(list(array.shape))
+        yield packer.pack("data") + _bin_header(array.nbytes)
+        if array.nbytes:
+            yield memoryview(array.reshape(-1)).cast("B")
+    elif isinstance(obj, dict):
+        yield packer.pack_map_header(len(obj))
+        for key, value in obj.items():
+            yield packer.pack(key)
+            yield from _pieces(value, packer)
+    elif isinstance(obj, list | tuple):
+        yield packer.pack_array_header(len(obj))
+        for value in obj:
+            yield from _pieces(value, packer)
+    else:
+        yield packer.pack(obj.item() if isinstance(obj, np.generic) else obj)
+
+
+def encode(document: dict[str, Any]) -> EncodedCheckpoint:
+    """Pack, compress and sign a document from :func:`edge_ml.state.export_state`.
+
+    Examples
+    --------
+    >>> blob = encode({"header": {"schema_version": SCHEMA_VERSION},
+    ...                "state": {"x": np.arange(3)}}).blob
+    >>> decode(blob)["state"]["x"].tolist()
+    [0, 1, 2]
+    """
+    packer = msgpack.Packer(use_bin_type=True)
+    compressor = zlib.compressobj(ZLIB_LEVEL)
+    chunks = [compressor.compress(piece) for piece in _pieces(document, packer)]
+    chunks.append(compressor.flush())
+    body = b"".join(chunks)
+    digest = hashlib.sha256(body).digest()
+    return EncodedCheckpoint(MAGIC + digest + body, digest.hex(), document.get("header", {}))
+
+
+# -- decoding -----------------------------------------------------------------------------
+def _array_hook(obj: dict[Any, Any]) -> Any:
+    if obj.get("nd") != 1 or len(obj) != 4:
+        return obj
+    try:
+        dtype = np.dtype(obj["dtype"])
+        shape = tuple(int(n) for n in obj["shape"])
+        data = obj["data"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"malformed array: {exc}") from exc
+    if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject:
+        raise CheckpointError(f"array dtype {dtype} is not allowed")
+    if not isinstance(data, bytes) or any(n < 0 for n in shape):
+        raise CheckpointError("malformed array payload")
+    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(data):
+        raise CheckpointError(f"array of {dtype}{list(shape)} has {len(data)} bytes")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+
+
+def checksum_of(blob: bytes) -> str:
+    """The hex sha256 stored in the blob (what the ``checksum`` column holds)."""
+    return bytes(blob[len(MAGIC):len(MAGIC) + _DIGEST]).hex()
+
+
+def decode(blob: bytes, expect: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Verify and decode a blob into ``{"header", "state"}``.
+
+    Parameters
+    ----------
+    blob
+        Output of :func:`encode`.
+    expect
+        Header entries that must match (``params``, ``features``; see
+        :func:`edge_ml.state.compatibility`); ``None`` checks only the schema version.
+
+    Raises
+    ------
+    CheckpointError
+        Corrupt, truncated, too large, of another schema version, or incompatible.
+    """
+    blob = bytes(blob)
+    if len(blob) < len(MAGIC) + _DIGEST or not blob.startswith(MAGIC):
+        raise CheckpointError("not a checkpoint (bad magic or truncated header)")
+    digest, body = blob[len(MAGIC):len(MAGIC) + _DIGEST], blob[len(MAGIC) + _DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise CheckpointError("checksum mismatch (corrupt or truncated)")
+    decompressor = zlib.decompressobj()
+    try:
+        raw = decompressor.decompress(body, MAX_RAW_BYTES)
+    except zlib.error as exc:
+        raise CheckpointError(f"cannot decompress: {exc}") from exc
+    if decompressor.unconsumed_tail:
+        raise CheckpointError(f"decompresses beyond {MAX_RAW_BYTES} bytes")
+    if not decompressor.eof:
+        raise CheckpointError("truncated compressed body")
+    try:
+        document = msgpack.unpackb(
+            raw, raw=False, strict_map_key=True, object_hook=_array_hook,
+            max_bin_len=MAX_RAW_BYTES, max_str_len=1 << 20, max_array_len=1 << 24,
+            max_map_len=1 << 16, max_ext_len=0,
+        )
+    except CheckpointError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CheckpointError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("header"), dict) \
+            or not isinstance(document.get("state"), dict):
+        raise CheckpointError("document has no header/state")
+    header = document["header"]
+    version = header.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise CheckpointError(
+            f"schema version {version} is not supported (this build reads {SCHEMA_VERSION})"
+        )
+    for key, wanted in (expect or {}).items():
+        have = header.get(key)
+        if have != wanted:
+            if isinstance(have, dict) and isinstance(wanted, dict):
+                diff = {k: (have.get(k), wanted.get(k)) for k in wanted.keys() | have.keys()
+                        if have.get(k) != wanted.get(k)}
+                detail = ", ".join(f"{k}: checkpoint {a!r}, config {b!r}"
+                                   for k, (a, b) in sorted(diff.items()))
+            else:
+                detail = f"checkpoint {have!r}, config {wanted!r}"
+            raise CheckpointError(f"incompatible {key} ({detail})")
+    return document

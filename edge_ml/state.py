@@ -1,0 +1,208 @@
+"""A pipeline's state as a document: export, restore, graft, and the alerts after a restore.
+
+:class:`~edge_ml.pipeline.Pipeline` processes and flushes; this module, one layer above it,
+takes every piece of its per-stream state out as plain arrays (``{"header", "state"}``, what
+:mod:`edge_ml.checkpoint_format` encodes), puts such a document back in, grafts the streams of
+one pipeline into another (``edge-ml train``), and after a restore brings the alerts table and
+MQTT in line with the alert state that came back. Each function takes the pipeline it works on
+and runs on that pipeline's owner thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from edge_ml import __version__
+from edge_ml.alerts import AlertTracker
+from edge_ml.checkpoint_format import SCHEMA_VERSION
+from edge_ml.drift import DriftMonitor
+from edge_ml.errors import CheckpointError, StorageError
+from edge_ml.features import FeatureState
+from edge_ml.model.detector import describe, make_detector
+from edge_ml.pipeline import Pipeline, drift_params
+from edge_ml.records import AlertEvent
+from edge_ml.slots import SnapshotPool
+from edge_ml.streams import StreamRegistry
+
+log = logging.getLogger(__name__)
+
+
+def compatibility(pipeline: Pipeline) -> dict[str, Any]:
+    """Header entries a checkpoint must match to be restored into ``pipeline``."""
+    return {
+        "params": describe(pipeline.params),
+        "features": pipeline.features.describe(),
+    }
+
+
+def export_state(pipeline: Pipeline, pool: SnapshotPool | None = None) -> dict[str, Any]:
+    """Every piece of per-stream state as copies (``{"header", "state"}``), for a checkpoint.
+
+    Cheap enough for the worker thread (array copies only); encoding is done elsewhere.
+    With a ``pool`` the copies reuse the previous snapshot's buffers: the caller must be
+    done with that snapshot (encoded) before asking for the next.
+    """
+    used = len(pipeline.streams)
+    header = {
+        "schema_version": SCHEMA_VERSION,
+        "package_version": __version__,
+        **compatibility(pipeline),
+        "seed": pipeline.params.seed,
+        "created_at": time.time(),
+        "readings_total": pipeline.readings_total,
+        "rejects_total": pipeline.rejects_total,
+        "streams": used,
+    }
+    state = {
+        "names": list(pipeline.streams.names),
+        "stats": pipeline.streams.stats.export(used, pool, "stats."),
+        "features": pipeline.features.arrays.export(used, pool, "features."),
+        "detector": pipeline.detector.export(used, pool),
+        "alerts": pipeline.alerts.state.export(used, pool, "alerts."),
+        "open_alerts": [[slot, alert_id, opened_at]
+                        for slot, (alert_id, opened_at) in pipeline.alerts.open_alerts.items()],
+        "drift": pipeline.drift.state.export(used, pool, "drift."),
+    }
+    return {"header": header, "state": state}
+
+
+def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
+    """Load a decoded checkpoint; on any mismatch raise CheckpointError, leaving state as is.
+
+    The stages are rebuilt aside and swapped in only when every one of them loaded.
+    """
+    config = pipeline.config
+    header, state = document["header"], document["state"]
+    try:
+        names = [str(n) for n in state["names"]]
+        capacity = max(len(names), 16)
+        streams = StreamRegistry(capacity)
+        streams.restore(names, state["stats"])
+        features = FeatureState(config.features.season_s, config.features.season_bins, capacity)
+        features.arrays.restore(state["features"])
+        detector = make_detector(pipeline.params, capacity)
+        if names:  # an empty forest cannot be restored (nor needs to be)
+            detector.restore(state["detector"])
+        alerts = AlertTracker(config.alerts, capacity)
+        alerts.state.restore(state["alerts"])
+        alerts.open_alerts = {int(slot): (str(alert_id), float(opened_at))
+                              for slot, alert_id, opened_at in state["open_alerts"]}
+        drift = DriftMonitor(drift_params(config), capacity)
+        drift.state.restore(state["drift"])
+        for part in (features.arrays, alerts.state, drift.state):
+            part.grow(streams.capacity)
+        detector.grow(streams.capacity)
+        readings_total = int(header["readings_total"])
+        if any(len(a) != len(names) for a in state["stats"].values()):
+            raise ValueError("stream statistics disagree with the stream names")
+    except (KeyError, TypeError, ValueError, NotImplementedError) as exc:
+        raise CheckpointError(f"state does not fit this pipeline: {exc}") from exc
+    pipeline.streams, pipeline.features, pipeline.detector = streams, features, detector
+    pipeline.alerts, pipeline.drift = alerts, drift
+    pipeline.readings_total = readings_total
+    pipeline.rejects_total = int(header.get("rejects_total", 0))
+    # What the checkpoint counted was already written to the streams table (or, for a
+    # trained checkpoint, is history that must not be counted as live readings).
+    streams.stats.flushed_readings[:] = streams.stats.readings
+
+
+def graft(pipeline: Pipeline, document: dict[str, Any]) -> list[str]:
+    """Put every stream of another pipeline's :func:`export_state` into ``pipeline``.
+
+    A stream ``pipeline`` does not have is added; one it has is replaced whole (model,
+    features, statistics, alert and drift state). Every other stream, and the counters, stay
+    as they are: this is how ``edge-ml train`` adds a warm-started stream to a fleet. The
+    grafted streams' alerts are dropped (history alerts are not live ones). Returns the
+    grafted stream names.
+    """
+    own = export_state(pipeline)
+    base, other = own["state"], document["state"]
+    names = list(base["names"])
+    slot_of = {name: i for i, name in enumerate(names)}
+    grafted = [str(n) for n in other["names"]]
+    targets = []
+    for name in grafted:
+        if name not in slot_of:
+            slot_of[name] = len(names)
+            names.append(name)
+        targets.append(slot_of[name])
+    merged: dict[str, Any] = {"names": names}
+    try:
+        for section in ("stats", "features", "detector", "alerts", "drift"):
+            arrays = {}
+            for key, array in base[section].items():
+                incoming = other[section][key]
+                if incoming.shape != (len(grafted), *array.shape[1:]) \
+                        or incoming.dtype != array.dtype:
+                    raise ValueError(f"{section}.{key}: {incoming.dtype}{incoming.shape} "
+                                     f"does not fit {array.dtype}{array.shape}")
+                out = np.empty((len(names), *array.shape[1:]), dtype=array.dtype)
+                out[:len(array)] = array
+                out[targets] = incoming
+                arrays[key] = out
+            merged[section] = arrays
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot graft streams: {exc}") from exc
+    replaced = set(targets)
+    merged["open_alerts"] = [entry for entry in base["open_alerts"]
+                             if entry[0] not in replaced]
+    own["header"]["streams"] = len(names)
+    restore_state(pipeline, {"header": own["header"], "state": merged})
+    for slot in targets:
+        pipeline.alerts.close(slot)
+    return grafted
+
+
+def reconcile_alerts(pipeline: Pipeline, reason: str) -> list[AlertEvent]:
+    """Make the alerts table, MQTT and the restored alert state agree; after a restore.
+
+    The database (with any unwritten events) is the record of what was announced:
+
+    - an alert open there but not in this state (an unclean stop lost it, or the state
+      came from an older checkpoint) is resolved: stored with ``reason`` and published
+      with state "resolved", so subscribers leave the alarm and pruning can delete it;
+    - an alert open in this state but not open there (resolved after the checkpoint was
+      taken, or never announced: trained or imported state) is closed in the state, with
+      nothing published; a level still high opens a new alert after debounce and cooldown.
+
+    Returns the resolve events.
+    """
+    if pipeline.storage is None:
+        return []
+    try:
+        rows = pipeline.storage.alerts(open_only=True, limit=None)
+    except StorageError as exc:  # the next restart or reload tries again
+        log.error("cannot read open alerts to reconcile them (%s): %s", reason, exc)
+        return []
+    announced = {row["alert_id"]: row for row in rows}
+    for event in pipeline.pending.alerts:  # a failed flush: not in the database yet
+        if event.state == "open":
+            announced[event.alert_id] = event.to_dict()
+        else:
+            announced.pop(event.alert_id, None)
+    held = {alert_id: slot for slot, (alert_id, _) in pipeline.alerts.open_alerts.items()}
+    for alert_id, slot in held.items():
+        if alert_id not in announced:
+            pipeline.alerts.close(slot)
+            log.info("alert %s on %s is open in the restored state but not in the "
+                     "database: closed", alert_id, pipeline.streams.names[slot])
+    now = time.time()
+    events = [
+        AlertEvent(alert_id, row["stream"], "resolved", row["score"], math.nan, now,
+                   row["opened_at"], now, row["severity"], reason)
+        for alert_id, row in announced.items() if alert_id not in held
+    ]
+    for event in events:
+        log.info("alert %s on %s resolved (%s): the restored state does not hold it",
+                 event.alert_id, event.stream, reason)
+    if events:
+        pipeline.pending.alerts.extend(events)
+        if pipeline.publisher is not None:
+            pipeline.publisher.alerts(events)
+        pipeline.flush()
+    return events

@@ -1,0 +1,121 @@
+"""The state file's tables, as numbered migrations, and applying the ones a file has not seen.
+
+A migration is never edited once released: a new column or table is a new entry at the end of
+:data:`MIGRATIONS`, so every file reaches the same schema whatever version created it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when a database is opened (edge_ml.storage.database), not here
+    import sqlite_utils
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["alerts"].create(
+        {
+            "id": int, "alert_id": str, "stream": str, "state": str, "score": float,
+            "value": float, "ts": float, "ts_iso": str, "opened_at": float,
+            "opened_at_iso": str, "resolved_at": float, "resolved_at_iso": str,
+            "severity": str,
+        },
+        pk="id",
+    )
+    db["alerts"].create_index(["stream", "ts"])
+    db["alerts"].create_index(["alert_id"])
+    db["streams"].create(
+        {
+            "stream": str, "first_seen": float, "last_seen": float, "last_seen_iso": str,
+            "readings": int, "last_value": float, "last_score": float, "warming_up": int,
+            "open_alert": str,
+        },
+        pk="stream",
+    )
+    db["rejects"].create(
+        {
+            "id": int, "received_at": float, "received_at_iso": str, "topic": str,
+            "reason": str, "detail": str, "payload": bytes,
+        },
+        pk="id",
+    )
+    db["reject_counts"].create({"reason": str, "count": int}, pk="reason")
+    db["counters"].create({"name": str, "value": int}, pk="name")
+    db["drift_events"].create(
+        {
+            "id": int, "stream": str, "ts": float, "ts_iso": str, "detector": str,
+            "statistic": str, "reaction": str,
+        },
+        pk="id",
+    )
+    db["checkpoints"].create(
+        {
+            "id": int, "created_at": float, "created_at_iso": str, "reason": str,
+            "schema_version": int, "package_version": str, "readings_total": int,
+            "streams": int, "size_bytes": int, "checksum": str, "active": int,
+            "payload": bytes,
+        },
+        pk="id",
+    )
+    db["health"].create({"key": str, "value": str, "updated_at": float}, pk="key")
+
+
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # Why a checkpoint was refused at load time (corrupt, truncated, incompatible).
+    db["checkpoints"].add_column("error", str)
+
+
+def _migration_3(db: sqlite_utils.Database) -> None:
+    # Why an alert resolved when the level did not resolve it: "restart" or "reload" (the
+    # restored model state no longer held it). NULL for an ordinary resolve.
+    db["alerts"].add_column("reason", str)
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("initial tables", _migration_1),
+    ("checkpoints.error", _migration_2),
+    ("alerts.reason", _migration_3),
+]
+
+
+def applied_migrations(db: sqlite_utils.Database) -> set[int]:
+    if "schema_migrations" not in db.table_names():
+        return set()
+    return {row["version"] for row in db["schema_migrations"].rows}
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    return max((r["version"] for r in db["schema_migrations"].rows), default=0)
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    """Apply the migrations this file has not seen yet, in one transaction.
+
+    The check and the migrations hold the write lock together (``BEGIN IMMEDIATE``): two
+    processes opening a new file at once (the daemon creating it, the CLI reading it) made
+    the second fail with "table alerts already exists". A file already up to date takes no
+    write lock, so read-only commands do not wait on a busy daemon.
+    """
+    if len(applied_migrations(db)) == len(MIGRATIONS):
+        return
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if "schema_migrations" not in db.table_names():
+            db["schema_migrations"].create(
+                {"version": int, "name": str, "applied_at": float}, pk="version"
+            )
+        done = applied_migrations(db)
+        for version, (name, migration) in enumerate(MIGRATIONS, start=1):
+            if version not in done:
+                migration(db)
+                db["schema_migrations"].insert(
+                    {"version": version, "name": name, "applied_at": time.time()}
+                )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

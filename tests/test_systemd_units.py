@@ -1,4 +1,5 @@
-"""The systemd units verify cleanly and keep ``systemd-analyze security`` at 2.0 or below.
+"""The systemd units verify cleanly and keep ``systemd-analyze security`` at 2.0 or below;
+``systemctl reload edge-ml`` reaches a running daemon.
 
 ``systemd-analyze`` comes with Debian's ``systemd`` package; the offline analyzer needs no
 running systemd, so these tests work in a container.
@@ -7,18 +8,22 @@ running systemd, so these tests work in a container.
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from daemon_helpers import DaemonProcess, Observer, wait_for, write_config
+
+from edge_ml.localbroker import LocalBroker
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 ANALYZE = shutil.which("systemd-analyze")
 MAX_EXPOSURE = 2.0
 
-pytestmark = pytest.mark.skipif(
+needs_analyze = pytest.mark.skipif(
     ANALYZE is None,
     reason="systemd-analyze not installed (Debian/Ubuntu package: systemd)",
 )
@@ -53,6 +58,7 @@ def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
+@needs_analyze
 @pytest.mark.parametrize(("unit", "as_name"), CASES)
 def test_unit_verifies(tmp_path: Path, unit: str, as_name: str) -> None:
     result = _analyze("verify", str(_local_copy(tmp_path, unit, as_name)))
@@ -62,6 +68,7 @@ def test_unit_verifies(tmp_path: Path, unit: str, as_name: str) -> None:
     assert not problems, result.stderr
 
 
+@needs_analyze
 @pytest.mark.parametrize(("unit", "as_name"), CASES)
 def test_security_exposure_is_low(tmp_path: Path, unit: str, as_name: str) -> None:
     result = _analyze("security", "--offline=yes", str(_local_copy(tmp_path, unit, as_name)))
@@ -115,3 +122,33 @@ def test_install_script_parses() -> None:
     for needed in ("/opt/edge-ml", "edge-ml.service", "firmware-bridge@.service",
                    "edge-ml.example.toml", "daemon-reload"):
         assert needed in text
+
+
+def test_edge_ml_unit_can_be_reloaded() -> None:
+    """README, docs/deploy.md and the rollback/import/train messages say `systemctl reload`."""
+    s = _settings("edge-ml.service")
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert Path("/bin/kill").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_exec_reload_reloads_a_running_daemon(broker: LocalBroker, tmp_path: Path) -> None:
+    """What systemd runs for `systemctl reload`, against the real daemon: it reloads, and lives."""
+    (command,) = _settings("edge-ml.service")["ExecReload"]
+    config = write_config(tmp_path / "edge-ml.toml", broker, tmp_path / "edge-ml.db")
+    observer = Observer(broker, ["edge-ml/status"])
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: b"online" in observer.on("edge-ml/status")
+                 or daemon.proc.poll() is not None, 120, "the daemon to come online")
+        assert daemon.proc.poll() is None, daemon.log()
+        loads_before = daemon.log().count("no usable checkpoint")
+        argv = shlex.split(command.replace("$MAINPID", str(daemon.proc.pid)))
+        subprocess.run(argv, check=True, timeout=10)
+        wait_for(lambda: daemon.log().count("no usable checkpoint") > loads_before, 30,
+                 "the daemon to reload its checkpoint")
+        assert daemon.proc.poll() is None, daemon.log()  # SIGHUP's default action kills
+    finally:
+        observer.close()
+        assert daemon.stop() == 0, daemon.log()

@@ -56,8 +56,18 @@ def test_object_ids_do_not_collide_after_sanitising() -> None:
     assert len({object_id(n) for n in names}) == len(names)
 
 
-def _check_common(config: dict[str, Any], ha: HomeAssistant, stream: str) -> None:
-    assert SAFE.match(config["unique_id"]) and SAFE.match(config["object_id"])
+# Home Assistant's valid_entity_id: lower case, no leading, trailing or double underscore.
+ENTITY_ID = re.compile(r"^(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)$")
+
+
+def _check_common(config: dict[str, Any], ha: HomeAssistant, stream: str,
+                  component: str) -> None:
+    assert SAFE.match(config["unique_id"])
+    # object_id is deprecated (Home Assistant 2025.10 warns, 2026.4 drops it): the entity id
+    # now comes from default_entity_id, which carries the domain.
+    assert "object_id" not in config
+    assert ENTITY_ID.match(config["default_entity_id"]), config["default_entity_id"]
+    assert config["default_entity_id"].startswith(f"{component}.edge_ml_gw_kitchen_1_")
     assert config["state_topic"] == f"edge-ml/streams/{stream}/state"
     assert not any(c in config["state_topic"] for c in "+#")
     device = config["device"]
@@ -78,7 +88,7 @@ def test_binary_sensor_config_schema() -> None:
     assert set(config) >= BINARY_REQUIRED
     assert config["device_class"] == "problem"
     assert (config["payload_on"], config["payload_off"]) == ("ON", "OFF")
-    _check_common(config, ha, "sensors/boiler/temp")
+    _check_common(config, ha, "sensors/boiler/temp", "binary_sensor")
 
 
 def test_sensor_config_schema() -> None:
@@ -87,7 +97,7 @@ def test_sensor_config_schema() -> None:
     assert set(config) >= REQUIRED
     assert "device_class" not in config  # a unitless level has no HA sensor device class
     assert config["state_class"] == "measurement"
-    _check_common(config, ha, "sensors/boiler/temp")
+    _check_common(config, ha, "sensors/boiler/temp", "sensor")
 
 
 def test_entities_are_unique_per_stream_and_kind_and_share_one_device() -> None:
@@ -95,6 +105,7 @@ def test_entities_are_unique_per_stream_and_kind_and_share_one_device() -> None:
     configs = [f(s) for s in ("s/a", "s/b") for f in (ha.binary_sensor_config,
                                                        ha.sensor_config)]
     assert len({c["unique_id"] for c in configs}) == 4
+    assert len({c["default_entity_id"] for c in configs}) == 4
     assert len({json.dumps(c["device"], sort_keys=True) for c in configs}) == 1
 
 

@@ -181,7 +181,9 @@ def _status_text(status: dict[str, Any]) -> str:
                      f"{bad['error']}")
     health, daemon = status.get("health"), status.get("daemon")
     if health:
-        lines.append(f"daemon          pid {health.get('pid')}, up {health.get('uptime_s')} s, "
+        gateway = f"gateway {health['gateway_id']}, " if health.get("gateway_id") else ""
+        lines.append(f"daemon          {gateway}pid {health.get('pid')}, "
+                     f"up {health.get('uptime_s')} s, "
                      f"connected {health.get('connected')}, queue {health.get('queue_depth')}")
         if health.get("mqtt_error") not in (None, "None", ""):
             lines.append(f"broker error    {health['mqtt_error']}")

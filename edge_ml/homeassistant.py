@@ -105,7 +105,7 @@ class HomeAssistant:
     discovery_prefix
         ``[alerts] homeassistant_prefix`` (Home Assistant's default is ``homeassistant``).
     gateway_id
-        ``[mqtt] client_id``: one Home Assistant device per gateway.
+        ``[daemon] gateway_id``: one Home Assistant device per gateway.
     version
         Shown as the device's software version.
     """

@@ -109,6 +109,18 @@ def test_entities_are_unique_per_stream_and_kind_and_share_one_device() -> None:
     assert len({json.dumps(c["device"], sort_keys=True) for c in configs}) == 1
 
 
+def test_two_gateways_with_the_same_streams_stay_apart() -> None:
+    """A fleet on one Home Assistant: same stream names, different gateways."""
+    a = HomeAssistant(FakeLink(), "edge-ml", "homeassistant", "gw-a")
+    b = HomeAssistant(FakeLink(), "edge-ml", "homeassistant", "gw-b")
+    for kind in ("binary_sensor_config", "sensor_config"):
+        ca, cb = getattr(a, kind)("sensors/t"), getattr(b, kind)("sensors/t")
+        for key in ("unique_id", "default_entity_id"):
+            assert ca[key] != cb[key]
+        assert ca["device"]["identifiers"] != cb["device"]["identifiers"]
+    assert a.config_topic("sensor", "sensors/t") != b.config_topic("sensor", "sensors/t")
+
+
 def test_config_topics_follow_discovery_layout() -> None:
     ha = _ha()
     topic = ha.config_topic("binary_sensor", "sensors/a b")
@@ -193,7 +205,8 @@ def test_daemon_announces_states_and_reannounces(broker: LocalBroker, tmp_path: 
     config.write_text(
         f'[mqtt]\nport = {broker.port}\nclient_id = "gw-1"\n'
         f'[storage]\ndb = "{tmp_path / "state.db"}"\n'
-        "[alerts]\nhomeassistant = true\n[daemon]\nhealth_interval_s = 0.5\n"
+        "[alerts]\nhomeassistant = true\n"
+        '[daemon]\nhealth_interval_s = 0.5\ngateway_id = "gw-1"\n'
     )
     rec = Recorder(broker, "homeassistant/#", "edge-ml/#")
     proc = subprocess.Popen([sys.executable, "-m", "edge_ml", "run", "--config", str(config)],
@@ -218,6 +231,8 @@ def test_daemon_announces_states_and_reannounces(broker: LocalBroker, tmp_path: 
         health = json.loads(rec.wait(lambda m: "edge-ml/status/health" in m)[
             "edge-ml/status/health"])
         assert health["rejects_total"] == 0, health
+        assert health["gateway_id"] == "gw-1"
+        assert config_doc["device"]["name"] == "edge-ml gw-1"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         rec.wait(lambda m: m.get("edge-ml/status") == b"offline")  # entities unavailable

@@ -73,7 +73,8 @@ class Daemon:
             self.link.on_connect(self._ha_online.set)  # re-announce after every reconnect
         self.metrics: MetricsServer | None = None
         self.last_health: dict[str, Any] = {}
-        self.publisher = AlertPublisher(self.link, config.alerts.topic_prefix)
+        self.publisher = AlertPublisher(self.link, config.alerts.topic_prefix,
+                                        config.daemon.gateway_id)
         self.pipeline = Pipeline(config, self.storage, self.publisher)
         # Resume at worker start, save on a timer, on SIGUSR1 and at stop; SIGHUP reloads, and
         # so does a checkpoint an operator chose meanwhile (rollback, train, import) instead of

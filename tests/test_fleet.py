@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from daemon_helpers import DaemonProcess, Observer, wait_for, write_config
 
 from edge_ml.fleet import gateways, status_filters
+from edge_ml.localbroker import LocalBroker, free_port
 from edge_ml.mqtt import ReceivedMessage
 
 NOW = 1_800_000_000.0
@@ -93,8 +96,6 @@ def _fleet(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_fleet_names_an_unreachable_broker(tmp_path: Path) -> None:
-    from edge_ml.localbroker import free_port
-
     result = _fleet("--config", str(tmp_path / "none.toml"))
     assert result.returncode == 2 and "none.toml" in result.stderr  # a named file must exist
     result = _fleet("--host", "127.0.0.1", "--port", str(free_port()))
@@ -107,3 +108,102 @@ def test_fleet_refuses_a_topic_that_is_not_a_status_filter() -> None:
         result = _fleet("--topic", bad)
         assert result.returncode == 2, (bad, result.stderr)
         assert "--topic" in result.stderr
+
+
+# -- two gateways, each with its own mosquitto and daemon, bridged to a central mosquitto --------
+
+
+def _bridge(name: str, central: LocalBroker, *topics: str) -> str:
+    """mosquitto bridge lines: this gateway's broker carries ``topics`` out to ``central``."""
+    return "\n".join([
+        f"connection {name}",
+        f"address {central.host}:{central.port}",
+        f"remote_clientid bridge-{name}",
+        # Queue for the central broker while the link is down (QoS 1, persistent session).
+        "cleansession false",
+        *(f"topic {t}" for t in topics),
+    ])
+
+
+def _publish_readings(broker: LocalBroker, seed: int) -> None:
+    """400 readings of one stream with an excursion the model must flag."""
+    rng = np.random.default_rng(seed)
+    pub = Observer(broker, ["unused/#"], client_id=f"sensor-{seed}")
+    try:
+        for i in range(400):
+            value = rng.normal(20.0, 0.3) + (12.0 if 300 <= i < 306 else 0.0)
+            pub.client.publish("sensors/room/temp", f"{value:.4f}", qos=1)
+        pub.publish("sensors/room/temp", "20.0")  # waits for its PUBACK: all went out
+    finally:
+        pub.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_two_bridged_gateways_are_seen_centrally(tmp_path: Path) -> None:
+    """Gateway A keeps the default topics and its bridge remaps them under gateways/gw-a/;
+    gateway B sets its own topic_prefix and is bridged as is. Centrally: alerts of both with
+    their gateway ids, `edge-ml fleet` lists both, then B as offline after a clean stop."""
+    central = LocalBroker(workdir=tmp_path / "central").start()
+    brokers: list[LocalBroker] = [central]
+    daemons: list[DaemonProcess] = []
+    watch: Observer | None = None
+    try:
+        broker_a = LocalBroker(workdir=tmp_path / "broker-a", extra_config=_bridge(
+            "gw-a", central, 'edge-ml/# out 1 "" gateways/gw-a/')).start()
+        broker_b = LocalBroker(workdir=tmp_path / "broker-b", extra_config=_bridge(
+            "gw-b", central, "site-b/edge-ml/# out 1")).start()
+        brokers += [broker_a, broker_b]
+        prefix_a, prefix_b = "gateways/gw-a/edge-ml", "site-b/edge-ml"
+        watch = Observer(central, [f"{prefix_a}/#", f"{prefix_b}/#"], client_id="central-watch")
+        for name, broker, extra in (
+                ("a", broker_a, 'gateway_id = "gw-a"\n'),
+                ("b", broker_b,
+                 'gateway_id = "gw-b"\n[alerts]\ntopic_prefix = "site-b/edge-ml"\n')):
+            config = write_config(tmp_path / f"{name}.toml", broker, tmp_path / f"{name}.db",
+                                  extra)
+            daemons.append(DaemonProcess(config, tmp_path / f"daemon-{name}.log"))
+        for prefix, daemon in zip((prefix_a, prefix_b), daemons, strict=True):
+            wait_for(lambda p=prefix, d=daemon: b"online" in watch.on(f"{p}/status")
+                     or d.proc.poll() is not None, 120, f"{prefix}/status online centrally")
+            assert daemon.proc.poll() is None, daemon.log()
+
+        _publish_readings(broker_a, seed=1)
+        _publish_readings(broker_b, seed=2)
+        for prefix, gateway in ((prefix_a, "gw-a"), (prefix_b, "gw-b")):
+            opened = wait_for(
+                lambda p=prefix: [a for a in watch.json_under(f"{p}/alerts/sensors/room/temp")
+                                  if a["state"] == "open"], 60, f"an alert of {gateway} centrally")
+            assert opened[0]["gateway_id"] == gateway
+            assert opened[0]["stream"] == "sensors/room/temp"
+
+        def fleet() -> dict[str, dict[str, Any]]:
+            result = _fleet("--host", central.host, "--port", str(central.port), "--json",
+                            "--wait", "1.5")
+            assert result.returncode == 0, result.stderr
+            return {g["gateway_id"]: g for g in json.loads(result.stdout)["gateways"]}
+
+        seen = wait_for(lambda: (lambda f: f if {g["readings_total"] for g in f.values()}
+                                 == {401} else None)(fleet()), 30, "both gateways' health")
+        assert set(seen) == {"gw-a", "gw-b"}
+        assert (seen["gw-a"]["prefix"], seen["gw-b"]["prefix"]) == (prefix_a, prefix_b)
+        for gw in seen.values():
+            assert gw["state"] == "online" and gw["streams"] == 1 and gw["dropped_total"] == 0
+            assert gw["open_alerts"] is not None and gw["readings_per_s"] is not None
+
+        assert daemons[1].stop() == 0, daemons[1].log()  # B stops cleanly: offline, retained
+        wait_for(lambda: fleet()["gw-b"]["state"] == "offline", 30, "gw-b offline centrally")
+        after = fleet()
+        assert after["gw-a"]["state"] == "online"
+        table = _fleet("--host", central.host, "--port", str(central.port))
+        assert table.returncode == 0, table.stderr
+        rows = {line.split()[0]: line.split()[1] for line in table.stdout.splitlines()[1:]}
+        assert rows == {"gw-a": "online", "gw-b": "offline"}, table.stdout
+    finally:
+        if watch is not None:
+            watch.close()
+        for daemon in daemons:
+            if daemon.proc.poll() is None:
+                daemon.stop()
+        for broker in brokers:
+            broker.close()

@@ -4,6 +4,7 @@ tested path of two gateways bridged to a central mosquitto."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -191,6 +192,14 @@ def test_two_bridged_gateways_are_seen_centrally(tmp_path: Path) -> None:
             assert gw["state"] == "online" and gw["streams"] == 1 and gw["dropped_total"] == 0
             assert gw["open_alerts"] is not None and gw["readings_per_s"] is not None
 
+        # On a gateway's own broker, beside its daemon: listed under the default topics, and
+        # the short session (its own client id) does not throw the daemon off.
+        local = _fleet("--port", str(broker_a.port), "--json")
+        assert local.returncode == 0, local.stderr
+        (only,) = json.loads(local.stdout)["gateways"]
+        assert (only["gateway_id"], only["prefix"], only["state"]) == ("gw-a", "edge-ml", "online")
+        assert "disconnected" not in daemons[0].log()
+
         assert daemons[1].stop() == 0, daemons[1].log()  # B stops cleanly: offline, retained
         wait_for(lambda: fleet()["gw-b"]["state"] == "offline", 30, "gw-b offline centrally")
         after = fleet()
@@ -207,3 +216,22 @@ def test_two_bridged_gateways_are_seen_centrally(tmp_path: Path) -> None:
                 daemon.stop()
         for broker in brokers:
             broker.close()
+
+
+def test_the_bridge_config_in_deploy_md_loads(tmp_path: Path) -> None:
+    """docs/deploy.md's bridge example, every topic line on, is a config mosquitto accepts."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "deploy.md").read_text()
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```$", docs, re.S | re.M)
+    (block,) = [b for b in blocks if "connection central" in b]
+    lines = []
+    for line in block.splitlines():
+        line = line.removeprefix("#") if line.startswith("#topic") else line
+        if line.startswith("address "):
+            line = f"address 127.0.0.1:{free_port()}"  # nothing listens: the bridge retries
+        if not line.startswith("bridge_cafile"):  # no CA file here
+            lines.append(line)
+    assert sum(line.startswith("topic ") for line in lines) == 4
+    with LocalBroker(workdir=tmp_path / "gw", extra_config="\n".join(lines)) as broker:
+        assert broker.running
+        log = broker.log_path.read_text(errors="replace")
+        assert "Error" not in log, log

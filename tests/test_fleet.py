@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,40 @@ def test_the_bridge_config_in_deploy_md_loads(tmp_path: Path) -> None:
         assert broker.running
         log = broker.log_path.read_text(errors="replace")
         assert "Error" not in log, log
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_default_client_id_keeps_the_persistent_session(broker: LocalBroker,
+                                                            tmp_path: Path) -> None:
+    """No client_id set: the daemon is edge-ml-<gateway id> at every start, so the broker
+    hands it the readings queued while it was away."""
+    db = tmp_path / "edge-ml.db"
+    config = write_config(tmp_path / "edge-ml.toml", broker, db, 'gateway_id = "gw-s"\n')
+    config.write_text(config.read_text().replace('client_id = "edge-ml-test"\n', ""))
+    watch = Observer(broker, ["edge-ml/status"], client_id="session-watch")
+    pub = Observer(broker, ["unused/#"], client_id="session-pub")
+    try:
+        first = DaemonProcess(config, tmp_path / "daemon-1.log")
+        wait_for(lambda: b"online" in watch.on("edge-ml/status"), 120, "the daemon online")
+        assert first.stop() == 0, first.log()
+        for i in range(100):  # while it is away: queued in its session
+            pub.client.publish("sensors/away/t", str(float(i % 7)), qos=1)
+        pub.publish("sensors/away/t", "1.0")
+        second = DaemonProcess(config, tmp_path / "daemon-2.log")
+        try:
+            wait_for(lambda: _counters(db).get("readings_total") == 101, 60,
+                     "the queued readings")
+            assert "session present: True" in second.log()
+        finally:
+            assert second.stop() == 0, second.log()
+        log = broker.log_path.read_text(errors="replace")
+        assert log.count(" as edge-ml-gw-s ") == 2, log
+    finally:
+        watch.close()
+        pub.close()
+
+
+def _counters(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT name, value FROM counters").fetchall())

@@ -177,6 +177,10 @@ def _ago(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
+def _num(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
 def format_table(found: list[Gateway], now: float | None = None) -> str:
     """One line per gateway, for a terminal."""
     now = time.time() if now is None else now
@@ -188,12 +192,8 @@ def format_table(found: list[Gateway], now: float | None = None) -> str:
         checkpoint = (_ago(now - g.last_checkpoint_at) if g.last_checkpoint_at is not None
                       else "-")
         rate = "-" if g.readings_per_s is None else f"{g.readings_per_s:.1f}"
-
-        def num(value: int | None) -> str:
-            return "-" if value is None else str(value)
-
-        lines.append(f"{g.gateway_id or '?':<20} {g.state:<8} {rate:>10} {num(g.streams):>7} "
-                     f"{num(g.open_alerts):>5} {num(g.dropped_total):>8}  {checkpoint:<16} "
+        lines.append(f"{g.gateway_id or '?':<20} {g.state:<8} {rate:>10} {_num(g.streams):>7} "
+                     f"{_num(g.open_alerts):>5} {_num(g.dropped_total):>8}  {checkpoint:<16} "
                      f"{_ago(g.health_age_s):<12} {g.prefix}")
     return "\n".join(lines)
 

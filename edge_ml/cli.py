@@ -180,7 +180,9 @@ def _status_text(status: dict[str, Any]) -> str:
                      f"{bad['error']}")
     health, daemon = status.get("health"), status.get("daemon")
     if health:
-        lines.append(f"daemon          pid {health.get('pid')}, up {health.get('uptime_s')} s, "
+        gateway = f"gateway {health['gateway_id']}, " if health.get("gateway_id") else ""
+        lines.append(f"daemon          {gateway}pid {health.get('pid')}, "
+                     f"up {health.get('uptime_s')} s, "
                      f"connected {health.get('connected')}, queue {health.get('queue_depth')}")
         if health.get("mqtt_error") not in (None, "None", ""):
             lines.append(f"broker error    {health['mqtt_error']}")
@@ -469,6 +471,59 @@ def config_check(config_path: str | None) -> None:
     """Validate a config file and print the effective settings as JSON."""
     cfg = _config(config_path)
     click.echo(json.dumps({"source": cfg.source, **cfg.to_dict()}, indent=2))
+
+
+@main.command()
+@click.option("--host", help="Broker host (default: [mqtt] host of the config).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Broker port (default: [mqtt] port).")
+@click.option("--username", help="Broker user (default: [mqtt] username).")
+@click.option("--password-file", type=click.Path(dir_okay=False),
+              help="File holding the password (default: [mqtt] password_file).")
+@click.option("--ca", type=click.Path(dir_okay=False), help="CA bundle: connect with TLS.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML config whose [mqtt] section says how to connect.")
+@click.option("--topic", "patterns", multiple=True,
+              help="Status topic filter of the gateways, e.g. 'sites/+/edge-ml/status' "
+                   "(repeatable; default: +/status, +/+/status, +/+/+/status).")
+@click.option("--wait", "wait_s", type=click.FloatRange(0.1, 600), default=1.0,
+              show_default=True,
+              help="Seconds to listen; a health report within it gives a measured rate.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def fleet(host: str | None, port: int | None, username: str | None, password_file: str | None,
+          ca: str | None, config_path: str | None, patterns: tuple[str, ...], wait_s: float,
+          as_json: bool) -> None:
+    """The gateways a broker sees: online or not, readings/s, streams, alerts, checkpoints."""
+    import dataclasses
+
+    from edge_ml.config import topic_filter_problem
+    from edge_ml.fleet import DEFAULT_STATUS_FILTERS, format_table, survey
+
+    cfg = _config(config_path)
+    mqtt = cfg.mqtt
+    overrides = {k: v for k, v in (("host", host), ("port", port), ("username", username),
+                                   ("password_file", password_file)) if v is not None}
+    if ca:
+        overrides["tls"] = dataclasses.replace(mqtt.tls, ca=ca)
+    mqtt = dataclasses.replace(mqtt, **overrides)
+    for pattern in patterns:
+        problem = topic_filter_problem(pattern) or (
+            None if pattern.endswith("/status") else "must end in /status (<prefix>/status)")
+        if problem:
+            raise UsageError(f"--topic {pattern!r}: {problem}")
+    chosen = list(patterns) or list(DEFAULT_STATUS_FILTERS)
+    if not patterns and cfg.alerts.topic_prefix.count("/") >= len(DEFAULT_STATUS_FILTERS):
+        chosen.append(f"{cfg.alerts.topic_prefix}/status")  # deeper than the defaults reach
+    try:
+        found = survey(mqtt, chosen, wait_s, source=cfg.source)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    except EdgeMLError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({"broker": f"{mqtt.host}:{mqtt.port}",
+                               "gateways": [g.to_dict() for g in found]}, indent=2))
+    else:
+        click.echo(format_table(found))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
+import socket
 import tomllib
 import types
 from dataclasses import dataclass, field
@@ -42,7 +44,9 @@ class TlsConfig:
 class MqttConfig:
     host: str = "127.0.0.1"
     port: int = _f(1883, low=1, high=65535)
-    client_id: str = "edge-ml"
+    # Resolved at load time when not set: "edge-ml-<[daemon] gateway_id>", unique per gateway
+    # and stable across restarts (the broker keeps the persistent session under it).
+    client_id: str = ""
     username: str | None = None
     password_file: str | None = None
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -129,6 +133,10 @@ class DaemonConfig:
     # new streams beyond it are rejected as "stream_limit", so a publisher with an id in its
     # topics cannot exhaust memory. 10,000 fit in ~300 MB (docs/benchmarks.md).
     max_streams: int = _f(10_000, low=1, high=10_000_000)
+    # This gateway's name wherever several meet (a central broker, Home Assistant): in the
+    # health document, the default client id and the Home Assistant device. Resolved at load
+    # time when not set: the host name.
+    gateway_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,23 @@ def default_db_path() -> str:
         return str(Path(state_dir.split(":")[0]) / "edge-ml.db")
     return str(DEFAULT_DB_PATH)
 
+
+
+# A gateway id goes into client ids, Home Assistant ids and `edge-ml fleet` listings: letters,
+# digits, '.', '_' and '-' (a host name fits), never an MQTT wildcard or level separator.
+GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def default_gateway_id() -> str:
+    """The host name, made a valid gateway id (``localhost`` when nothing usable is left).
+
+    Examples
+    --------
+    >>> bool(GATEWAY_ID.match(default_gateway_id()))
+    True
+    """
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname()).strip("-._")[:64]
+    return name or "localhost"
 
 
 def _convert(value: Any, tp: Any, key: str, path: str | None) -> Any:
@@ -276,6 +301,11 @@ def _validate(config: Config, path: str | None) -> None:
     if not mqtt.client_id or "\0" in mqtt.client_id:
         raise ConfigError(f"must be a non-empty client id, got {mqtt.client_id!r}",
                           key="mqtt.client_id", path=path)
+    gateway_id = config.daemon.gateway_id
+    if not GATEWAY_ID.match(gateway_id):
+        raise ConfigError(
+            f"must be 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit), "
+            f"got {gateway_id!r}", key="daemon.gateway_id", path=path)
     if mqtt.password_file is not None and not mqtt.username:
         raise ConfigError("needs mqtt.username (the password goes with a user name)",
                           key="mqtt.password_file", path=path)
@@ -311,6 +341,14 @@ def parse_config(data: dict[str, Any], path: str | None = None) -> Config:
         config = dataclasses.replace(
             config, storage=dataclasses.replace(config.storage, db=default_db_path())
         )
+    if "gateway_id" not in data.get("daemon", {}):
+        config = dataclasses.replace(config, daemon=dataclasses.replace(
+            config.daemon, gateway_id=default_gateway_id()))
+    if "client_id" not in data.get("mqtt", {}):
+        # Unique per gateway, so gateways sharing a broker do not take each other's session
+        # over; stable while the gateway id is, so the persistent session survives restarts.
+        config = dataclasses.replace(config, mqtt=dataclasses.replace(
+            config.mqtt, client_id=f"edge-ml-{config.daemon.gateway_id}"))
     _validate(config, path)
     return dataclasses.replace(config, source=path)
 

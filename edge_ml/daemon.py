@@ -67,12 +67,13 @@ class Daemon:
         if ha_on:
             self.homeassistant = HomeAssistant(
                 self.link, config.alerts.topic_prefix, config.alerts.homeassistant_prefix,
-                config.mqtt.client_id, __version__)
+                config.daemon.gateway_id, __version__)
             self.link.subscribe_extra(self.homeassistant.ha_status_topic, self._on_ha_status)
             self.link.on_connect(self._ha_online.set)  # re-announce after every reconnect
         self.metrics: MetricsServer | None = None
         self.last_health: dict[str, Any] = {}
-        self.publisher = AlertPublisher(self.link, config.alerts.topic_prefix)
+        self.publisher = AlertPublisher(self.link, config.alerts.topic_prefix,
+                                        config.daemon.gateway_id)
         self.pipeline = Pipeline(config, self.storage, self.publisher)
         # Resume at worker start, save on a timer, on SIGUSR1 and at stop; SIGHUP reloads, and
         # so does a checkpoint an operator chose meanwhile (rollback, train, import) instead of
@@ -187,6 +188,7 @@ class Daemon:
         recent = p.readings_total - self._last_health_readings
         return {
             "version": __version__,
+            "gateway_id": self.config.daemon.gateway_id,
             "state": "running",  # "stopped" in the record a clean stop leaves
             "pid": os.getpid(),
             "uptime_s": round(uptime, 1),
@@ -258,8 +260,9 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGUSR1, lambda *_: self.checkpointer.request())
         signal.signal(signal.SIGHUP, lambda *_: self.checkpointer.request(reload=True))
-        log.info("edge-ml %s starting: broker %s:%s, topics %s, db %s", __version__,
-                 self.config.mqtt.host, self.config.mqtt.port, self.config.mqtt.topics,
+        log.info("edge-ml %s starting as gateway %s: broker %s:%s (client id %s), topics %s, "
+                 "db %s", __version__, self.config.daemon.gateway_id, self.config.mqtt.host,
+                 self.config.mqtt.port, self.config.mqtt.client_id, self.config.mqtt.topics,
                  self.config.storage.db)
         if self.config.daemon.metrics_port:
             try:

@@ -56,3 +56,8 @@ class ReplayOutputError(ReplayError):
 
 class EvaluationError(EdgeMLError):
     """Labels or results that cannot be scored (missing file, unknown window edge, bad value)."""
+
+
+class MqttError(EdgeMLError):
+    """A broker cannot be reached or refuses a short-lived client (``edge-ml fleet``); the
+    daemon's own link never raises it: it retries in the background."""

@@ -29,6 +29,7 @@ from typing import Any
 from edge_ml.publish import Publisher, status_topic
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]+")
+_NOT_ENTITY = re.compile(r"[^a-z0-9]+")
 # Levels are published rounded to this many decimals; a change below that is not re-sent.
 LEVEL_DECIMALS = 3
 
@@ -48,6 +49,20 @@ def object_id(text: str) -> str:
     digest = hashlib.blake2s(text.encode(), digest_size=4).hexdigest()
     safe = _UNSAFE.sub("_", text).strip("_")[:64]
     return f"{safe}_{digest}" if safe else digest
+
+
+def entity_id(domain: str, *parts: str) -> str:
+    """A valid Home Assistant entity id ``domain.object`` (``default_entity_id``).
+
+    Home Assistant entity ids are lower case ``[a-z0-9_]`` with no leading, trailing or double
+    underscore; anything else becomes a single ``_``.
+
+    Examples
+    --------
+    >>> entity_id("binary_sensor", "edge_ml", "GW-1", "sensors_boiler-1_temp_29e6098f", "alert")
+    'binary_sensor.edge_ml_gw_1_sensors_boiler_1_temp_29e6098f_alert'
+    """
+    return f"{domain}.{_NOT_ENTITY.sub('_', '_'.join(parts).lower()).strip('_')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +100,7 @@ class HomeAssistant:
     discovery_prefix
         ``[alerts] homeassistant_prefix`` (Home Assistant's default is ``homeassistant``).
     gateway_id
-        ``[mqtt] client_id``: one Home Assistant device per gateway.
+        ``[daemon] gateway_id``: one Home Assistant device per gateway.
     version
         Shown as the device's software version.
     """
@@ -129,10 +144,13 @@ class HomeAssistant:
             device["sw_version"] = self.version
         return device
 
-    def _common(self, stream: str, kind: str) -> dict[str, Any]:
+    def _common(self, component: str, stream: str, kind: str) -> dict[str, Any]:
         return {
             "unique_id": f"edge-ml_{self.node_id}_{object_id(stream)}_{kind}",
-            "object_id": f"edge_ml_{object_id(stream)}_{kind}",
+            # The entity id Home Assistant gives a new entity (not a renamed one): the current
+            # key, with the domain; "object_id" is deprecated and stops working in 2026.4.
+            "default_entity_id": entity_id(component, "edge_ml", self.gateway_id,
+                                           object_id(stream), kind),
             "state_topic": self.state_topic(stream),
             "availability": [{
                 "topic": self.availability_topic,
@@ -148,7 +166,7 @@ class HomeAssistant:
         """``binary_sensor``: on while an alert is open on ``stream``."""
         return {
             "name": f"{stream} anomaly",
-            **self._common(stream, "alert"),
+            **self._common("binary_sensor", stream, "alert"),
             "device_class": "problem",
             "value_template": "{{ 'ON' if value_json.open else 'OFF' }}",
             "payload_on": "ON",
@@ -159,7 +177,7 @@ class HomeAssistant:
         """``sensor``: the anomaly level of ``stream`` in [0, 1]."""
         return {
             "name": f"{stream} anomaly level",
-            **self._common(stream, "level"),
+            **self._common("sensor", stream, "level"),
             "value_template": "{{ value_json.level }}",
             "state_class": "measurement",
             "suggested_display_precision": LEVEL_DECIMALS,

@@ -64,10 +64,11 @@ def exposition(health: dict[str, Any]) -> str:
 
     Examples
     --------
-    >>> print(exposition({"version": "1.0", "streams": 3, "connected": True}), end="")
+    >>> print(exposition({"version": "1.0", "gateway_id": "gw-1", "streams": 3,
+    ...                   "connected": True}), end="")
     # HELP edge_ml_info Build information.
     # TYPE edge_ml_info gauge
-    edge_ml_info{version="1.0"} 1
+    edge_ml_info{version="1.0",gateway_id="gw-1"} 1
     # HELP edge_ml_mqtt_connected 1 while connected to the broker.
     # TYPE edge_ml_mqtt_connected gauge
     edge_ml_mqtt_connected 1
@@ -75,10 +76,14 @@ def exposition(health: dict[str, Any]) -> str:
     # TYPE edge_ml_streams gauge
     edge_ml_streams 3
     """
+    # The gateway id as a label of the info metric: series of several gateways kept apart
+    # in one Prometheus (join on it), without a label on every metric.
+    gateway = (f',gateway_id="{_escape(str(health["gateway_id"]))}"'
+               if health.get("gateway_id") else "")
     lines = [
         "# HELP edge_ml_info Build information.",
         "# TYPE edge_ml_info gauge",
-        f'edge_ml_info{{version="{_escape(str(health.get("version", "")))}"}} 1',
+        f'edge_ml_info{{version="{_escape(str(health.get("version", "")))}"{gateway}}} 1',
     ]
     for key, name, kind, help_text in METRICS:
         value = _number(health.get(key))

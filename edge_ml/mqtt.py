@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import secrets
 import socket
 import ssl
 import sys
@@ -32,7 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_ml.config import MqttConfig, TlsConfig
-from edge_ml.errors import ConfigError
+from edge_ml.errors import ConfigError, MqttError
 
 log = logging.getLogger(__name__)
 
@@ -428,3 +430,83 @@ class MqttLink:
     def pending_publishes(self) -> int:
         """Messages published and not yet confirmed (QoS 1/2: acknowledged by the broker)."""
         return len(self._pending)
+
+
+# -- a short-lived subscriber: what a broker holds retained (edge-ml fleet) -----------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    topic: str
+    payload: bytes
+    retained: bool
+    received_at: float
+
+
+def collect_messages(config: MqttConfig, filters: list[str], wait_s: float, *,
+                     source: str | None = None,
+                     connect_timeout_s: float = 10.0) -> list[ReceivedMessage]:
+    """Subscribe to ``filters`` and return what arrives within ``wait_s`` of the subscription.
+
+    The retained messages come at once after the SUBACK, then live ones. A clean session
+    under a client id of its own (never ``config.client_id``: that would take the daemon's
+    session over), credentials and TLS from ``config``. Raises :class:`MqttError` when the
+    broker cannot be reached or refuses, naming the broker and why.
+    """
+    v5 = config.protocol == "5"
+    kwargs: dict[str, Any] = {
+        "callback_api_version": CallbackAPIVersion.VERSION2,
+        "client_id": f"edge-ml-fleet-{os.getpid()}-{secrets.token_hex(3)}",
+        "protocol": MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+    }
+    if not v5:
+        kwargs["clean_session"] = True
+    client = paho.Client(**kwargs)
+    if config.username:
+        password = (read_password(config.password_file, source) if config.password_file
+                    else None)
+        client.username_pw_set(config.username, password)
+    tls = config.tls
+    if tls.ca or tls.cert:
+        _check_tls_files(tls, source)
+        client.tls_set(ca_certs=tls.ca, certfile=tls.cert, keyfile=tls.key,
+                       cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_insecure_set(tls.insecure)
+    lock = threading.Lock()
+    received: list[ReceivedMessage] = []
+    subscribed = threading.Event()
+    refused: list[str] = []
+
+    def on_connect(client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                   properties: Any) -> None:
+        if reason_code.is_failure:
+            refused.append(str(reason_code))
+            subscribed.set()
+            return
+        client.subscribe([(f, 1) for f in filters])
+
+    def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        with lock:
+            received.append(ReceivedMessage(message.topic, message.payload,
+                                            bool(message.retain), time.time()))
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.on_message = on_message
+    where = f"{config.host}:{config.port}"
+    try:
+        client.connect(config.host, config.port, config.keepalive_s)
+    except (OSError, ssl.SSLError) as exc:
+        raise MqttError(f"cannot connect to {where}: {describe_connect_error(exc)}") from exc
+    client.loop_start()
+    try:
+        if not subscribed.wait(connect_timeout_s):
+            raise MqttError(f"no answer from {where} within {connect_timeout_s:g} s")
+        if refused:
+            raise MqttError(f"{where} refused the connection: {refused[0]}")
+        time.sleep(wait_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    with lock:
+        return list(received)

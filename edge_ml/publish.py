@@ -20,8 +20,8 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def alert_payload(event: AlertEvent) -> bytes:
-    """The JSON body of ``<prefix>/alerts/<stream>``.
+def alert_payload(event: AlertEvent, gateway_id: str | None = None) -> bytes:
+    """The JSON body of ``<prefix>/alerts/<stream>`` (with ``gateway_id`` when given).
 
     Examples
     --------
@@ -33,6 +33,8 @@ def alert_payload(event: AlertEvent) -> bytes:
     del body["reason"]  # stored only: the payload keeps the keys DESIGN.md documents
     for key in ("score", "value", "ts", "opened_at", "resolved_at"):
         body[key] = _finite(body[key])
+    if gateway_id is not None:  # which gateway, once alerts of several meet on one broker
+        body["gateway_id"] = gateway_id
     return json.dumps(body).encode()
 
 
@@ -42,11 +44,16 @@ def status_topic(topic_prefix: str) -> str:
 
 
 class AlertPublisher:
-    """Publishes alert events (QoS 1), drift events and retained health under one prefix."""
+    """Publishes alert events (QoS 1), drift events and retained health under one prefix.
 
-    def __init__(self, link: Publisher, topic_prefix: str) -> None:
+    ``gateway_id`` goes into every alert and drift message when given.
+    """
+
+    def __init__(self, link: Publisher, topic_prefix: str,
+                 gateway_id: str | None = None) -> None:
         self.link = link
         self.prefix = topic_prefix
+        self.gateway_id = gateway_id
 
     @property
     def status_topic(self) -> str:
@@ -58,12 +65,15 @@ class AlertPublisher:
 
     def alerts(self, events: list[AlertEvent]) -> None:
         for event in events:
-            self.link.publish(f"{self.prefix}/alerts/{event.stream}", alert_payload(event), qos=1)
+            self.link.publish(f"{self.prefix}/alerts/{event.stream}",
+                              alert_payload(event, self.gateway_id), qos=1)
 
     def drift(self, events: list[DriftEvent]) -> None:
         for event in events:
             body = {"stream": event.stream, "ts": event.ts, "detector": event.detector,
                     "statistic": event.statistic, "reaction": event.reaction}
+            if self.gateway_id is not None:
+                body["gateway_id"] = self.gateway_id
             self.link.publish(f"{self.prefix}/drift/{event.stream}", json.dumps(body), qos=1)
 
     def health(self, health: dict[str, Any]) -> None:

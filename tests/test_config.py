@@ -105,3 +105,34 @@ def test_a_trailing_slash_on_a_prefix_is_one_spelling_of_it() -> None:
     assert config.alerts.homeassistant_prefix == "homeassistant"
     with pytest.raises(ConfigError, match=r"alerts\.topic_prefix"):
         parse_config({"alerts": {"topic_prefix": "/"}})
+
+
+def test_gateway_id_defaults_to_the_host_name_and_names_the_client(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "pi-greenhouse")
+    config = parse_config({})
+    assert config.daemon.gateway_id == "pi-greenhouse"
+    # One client id per gateway (two gateways on one broker must not take over each other's
+    # session), stable across restarts so the persistent session is found again.
+    assert config.mqtt.client_id == "edge-ml-pi-greenhouse"
+    assert parse_config({"mqtt": {"client_id": "edge-ml"}}).mqtt.client_id == "edge-ml"
+    named = parse_config({"daemon": {"gateway_id": "gw-a"}})
+    assert (named.daemon.gateway_id, named.mqtt.client_id) == ("gw-a", "edge-ml-gw-a")
+
+
+@pytest.mark.parametrize("host", ["", "...", "pi/kitchen", "Ünï code+#"])
+def test_an_odd_host_name_still_gives_a_valid_gateway_id(
+        monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: host)
+    gateway_id = parse_config({}).daemon.gateway_id
+    assert gateway_id and not set(gateway_id) & set("/+# ")
+
+
+@pytest.mark.parametrize("bad", ["", "gw/1", "gw+", "gw#", "-gw", "gw 1", "x" * 65, "gw\u00e9"])
+def test_a_gateway_id_that_is_not_mqtt_safe_names_key_and_file(tmp_path: Path, bad: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[daemon]\ngateway_id = {bad!r}\n".replace("'", '"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "daemon.gateway_id"
+    assert str(path) in str(info.value)

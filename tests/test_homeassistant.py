@@ -56,8 +56,18 @@ def test_object_ids_do_not_collide_after_sanitising() -> None:
     assert len({object_id(n) for n in names}) == len(names)
 
 
-def _check_common(config: dict[str, Any], ha: HomeAssistant, stream: str) -> None:
-    assert SAFE.match(config["unique_id"]) and SAFE.match(config["object_id"])
+# Home Assistant's valid_entity_id: lower case, no leading, trailing or double underscore.
+ENTITY_ID = re.compile(r"^(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)$")
+
+
+def _check_common(config: dict[str, Any], ha: HomeAssistant, stream: str,
+                  component: str) -> None:
+    assert SAFE.match(config["unique_id"])
+    # object_id is deprecated (Home Assistant 2025.10 warns, 2026.4 drops it): the entity id
+    # now comes from default_entity_id, which carries the domain.
+    assert "object_id" not in config
+    assert ENTITY_ID.match(config["default_entity_id"]), config["default_entity_id"]
+    assert config["default_entity_id"].startswith(f"{component}.edge_ml_gw_kitchen_1_")
     assert config["state_topic"] == f"edge-ml/streams/{stream}/state"
     assert not any(c in config["state_topic"] for c in "+#")
     device = config["device"]
@@ -78,7 +88,7 @@ def test_binary_sensor_config_schema() -> None:
     assert set(config) >= BINARY_REQUIRED
     assert config["device_class"] == "problem"
     assert (config["payload_on"], config["payload_off"]) == ("ON", "OFF")
-    _check_common(config, ha, "sensors/boiler/temp")
+    _check_common(config, ha, "sensors/boiler/temp", "binary_sensor")
 
 
 def test_sensor_config_schema() -> None:
@@ -87,7 +97,7 @@ def test_sensor_config_schema() -> None:
     assert set(config) >= REQUIRED
     assert "device_class" not in config  # a unitless level has no HA sensor device class
     assert config["state_class"] == "measurement"
-    _check_common(config, ha, "sensors/boiler/temp")
+    _check_common(config, ha, "sensors/boiler/temp", "sensor")
 
 
 def test_entities_are_unique_per_stream_and_kind_and_share_one_device() -> None:
@@ -95,7 +105,20 @@ def test_entities_are_unique_per_stream_and_kind_and_share_one_device() -> None:
     configs = [f(s) for s in ("s/a", "s/b") for f in (ha.binary_sensor_config,
                                                        ha.sensor_config)]
     assert len({c["unique_id"] for c in configs}) == 4
+    assert len({c["default_entity_id"] for c in configs}) == 4
     assert len({json.dumps(c["device"], sort_keys=True) for c in configs}) == 1
+
+
+def test_two_gateways_with_the_same_streams_stay_apart() -> None:
+    """A fleet on one Home Assistant: same stream names, different gateways."""
+    a = HomeAssistant(FakeLink(), "edge-ml", "homeassistant", "gw-a")
+    b = HomeAssistant(FakeLink(), "edge-ml", "homeassistant", "gw-b")
+    for kind in ("binary_sensor_config", "sensor_config"):
+        ca, cb = getattr(a, kind)("sensors/t"), getattr(b, kind)("sensors/t")
+        for key in ("unique_id", "default_entity_id"):
+            assert ca[key] != cb[key]
+        assert ca["device"]["identifiers"] != cb["device"]["identifiers"]
+    assert a.config_topic("sensor", "sensors/t") != b.config_topic("sensor", "sensors/t")
 
 
 def test_config_topics_follow_discovery_layout() -> None:
@@ -182,7 +205,8 @@ def test_daemon_announces_states_and_reannounces(broker: LocalBroker, tmp_path: 
     config.write_text(
         f'[mqtt]\nport = {broker.port}\nclient_id = "gw-1"\n'
         f'[storage]\ndb = "{tmp_path / "state.db"}"\n'
-        "[alerts]\nhomeassistant = true\n[daemon]\nhealth_interval_s = 0.5\n"
+        "[alerts]\nhomeassistant = true\n"
+        '[daemon]\nhealth_interval_s = 0.5\ngateway_id = "gw-1"\n'
     )
     rec = Recorder(broker, "homeassistant/#", "edge-ml/#")
     proc = subprocess.Popen([sys.executable, "-m", "edge_ml", "run", "--config", str(config)],
@@ -207,6 +231,8 @@ def test_daemon_announces_states_and_reannounces(broker: LocalBroker, tmp_path: 
         health = json.loads(rec.wait(lambda m: "edge-ml/status/health" in m)[
             "edge-ml/status/health"])
         assert health["rejects_total"] == 0, health
+        assert health["gateway_id"] == "gw-1"
+        assert config_doc["device"]["name"] == "edge-ml gw-1"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         rec.wait(lambda m: m.get("edge-ml/status") == b"offline")  # entities unavailable

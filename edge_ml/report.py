@@ -128,6 +128,7 @@ class StreamReport:
     labels: tuple[tuple[str, str], ...] | None  # None: no labels for this stream
     window_rows: tuple[tuple[int, int], ...] = ()
     counts: Counts | None = None  # the alert column scored under the report's profile
+    verdicts: tuple[str, ...] = ()  # with labels: what NAB made of each alert
     null_raw: float = 0.0
     perfect_raw: float = 0.0
 
@@ -330,12 +331,26 @@ def _scored(stream: StreamResults, alerts: tuple[AlertSpan, ...],
     in_window = np.flatnonzero(sweep.scorable & (sweep.window >= 0))
     _, first = np.unique(sweep.window[in_window], return_index=True)
     perfect[in_window[first]] = True
+    verdicts = []
+    windows_hit: set[int] = set()
+    for alert in alerts:
+        window = int(sweep.window[alert.opened])
+        if not sweep.scorable[alert.opened]:
+            verdicts.append("learning period (not scored)")
+        elif window < 0:
+            verdicts.append("false alert")
+        elif window in windows_hit:
+            verdicts.append("window already hit")
+        else:
+            windows_hit.add(window)
+            verdicts.append("hit")
     return StreamReport(
         results=stream,
         alerts=alerts,
         labels=windows,
         window_rows=rows,
         counts=score_detections(stream.opened, sweep, profile),
+        verdicts=tuple(verdicts),
         null_raw=score_detections(np.zeros(stream.rows, dtype=bool), sweep, profile).raw,
         perfect_raw=score_detections(perfect, sweep, profile).raw,
     )
@@ -642,15 +657,20 @@ def _alert_table(stream: StreamReport, x_all: list[str] | None) -> str:
             return "still open"
         return html.escape(res.timestamps[i]) if x_all is None else html.escape(x_all[i][:19])
 
+    verdicts = stream.verdicts or ("",) * len(stream.alerts)
     head = ("<tr><th>#</th><th class=name>opened</th><th class=name>resolved</th>"
             "<th>readings</th><th>peak level</th>"
+            + ("<th class=name>labels say</th>" if stream.verdicts else "")
             + ("<th class=name>explanation</th>" if show_explanation else "") + "</tr>")
     lines = ["<table class=alerts>", head]
-    for k, a in enumerate(stream.alerts, start=1):
+    styles = {"hit": "good", "false alert": "bad"}
+    for k, (a, verdict) in enumerate(zip(stream.alerts, verdicts, strict=True), start=1):
         length = (a.resolved if a.resolved is not None else res.rows - 1) - a.opened + 1
         lines.append(
             f"<tr><td>{k}</td><td class=text>{when(a.opened)}</td>"
             f"<td class=text>{when(a.resolved)}</td><td>{length:,}</td><td>{a.peak:.3f}</td>"
+            + (f"<td class='text {styles.get(verdict, '')}'>{verdict}</td>"
+               if stream.verdicts else "")
             + (f"<td class=text>{html.escape(a.explanation)}</td>" if show_explanation else "")
             + "</tr>")
     lines.append("</table>")

@@ -128,6 +128,8 @@ def test_worst_first_with_labels_and_scores_as_evaluate(corpus: tuple[Path, Path
     assert by_name["g/miss.csv"].alerts[0].opened == 200
     assert by_name["g/miss.csv"].alerts[0].resolved == 203
     assert by_name["g/hit.csv"].window_rows == ((325, 345),)
+    assert by_name["g/hit.csv"].verdicts == ("hit",)
+    assert by_name["h/quiet.csv"].verdicts == ("false alert", "false alert")
     # The same numbers as `edge-ml evaluate` on the same files.
     expected = evaluate(results, labels, ["standard"]).profiles[0]
     for row in expected.files:
@@ -291,3 +293,14 @@ def test_plotly_stays_out_of_the_daemon() -> None:
     code = ("import sys, edge_ml.cli, edge_ml.daemon, edge_ml.report; "
             "sys.exit('plotly' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0
+
+
+def test_alerts_in_the_learning_period_are_marked(tmp_path: Path) -> None:
+    results = tmp_path / "early.csv"
+    write_results(results, spiky((10, 2), (330, 2), (338, 2)), [10, 330, 338])
+    labels = tmp_path / "windows.json"
+    labels.write_text(json.dumps({"early.csv": [[stamp(325), stamp(345)]]}))
+    (stream,) = build_report(results, CONFIG, labels).streams
+    # NAB does not score the first 15% of rows (60 of 400); only a window's first alert counts.
+    assert stream.verdicts == ("learning period (not scored)", "hit", "window already hit")
+    assert "learning period (not scored)" in render_html(build_report(results, CONFIG, labels))

@@ -595,6 +595,7 @@ h1 { font-size: 22px; margin: 6px 0 2px; }
 h2 { font-size: 17px; margin: 0 0 4px; word-break: break-all; }
 .meta, .note { color: #555; font-size: 13px; margin: 2px 0; }
 .note { font-style: italic; }
+.fact { white-space: nowrap; }
 section.stream { background: #fff; border: 1px solid #e3e3e3; border-radius: 6px;
                  padding: 14px 16px 8px; margin: 18px 0; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
@@ -691,11 +692,13 @@ def render_html(report: Report, max_points: int = CHART_POINTS) -> str:
         + "</script>",
         "</head><body><main>",
         "<h1>edge-ml replay report</h1>",
-        f"<p class=meta>{html.escape(report.source)} · {len(report.streams)} stream(s) · "
-        f"{sum(len(s.alerts) for s in report.streams)} alert(s) · open threshold "
-        f"{cfg.threshold:g}, resolve threshold {cfg.resolve_threshold:g}, debounce "
-        f"{cfg.debounce}, cooldown {cfg.cooldown_readings} readings · warm-up "
-        f"{report.warmup} readings · written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>",
+        "<p class=meta>" + " · ".join(f"<span class=fact>{fact}</span>" for fact in (
+            html.escape(report.source), f"{len(report.streams)} stream(s)",
+            f"{sum(len(s.alerts) for s in report.streams)} alert(s)",
+            f"open threshold {cfg.threshold:g}, resolve threshold "
+            f"{cfg.resolve_threshold:g}, debounce {cfg.debounce}",
+            f"cooldown {cfg.cooldown_readings} readings", f"warm-up {report.warmup} readings",
+            f"written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")) + "</p>",
     ]
     if report.profile is not None:
         parts.append(f"<p class=meta>labels {html.escape(report.labels_path or '')}, scored "

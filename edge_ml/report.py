@@ -403,9 +403,11 @@ def build_report(source: str | Path, config: Config, labels: str | Path | None =
     used: set[str] = set()
     for path, name in _results_files(Path(source)):
         stream = load_stream(path, name)
+        missing = np.isnan(stream.values)
         spans = alert_spans(stream.scores, stream.opened, alerts_config.resolve_threshold,
-                            alerts_config.debounce, readable=~np.isnan(stream.values)
-                            if not np.isnan(stream.values).all() else None,
+                            alerts_config.debounce,
+                            # no value column at all: every row counts as a reading
+                            readable=None if missing.all() else ~missing,
                             resolved=stream.resolved)
         alerts = tuple(
             AlertSpan(start, end,
@@ -510,12 +512,12 @@ COLORS = {
 }
 
 
-def _figure(stream: StreamReport, report: Report, max_points: int) -> tuple[Any, int]:
+def _figure(stream: StreamReport, report: Report, x_all: list[str] | None,
+            max_points: int) -> tuple[Any, int]:
     """The stream's two charts (values above, level below, one time axis); rows drawn."""
     _, go, _, make_subplots = _plotly()
     res = stream.results
     n = res.rows
-    x_all = _x_axis(res.timestamps)
     keep = [a.opened for a in stream.alerts] + [a.resolved for a in stream.alerts
                                                 if a.resolved is not None]
     keep += [r for pair in stream.window_rows for r in pair]
@@ -541,7 +543,10 @@ def _figure(stream: StreamReport, report: Report, max_points: int) -> tuple[Any,
                                  mode="lines", name=f"{name} {level:g}", hoverinfo="name",
                                  line={"color": color, "width": 1.4, "dash": "dash"}),
                       row=2, col=1)
-    end = lambda a: a.resolved if a.resolved is not None else n - 1  # noqa: E731
+
+    def end(alert: AlertSpan) -> int:
+        return alert.resolved if alert.resolved is not None else n - 1
+
     shapes = []
     legend_seen: set[str] = set()
 
@@ -729,7 +734,8 @@ def render_html(report: Report, max_points: int = CHART_POINTS) -> str:
               "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
     for i, stream in enumerate(report.streams):
         res = stream.results
-        fig, drawn = _figure(stream, report, max_points)
+        x_all = _x_axis(res.timestamps)
+        fig, drawn = _figure(stream, report, x_all, max_points)
         facts = [f"{res.rows:,} rows", f"{len(stream.alerts)} alert(s)"]
         if stream.counts is not None:
             c = stream.counts
@@ -747,7 +753,7 @@ def render_html(report: Report, max_points: int = CHART_POINTS) -> str:
                          "alert.</p>")
         parts.append(pio.to_html(fig, include_plotlyjs=False, full_html=False, config=config,
                                  div_id=f"chart-{i}"))
-        parts.append(_alert_table(stream, _x_axis(res.timestamps)))
+        parts.append(_alert_table(stream, x_all))
         parts.append("</section>")
     parts.append("</main></body></html>")
     return "\n".join(parts)

@@ -304,3 +304,23 @@ def test_alerts_in_the_learning_period_are_marked(tmp_path: Path) -> None:
     # NAB does not score the first 15% of rows (60 of 400); only a window's first alert counts.
     assert stream.verdicts == ("learning period (not scored)", "hit", "window already hit")
     assert "learning period (not scored)" in render_html(build_report(results, CONFIG, labels))
+
+
+def test_edge_cases_render(tmp_path: Path) -> None:
+    """A header-only file, and one without a value column and with epoch timestamps."""
+    empty = tmp_path / "empty.csv"
+    empty.write_text("timestamp,value,anomaly_score,alert\r\n")
+    labels = tmp_path / "windows.json"
+    labels.write_text(json.dumps({"empty.csv": []}))
+    report = build_report(empty, CONFIG, labels)
+    assert report.streams[0].results.rows == 0
+    assert len(_figures(render_html(report))) == 1
+    bare = tmp_path / "bare.csv"
+    bare.write_text("timestamp,anomaly_score,alert\n1700000000,0.1,0\n1700000060,0.7,1\n"
+                    "1700000120,0.2,0\n")
+    report = build_report(bare, CONFIG)
+    assert report.streams[0].alerts[0].opened == 1
+    assert report.streams[0].alerts[0].resolved == 2
+    (figure,) = _figures(render_html(report))
+    level = next(t for t in figure["data"] if t["name"] == "anomaly level")
+    assert level["x"][0].startswith("2023-11-14 22:13:20")

@@ -37,6 +37,7 @@ from edge_ml.report import build_report, write_report
 
 pytest.importorskip("plotly", reason="the report extra (pip install 'edge-ml[report]')")
 Image = pytest.importorskip("PIL.Image", reason="pillow reads the screenshot")
+pytestmark = pytest.mark.slow  # a browser start each
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 WIDTH, HEIGHT = 1300, 1250

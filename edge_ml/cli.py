@@ -507,10 +507,17 @@ def report(results: str, labels: str | None, profile: str, config_path: str | No
     windows when given; streams listed worst first. Needs the optional extra:
     pip install 'edge-ml[report]'.
     """
-    from edge_ml.report import ReportDependencyError, ReportError, build_report, write_report
+    from edge_ml.report import (
+        ReportDependencyError,
+        ReportError,
+        build_report,
+        require_plotly,
+        write_report,
+    )
 
     cfg = _config(config_path)
     try:
+        require_plotly()  # before reading a corpus of results, not after
         built = build_report(results, cfg, labels, profile)
         path = write_report(built, out)
     except ReportDependencyError as exc:

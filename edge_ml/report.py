@@ -70,6 +70,7 @@ __all__ = [
     "chart_rows",
     "load_stream",
     "render_html",
+    "require_plotly",
     "write_report",
 ]
 
@@ -474,6 +475,11 @@ def _plotly() -> Any:
             f"edge-ml report draws its charts with plotly, which is not installed: "
             f"{INSTALL_HINT}") from exc
     return plotly, go, pio, make_subplots
+
+
+def require_plotly() -> None:
+    """Raise ReportDependencyError now, before reading any results, when plotly is missing."""
+    _plotly()
 
 
 _ISO = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?$")

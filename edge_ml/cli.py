@@ -526,5 +526,46 @@ def fleet(host: str | None, port: int | None, username: str | None, password_fil
         click.echo(format_table(found))
 
 
+@main.command()
+@click.argument("results", type=click.Path(exists=True))
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+              help="NAB combined_windows.json: draw the windows, score and rank by them.")
+@click.option("--profile", default="standard", show_default=True,
+              help="NAB profile for the scores: standard, reward_low_FP_rate, "
+                   "reward_low_FN_rate.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML config (its [alerts] thresholds are drawn).")
+@click.option("--out", default="report.html", show_default=True,
+              type=click.Path(dir_okay=False), help="HTML file to write.")
+def report(results: str, labels: str | None, profile: str, config_path: str | None,
+           out: str) -> None:
+    """One self-contained HTML page of replay output (a file or a folder): charts per stream.
+
+    Values with alert spans, the anomaly level with the open and resolve thresholds, label
+    windows when given; streams listed worst first. Needs the optional extra:
+    pip install 'edge-ml[report]'.
+    """
+    from edge_ml.report import (
+        ReportDependencyError,
+        ReportError,
+        build_report,
+        require_plotly,
+        write_report,
+    )
+
+    cfg = _config(config_path)
+    try:
+        require_plotly()  # before reading a corpus of results, not after
+        built = build_report(results, cfg, labels, profile)
+        path = write_report(built, out)
+    except ReportDependencyError as exc:
+        raise UsageError(str(exc)) from exc
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    alerts = sum(len(s.alerts) for s in built.streams)
+    click.echo(f"report of {len(built.streams)} stream(s), {alerts} alert(s): "
+               f"{path.resolve()} ({path.stat().st_size / 1e6:.1f} MB, opens offline)")
+
+
 if __name__ == "__main__":
     main()

@@ -313,7 +313,7 @@ def load_labels(path: str | Path) -> dict[str, tuple[tuple[str, str], ...]]:
     return labels
 
 
-def _window_rows(
+def window_rows(
     name: str, timestamps: Sequence[str], windows: Iterable[tuple[str, str]]
 ) -> tuple[tuple[int, int], ...]:
     first_row: dict[str, int] = {}
@@ -387,7 +387,7 @@ def load_results(
                 name=name,
                 scores=np.asarray(scores, dtype=np.float64),
                 alerts=np.asarray(alerts, dtype=bool),
-                windows=_window_rows(name, timestamps, labels[name]),
+                windows=window_rows(name, timestamps, labels[name]),
             )
         )
     return files

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the system packages the demo and the tests use are installed, with apt-get:
 #   scripts/ensure-mosquitto.sh            mosquitto only (make demo)
-#   scripts/ensure-mosquitto.sh --test     also openssl (TLS test certificates) and systemd
-#                                          (systemd-analyze checks the unit files) (make test)
+#   scripts/ensure-mosquitto.sh --test     also openssl (TLS test certificates), systemd
+#                                          (systemd-analyze checks the unit files) and chromium
+#                                          (the report is rendered headless) (make test)
 # Tests and the demo start private mosquitto copies on free loopback ports; a system broker
 # service, if any, is left alone.
 set -euo pipefail
@@ -12,6 +13,7 @@ have mosquitto || missing+=(mosquitto)
 if [ "${1:-}" = "--test" ]; then
   have openssl || missing+=(openssl)
   have systemd-analyze || missing+=(systemd)
+  have chromium || have chromium-browser || missing+=(chromium)
 fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -18,7 +18,9 @@ import argparse
 import json
 import math
 import sys
+import threading
 import time
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -84,6 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     topics = [f"{args.prefix}/s{i}" for i in range(args.streams)]
 
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id)
+    # Messages the broker has acknowledged (QoS 1) or that went out (QoS 0), counted here rather
+    # than read from paho's private queue: sent - acked is what is still in flight.
+    acked = [0]
+    acked_lock = threading.Lock()
+
+    def on_publish(client: paho.Client, userdata: Any, mid: int, reason: Any,
+                   props: Any) -> None:
+        with acked_lock:
+            acked[0] += 1
+
+    client.on_publish = on_publish
     # Unlimited in flight (paho rescans its whole queue per ack when a window is set); the
     # loop below keeps fewer unacknowledged than there are 16-bit message ids.
     client.max_inflight_messages_set(0)
@@ -110,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             due = min(args.count, sent + 1000)
         # Message ids are 16 bits: never have more than that unacknowledged.
-        while len(client._out_messages) > MAX_UNACKED and time.perf_counter() < deadline:
+        while sent - acked[0] > MAX_UNACKED and time.perf_counter() < deadline:
             time.sleep(0.001)
         while sent < due:
             stream = sent % args.streams
@@ -130,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if last_info is not None and args.qos:
         last_info.wait_for_publish(timeout=60)
     wait_until = time.monotonic() + 60
-    while client._out_messages and time.monotonic() < wait_until:
+    while acked[0] < sent and time.monotonic() < wait_until:
         time.sleep(0.01)
     client.disconnect()
     client.loop_stop()

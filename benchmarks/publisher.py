@@ -7,7 +7,9 @@ Payload forms (``--form``): ``number`` (bare text), ``json`` (``{"value": v}``),
 (the same map), ``frame`` (firmware frame v1 with two measurements, so two readings per
 message). ``--with-ts`` adds ``"ts"`` = the publish time (JSON/msgpack/frame), which the daemon
 copies into the alert: the load script times publish-to-alert from it. ``--spike-every-s`` turns
-one reading (round-robin over the streams) into a large spike at that interval.
+one reading (round-robin over the streams) into a large spike at that interval;
+``--spike-every-n`` makes every n-th message a spike instead (a count that does not depend on
+how well the publisher keeps its rate; with n and ``--streams`` coprime, every stream in turn).
 
 The last line on stdout is a JSON summary: messages, readings, seconds, spikes.
 """
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qos", type=int, default=1, choices=(0, 1))
     parser.add_argument("--with-ts", action="store_true")
     parser.add_argument("--spike-every-s", type=float, default=0.0)
+    parser.add_argument("--spike-every-n", type=int, default=0)
     parser.add_argument("--spike-after-s", type=float, default=0.0,
                         help="no spikes before this (warm-up)")
     parser.add_argument("--seed", type=int, default=1)
@@ -129,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             stream = sent % args.streams
             k = sent // args.streams  # this stream's reading number
             value = WAVE * math.sin(k / 50.0 + phase[stream]) + noise[sent & 0xFFFF]
-            if args.spike_every_s > 0 and stream == spike_stream and now >= next_spike:
+            if args.spike_every_n > 0:
+                if now >= next_spike and sent % args.spike_every_n == 0:
+                    value += SPIKE
+                    spikes += 1
+            elif args.spike_every_s > 0 and stream == spike_stream and now >= next_spike:
                 value += SPIKE
                 spikes += 1
                 next_spike = now + args.spike_every_s

@@ -41,6 +41,11 @@ to see several in a short interval (each then covers only 10 s of state changes;
 stream changes every second, so a full checkpoint is the same size either way); the full run
 checkpoints at the shipped interval, so no scaling by interval is involved in its split.
 
+Bytes per checkpoint are approximate: a checkpoint written across an interval's edge, or a
+WAL copy-back that falls in one run's interval and not the other's, moves the split by a
+fraction of a checkpoint; the longer full run (900 s measured per run, ~65 minutes in all)
+averages that out.
+
 ``--quick`` takes ~3 minutes. The last line is
 ``disk_mb_per_day_1000_streams=<x> flush_mb_per_day=<y> checkpoint_mb_per_day=<z>`` (the
 flush and checkpoint figures at 1,000 streams; MB = 10^6 bytes).

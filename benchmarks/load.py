@@ -285,8 +285,9 @@ def daemon_drain(config: Path, watcher: Watcher, log: Path, readings: int) -> di
         raise RuntimeError(f"the daemon did not drain {readings} readings: {samples[-3:]}")
     rate = drain_rate([(s.at, s.readings - base) for s in samples], readings)
     # CPU is read when a health message arrives here, which may lag under load: use the whole
-    # drain (the daemon is idle once done), from the first sample to the final one.
-    cpu_us = (end.cpu_s - samples[0].cpu_s) / readings * 1e6
+    # drain (the daemon is idle once done), from the first sample to the final one, over the
+    # readings between them (the first health may come after the drain has begun).
+    cpu_us = (end.cpu_s - samples[0].cpu_s) / (end.readings - samples[0].readings) * 1e6
     return {"rate": rate, "cpu_us": cpu_us, "rss_mb": rss, "done": end.readings - base,
             "dropped": end.dropped, "max_queue": max(s.queue_depth for s in samples)}
 

@@ -14,7 +14,9 @@ Measurements
   sample strictly inside the drain, so neither the start (connecting, the first message) nor the
   tail counts. The daemon's count is ``readings_total`` in its retained health
   (``edge-ml/status/health``, every 0.5 s); the bare counter and the naive daemon sample their
-  own count on the same schedule. The daemon and the bare counter drain the same pre-fill in
+  own count on the same schedule and publish it at QoS 1 as the daemon publishes its health
+  (paho reads more packets per wake-up while its own publishes await acks; see
+  ``naive_daemon.py``). The daemon and the bare counter drain the same pre-fill in
   turn, and which goes first alternates from one repeat to the next. The daemon's CPU per
   reading comes from ``/proc/<pid>/stat`` (utime+stime) sampled with each health message.
 - **sustained**: the publisher at a fixed rate, the daemon live; the backlog (``queue_depth``,

@@ -14,7 +14,18 @@ JSON reading above ``--threshold``: publish-to-alert without any model or storag
 All subscribe QoS 1 with a persistent session (``--prepare`` connects once, subscribes and
 leaves, so the broker queues what is published next), count until ``--expect`` messages have
 arrived (or ``--seconds`` passed) and print one JSON line: messages, seconds from the first to
-the last message, CPU seconds of the process. Loopback only.
+the last message, CPU seconds of the process from the first message on, and ``samples``: the
+count every ``--sample-s`` seconds (``[seconds since start, messages]``).
+
+Like the daemon, every mode runs paho's own network thread (``loop_start``) and handles messages
+in ``on_message``; the main thread only samples the count. The samples are taken on the
+daemon's health schedule (0.5 s in ``load.py``), so ``load.py`` computes every consumer's drain
+rate the same way, from samples strictly inside the drain. Each sample is also published (QoS 1,
+``edge-ml-bench/<client id>/count``) as the daemon publishes its health: this matters to paho,
+which reads up to one packet per unacknowledged outgoing message per wake-up (``loop_read``).
+During a drain the broker's acknowledgements of the daemon's health queue behind the backlog,
+so the daemon read 2-10 packets per ``select`` and the silent counter one (strace: 0.2 vs 1.0
+``pselect6`` per message). Loopback only.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import math
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -52,7 +64,8 @@ class NaiveModel:
         self._hst_cls = HalfSpaceTrees
         self.windows: dict[str, deque[float]] = {}
         self.models: dict[str, Any] = {}
-        self.conn = sqlite3.connect(db_path)
+        # Opened here, used only on paho's network thread (on_message).
+        self.conn = sqlite3.connect(db_path, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute(
@@ -111,19 +124,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--prepare", action="store_true",
                         help="create the persistent session and leave")
+    parser.add_argument("--sample-s", type=float, default=0.5,
+                        help="seconds between samples of the count (the daemon's health "
+                             "interval in load.py)")
     args = parser.parse_args(argv)
     if args.host != LOOPBACK:
         parser.error("loopback only: --host must be 127.0.0.1")
 
     model = NaiveModel(args.db) if args.mode == "naive" and not args.prepare else None
     state = {"n": 0, "first": 0.0, "last": 0.0, "cpu0": 0.0}
-    subscribed = {"done": False}
+    subscribed = threading.Event()
+    done = threading.Event()
 
     def on_connect(client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         client.subscribe(args.topic, qos=1)
 
     def on_subscribe(client: paho.Client, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
-        subscribed["done"] = True
+        subscribed.set()
 
     def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         if state["n"] == 0:
@@ -138,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                                json.dumps({"state": "open", "ts": body.get("ts")}), qos=1)
         state["n"] += 1
         state["last"] = time.perf_counter()
+        if args.expect and state["n"] >= args.expect:
+            done.set()
 
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id,
                          protocol=MQTTProtocolVersion.MQTTv311, clean_session=False)
@@ -145,19 +164,30 @@ def main(argv: list[str] | None = None) -> int:
     client.on_subscribe = on_subscribe
     client.on_message = on_message
     client.connect(args.host, args.port, keepalive=60)
-    deadline = time.monotonic() + args.seconds
-    while time.monotonic() < deadline:
-        client.loop(timeout=0.05)
-        if args.prepare and subscribed["done"]:
-            break
-        if args.expect and state["n"] >= args.expect:
-            break
+    started = time.perf_counter()
+    client.loop_start()
+    samples: list[list[float]] = []
+    if args.prepare:
+        subscribed.wait(args.seconds)
+    else:
+        # The main thread wakes on the sampling schedule (or once the last message is in).
+        next_sample = started
+        while not done.is_set():
+            now = time.perf_counter()
+            if now >= next_sample:
+                samples.append([round(now - started, 4), state["n"]])
+                client.publish(f"edge-ml-bench/{args.client_id}/count", str(state["n"]), qos=1)
+                next_sample += args.sample_s
+            if now - started >= args.seconds:
+                break
+            done.wait(max(0.0, min(next_sample, started + args.seconds) - now))
     cpu = cpu_seconds() - state["cpu0"] if state["n"] else 0.0
     client.disconnect()
+    client.loop_stop()
     seconds = state["last"] - state["first"]
     print(json.dumps({"mode": args.mode, "messages": state["n"], "seconds": round(seconds, 4),
                       "rate": round(state["n"] / seconds, 1) if seconds > 0 else 0.0,
-                      "cpu_s": round(cpu, 3)}), flush=True)
+                      "cpu_s": round(cpu, 3), "samples": samples}), flush=True)
     return 0
 
 

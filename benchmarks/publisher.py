@@ -7,7 +7,9 @@ Payload forms (``--form``): ``number`` (bare text), ``json`` (``{"value": v}``),
 (the same map), ``frame`` (firmware frame v1 with two measurements, so two readings per
 message). ``--with-ts`` adds ``"ts"`` = the publish time (JSON/msgpack/frame), which the daemon
 copies into the alert: the load script times publish-to-alert from it. ``--spike-every-s`` turns
-one reading (round-robin over the streams) into a large spike at that interval.
+one reading (round-robin over the streams) into a large spike at that interval;
+``--spike-every-n`` makes every n-th message a spike instead (a count that does not depend on
+how well the publisher keeps its rate; with n and ``--streams`` coprime, every stream in turn).
 
 The last line on stdout is a JSON summary: messages, readings, seconds, spikes.
 """
@@ -18,7 +20,9 @@ import argparse
 import json
 import math
 import sys
+import threading
 import time
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qos", type=int, default=1, choices=(0, 1))
     parser.add_argument("--with-ts", action="store_true")
     parser.add_argument("--spike-every-s", type=float, default=0.0)
+    parser.add_argument("--spike-every-n", type=int, default=0)
     parser.add_argument("--spike-after-s", type=float, default=0.0,
                         help="no spikes before this (warm-up)")
     parser.add_argument("--seed", type=int, default=1)
@@ -84,6 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     topics = [f"{args.prefix}/s{i}" for i in range(args.streams)]
 
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id)
+    # Messages the broker has acknowledged (QoS 1) or that went out (QoS 0), counted here rather
+    # than read from paho's private queue: sent - acked is what is still in flight.
+    acked = [0]
+    acked_lock = threading.Lock()
+
+    def on_publish(client: paho.Client, userdata: Any, mid: int, reason: Any,
+                   props: Any) -> None:
+        with acked_lock:
+            acked[0] += 1
+
+    client.on_publish = on_publish
     # Unlimited in flight (paho rescans its whole queue per ack when a window is set); the
     # loop below keeps fewer unacknowledged than there are 16-bit message ids.
     client.max_inflight_messages_set(0)
@@ -110,13 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             due = min(args.count, sent + 1000)
         # Message ids are 16 bits: never have more than that unacknowledged.
-        while len(client._out_messages) > MAX_UNACKED and time.perf_counter() < deadline:
+        while sent - acked[0] > MAX_UNACKED and time.perf_counter() < deadline:
             time.sleep(0.001)
         while sent < due:
             stream = sent % args.streams
             k = sent // args.streams  # this stream's reading number
             value = WAVE * math.sin(k / 50.0 + phase[stream]) + noise[sent & 0xFFFF]
-            if args.spike_every_s > 0 and stream == spike_stream and now >= next_spike:
+            if args.spike_every_n > 0:
+                if now >= next_spike and sent % args.spike_every_n == 0:
+                    value += SPIKE
+                    spikes += 1
+            elif args.spike_every_s > 0 and stream == spike_stream and now >= next_spike:
                 value += SPIKE
                 spikes += 1
                 next_spike = now + args.spike_every_s
@@ -130,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if last_info is not None and args.qos:
         last_info.wait_for_publish(timeout=60)
     wait_until = time.monotonic() + 60
-    while client._out_messages and time.monotonic() < wait_until:
+    while acked[0] < sent and time.monotonic() < wait_until:
         time.sleep(0.01)
     client.disconnect()
     client.loop_stop()

@@ -235,7 +235,12 @@ def test_the_bridge_config_in_deploy_md_loads(tmp_path: Path) -> None:
     with LocalBroker(workdir=tmp_path / "gw", extra_config="\n".join(lines)) as broker:
         assert broker.running
         log = broker.log_path.read_text(errors="replace")
-        assert "Error" not in log, log
+        # Config errors stop mosquitto or name the line; a failed connect to the address where
+        # nothing listens ("Error creating bridge: Connection refused / Broken pipe") is the
+        # bridge working as meant, retrying.
+        errors = [line for line in log.splitlines()
+                  if "Error" in line and "Error creating bridge" not in line]
+        assert errors == [], log
 
 
 @pytest.mark.slow

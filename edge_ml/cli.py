@@ -466,8 +466,15 @@ def config() -> None:
 @config.command("check")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
 def config_check(config_path: str | None) -> None:
-    """Validate a config file and print the effective settings as JSON."""
+    """Validate a config file as `run` would (password and TLS files, the database path) and
+    print the effective settings as JSON. Creates and changes nothing."""
+    from edge_ml.preflight import check_config
+
     cfg = _config(config_path)
+    try:
+        check_config(cfg)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
     click.echo(json.dumps({"source": cfg.source, **cfg.to_dict()}, indent=2))
 
 

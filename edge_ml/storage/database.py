@@ -11,7 +11,9 @@ from __future__ import annotations
 import fnmatch
 import functools
 import json
+import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -437,6 +439,47 @@ def _health_value(text: Any) -> Any:
 
 def _vars_of(record: Any) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__slots__}
+
+
+# The first 16 bytes of every SQLite 3 database file (an empty file is a new database too).
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_path(path: str | Path) -> None:
+    """Raise StoragePathError when ``path`` could not be opened as the daemon's state file.
+
+    What :class:`Storage` would trip over, checked without creating, migrating or changing
+    anything (``edge-ml config check``): an existing file must be a SQLite database the
+    process can write, beside which SQLite can create its WAL files; a missing one needs a
+    folder that exists or can be created, and that takes new files.
+    """
+    if str(path) == ":memory:":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise StoragePathError(f"{target} is a folder, not a database file")
+    if target.exists():
+        try:
+            with open(target, "rb") as handle:
+                head = handle.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoragePathError(f"cannot read {target}: {exc.strerror or exc}") from exc
+        if head and head != _SQLITE_MAGIC:
+            raise StoragePathError(f"{target} is not a SQLite database")
+        if not os.access(target, os.W_OK):
+            raise StoragePathError(f"cannot write {target}: permission denied")
+    # The nearest folder that exists must take a new file: the database itself, its -wal and
+    # -shm files, or the missing folders on the way. A probe file says it where os.access()
+    # cannot (root passes every access() check, yet cannot create files in /proc).
+    folder = next(p for p in (target.parent, *target.parent.parents) if p.exists())
+    if not folder.is_dir():
+        raise StoragePathError(f"no database at {target}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".edge-ml-check-"):
+            pass
+    except OSError as exc:
+        raise StoragePathError(f"cannot create files in {folder} for the database {target}: "
+                               f"{exc.strerror or exc}") from exc
 
 
 def open_existing(path: str | Path) -> Storage:

@@ -15,7 +15,7 @@ import click
 from edge_ml import __version__
 from edge_ml.config import Config, load_config
 from edge_ml.errors import ConfigError, DaemonError, EdgeMLError, StorageError, StoragePathError
-from edge_ml.status import follow_alerts, request_checkpoint, status_document
+from edge_ml.status import daemon_liveness, follow_alerts, request_checkpoint, status_document
 from edge_ml.storage import Storage, open_existing
 
 
@@ -163,12 +163,17 @@ def alerts(db: str | None, config_path: str | None, stream_glob: str | None, sin
         raise click.ClickException(str(exc)) from exc
 
 
+def _counts(by_reason: dict[str, int]) -> str:
+    """``bad_json: 3, non_finite: 1``: most first."""
+    return ", ".join(f"{k}: {v}" for k, v in sorted(by_reason.items(), key=lambda kv: -kv[1]))
+
+
 def _status_text(status: dict[str, Any]) -> str:
     lines = [
         f"database        {status['db']} (schema {status['schema_version']})",
         f"readings        {status['readings_total']}",
         f"rejects         {status['rejects_total']}"
-        + (f"  {status['rejects_by_reason']}" if status["rejects_by_reason"] else ""),
+        + (f"  ({_counts(status['rejects_by_reason'])})" if status["rejects_by_reason"] else ""),
         f"alerts          {status['alerts_total']} events, {status['open_alerts']} open",
         f"drift events    {status['drift_events']}",
     ]
@@ -324,15 +329,38 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
     click.echo(f"checkpoint {result.checkpoint_id}: {result.readings} readings, "
                f"{len(result.trained)} streams trained ({base}); {result.streams} streams in all"
                f"{skipped}")
-    click.echo(_takes_effect(cfg))
+    click.echo(_takes_effect(storage, cfg if not db else _daemon_config(db, config_path)))
 
 
-def _takes_effect(cfg: Config | None) -> str:
-    """When a checkpoint chosen from the CLI is loaded (edge_ml.checkpointer.Checkpointer)."""
-    tick = (f"within {cfg.storage.checkpoint_interval_s:g} s (at its next checkpoint tick)"
-            if cfg else "at its next checkpoint tick ([storage] checkpoint_interval_s)")
-    return (f"loaded at the next start; a running daemon loads it {tick}, or at once on SIGHUP "
-            f"(systemctl reload edge-ml), and does not save over it")
+def _daemon_config(db: str | None, config_path: str | None) -> Config | None:
+    """The config of the daemon on this database, when it is known: given by --config, or the
+    one the database path came from. With --db alone the default config may be another
+    daemon's (its checkpoint interval would be a guess), so None."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError:
+        return None
+    if config_path or not db or str(Path(db).resolve()) == str(Path(cfg.storage.db).resolve()):
+        return cfg
+    return None
+
+
+def _takes_effect(storage: Storage, cfg: Config | None) -> str:
+    """When a checkpoint chosen from the CLI is loaded (edge_ml.checkpointer.Checkpointer), by
+    the daemon that runs on ``storage`` now, if one does."""
+    try:
+        live = daemon_liveness(storage.health()) if storage.has_health() else None
+    except StorageError:
+        live = None
+    if not live or not live["running"]:
+        return "no daemon is running on this database: the next start loads it"
+    pid = live["pid"]
+    tick = (f"within {cfg.storage.checkpoint_interval_s:g} s (at its next checkpoint tick, "
+            f"[storage] checkpoint_interval_s{f' in {cfg.source}' if cfg.source else ''})"
+            if cfg else "at its next checkpoint tick ([storage] checkpoint_interval_s of its "
+            "config)")
+    return (f"daemon pid {pid} is running: it loads it {tick}, or now with `systemctl reload "
+            f"edge-ml` (SIGHUP to pid {pid}), and does not save over it; a start loads it too")
 
 
 @main.group()
@@ -417,11 +445,13 @@ def checkpoints_import(source: str, db: str | None, config_path: str | None) -> 
         blob = Path(source).read_bytes()
     except OSError as exc:
         raise UsageError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    storage = _open(db, config_path)
     try:
-        checkpoint_id = import_blob(_open(db, config_path), blob, cfg.storage.retention)
+        checkpoint_id = import_blob(storage, blob, cfg.storage.retention)
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"imported as checkpoint {checkpoint_id}: {_takes_effect(cfg)}")
+    click.echo(f"imported as checkpoint {checkpoint_id}: "
+               f"{_takes_effect(storage, _daemon_config(db, config_path))}")
 
 
 @checkpoints.command("rollback")
@@ -434,15 +464,13 @@ def checkpoints_rollback(checkpoint_id: int, db: str | None, config_path: str | 
     A running daemon loads it at its next checkpoint tick or on SIGHUP, and does not save
     over it meanwhile (not even when it stops); otherwise the next start loads it.
     """
+    storage = _open(db, config_path)
     try:
-        _open(db, config_path).rollback_checkpoint(checkpoint_id)
+        storage.rollback_checkpoint(checkpoint_id)
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
-    try:
-        cfg: Config | None = load_config(config_path)
-    except ConfigError:  # --db alone needs no config: say it without the interval
-        cfg = None
-    click.echo(f"checkpoint {checkpoint_id} is the one the daemon loads: {_takes_effect(cfg)}")
+    click.echo(f"checkpoint {checkpoint_id} is the one the daemon loads: "
+               f"{_takes_effect(storage, _daemon_config(db, config_path))}")
 
 
 @checkpoints.command("save")

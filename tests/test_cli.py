@@ -114,7 +114,7 @@ def test_alerts_table_json_and_filters(db: Path) -> None:
 
 def test_alerts_without_database_is_a_clear_error(tmp_path: Path) -> None:
     result = edge_ml("alerts", "--db", str(tmp_path / "missing.db"))
-    assert result.returncode == 1
+    assert result.returncode == 2  # a path to fix: a usage error (README: exit codes)
     assert "missing.db" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -489,5 +489,6 @@ def open_existing(path: str | Path) -> Storage:
         blocker = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             raise StoragePathError(f"no database at {path}: {blocker} is a file, not a folder")
-        raise StorageError(f"no database at {path} (has the daemon run yet? see --db)")
+        # A path to fix (a typo, the daemon's other config): a usage error like the others.
+        raise StoragePathError(f"no database at {path} (has the daemon run yet?)")
     return Storage(path)

@@ -168,21 +168,37 @@ def _counts(by_reason: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(by_reason.items(), key=lambda kv: -kv[1]))
 
 
-def _status_text(status: dict[str, Any]) -> str:
+def _status_text(status: dict[str, Any], shown_limit: int) -> str:
+    summary = status["summary"]
+    aside = (f", {summary['set_aside']:,} set aside by a rollback (not in the daemon's state)"
+             if summary["set_aside"] else "")
+    source = ("from the running daemon" if status["readings_source"] == "daemon"
+              else "counted in this database")
+    stored = (f"; {status['readings_stored']:,} counted in this database"
+              if status["readings_stored"] != status["readings_total"] else "")
     lines = [
-        f"database        {status['db']} (schema {status['schema_version']})",
-        f"readings        {status['readings_total']}",
-        f"rejects         {status['rejects_total']}"
-        + (f"  ({_counts(status['rejects_by_reason'])})" if status["rejects_by_reason"] else ""),
-        f"alerts          {status['alerts_total']} events, {status['open_alerts']} open",
-        f"drift events    {status['drift_events']}",
+        f"streams         {summary['streams']:,} ({summary['warming_up']:,} warming up, "
+        f"{summary['open_alerts']:,} with an open alert){aside}",
+        f"readings        {status['readings_total']:,} ({source}{stored})",
+        f"rejects         {status['rejects_total']:,}"
+        + (f" ({_counts(status['rejects_by_reason'])})" if status["rejects_by_reason"] else ""),
+        f"alerts          {status['alerts_total']:,} events, {status['open_alerts']:,} open",
+        f"drift events    {status['drift_events']:,}",
     ]
     cp = status["last_checkpoint"]
-    checkpoint = f"{cp['created_at_iso']} ({cp['reason']})" if cp else "-"
+    if cp:
+        checkpoint = (f"{cp['id']} at {cp['created_at_iso']} ({cp['reason']}, "
+                      f"{cp['readings_total'] or 0:,} readings, {cp['streams'] or 0:,} streams)")
+        if status["checkpoints_set_aside"]:
+            checkpoint += f"; {status['checkpoints_set_aside']} newer set aside by a rollback"
+    else:
+        checkpoint = "-"
     lines.append(f"last checkpoint {checkpoint}")
     for bad in status.get("checkpoints_rejected", []):
         lines.append(f"  rejected      checkpoint {bad['id']} ({bad['created_at_iso']}): "
                      f"{bad['error']}")
+    if status.get("stream_names_error"):
+        lines.append(f"  unreadable    {status['stream_names_error']}")
     health, daemon = status.get("health"), status.get("daemon")
     if health:
         lines.append(f"daemon          pid {health.get('pid')}, up {health.get('uptime_s')} s, "
@@ -193,27 +209,52 @@ def _status_text(status: dict[str, Any]) -> str:
         seen = (f"last seen {daemon['last_seen_iso']}, {daemon['last_seen_age_s']:.0f} s ago"
                 if daemon.get("last_seen_iso") else "never seen")
         lines.append(f"daemon          not running ({seen}: {daemon['reason']})")
+    else:
+        lines.append("daemon          never ran on this database")
+    lines.append(f"database        {status['db']} (schema {status['schema_version']})")
     lines.append("")
     lines.append(f"{'stream':<40} {'readings':>9} {'state':<10} {'score':>7}  open alert")
-    for s in status["streams"]:
-        state = "warming" if s["warming_up"] else "scoring"
+    for s in status["streams"][:shown_limit]:
+        if s["set_aside"]:
+            state = "set aside"
+        elif s["warming_up"] is None:
+            state = "trained"  # in the checkpoint a start loads, no reading since
+        else:
+            state = "warming" if s["warming_up"] else "scoring"
         score = "-" if s["last_score"] is None else f"{s['last_score']:.4f}"
         lines.append(f"{s['stream']:<40} {s['readings']:>9} {state:<10} {score:>7}  "
                      f"{s['open_alert'] or ''}")
+    more = status["streams_matching"] - min(len(status["streams"]), shown_limit)
+    if more > 0:
+        lines.append(f"... {more:,} more (narrow with --stream GLOB, or --limit N)")
     return "\n".join(lines)
+
+
+# ``status`` lists at most this many streams by default: 10,000 streams must not be 10,000
+# lines on an SSH session (the summary above the table counts them all).
+STATUS_LIMIT = 50
 
 
 @main.command()
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: from config).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
+@click.option("--stream", "stream_glob", help="Only streams matching this glob (sensors/*/temp).")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help=f"At most this many streams (default {STATUS_LIMIT}; --json: all; 0: all).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
-def status(db: str | None, config_path: str | None, as_json: bool) -> None:
-    """Streams, readings, warm-up, rejects, checkpoints, drift, and the daemon's health."""
+def status(db: str | None, config_path: str | None, stream_glob: str | None,
+           limit: int | None, as_json: bool) -> None:
+    """A summary (streams, readings, rejects, alerts, checkpoint, daemon), then the streams."""
+    storage = _open(db, config_path)
     try:
-        document = status_document(_open(db, config_path))
+        document = status_document(storage, stream_glob, limit if as_json else None)
     except StorageError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps(document, indent=2) if as_json else _status_text(document))
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+        return
+    shown = STATUS_LIMIT if limit is None else (limit or document["streams_matching"])
+    click.echo(_status_text(document, shown))
 
 
 @main.command()

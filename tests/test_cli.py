@@ -82,8 +82,8 @@ def test_status_table_is_readable(db: Path) -> None:
     result = edge_ml("status", "--db", str(db))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any(line.startswith("readings") and "1000" in line for line in lines)
-    header = next(i for i, line in enumerate(lines) if line.startswith("stream"))
+    assert any(line.startswith("readings") and "1,000" in line for line in lines)
+    header = next(i for i, line in enumerate(lines) if line.startswith("stream "))
     rows = lines[header + 1:]
     assert len(rows) == 3
     boiler = next(r for r in rows if r.startswith("sensors/boiler/temp"))

@@ -15,7 +15,14 @@ import click
 from edge_ml import __version__
 from edge_ml.config import Config, load_config
 from edge_ml.errors import ConfigError, DaemonError, EdgeMLError, StorageError, StoragePathError
-from edge_ml.status import daemon_liveness, follow_alerts, request_checkpoint, status_document
+from edge_ml.sparkline import BLOCKS, render
+from edge_ml.status import (
+    daemon_liveness,
+    follow_alerts,
+    recent_sparklines,
+    request_checkpoint,
+    status_document,
+)
 from edge_ml.storage import Storage, open_existing
 
 
@@ -116,15 +123,20 @@ def demo(seconds: float, sensors: int, rate: float, seed: int, workdir: str | No
     sys.exit(0 if ok else 1)
 
 
-def _alert_table(rows: list[dict[str, Any]]) -> str:
+def _alert_table(rows: list[dict[str, Any]], sparklines: dict[str, str] | None = None) -> str:
+    """Alert rows; with ``sparklines``, each stream's last hour after its name."""
     if not rows:
         return "no alerts"
-    lines = [f"{'time (UTC)':<24} {'state':<9} {'severity':<9} {'score':>7} {'value':>12}  stream"]
+    width = max((len(r["stream"]) for r in rows), default=6)
+    spark = "" if sparklines is None else "  last hour (a minute a character)"
+    lines = [f"{'time (UTC)':<24} {'state':<9} {'severity':<9} {'score':>7} {'value':>12}  "
+             f"{'stream':<{width}}{spark}".rstrip()]
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4g}"
+        recent = "" if sparklines is None else f"  {sparklines.get(r['stream'], '')}"
         lines.append(
             f"{(r['ts_iso'] or '')[:23]:<24} {r['state']:<9} {r['severity']:<9} "
-            f"{r['score']:>7.4f} {value:>12}  {r['stream']}"
+            f"{r['score']:>7.4f} {value:>12}  {r['stream']:<{width}}{recent}".rstrip()
         )
     return "\n".join(lines)
 
@@ -150,7 +162,11 @@ def alerts(db: str | None, config_path: str | None, stream_glob: str | None, sin
         for row in rows:
             click.echo(json.dumps(row))
     else:
-        click.echo(_alert_table(rows))
+        try:
+            recent = recent_sparklines(storage, {r["stream"] for r in rows})
+        except StorageError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(_alert_table(rows, recent))
     if not follow:
         return
     shown = max((r["id"] for r in rows), default=None)
@@ -213,7 +229,8 @@ def _status_text(status: dict[str, Any], shown_limit: int) -> str:
         lines.append("daemon          never ran on this database")
     lines.append(f"database        {status['db']} (schema {status['schema_version']})")
     lines.append("")
-    lines.append(f"{'stream':<40} {'readings':>9} {'state':<10} {'score':>7}  open alert")
+    lines.append(f"{'stream':<40} {'readings':>9} {'state':<10} {'score':>7}  {'open alert':<12}  "
+                 f"last hour (a minute a character, {BLOCKS[0]} 0 .. {BLOCKS[-1]} 1)")
     for s in status["streams"][:shown_limit]:
         if s["set_aside"]:
             state = "set aside"
@@ -223,7 +240,7 @@ def _status_text(status: dict[str, Any], shown_limit: int) -> str:
             state = "warming" if s["warming_up"] else "scoring"
         score = "-" if s["last_score"] is None else f"{s['last_score']:.4f}"
         lines.append(f"{s['stream']:<40} {s['readings']:>9} {state:<10} {score:>7}  "
-                     f"{s['open_alert'] or ''}")
+                     f"{s['open_alert'] or '':<12}  {render(s['recent_levels'])}".rstrip())
     more = status["streams_matching"] - min(len(status["streams"]), shown_limit)
     if more > 0:
         lines.append(f"... {more:,} more (narrow with --stream GLOB, or --limit N)")

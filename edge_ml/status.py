@@ -8,6 +8,7 @@ checkpoint requested from the running daemon (``checkpoints save``).
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ from typing import Any
 from edge_ml.checkpoint_format import read_names
 from edge_ml.errors import CheckpointError, DaemonError
 from edge_ml.records import iso_utc
+from edge_ml.sparkline import decode, sparkline
 from edge_ml.storage import Storage
 
 # A daemon writes its health record every ``[daemon] health_interval_s``. One silent for this
@@ -76,7 +78,8 @@ def daemon_liveness(health: dict[str, Any], now: float | None = None) -> dict[st
     }
 
 
-def _stream_entry(row: dict[str, Any], in_checkpoint: bool, set_aside: bool) -> dict[str, Any]:
+def _stream_entry(row: dict[str, Any], in_checkpoint: bool, set_aside: bool,
+                  now: float) -> dict[str, Any]:
     return {
         "stream": row["stream"], "readings": row["readings"],
         "warming_up": None if row["warming_up"] is None else bool(row["warming_up"]),
@@ -84,6 +87,9 @@ def _stream_entry(row: dict[str, Any], in_checkpoint: bool, set_aside: bool) -> 
         "last_value": row["last_value"], "last_seen": row["last_seen"],
         "last_seen_iso": row["last_seen_iso"],
         "in_checkpoint": in_checkpoint, "set_aside": set_aside,
+        # The last hour, a level a minute (oldest first, None: no scored reading then).
+        "recent_levels": [None if math.isnan(v) else round(v, 3)
+                          for v in decode(row.get("recent_levels"), now)],
     }
 
 
@@ -103,18 +109,19 @@ def _held_streams(storage: Storage, loaded: dict[str, Any] | None,
         except CheckpointError as exc:  # a start rejects it and says so; list the rows
             error = f"checkpoint {loaded['id']}: {exc}"
     aside_after = max((r["created_at"] for r in aside), default=None)
+    now = time.time()
     streams = []
     for row in storage.streams():
         held = row["stream"] in names
         set_aside = (aside_after is not None and not held
                      and (row["last_seen"] or 0.0) < aside_after)
-        streams.append(_stream_entry(row, held, set_aside))
+        streams.append(_stream_entry(row, held, set_aside, now))
     known = {s["stream"] for s in streams}
     for name in names - known:
         streams.append(_stream_entry(
             {"stream": name, "readings": 0, "warming_up": None, "last_score": None,
              "open_alert": None, "last_value": None, "last_seen": None, "last_seen_iso": None},
-            True, False))
+            True, False, now))
     streams.sort(key=lambda s: s["stream"])
     return streams, error
 
@@ -197,6 +204,13 @@ def follow_alerts(storage: Storage, after_id: int | None = None, stream_glob: st
                 yield row
 
     return rows()
+
+
+def recent_sparklines(storage: Storage, streams: set[str],
+                      now: float | None = None) -> dict[str, str]:
+    """The last hour of each of ``streams`` as a sparkline (``edge-ml alerts``)."""
+    return {r["stream"]: sparkline(r.get("recent_levels"), now)
+            for r in storage.streams() if r["stream"] in streams}
 
 
 def _recorded_daemon_pid(storage: Storage) -> int | None:

@@ -4,7 +4,7 @@ The daemon keeps, per stream, a ring of :data:`MINUTES` one-minute maxima of the
 (:class:`edge_ml.streams.StreamRegistry`, updated by :func:`edge_ml.kernels.stats.recent_batch`),
 each quantised to one byte: 0 for a minute without a scored reading, ``1 + round(level * 254)``
 otherwise. The stream row stores it as :data:`BLOB_BYTES` bytes: the newest minute's number
-(epoch minutes, big-endian uint32), then the 60 bytes oldest first. NumPy and the standard
+(epoch minutes, big-endian uint32), then the ring's 60 bytes (minute ``m`` in byte ``m % 60``). NumPy and the standard
 library only.
 """
 
@@ -49,11 +49,12 @@ def encode_rows(ring: np.ndarray, minute: np.ndarray) -> list[bytes]:
     """The stored form of some slots' rings: ``ring`` uint8[k, 60], ``minute`` int64[k]."""
     if not len(minute):
         return []
-    # Cell of minute m is m % 60: the oldest of the hour ending at the newest minute comes first.
-    order = (minute[:, None] + 1 + np.arange(MINUTES)[None, :]) % MINUTES
-    ordered = np.take_along_axis(ring, order, axis=1)
-    return [struct.pack(">I", int(m) & 0xFFFFFFFF) + cells.tobytes()
-            for m, cells in zip(minute.tolist(), ordered, strict=True)]
+    head = (minute & 0xFFFFFFFF).astype(">u4").view(np.uint8).reshape(-1, 4)
+    # The cells as the ring holds them (minute m in cell m % 60; decode puts them in order),
+    # in one buffer cut into rows: a pack and a tobytes per stream, or reordering the cells
+    # here, cost 30-70 ms a flush of 10,000 streams on the worker.
+    buf = np.concatenate([head, ring], axis=1).tobytes()
+    return [buf[i:i + BLOB_BYTES] for i in range(0, len(buf), BLOB_BYTES)]
 
 
 def decode(blob: bytes | None, now: float | None = None) -> list[float]:
@@ -67,11 +68,13 @@ def decode(blob: bytes | None, now: float | None = None) -> list[float]:
         return [math.nan] * MINUTES
     newest = struct.unpack(">I", blob[:4])[0]
     end = max(int((time.time() if now is None else now) // 60), newest)
-    shift = end - newest  # quiet minutes since the newest one
-    cells = [math.nan if q == 0 else (q - 1) / LEVEL_STEPS for q in blob[4:]]
-    if shift >= MINUTES:
-        return [math.nan] * MINUTES
-    return cells[shift:] + [math.nan] * shift
+    out = []
+    for m in range(end - MINUTES + 1, end + 1):
+        q = blob[4 + m % MINUTES]
+        # Minutes after the newest one (quiet since), or older than its hour, are blank.
+        fresh = newest - MINUTES < m <= newest
+        out.append((q - 1) / LEVEL_STEPS if fresh and q else math.nan)
+    return out
 
 
 def sparkline(blob: bytes | None, now: float | None = None) -> str:

@@ -4,8 +4,8 @@ The daemon keeps, per stream, a ring of :data:`MINUTES` one-minute maxima of the
 (:class:`edge_ml.streams.StreamRegistry`, updated by :func:`edge_ml.kernels.stats.recent_batch`),
 each quantised to one byte: 0 for a minute without a scored reading, ``1 + round(level * 254)``
 otherwise. The stream row stores it as :data:`BLOB_BYTES` bytes: the newest minute's number
-(epoch minutes, big-endian uint32), then the ring's 60 bytes (minute ``m`` in byte ``m % 60``). NumPy and the standard
-library only.
+(epoch minutes, big-endian uint32), then the ring's 60 bytes (minute ``m`` in byte
+``m % 60``). NumPy and the standard library only.
 """
 
 from __future__ import annotations

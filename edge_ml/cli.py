@@ -184,7 +184,7 @@ def _counts(by_reason: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(by_reason.items(), key=lambda kv: -kv[1]))
 
 
-def _status_text(status: dict[str, Any], shown_limit: int) -> str:
+def _status_text(status: dict[str, Any]) -> str:
     summary = status["summary"]
     aside = (f", {summary['set_aside']:,} set aside by a rollback (not in the daemon's state)"
              if summary["set_aside"] else "")
@@ -231,7 +231,7 @@ def _status_text(status: dict[str, Any], shown_limit: int) -> str:
     lines.append("")
     lines.append(f"{'stream':<40} {'readings':>9} {'state':<10} {'score':>7}  {'open alert':<12}  "
                  f"last hour (a minute a character, {BLOCKS[0]} 0 .. {BLOCKS[-1]} 1)")
-    for s in status["streams"][:shown_limit]:
+    for s in status["streams"]:
         if s["set_aside"]:
             state = "set aside"
         elif s["warming_up"] is None:
@@ -241,7 +241,7 @@ def _status_text(status: dict[str, Any], shown_limit: int) -> str:
         score = "-" if s["last_score"] is None else f"{s['last_score']:.4f}"
         lines.append(f"{s['stream']:<40} {s['readings']:>9} {state:<10} {score:>7}  "
                      f"{s['open_alert'] or '':<12}  {render(s['recent_levels'])}".rstrip())
-    more = status["streams_matching"] - min(len(status["streams"]), shown_limit)
+    more = status["streams_matching"] - len(status["streams"])
     if more > 0:
         lines.append(f"... {more:,} more (narrow with --stream GLOB, or --limit N)")
     return "\n".join(lines)
@@ -264,14 +264,11 @@ def status(db: str | None, config_path: str | None, stream_glob: str | None,
     """A summary (streams, readings, rejects, alerts, checkpoint, daemon), then the streams."""
     storage = _open(db, config_path)
     try:
-        document = status_document(storage, stream_glob, limit if as_json else None)
+        document = status_document(storage, stream_glob,
+                                   limit if as_json or limit is not None else STATUS_LIMIT)
     except StorageError as exc:
         raise click.ClickException(str(exc)) from exc
-    if as_json:
-        click.echo(json.dumps(document, indent=2))
-        return
-    shown = STATUS_LIMIT if limit is None else (limit or document["streams_matching"])
-    click.echo(_status_text(document, shown))
+    click.echo(json.dumps(document, indent=2) if as_json else _status_text(document))
 
 
 @main.command()

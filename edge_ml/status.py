@@ -78,8 +78,7 @@ def daemon_liveness(health: dict[str, Any], now: float | None = None) -> dict[st
     }
 
 
-def _stream_entry(row: dict[str, Any], in_checkpoint: bool, set_aside: bool,
-                  now: float) -> dict[str, Any]:
+def _stream_entry(row: dict[str, Any], in_checkpoint: bool, set_aside: bool) -> dict[str, Any]:
     return {
         "stream": row["stream"], "readings": row["readings"],
         "warming_up": None if row["warming_up"] is None else bool(row["warming_up"]),
@@ -87,9 +86,7 @@ def _stream_entry(row: dict[str, Any], in_checkpoint: bool, set_aside: bool,
         "last_value": row["last_value"], "last_seen": row["last_seen"],
         "last_seen_iso": row["last_seen_iso"],
         "in_checkpoint": in_checkpoint, "set_aside": set_aside,
-        # The last hour, a level a minute (oldest first, None: no scored reading then).
-        "recent_levels": [None if math.isnan(v) else round(v, 3)
-                          for v in decode(row.get("recent_levels"), now)],
+        "recent_levels": row.get("recent_levels"),  # decoded for the streams listed only
     }
 
 
@@ -109,19 +106,18 @@ def _held_streams(storage: Storage, loaded: dict[str, Any] | None,
         except CheckpointError as exc:  # a start rejects it and says so; list the rows
             error = f"checkpoint {loaded['id']}: {exc}"
     aside_after = max((r["created_at"] for r in aside), default=None)
-    now = time.time()
     streams = []
     for row in storage.streams():
         held = row["stream"] in names
         set_aside = (aside_after is not None and not held
                      and (row["last_seen"] or 0.0) < aside_after)
-        streams.append(_stream_entry(row, held, set_aside, now))
+        streams.append(_stream_entry(row, held, set_aside))
     known = {s["stream"] for s in streams}
     for name in names - known:
         streams.append(_stream_entry(
             {"stream": name, "readings": 0, "warming_up": None, "last_score": None,
              "open_alert": None, "last_value": None, "last_seen": None, "last_seen_iso": None},
-            True, False, now))
+            True, False))
     streams.sort(key=lambda s: s["stream"])
     return streams, error
 
@@ -151,6 +147,12 @@ def status_document(storage: Storage, stream_glob: str | None = None,
     from_daemon = live is not None and isinstance(live.get("readings_total"), int)
     matching = [s for s in streams
                 if not stream_glob or fnmatch.fnmatchcase(s["stream"], stream_glob)]
+    shown = matching[:limit] if limit else matching
+    now = time.time()
+    for entry in shown:
+        # The last hour, a level a minute (oldest first, None: no scored reading then).
+        entry["recent_levels"] = [None if math.isnan(v) else round(v, 3)
+                                  for v in decode(entry["recent_levels"], now)]
     summary = {
         "streams": len(held),
         "warming_up": sum(1 for s in held if s["warming_up"]),
@@ -179,7 +181,7 @@ def status_document(storage: Storage, stream_glob: str | None = None,
         "daemon": daemon,
         "health": live,
         "streams_matching": len(matching),
-        "streams": matching[:limit] if limit else matching,
+        "streams": shown,
     }
 
 

@@ -104,3 +104,17 @@ def test_stream_rows_carry_the_sparkline_and_status_and_alerts_show_it(tmp_path:
     alerts = edge_ml("alerts", "--db", str(db)).stdout
     assert "last hour" in alerts.splitlines()[0], alerts
     assert any(c in alerts for c in "▁▂▃▄▅▆▇█"), alerts
+
+
+def test_minutes_skipped_over_are_blanked() -> None:
+    from edge_ml.sparkline import decode
+
+    t0 = 1_700_000_040.0
+    registry = StreamRegistry()
+    _record(registry, ["c"] * 60, [t0 + 60 * k for k in range(60)], [0.5] * 60)
+    last = t0 + 59 * 60
+    _record(registry, ["c"], [last + 600], [0.9])  # ten minutes later
+    levels = decode(registry.recent_rows(np.array([0]))[0], last + 600)
+    assert levels[-1] == pytest.approx(0.9, abs=0.5 / 254)
+    assert all(math.isnan(v) for v in levels[-10:-1])  # not the cells of an hour ago
+    assert levels[:-10] == pytest.approx([0.5] * 50, abs=0.5 / 254)

@@ -15,7 +15,14 @@ import click
 from edge_ml import __version__
 from edge_ml.config import Config, load_config
 from edge_ml.errors import ConfigError, DaemonError, EdgeMLError, StorageError, StoragePathError
-from edge_ml.status import follow_alerts, request_checkpoint, status_document
+from edge_ml.sparkline import BLOCKS, render
+from edge_ml.status import (
+    daemon_liveness,
+    follow_alerts,
+    recent_sparklines,
+    request_checkpoint,
+    status_document,
+)
 from edge_ml.storage import Storage, open_existing
 
 
@@ -116,15 +123,20 @@ def demo(seconds: float, sensors: int, rate: float, seed: int, workdir: str | No
     sys.exit(0 if ok else 1)
 
 
-def _alert_table(rows: list[dict[str, Any]]) -> str:
+def _alert_table(rows: list[dict[str, Any]], sparklines: dict[str, str] | None = None) -> str:
+    """Alert rows; with ``sparklines``, each stream's last hour after its name."""
     if not rows:
         return "no alerts"
-    lines = [f"{'time (UTC)':<24} {'state':<9} {'severity':<9} {'score':>7} {'value':>12}  stream"]
+    width = max((len(r["stream"]) for r in rows), default=6)
+    spark = "" if sparklines is None else "  last hour (a minute a character)"
+    lines = [f"{'time (UTC)':<24} {'state':<9} {'severity':<9} {'score':>7} {'value':>12}  "
+             f"{'stream':<{width}}{spark}".rstrip()]
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4g}"
+        recent = "" if sparklines is None else f"  {sparklines.get(r['stream'], '')}"
         lines.append(
             f"{(r['ts_iso'] or '')[:23]:<24} {r['state']:<9} {r['severity']:<9} "
-            f"{r['score']:>7.4f} {value:>12}  {r['stream']}"
+            f"{r['score']:>7.4f} {value:>12}  {r['stream']:<{width}}{recent}".rstrip()
         )
     return "\n".join(lines)
 
@@ -150,7 +162,11 @@ def alerts(db: str | None, config_path: str | None, stream_glob: str | None, sin
         for row in rows:
             click.echo(json.dumps(row))
     else:
-        click.echo(_alert_table(rows))
+        try:
+            recent = recent_sparklines(storage, {r["stream"] for r in rows})
+        except StorageError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(_alert_table(rows, recent))
     if not follow:
         return
     shown = max((r["id"] for r in rows), default=None)
@@ -163,21 +179,42 @@ def alerts(db: str | None, config_path: str | None, stream_glob: str | None, sin
         raise click.ClickException(str(exc)) from exc
 
 
+def _counts(by_reason: dict[str, int]) -> str:
+    """``bad_json: 3, non_finite: 1``: most first."""
+    return ", ".join(f"{k}: {v}" for k, v in sorted(by_reason.items(), key=lambda kv: -kv[1]))
+
+
 def _status_text(status: dict[str, Any]) -> str:
+    summary = status["summary"]
+    aside = (f", {summary['set_aside']:,} set aside by a rollback (not in the daemon's state)"
+             if summary["set_aside"] else "")
+    source = ("from the running daemon" if status["readings_source"] == "daemon"
+              else "counted in this database")
+    stored = (f"; {status['readings_stored']:,} counted in this database"
+              if status["readings_stored"] != status["readings_total"] else "")
     lines = [
-        f"database        {status['db']} (schema {status['schema_version']})",
-        f"readings        {status['readings_total']}",
-        f"rejects         {status['rejects_total']}"
-        + (f"  {status['rejects_by_reason']}" if status["rejects_by_reason"] else ""),
-        f"alerts          {status['alerts_total']} events, {status['open_alerts']} open",
-        f"drift events    {status['drift_events']}",
+        f"streams         {summary['streams']:,} ({summary['warming_up']:,} warming up, "
+        f"{summary['open_alerts']:,} with an open alert){aside}",
+        f"readings        {status['readings_total']:,} ({source}{stored})",
+        f"rejects         {status['rejects_total']:,}"
+        + (f" ({_counts(status['rejects_by_reason'])})" if status["rejects_by_reason"] else ""),
+        f"alerts          {status['alerts_total']:,} events, {status['open_alerts']:,} open",
+        f"drift events    {status['drift_events']:,}",
     ]
     cp = status["last_checkpoint"]
-    checkpoint = f"{cp['created_at_iso']} ({cp['reason']})" if cp else "-"
+    if cp:
+        checkpoint = (f"{cp['id']} at {cp['created_at_iso']} ({cp['reason']}, "
+                      f"{cp['readings_total'] or 0:,} readings, {cp['streams'] or 0:,} streams)")
+        if status["checkpoints_set_aside"]:
+            checkpoint += f"; {status['checkpoints_set_aside']} newer set aside by a rollback"
+    else:
+        checkpoint = "-"
     lines.append(f"last checkpoint {checkpoint}")
     for bad in status.get("checkpoints_rejected", []):
         lines.append(f"  rejected      checkpoint {bad['id']} ({bad['created_at_iso']}): "
                      f"{bad['error']}")
+    if status.get("stream_names_error"):
+        lines.append(f"  unreadable    {status['stream_names_error']}")
     health, daemon = status.get("health"), status.get("daemon")
     if health:
         gateway = f"gateway {health['gateway_id']}, " if health.get("gateway_id") else ""
@@ -190,24 +227,47 @@ def _status_text(status: dict[str, Any]) -> str:
         seen = (f"last seen {daemon['last_seen_iso']}, {daemon['last_seen_age_s']:.0f} s ago"
                 if daemon.get("last_seen_iso") else "never seen")
         lines.append(f"daemon          not running ({seen}: {daemon['reason']})")
+    else:
+        lines.append("daemon          never ran on this database")
+    lines.append(f"database        {status['db']} (schema {status['schema_version']})")
     lines.append("")
-    lines.append(f"{'stream':<40} {'readings':>9} {'state':<10} {'score':>7}  open alert")
+    lines.append(f"{'stream':<40} {'readings':>9} {'state':<10} {'score':>7}  {'open alert':<12}  "
+                 f"last hour (a minute a character, {BLOCKS[0]} 0 .. {BLOCKS[-1]} 1)")
     for s in status["streams"]:
-        state = "warming" if s["warming_up"] else "scoring"
+        if s["set_aside"]:
+            state = "set aside"
+        elif s["warming_up"] is None:
+            state = "trained"  # in the checkpoint a start loads, no reading since
+        else:
+            state = "warming" if s["warming_up"] else "scoring"
         score = "-" if s["last_score"] is None else f"{s['last_score']:.4f}"
         lines.append(f"{s['stream']:<40} {s['readings']:>9} {state:<10} {score:>7}  "
-                     f"{s['open_alert'] or ''}")
+                     f"{s['open_alert'] or '':<12}  {render(s['recent_levels'])}".rstrip())
+    more = status["streams_matching"] - len(status["streams"])
+    if more > 0:
+        lines.append(f"... {more:,} more (narrow with --stream GLOB, or --limit N)")
     return "\n".join(lines)
+
+
+# ``status`` lists at most this many streams by default: 10,000 streams must not be 10,000
+# lines on an SSH session (the summary above the table counts them all).
+STATUS_LIMIT = 50
 
 
 @main.command()
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: from config).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
+@click.option("--stream", "stream_glob", help="Only streams matching this glob (sensors/*/temp).")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help=f"At most this many streams (default {STATUS_LIMIT}; --json: all; 0: all).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
-def status(db: str | None, config_path: str | None, as_json: bool) -> None:
-    """Streams, readings, warm-up, rejects, checkpoints, drift, and the daemon's health."""
+def status(db: str | None, config_path: str | None, stream_glob: str | None,
+           limit: int | None, as_json: bool) -> None:
+    """A summary (streams, readings, rejects, alerts, checkpoint, daemon), then the streams."""
+    storage = _open(db, config_path)
     try:
-        document = status_document(_open(db, config_path))
+        document = status_document(storage, stream_glob,
+                                   limit if as_json or limit is not None else STATUS_LIMIT)
     except StorageError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(document, indent=2) if as_json else _status_text(document))
@@ -326,15 +386,38 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
     click.echo(f"checkpoint {result.checkpoint_id}: {result.readings} readings, "
                f"{len(result.trained)} streams trained ({base}); {result.streams} streams in all"
                f"{skipped}")
-    click.echo(_takes_effect(cfg))
+    click.echo(_takes_effect(storage, cfg if not db else _daemon_config(db, config_path)))
 
 
-def _takes_effect(cfg: Config | None) -> str:
-    """When a checkpoint chosen from the CLI is loaded (edge_ml.checkpointer.Checkpointer)."""
-    tick = (f"within {cfg.storage.checkpoint_interval_s:g} s (at its next checkpoint tick)"
-            if cfg else "at its next checkpoint tick ([storage] checkpoint_interval_s)")
-    return (f"loaded at the next start; a running daemon loads it {tick}, or at once on SIGHUP "
-            f"(systemctl reload edge-ml), and does not save over it")
+def _daemon_config(db: str | None, config_path: str | None) -> Config | None:
+    """The config of the daemon on this database, when it is known: given by --config, or the
+    one the database path came from. With --db alone the default config may be another
+    daemon's (its checkpoint interval would be a guess), so None."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError:
+        return None
+    if config_path or not db or str(Path(db).resolve()) == str(Path(cfg.storage.db).resolve()):
+        return cfg
+    return None
+
+
+def _takes_effect(storage: Storage, cfg: Config | None) -> str:
+    """When a checkpoint chosen from the CLI is loaded (edge_ml.checkpointer.Checkpointer), by
+    the daemon that runs on ``storage`` now, if one does."""
+    try:
+        live = daemon_liveness(storage.health()) if storage.has_health() else None
+    except StorageError:
+        live = None
+    if not live or not live["running"]:
+        return "no daemon is running on this database: the next start loads it"
+    pid = live["pid"]
+    tick = (f"within {cfg.storage.checkpoint_interval_s:g} s (at its next checkpoint tick, "
+            f"[storage] checkpoint_interval_s{f' in {cfg.source}' if cfg.source else ''})"
+            if cfg else "at its next checkpoint tick ([storage] checkpoint_interval_s of its "
+            "config)")
+    return (f"daemon pid {pid} is running: it loads it {tick}, or now with `systemctl reload "
+            f"edge-ml` (SIGHUP to pid {pid}), and does not save over it; a start loads it too")
 
 
 @main.group()
@@ -419,11 +502,13 @@ def checkpoints_import(source: str, db: str | None, config_path: str | None) -> 
         blob = Path(source).read_bytes()
     except OSError as exc:
         raise UsageError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    storage = _open(db, config_path)
     try:
-        checkpoint_id = import_blob(_open(db, config_path), blob, cfg.storage.retention)
+        checkpoint_id = import_blob(storage, blob, cfg.storage.retention)
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"imported as checkpoint {checkpoint_id}: {_takes_effect(cfg)}")
+    click.echo(f"imported as checkpoint {checkpoint_id}: "
+               f"{_takes_effect(storage, _daemon_config(db, config_path))}")
 
 
 @checkpoints.command("rollback")
@@ -436,15 +521,13 @@ def checkpoints_rollback(checkpoint_id: int, db: str | None, config_path: str | 
     A running daemon loads it at its next checkpoint tick or on SIGHUP, and does not save
     over it meanwhile (not even when it stops); otherwise the next start loads it.
     """
+    storage = _open(db, config_path)
     try:
-        _open(db, config_path).rollback_checkpoint(checkpoint_id)
+        storage.rollback_checkpoint(checkpoint_id)
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
-    try:
-        cfg: Config | None = load_config(config_path)
-    except ConfigError:  # --db alone needs no config: say it without the interval
-        cfg = None
-    click.echo(f"checkpoint {checkpoint_id} is the one the daemon loads: {_takes_effect(cfg)}")
+    click.echo(f"checkpoint {checkpoint_id} is the one the daemon loads: "
+               f"{_takes_effect(storage, _daemon_config(db, config_path))}")
 
 
 @checkpoints.command("save")
@@ -468,8 +551,15 @@ def config() -> None:
 @config.command("check")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
 def config_check(config_path: str | None) -> None:
-    """Validate a config file and print the effective settings as JSON."""
+    """Validate a config file as `run` would (password and TLS files, the database path) and
+    print the effective settings as JSON. Creates and changes nothing."""
+    from edge_ml.preflight import check_config
+
     cfg = _config(config_path)
+    try:
+        check_config(cfg)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
     click.echo(json.dumps({"source": cfg.source, **cfg.to_dict()}, indent=2))
 
 

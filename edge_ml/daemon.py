@@ -27,6 +27,7 @@ from edge_ml.kernels import release_compiler_pages
 from edge_ml.metrics import MetricsServer
 from edge_ml.mqtt import MqttLink
 from edge_ml.pipeline import Pipeline
+from edge_ml.preflight import check_config
 from edge_ml.publish import AlertPublisher, status_topic
 from edge_ml.sdnotify import SystemdNotifier
 from edge_ml.storage import Storage
@@ -54,6 +55,7 @@ class Daemon:
         self.config = config
         self.stop_requested = threading.Event()
         self.notifier = SystemdNotifier()
+        check_config(config)  # the checks `edge-ml config check` runs: nothing created yet
         try:
             self.storage = Storage(config.storage.db, rejects_kept=config.storage.rejects_kept)
         except StoragePathError as exc:

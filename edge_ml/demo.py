@@ -96,22 +96,27 @@ def match_alerts(
     return pairs, [a for a in opened if a["alert_id"] not in used]
 
 
+def _s(seconds: float) -> float:
+    """Seconds to one decimal, with no negative zero: -0.04 s prints as 0.0, not -0.0."""
+    return round(seconds, 1) + 0.0
+
+
 def format_report(pairs: list[tuple[dict[str, Any], dict[str, Any] | None]],
                   false_alarms: list[dict[str, Any]], t0: float) -> str:
     lines = ["", "Injected anomalies and the alerts raised for them:",
              f"  {'stream':<34} {'kind':<12} {'at (s)':>7} {'for (s)':>8}   alert"]
     for anomaly, alert in pairs:
-        found = (f"opened after {alert['opened_at'] - anomaly['start']:+.1f} s, "
+        found = (f"opened after {_s(alert['opened_at'] - anomaly['start']):+.1f} s, "
                  f"score {alert['score']:.4f}, {alert['severity']}") if alert else "MISSED"
         lines.append(
-            f"  {anomaly['stream']:<34} {anomaly['kind']:<12} {anomaly['start'] - t0:>7.1f} "
-            f"{anomaly['end'] - anomaly['start']:>8.1f}   {found}"
+            f"  {anomaly['stream']:<34} {anomaly['kind']:<12} {_s(anomaly['start'] - t0):>7.1f} "
+            f"{_s(anomaly['end'] - anomaly['start']):>8.1f}   {found}"
         )
     lines.append("")
     if false_alarms:
         lines.append("Alerts with no injected anomaly (false alarms):")
         for alert in false_alarms:
-            lines.append(f"  {alert['stream']:<34} at {alert['opened_at'] - t0:>6.1f} s, "
+            lines.append(f"  {alert['stream']:<34} at {_s(alert['opened_at'] - t0):>6.1f} s, "
                          f"score {alert['score']:.4f}")
     else:
         lines.append("No false alarms.")
@@ -171,8 +176,10 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
                 [sys.executable, "-m", "edge_ml", "run", "--config", str(config)],
                 stdout=log, stderr=subprocess.STDOUT,
             )
-        out(f"daemon     pid {daemon.pid}, log {work / 'daemon.log'} (first start compiles the "
-            "Numba kernels into the cache)")
+        # A temporary folder goes at a clean end: its log is named then only if it is kept.
+        log_note = "" if own_dir else f", log {work / 'daemon.log'}"
+        out(f"daemon     pid {daemon.pid}{log_note} (first start compiles the Numba kernels "
+            "into the cache)")
         _wait(lambda: _health(db).get("connected") is True, 180, "the daemon to connect",
               daemon)
         out(f"fleet      {sensors} nodes x {rate:g} Hz for {seconds:g} s, anomalies after "
@@ -187,7 +194,10 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
         )
         if simulate.returncode != 0:
             raise EdgeMLError(f"simulator failed: {simulate.stderr.strip()[-500:]}")
-        out(f"fleet      {simulate.stdout.strip().splitlines()[-1] if simulate.stdout else 'done'}")
+        sent = simulate.stdout.strip().splitlines()[-1] if simulate.stdout else "done"
+        if own_dir:  # the truth file goes with the folder: its name only
+            sent = sent.replace(str(truth_path), truth_path.name)
+        out(f"fleet      {sent}")
         # Let the daemon finish the queue, then stop it the way systemd would.
         previous = -1
 

@@ -186,6 +186,15 @@ def _check_tls_files(tls: TlsConfig, source: str | None) -> None:
                               key="mqtt.tls.cert", path=source) from exc
 
 
+def check_files(config: MqttConfig, source: str | None = None) -> None:
+    """The password and TLS files :class:`MqttLink` will load, read now (ConfigError naming the
+    key): what ``edge-ml config check`` and ``run`` both check before any broker is tried."""
+    if config.username and config.password_file:
+        read_password(config.password_file, source)
+    if config.tls.ca or config.tls.cert:
+        _check_tls_files(config.tls, source)
+
+
 def describe_connect_error(exc: BaseException | None) -> str:
     """A short reason for a failed connection attempt, for the log and the health record."""
     if isinstance(exc, socket.gaierror):

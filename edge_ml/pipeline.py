@@ -94,6 +94,7 @@ class Pipeline:
         self.storage = storage
         self.publisher = publisher
         self.streams = StreamRegistry(capacity)
+        self.streams.keep_recent = storage is not None  # the sparkline goes to stream rows
         self.features = FeatureState(config.features.season_s, config.features.season_bins,
                                      capacity)
         self.params = model_params(config, self.features.n_features)
@@ -226,6 +227,7 @@ class Pipeline:
         # 10,000 streams on the worker.
         s, names = self.streams.stats, self.streams.names
         last_ts = s.last_ts[dirty].tolist()
+        recent = self.streams.recent_rows(dirty)
         return [
             {
                 "stream": names[slot],
@@ -237,12 +239,13 @@ class Pipeline:
                 "last_score": level if math.isfinite(level) else None,
                 "warming_up": warming,
                 "open_alert": self.alerts.open_alert_id(slot),
+                "recent_levels": ring,
             }
-            for slot, first, last, new, value, level, warming in zip(
+            for slot, first, last, new, value, level, warming, ring in zip(
                 dirty.tolist(), s.first_ts[dirty].tolist(), last_ts,
                 (s.readings[dirty] - s.flushed_readings[dirty]).tolist(),
                 s.last_value[dirty].tolist(), s.last_level[dirty].tolist(),
-                s.last_warming[dirty].tolist(), strict=True)
+                s.last_warming[dirty].tolist(), recent, strict=True)
         ]
 
     def flush(self) -> bool:

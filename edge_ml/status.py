@@ -8,6 +8,7 @@ checkpoint requested from the running daemon (``checkpoints save``).
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import signal
 import time
@@ -15,8 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edge_ml.errors import DaemonError
+from edge_ml.checkpoint_format import read_names
+from edge_ml.errors import CheckpointError, DaemonError
 from edge_ml.records import iso_utc
+from edge_ml.sparkline import decode, sparkline
 from edge_ml.storage import Storage
 
 # A daemon writes its health record every ``[daemon] health_interval_s``. One silent for this
@@ -75,35 +78,110 @@ def daemon_liveness(health: dict[str, Any], now: float | None = None) -> dict[st
     }
 
 
-def status_document(storage: Storage) -> dict[str, Any]:
-    """The ``edge-ml status --json`` document."""
+def _stream_entry(row: dict[str, Any], in_checkpoint: bool, set_aside: bool) -> dict[str, Any]:
+    return {
+        "stream": row["stream"], "readings": row["readings"],
+        "warming_up": None if row["warming_up"] is None else bool(row["warming_up"]),
+        "last_score": row["last_score"], "open_alert": row["open_alert"],
+        "last_value": row["last_value"], "last_seen": row["last_seen"],
+        "last_seen_iso": row["last_seen_iso"],
+        "in_checkpoint": in_checkpoint, "set_aside": set_aside,
+        "recent_levels": row.get("recent_levels"),  # decoded for the streams listed only
+    }
+
+
+def _held_streams(storage: Storage, loaded: dict[str, Any] | None,
+                  aside: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+    """Every stream the database knows, marked against the checkpoint a start loads.
+
+    A stream in that checkpoint but never seen live (``train`` made it) is listed with 0
+    readings. One missing from it, last seen before the newest checkpoint a rollback set aside
+    was written, is set aside with it: the daemon's state no longer holds it.
+    """
+    names: set[str] = set()
+    error = None
+    if loaded is not None:
+        try:
+            names = set(read_names(storage.checkpoint_payload(loaded["id"])))
+        except CheckpointError as exc:  # a start rejects it and says so; list the rows
+            error = f"checkpoint {loaded['id']}: {exc}"
+    aside_after = max((r["created_at"] for r in aside), default=None)
+    streams = []
+    for row in storage.streams():
+        held = row["stream"] in names
+        set_aside = (aside_after is not None and not held
+                     and (row["last_seen"] or 0.0) < aside_after)
+        streams.append(_stream_entry(row, held, set_aside))
+    known = {s["stream"] for s in streams}
+    for name in names - known:
+        streams.append(_stream_entry(
+            {"stream": name, "readings": 0, "warming_up": None, "last_score": None,
+             "open_alert": None, "last_value": None, "last_seen": None, "last_seen_iso": None},
+            True, False))
+    streams.sort(key=lambda s: s["stream"])
+    return streams, error
+
+
+def status_document(storage: Storage, stream_glob: str | None = None,
+                    limit: int | None = None) -> dict[str, Any]:
+    """The ``edge-ml status --json`` document.
+
+    ``readings_total`` is the running daemon's own count when one runs (``readings_source``
+    "daemon"), else what the database counted (``readings_stored``, which a rollback does not
+    wind back). ``last_checkpoint`` is the one a start loads (the newest active), and
+    ``checkpoints_set_aside`` how many newer ones a rollback set aside. ``streams``: those
+    matching ``stream_glob``, at most ``limit`` (``streams_matching`` says how many matched);
+    ``summary`` counts over all the streams the daemon holds.
+    """
     counters = storage.counters()
     health = storage.health() if storage.has_health() else None
     daemon = daemon_liveness(health) if health else None
-    streams = [
-        {
-            "stream": r["stream"], "readings": r["readings"],
-            "warming_up": bool(r["warming_up"]), "last_score": r["last_score"],
-            "open_alert": r["open_alert"], "last_value": r["last_value"],
-            "last_seen": r["last_seen"], "last_seen_iso": r["last_seen_iso"],
-        }
-        for r in storage.streams()
-    ]
+    live = health if daemon and daemon["running"] else None
+    checkpoints = storage.checkpoints()
+    loaded = next((r for r in checkpoints if r["active"] == 1), None)
+    aside = [r for r in checkpoints if r["active"] == 0 and (loaded is None
+                                                               or r["id"] > loaded["id"])]
+    streams, names_error = _held_streams(storage, loaded, aside)
+    held = [s for s in streams if not s["set_aside"]]
+    stored = counters.get("readings_total", 0)
+    from_daemon = live is not None and isinstance(live.get("readings_total"), int)
+    matching = [s for s in streams
+                if not stream_glob or fnmatch.fnmatchcase(s["stream"], stream_glob)]
+    shown = matching[:limit] if limit else matching
+    now = time.time()
+    for entry in shown:
+        # The last hour, a level a minute (oldest first, None: no scored reading then).
+        entry["recent_levels"] = [None if math.isnan(v) else round(v, 3)
+                                  for v in decode(entry["recent_levels"], now)]
+    summary = {
+        "streams": len(held),
+        "warming_up": sum(1 for s in held if s["warming_up"]),
+        "open_alerts": sum(1 for s in held if s["open_alert"]),
+        "set_aside": len(streams) - len(held),
+    }
     return {
         "db": storage.path,
         "schema_version": storage.schema_version,
-        "readings_total": counters.get("readings_total", 0),
+        "summary": summary,
+        "readings_total": live["readings_total"] if from_daemon and live else stored,
+        "readings_source": "daemon" if from_daemon else "database",
+        "readings_stored": stored,
         "rejects_total": counters.get("rejects_total", 0),
         "alerts_total": counters.get("alerts_total", 0),
         "rejects_by_reason": storage.reject_counts(),
-        "open_alerts": sum(1 for s in streams if s["open_alert"]),
-        "last_checkpoint": storage.last_checkpoint(),
+        "open_alerts": summary["open_alerts"],
+        "last_checkpoint": None if loaded is None else {
+            k: loaded[k] for k in ("id", "created_at", "created_at_iso", "reason",
+                                   "readings_total", "streams", "size_bytes")},
+        "checkpoints_set_aside": len(aside),
         "checkpoints_rejected": storage.rejected_checkpoints(),
+        "stream_names_error": names_error,
         "drift_events": storage.drift_event_count(),
         # The health record only while its daemon runs; ``daemon`` says which it is.
         "daemon": daemon,
-        "health": health if daemon and daemon["running"] else None,
-        "streams": streams,
+        "health": live,
+        "streams_matching": len(matching),
+        "streams": shown,
     }
 
 
@@ -128,6 +206,13 @@ def follow_alerts(storage: Storage, after_id: int | None = None, stream_glob: st
                 yield row
 
     return rows()
+
+
+def recent_sparklines(storage: Storage, streams: set[str],
+                      now: float | None = None) -> dict[str, str]:
+    """The last hour of each of ``streams`` as a sparkline (``edge-ml alerts``)."""
+    return {r["stream"]: sparkline(r.get("recent_levels"), now)
+            for r in storage.streams() if r["stream"] in streams}
 
 
 def _recorded_daemon_pid(storage: Storage) -> int | None:

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_ml.kernels.stats import record_batch
+from edge_ml.kernels.stats import recent_batch, record_batch
 from edge_ml.slots import SlotArrays, SlotField
+from edge_ml.sparkline import LEVEL_STEPS, MINUTES, encode_rows
+
+# The last hour of each stream's level for the sparkline of ``edge-ml status`` (one byte a
+# minute, edge_ml.sparkline). Not in checkpoints: a restart or reload starts an empty hour,
+# and checkpoints of earlier builds load unchanged.
+RECENT_FIELDS = (SlotField("ring", np.uint8, 0, (MINUTES,)), SlotField("minute", np.int64))
 
 
 class StreamRegistry:
@@ -31,6 +37,8 @@ class StreamRegistry:
             ],
             capacity,
         )
+        self.recent = SlotArrays(RECENT_FIELDS, capacity)
+        self.keep_recent = True  # a replay without storage turns it off (no stream rows)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -53,6 +61,7 @@ class StreamRegistry:
                 slot_of[name] = len(self.names)
                 self.names.append(name)
         self.stats.grow(len(self.names))
+        self.recent.grow(len(self.names))
         if len(distinct) == 1:
             return np.full(len(names), slot_of[names[0]], dtype=np.int64)
         return np.fromiter(map(slot_of.__getitem__, names), dtype=np.int64, count=len(names))
@@ -85,9 +94,18 @@ class StreamRegistry:
         s = self.stats
         record_batch(slots, ts, values, levels, warming, s.readings, s.first_ts, s.last_ts,
                      s.last_value, s.last_level, s.last_warming)
+        if self.keep_recent:
+            r = self.recent
+            recent_batch(slots, ts, levels, warming, r.ring, r.minute, LEVEL_STEPS)
+
+    def recent_rows(self, slots: np.ndarray) -> list[bytes]:
+        """The stored sparkline ring of each of ``slots`` (edge_ml.sparkline), in that order."""
+        r = self.recent
+        return encode_rows(r.ring[slots], r.minute[slots])
 
     def restore(self, names: list[str], stats: dict[str, np.ndarray]) -> None:
         """Load names and statistics from a checkpoint (replacing what is here)."""
         self.names = list(names)
         self.slot_of = {name: i for i, name in enumerate(self.names)}
         self.stats.restore(stats)
+        self.recent = SlotArrays(RECENT_FIELDS, self.stats.capacity)

@@ -82,8 +82,8 @@ def test_status_table_is_readable(db: Path) -> None:
     result = edge_ml("status", "--db", str(db))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any(line.startswith("readings") and "1000" in line for line in lines)
-    header = next(i for i, line in enumerate(lines) if line.startswith("stream"))
+    assert any(line.startswith("readings") and "1,000" in line for line in lines)
+    header = next(i for i, line in enumerate(lines) if line.startswith("stream "))
     rows = lines[header + 1:]
     assert len(rows) == 3
     boiler = next(r for r in rows if r.startswith("sensors/boiler/temp"))
@@ -114,7 +114,7 @@ def test_alerts_table_json_and_filters(db: Path) -> None:
 
 def test_alerts_without_database_is_a_clear_error(tmp_path: Path) -> None:
     result = edge_ml("alerts", "--db", str(tmp_path / "missing.db"))
-    assert result.returncode == 1
+    assert result.returncode == 2  # a path to fix: a usage error (README: exit codes)
     assert "missing.db" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -178,7 +178,8 @@ def test_status_document_of_a_file_without_a_daemon() -> None:
         {"stream": "s/x", "first_seen": NOW, "last_seen": NOW, "last_seen_iso": "t",
          "new_readings": 7, "last_value": 1.5, "last_score": 0.99, "warming_up": 0,
          "open_alert": "a1"}])
-    storage.save_checkpoint(b"blob", {"readings_total": 7, "streams": 1}, "timer", "sum", 10)
+    good = storage.save_checkpoint(b"blob", {"readings_total": 7, "streams": 1}, "timer",
+                                   "sum", 10)
     bad = storage.save_checkpoint(b"blob", {}, "timer", "sum", 10)
     storage.reject_checkpoint(bad, "truncated")
     doc = status_document(storage)
@@ -187,11 +188,14 @@ def test_status_document_of_a_file_without_a_daemon() -> None:
         ":memory:", 7, 1, 1)
     assert doc["rejects_total"] == 0 and doc["rejects_by_reason"] == {}
     assert doc["drift_events"] == 0 and doc["schema_version"] == storage.schema_version
-    assert doc["last_checkpoint"]["id"] == bad
+    # The one a start loads: the rejected one is listed as such, not as the last checkpoint.
+    assert doc["last_checkpoint"]["id"] == good
+    assert doc["stream_names_error"].startswith(f"checkpoint {good}: ")  # b"blob" is no blob
     assert [(r["id"], r["error"]) for r in doc["checkpoints_rejected"]] == [(bad, "truncated")]
     assert doc["streams"] == [{
         "stream": "s/x", "readings": 7, "warming_up": False, "last_score": 0.99,
-        "open_alert": "a1", "last_value": 1.5, "last_seen": NOW, "last_seen_iso": "t"}]
+        "open_alert": "a1", "last_value": 1.5, "last_seen": NOW, "last_seen_iso": "t",
+        "in_checkpoint": False, "set_aside": False, "recent_levels": [None] * 60}]
 
 
 @pytest.mark.timeout(30)

@@ -9,8 +9,8 @@ when this package is: replay names it but opens none, and its startup is measure
 
 from __future__ import annotations
 
-from edge_ml.storage.database import Storage, open_existing
+from edge_ml.storage.database import Storage, check_path, open_existing
 from edge_ml.storage.pending import PendingWrites
 from edge_ml.storage.schema import MIGRATIONS
 
-__all__ = ["MIGRATIONS", "PendingWrites", "Storage", "open_existing"]
+__all__ = ["MIGRATIONS", "PendingWrites", "Storage", "check_path", "open_existing"]

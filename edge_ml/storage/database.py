@@ -11,7 +11,9 @@ from __future__ import annotations
 import fnmatch
 import functools
 import json
+import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -159,14 +161,17 @@ class Storage:
                 # readings accumulate in SQL so the count survives restarts without checkpoints.
                 db.conn.executemany(
                     "INSERT INTO streams (stream, first_seen, last_seen, last_seen_iso, readings, "
-                    "last_value, last_score, warming_up, open_alert) VALUES (:stream, "
-                    ":first_seen, :last_seen, :last_seen_iso, :new_readings, :last_value, "
-                    ":last_score, :warming_up, :open_alert) ON CONFLICT(stream) DO UPDATE SET "
+                    "last_value, last_score, warming_up, open_alert, recent_levels) VALUES "
+                    "(:stream, :first_seen, :last_seen, :last_seen_iso, :new_readings, "
+                    ":last_value, :last_score, :warming_up, :open_alert, :recent_levels) "
+                    "ON CONFLICT(stream) DO UPDATE SET "
                     "last_seen = excluded.last_seen, last_seen_iso = excluded.last_seen_iso, "
                     "readings = readings + excluded.readings, last_value = excluded.last_value, "
                     "last_score = excluded.last_score, warming_up = excluded.warming_up, "
-                    "open_alert = excluded.open_alert",
-                    streams,
+                    "open_alert = excluded.open_alert, recent_levels = excluded.recent_levels",
+                    # Rows without a sparkline ring (written by hand, by tests) store none.
+                    streams if "recent_levels" in streams[0]
+                    else [{"recent_levels": None, **row} for row in streams],
                 )
 
     def _add_counters(self, deltas: dict[str, int]) -> None:
@@ -439,6 +444,47 @@ def _vars_of(record: Any) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__slots__}
 
 
+# The first 16 bytes of every SQLite 3 database file (an empty file is a new database too).
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_path(path: str | Path) -> None:
+    """Raise StoragePathError when ``path`` could not be opened as the daemon's state file.
+
+    What :class:`Storage` would trip over, checked without creating, migrating or changing
+    anything (``edge-ml config check``): an existing file must be a SQLite database the
+    process can write, beside which SQLite can create its WAL files; a missing one needs a
+    folder that exists or can be created, and that takes new files.
+    """
+    if str(path) == ":memory:":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise StoragePathError(f"{target} is a folder, not a database file")
+    if target.exists():
+        try:
+            with open(target, "rb") as handle:
+                head = handle.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoragePathError(f"cannot read {target}: {exc.strerror or exc}") from exc
+        if head and head != _SQLITE_MAGIC:
+            raise StoragePathError(f"{target} is not a SQLite database")
+        if not os.access(target, os.W_OK):
+            raise StoragePathError(f"cannot write {target}: permission denied")
+    # The nearest folder that exists must take a new file: the database itself, its -wal and
+    # -shm files, or the missing folders on the way. A probe file says it where os.access()
+    # cannot (root passes every access() check, yet cannot create files in /proc).
+    folder = next(p for p in (target.parent, *target.parent.parents) if p.exists())
+    if not folder.is_dir():
+        raise StoragePathError(f"no database at {target}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".edge-ml-check-"):
+            pass
+    except OSError as exc:
+        raise StoragePathError(f"cannot create files in {folder} for the database {target}: "
+                               f"{exc.strerror or exc}") from exc
+
+
 def open_existing(path: str | Path) -> Storage:
     """Open a state file that must exist already (the CLI's commands), migrating it if this
     build is newer; a missing file is an error instead of a new, empty database."""
@@ -446,5 +492,6 @@ def open_existing(path: str | Path) -> Storage:
         blocker = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             raise StoragePathError(f"no database at {path}: {blocker} is a file, not a folder")
-        raise StorageError(f"no database at {path} (has the daemon run yet? see --db)")
+        # A path to fix (a typo, the daemon's other config): a usage error like the others.
+        raise StoragePathError(f"no database at {path} (has the daemon run yet?)")
     return Storage(path)

@@ -73,10 +73,16 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     db["alerts"].add_column("reason", str)
 
 
+def _migration_4(db: sqlite_utils.Database) -> None:
+    # The last hour of the stream's anomaly level, a byte a minute (edge_ml.sparkline).
+    db["streams"].add_column("recent_levels", bytes)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("initial tables", _migration_1),
     ("checkpoints.error", _migration_2),
     ("alerts.reason", _migration_3),
+    ("streams.recent_levels", _migration_4),
 ]
 
 

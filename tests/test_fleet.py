@@ -186,7 +186,7 @@ def test_two_bridged_gateways_are_seen_centrally(tmp_path: Path) -> None:
             return {g["gateway_id"]: g for g in json.loads(result.stdout)["gateways"]}
 
         seen = wait_for(lambda: (lambda f: f if {g["readings_total"] for g in f.values()}
-                                 == {401} else None)(fleet()), 30, "both gateways' health")
+                                 == {401} else None)(fleet()), 90, "both gateways' health")
         assert set(seen) == {"gw-a", "gw-b"}
         assert (seen["gw-a"]["prefix"], seen["gw-b"]["prefix"]) == (prefix_a, prefix_b)
         for gw in seen.values():
@@ -202,7 +202,7 @@ def test_two_bridged_gateways_are_seen_centrally(tmp_path: Path) -> None:
         assert "disconnected" not in daemons[0].log()
 
         assert daemons[1].stop() == 0, daemons[1].log()  # B stops cleanly: offline, retained
-        wait_for(lambda: fleet()["gw-b"]["state"] == "offline", 30, "gw-b offline centrally")
+        wait_for(lambda: fleet()["gw-b"]["state"] == "offline", 90, "gw-b offline centrally")
         after = fleet()
         assert after["gw-a"]["state"] == "online"
         table = _fleet("--host", central.host, "--port", str(central.port))

@@ -14,12 +14,25 @@ import click
 
 from edge_ml import __version__
 from edge_ml.config import Config, load_config
-from edge_ml.errors import ConfigError, DaemonError, EdgeMLError, StorageError, StoragePathError
+from edge_ml.errors import (
+    ConfigError,
+    DaemonError,
+    DaemonRunningError,
+    EdgeMLError,
+    StorageError,
+    StoragePathError,
+)
 from edge_ml.status import follow_alerts, request_checkpoint, status_document
 from edge_ml.storage import Storage, open_existing
 
 
 class UsageError(click.UsageError):
+    exit_code = 2
+
+
+class RefusedError(click.ClickException):
+    """Not started because of something outside this command (another daemon): exit 2."""
+
     exit_code = 2
 
 
@@ -92,6 +105,8 @@ def run(config_path: str | None) -> None:
         daemon = Daemon(config)
     except ConfigError as exc:  # a password/TLS file, the database path
         raise UsageError(str(exc)) from exc
+    except DaemonRunningError as exc:  # another daemon holds the database
+        raise RefusedError(str(exc)) from exc
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(daemon.run())

@@ -24,6 +24,7 @@ from edge_ml.errors import ConfigError, StorageError, StoragePathError
 from edge_ml.homeassistant import HomeAssistant, StreamState
 from edge_ml.ingest import Inbox
 from edge_ml.kernels import release_compiler_pages
+from edge_ml.lockfile import DatabaseLock
 from edge_ml.metrics import MetricsServer
 from edge_ml.mqtt import MqttLink
 from edge_ml.pipeline import Pipeline
@@ -54,9 +55,16 @@ class Daemon:
         self.config = config
         self.stop_requested = threading.Event()
         self.notifier = SystemdNotifier()
+        # One daemon per database, before anything is written to it (DaemonRunningError names
+        # the holder). Held until the process ends.
+        self.lock: DatabaseLock | None = None
         try:
+            if config.storage.db != ":memory:":
+                self.lock = DatabaseLock(config.storage.db).acquire()
             self.storage = Storage(config.storage.db, rejects_kept=config.storage.rejects_kept)
         except StoragePathError as exc:
+            if self.lock is not None:
+                self.lock.release()
             raise ConfigError(str(exc), key="storage.db", path=config.source) from exc
         self.inbox = Inbox(config.daemon.queue_size)
         ha_on = config.alerts.homeassistant
@@ -195,6 +203,7 @@ class Daemon:
             "mqtt_error": self.link.state.last_error,
             "mqtt_subscribe_refused": self.link.state.subscribe_refused,
             "mqtt_connect_failures": self.link.state.connect_failures,
+            "mqtt_taken_over": self.link.state.taken_over,
             "mqtt_redeliveries_dropped": self.link.redelivery.dropped,
             "readings_total": p.readings_total,
             # over the last health interval (the lifetime average hides a stall)
@@ -308,6 +317,8 @@ class Daemon:
             self.checkpointer.save_now("shutdown")
             self._report_stopped()
         self.storage.close()
+        if self.lock is not None:
+            self.lock.release()
         self.notifier.close()
         log.info("stopped after %d readings, %d rejects", self.pipeline.readings_total,
                  self.pipeline.rejects_total)

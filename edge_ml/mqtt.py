@@ -41,6 +41,15 @@ OnMessage = Callable[[str, bytes, float], None]
 # While the broker stays unreachable, the same failure is logged again at most this often (a
 # reconnect every few seconds for a day must not flood the journal); a new reason at once.
 CONNECT_FAIL_LOG_INTERVAL_S = 300.0
+# MQTT 5 DISCONNECT reason 0x8E: another client connected with our client id.
+SESSION_TAKEN_OVER = 0x8E
+# Under MQTT 3.1.1 a broker just closes the older of two connections with one client id; the
+# two clients then reconnect and kick each other out, each connection lasting about one
+# reconnect delay. This many connections in a row that the broker closed within
+# TAKEOVER_WINDOW_S of accepting them are taken for such a takeover (a broker restart or a
+# network fault does not accept us again and again only to drop us at once).
+TAKEOVER_QUICK_DROPS = 3
+TAKEOVER_WINDOW_S = 5.0
 
 
 class RedeliveryFilter:
@@ -153,6 +162,9 @@ class ConnectionState:
     connect_failures: int = 0  # attempts that got no connection (refused socket, DNS, TLS)
     # Topic filters whose SUBACK said no (an ACL): the link runs on, but they deliver nothing.
     subscribe_refused: list[str] = field(default_factory=list)
+    # Disconnects because another client connected with our client id (see _on_disconnect).
+    taken_over: int = 0
+    quick_drops: int = 0  # connections in a row the broker closed soon after accepting them
 
 
 def read_password(path: str, source: str | None = None) -> str:
@@ -223,6 +235,8 @@ class MqttLink:
         self.state = ConnectionState()
         self.redelivery = RedeliveryFilter()
         self._fail_logged: tuple[str, float] | None = None  # (reason, when) last logged
+        self._connected_at = 0.0  # monotonic time of the last successful connect
+        self._takeover_logged_at = -CONNECT_FAIL_LOG_INTERVAL_S
         self._fails_unlogged = 0
         self._on_message_cb = on_message
         self._connected = threading.Event()
@@ -278,6 +292,7 @@ class MqttLink:
         self.state.connected = True
         self.state.refused = False
         self.state.connects += 1
+        self._connected_at = time.monotonic()
         self.state.last_error = None
         failed, self.state.connect_failures = self.state.connect_failures, 0
         if not getattr(flags, "session_present", False):
@@ -328,9 +343,31 @@ class MqttLink:
             # paho follows a refused CONNACK with a disconnect ("Unspecified error"): keep the
             # refusal as the error people see, it says what to fix.
             return
-        if reason_code.is_failure:
-            self.state.last_error = f"disconnected: {reason_code}"
-            log.warning("disconnected from broker: %s (reconnecting)", reason_code)
+        if not reason_code.is_failure:
+            return
+        state = self.state
+        if was_connected and time.monotonic() - self._connected_at < TAKEOVER_WINDOW_S:
+            state.quick_drops += 1
+        elif was_connected:
+            state.quick_drops = 0
+        if reason_code.value == SESSION_TAKEN_OVER or state.quick_drops >= TAKEOVER_QUICK_DROPS:
+            state.taken_over += 1
+            how = ("the broker says session taken over" if reason_code.value == SESSION_TAKEN_OVER
+                   else f"the broker closed our last {state.quick_drops} connections within "
+                        f"{TAKEOVER_WINDOW_S:g} s of accepting them")
+            state.last_error = (f"session taken over: another client connected with client id "
+                                f"{self.config.client_id!r} ({how})")
+            now = time.monotonic()
+            if now - self._takeover_logged_at >= CONNECT_FAIL_LOG_INTERVAL_S:
+                # Once per interval: the two clients flap about once per reconnect delay.
+                log.error("%s; two clients with one id push each other off the broker in turn: "
+                          "give each its own [mqtt] client_id (is a second edge-ml running with "
+                          "this config?) [%d takeovers so far]", state.last_error,
+                          state.taken_over)
+                self._takeover_logged_at = now
+            return
+        state.last_error = f"disconnected: {reason_code}"
+        log.warning("disconnected from broker: %s (reconnecting)", reason_code)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int,
                       reason_code_list: list[ReasonCode], properties: Any) -> None:

@@ -192,7 +192,7 @@ class Daemon:
         p = self.pipeline
         uptime = time.time() - self.started_at
         since = time.monotonic() - self._last_health if self._last_health else uptime
-        recent = p.readings_total - self._last_health_readings
+        recent = p.readings_seen - self._last_health_readings
         return {
             "version": __version__,
             "state": "running",  # "stopped" in the record a clean stop leaves
@@ -205,10 +205,11 @@ class Daemon:
             "mqtt_connect_failures": self.link.state.connect_failures,
             "mqtt_taken_over": self.link.state.taken_over,
             "mqtt_redeliveries_dropped": self.link.redelivery.dropped,
-            "readings_total": p.readings_total,
+            # for the life of the process (a reload or rollback does not rewind them)
+            "readings_total": p.readings_seen,
             # over the last health interval (the lifetime average hides a stall)
             "readings_per_s": round(recent / since, 1) if since > 0 else 0.0,
-            "rejects_total": p.rejects_total,
+            "rejects_total": p.rejects_seen,
             "queue_depth": len(self.inbox),
             "queue_high_water": self.inbox.high_water,
             "dropped_total": self.inbox.dropped,
@@ -238,7 +239,7 @@ class Daemon:
     def _report_health(self) -> None:
         health = self.health()
         self._last_health = time.monotonic()
-        self._last_health_readings = self.pipeline.readings_total
+        self._last_health_readings = self.pipeline.readings_seen
         self.last_health = health  # what the metrics endpoint serves
         self.publisher.health(health)
         try:
@@ -320,6 +321,6 @@ class Daemon:
         if self.lock is not None:
             self.lock.release()
         self.notifier.close()
-        log.info("stopped after %d readings, %d rejects", self.pipeline.readings_total,
-                 self.pipeline.rejects_total)
+        log.info("stopped after %d readings, %d rejects", self.pipeline.readings_seen,
+                 self.pipeline.rejects_seen)
         return 1 if self.worker_error else 0

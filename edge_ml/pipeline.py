@@ -101,8 +101,13 @@ class Pipeline:
         self.alerts = AlertTracker(config.alerts, capacity)
         self.drift = DriftMonitor(drift_params(config), capacity)
         self.pending = PendingWrites()
+        # What the state has learned from (restored with it from a checkpoint)...
         self.readings_total = 0
         self.rejects_total = 0
+        # ...and what this process has processed (health, /metrics): never goes backwards,
+        # not even when a reload or rollback brings back an older state.
+        self.readings_seen = 0
+        self.rejects_seen = 0
         self.storage_faults = 0
         self.last_storage_error: str | None = None
         self.last_flush = time.monotonic()
@@ -135,6 +140,7 @@ class Pipeline:
                                                               rejects)
         if rejects:
             self.rejects_total += len(rejects)
+            self.rejects_seen += len(rejects)
             self.pending.rejects.extend(rejects)
             for reject in rejects[:3]:
                 log.debug("rejected %s on %s: %s", reject.reason, reject.topic, reject.detail)
@@ -186,6 +192,7 @@ class Pipeline:
         self._drift(slots, detection.residual, detection.warming, ts)
         n = len(slots)
         self.readings_total += n
+        self.readings_seen += n
         if self.storage is not None:
             self.pending.readings += n
             self.pending.alerts.extend(events)

@@ -180,7 +180,7 @@ def test_reload_resolves_an_alert_not_yet_flushed(tmp_path: Path) -> None:
 
 
 def test_reload_with_nothing_new_chosen_keeps_the_live_state(tmp_path: Path) -> None:
-    p, saver, _, storage = daemon_side(tmp_path / "state.db")
+    p, saver, _, _ = daemon_side(tmp_path / "state.db")
     normal(p, 10, 0)
     saver.save_now("timer")
     normal(p, 300, 10)

@@ -199,6 +199,12 @@ def _status_text(status: dict[str, Any]) -> str:
                      f"connected {health.get('connected')}, queue {health.get('queue_depth')}")
         if health.get("mqtt_error") not in (None, "None", ""):
             lines.append(f"broker error    {health['mqtt_error']}")
+        lost = [f"{health[key]} {what}" for key, what in (
+            ("dropped_total", "dropped here (queue full)"),
+            ("broker_dropped", "dropped by the broker since connected"),
+            ("frames_missing", "firmware frames missing (seq gaps)")) if health.get(key)]
+        if lost:
+            lines.append(f"lost            {', '.join(lost)}")
     elif daemon:
         seen = (f"last seen {daemon['last_seen_iso']}, {daemon['last_seen_age_s']:.0f} s ago"
                 if daemon.get("last_seen_iso") else "never seen")

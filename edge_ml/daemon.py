@@ -213,6 +213,10 @@ class Daemon:
             "queue_depth": len(self.inbox),
             "queue_high_water": self.inbox.high_water,
             "dropped_total": self.inbox.dropped,
+            # Messages the broker dropped since we first heard from it (its $SYS counter, all
+            # clients; None where it offers none), and frames missing from firmware sequences.
+            "broker_dropped": self.link.broker_dropped.total,
+            "frames_missing": p.frames.missing,
             "streams": len(p.streams),
             "open_alerts": p.open_alert_count(),
             "storage_faults": p.storage_faults,

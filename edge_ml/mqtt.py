@@ -152,6 +152,50 @@ class SubscribeRequests:
         return list(zip(filters, reasons, strict=False))
 
 
+# mosquitto's count of messages it dropped (all clients): a persistent session's queue past
+# ``max_queued_messages`` (default 1,000), an outgoing queue too long. Published (retained)
+# every ``sys_interval`` seconds (default 10) where the broker offers $SYS at all.
+SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+# While the broker keeps dropping, one warning this often at most.
+DROPPED_LOG_INTERVAL_S = 60.0
+
+
+class BrokerDropCounter:
+    """How many messages the broker dropped since we first heard its $SYS counter.
+
+    The first value is the baseline (drops before we came are not ours to report); a value
+    lower than the last one is a broker restart (its counter starts again at 0), so what it
+    counts from then on is added. ``total`` stays None while the broker has said nothing (it
+    offers no $SYS, or its ACL hides it).
+
+    Examples
+    --------
+    >>> c = BrokerDropCounter()
+    >>> [c.update(v) for v in (b"500", b"500", b"2500", b"3")], c.total
+    ([0, 0, 2000, 3], 2003)
+    """
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self._last: int | None = None
+
+    def update(self, payload: bytes) -> int:
+        """A new value of the broker's counter; returns how much it grew (0 for the baseline)."""
+        try:
+            value = int(payload.strip())
+        except ValueError:
+            return 0
+        if self._last is None:
+            grew = 0
+        elif value >= self._last:
+            grew = value - self._last
+        else:  # the broker restarted
+            grew = value
+        self._last = value
+        self.total = (self.total or 0) + grew
+        return grew
+
+
 @dataclass
 class ConnectionState:
     connected: bool = False
@@ -244,6 +288,10 @@ class MqttLink:
         self._subscriptions: list[tuple[str, int]] = [(t, config.qos) for t in config.topics]
         self._pending = PendingPublishes()
         self._subscribe_requests = SubscribeRequests()
+        self._optional: set[str] = set()  # extra filters a broker may refuse without harm
+        self.broker_dropped = BrokerDropCounter()
+        self._dropped_logged_at = -DROPPED_LOG_INTERVAL_S
+        self._dropped_unlogged = 0
         v5 = config.protocol == "5"
         kwargs: dict[str, Any] = {
             "callback_api_version": CallbackAPIVersion.VERSION2,
@@ -279,6 +327,8 @@ class MqttLink:
                                   path=source) from exc
             client.tls_insecure_set(tls.insecure)
         self.client = client
+        # Loss at the broker is invisible to us otherwise: a message it drops never arrives.
+        self.subscribe_extra(SYS_DROPPED, self._on_broker_dropped, qos=0, optional=True)
 
     # -- paho callbacks (network thread) --------------------------------------------------
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
@@ -375,6 +425,11 @@ class MqttLink:
 
     def _subscribe_answered(self, answers: list[tuple[str, ReasonCode]]) -> None:
         """Keep the refused filters in the state (health) and log each refusal once per SUBACK."""
+        for topic, reason in answers:
+            if topic in self._optional and reason.is_failure:
+                log.info("broker %s:%s refused the subscription to %s (%s): its counts are not "
+                         "reported", self.config.host, self.config.port, topic, reason)
+        answers = [(topic, reason) for topic, reason in answers if topic not in self._optional]
         refused = [(topic, reason) for topic, reason in answers if reason.is_failure]
         granted = {topic for topic, reason in answers if not reason.is_failure}
         state = self.state
@@ -392,6 +447,20 @@ class MqttLink:
                     properties: Any) -> None:
         self._pending.confirmed(mid)
 
+    def _on_broker_dropped(self, payload: bytes) -> None:
+        grew = self.broker_dropped.update(payload)
+        if not grew:
+            return
+        self._dropped_unlogged += grew
+        now = time.monotonic()
+        if now - self._dropped_logged_at >= DROPPED_LOG_INTERVAL_S:
+            log.warning("the broker %s:%s dropped %d messages (%d since we connected; its "
+                        "$SYS counter covers all clients): readings are being lost before they "
+                        "reach us. Raise mosquitto's max_queued_messages (default 1000) and "
+                        "see docs/deploy.md", self.config.host, self.config.port,
+                        self._dropped_unlogged, self.broker_dropped.total or 0)
+            self._dropped_logged_at, self._dropped_unlogged = now, 0
+
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if message.qos > 0 and self.redelivery.is_redelivery(
                 message.mid, message.topic, message.payload, bool(message.dup)):
@@ -404,12 +473,16 @@ class MqttLink:
         self._extra_on_connect.append(callback)
 
     def subscribe_extra(self, topic: str, on_payload: Callable[[bytes], None],
-                        qos: int = 1) -> None:
+                        qos: int = 1, optional: bool = False) -> None:
         """Add a subscription kept across reconnects whose messages go to ``on_payload``.
 
         Paho routes them there and not to the readings' callback (e.g. Home Assistant's
         status, even under a ``#`` sensor filter). ``on_payload`` runs on the network thread.
+        An ``optional`` one the broker refuses is logged at info level only: not an error in
+        the health record (e.g. $SYS, which many brokers restrict).
         """
+        if optional:
+            self._optional.add(topic)
         self.client.message_callback_add(
             topic, lambda client, userdata, message: on_payload(message.payload))
         self._subscriptions.append((topic, qos))

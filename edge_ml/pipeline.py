@@ -297,6 +297,10 @@ class Pipeline:
         self.pending = PendingWrites()
         return True
 
+    def unflushed(self) -> tuple[PendingWrites, list[dict[str, Any]]]:
+        """What a flush would write now: the pending rows and the streams' new counts."""
+        return self.pending, self._stream_rows(self._dirty_slots())
+
     def flush_due(self) -> bool:
         """Whether to flush now: an alert is pending or the flush interval is up.
 

@@ -106,3 +106,23 @@ def test_a_client_id_taken_over_is_reported_as_such(
     finally:
         for daemon in daemons:
             daemon.stop()
+
+
+def test_a_disconnect_with_reason_session_taken_over_is_named_at_once() -> None:
+    """MQTT 5 brokers that say why (0x8E; mosquitto 2.0.11 only closes the socket, so the
+    daemon tests above see the 3.1.1 pattern under both protocols)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from edge_ml.config import MqttConfig
+    from edge_ml.mqtt import MqttLink
+
+    link = MqttLink(MqttConfig(client_id="gw-1", protocol="5"), lambda *a: None, "s")
+    link.state.connected = True
+    link._on_disconnect(link.client, None, None,
+                        ReasonCode(PacketTypes.DISCONNECT, identifier=0x8E), None)
+    assert link.state.taken_over == 1
+    assert link.state.last_error is not None
+    assert link.state.last_error.startswith("session taken over: another client connected "
+                                            "with client id 'gw-1'")
+    assert "the broker says session taken over" in link.state.last_error

@@ -98,10 +98,12 @@ def test_frame_gaps_wrap_and_restarts_at_the_pipeline() -> None:
     # 12, 13 lost; a jump back (restart); 2**32-2 after -101: 98 lost; wrap to 0: none;
     # 1, 2 lost; 3 again: a resend; back to 0: a restart.
     p.process_messages([("sensors/fw", _frame("node-1", s, 1.0), 1.7e9) for s in seqs])
-    p.process_messages([("sensors/fw", _frame("node-2", s, 1.0), 1.7e9) for s in (5, 7)])
-    assert p.frames.by_device == {"node-1": 2 + 98 + 2, "node-2": 1}
-    assert p.frames.missing == 103
-    assert p.readings_total == len(seqs) + 2
+    # node-2: 6 lost; a restart near the top of the range; 2**32 - 1 and 0 lost across the wrap.
+    p.process_messages([("sensors/fw", _frame("node-2", s, 1.0), 1.7e9)
+                        for s in (5, 7, 2**32 - 2, 1)])
+    assert p.frames.by_device == {"node-1": 2 + 98 + 2, "node-2": 1 + 2}
+    assert p.frames.missing == 105
+    assert p.readings_total == len(seqs) + 4
 
 
 def test_the_loss_counters_are_prometheus_counters() -> None:

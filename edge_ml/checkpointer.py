@@ -101,7 +101,7 @@ class Checkpointer:
         if self.reload_requested.is_set():
             self.reload_requested.clear()
             self._finish(wait=True)
-            self.resume("reload")
+            self._reload()
         if self._job is not None:
             self._finish(wait=False)
             return
@@ -219,8 +219,35 @@ class Checkpointer:
             self.current_id, self.tracking = loaded, True
             if loaded is not None:
                 self.saved_readings = self.pipeline.readings_total
+        if reason == "restart":
+            # The process's counters (health, /metrics) go on from where the last process's
+            # checkpoint left them; a reload later changes the model state, not what this
+            # process has processed (Prometheus takes a decrease for a restart).
+            p = self.pipeline
+            p.readings_seen, p.rejects_seen = p.readings_total, p.rejects_total
         reconcile_alerts(self.pipeline, reason)
         return loaded
+
+    def _reload(self) -> None:
+        """SIGHUP: load the checkpoint chosen since this state was loaded or saved, if any.
+
+        With nothing new chosen the newest checkpoint is the one this state came from (loaded
+        or last written here): loading it would throw away what was learned since, so the live
+        state is kept.
+        """
+        if self.supported and self.tracking and self.current_id is not None:
+            try:
+                newest = self.storage.newest_checkpoint_id()
+            except StorageError as exc:
+                log.warning("reload: cannot read the checkpoints table (%s); keeping the live "
+                            "state", exc)
+                return
+            if newest == self.current_id:
+                log.info("reload: checkpoint %d, the newest, is the one this state came from: "
+                         "keeping the live state (%d readings)", newest,
+                         self.pipeline.readings_total)
+                return
+        self.resume("reload")
 
     def _operator_choice(self) -> int | None:
         """The newest active checkpoint when it is not the one this state came from, else None."""

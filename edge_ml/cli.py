@@ -14,7 +14,14 @@ import click
 
 from edge_ml import __version__
 from edge_ml.config import Config, load_config
-from edge_ml.errors import ConfigError, DaemonError, EdgeMLError, StorageError, StoragePathError
+from edge_ml.errors import (
+    ConfigError,
+    DaemonError,
+    DaemonRunningError,
+    EdgeMLError,
+    StorageError,
+    StoragePathError,
+)
 from edge_ml.sparkline import BLOCKS, render
 from edge_ml.status import (
     daemon_liveness,
@@ -27,6 +34,12 @@ from edge_ml.storage import Storage, open_existing
 
 
 class UsageError(click.UsageError):
+    exit_code = 2
+
+
+class RefusedError(click.ClickException):
+    """Not started because of something outside this command (another daemon): exit 2."""
+
     exit_code = 2
 
 
@@ -99,6 +112,8 @@ def run(config_path: str | None) -> None:
         daemon = Daemon(config)
     except ConfigError as exc:  # a password/TLS file, the database path
         raise UsageError(str(exc)) from exc
+    except DaemonRunningError as exc:  # another daemon holds the database
+        raise RefusedError(str(exc)) from exc
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(daemon.run())
@@ -223,6 +238,12 @@ def _status_text(status: dict[str, Any]) -> str:
                      f"connected {health.get('connected')}, queue {health.get('queue_depth')}")
         if health.get("mqtt_error") not in (None, "None", ""):
             lines.append(f"broker error    {health['mqtt_error']}")
+        lost = [f"{health[key]} {what}" for key, what in (
+            ("dropped_total", "dropped here (queue full)"),
+            ("broker_dropped", "dropped by the broker since connected"),
+            ("frames_missing", "firmware frames missing (seq gaps)")) if health.get(key)]
+        if lost:
+            lines.append(f"lost            {', '.join(lost)}")
     elif daemon:
         seen = (f"last seen {daemon['last_seen_iso']}, {daemon['last_seen_age_s']:.0f} s ago"
                 if daemon.get("last_seen_iso") else "never seen")

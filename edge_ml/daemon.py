@@ -10,11 +10,14 @@ publishes ``offline`` and disconnects, then what arrived in between is processed
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from edge_ml import __version__
@@ -24,6 +27,7 @@ from edge_ml.errors import ConfigError, StorageError, StoragePathError
 from edge_ml.homeassistant import HomeAssistant, StreamState
 from edge_ml.ingest import Inbox
 from edge_ml.kernels import release_compiler_pages
+from edge_ml.lockfile import DatabaseLock
 from edge_ml.metrics import MetricsServer
 from edge_ml.mqtt import MqttLink
 from edge_ml.pipeline import Pipeline
@@ -56,9 +60,16 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.notifier = SystemdNotifier()
         check_config(config)  # the checks `edge-ml config check` runs: nothing created yet
+        # One daemon per database, before anything is written to it (DaemonRunningError names
+        # the holder). Held until the process ends.
+        self.lock: DatabaseLock | None = None
         try:
+            if config.storage.db != ":memory:":
+                self.lock = DatabaseLock(config.storage.db).acquire()
             self.storage = Storage(config.storage.db, rejects_kept=config.storage.rejects_kept)
         except StoragePathError as exc:
+            if self.lock is not None:
+                self.lock.release()
             raise ConfigError(str(exc), key="storage.db", path=config.source) from exc
         self.inbox = Inbox(config.daemon.queue_size)
         ha_on = config.alerts.homeassistant
@@ -90,6 +101,7 @@ class Daemon:
         self._last_prune = 0.0
         self._last_health_readings = 0
         self._last_ha = 0.0
+        self._final_write_failed = False  # the stop's first flush failed: later ones wait less
 
     # -- worker thread --------------------------------------------------------------------
     def _work(self) -> None:
@@ -144,14 +156,19 @@ class Daemon:
         At stop, a lock held by another process is waited for (up to STOP_BUSY_TIMEOUT_S)
         rather than leaving what is pending unwritten.
         """
-        self.storage.set_busy_timeout(STOP_BUSY_TIMEOUT_S)
+        # Once a write at stop waited the full STOP_BUSY_TIMEOUT_S in vain, the later ones
+        # (the second drain, the checkpoint, the health record) do not wait as long again: a
+        # stop must finish within systemd's TimeoutStopSec.
+        self.storage.set_busy_timeout(self.config.storage.busy_timeout_s
+                                      if self._final_write_failed else STOP_BUSY_TIMEOUT_S)
         while True:
             self.worker_progress = time.monotonic()
             batch = self.inbox.drain(self.config.daemon.batch_size, 0)
             if not batch:
                 break
             self.pipeline.process_messages(batch)
-        self.pipeline.flush()
+        if not self.pipeline.flush():
+            self._final_write_failed = True
 
     def _on_ha_status(self, payload: bytes) -> None:
         """Network thread: Home Assistant (re)started and may have lost the discovery configs."""
@@ -187,7 +204,7 @@ class Daemon:
         p = self.pipeline
         uptime = time.time() - self.started_at
         since = time.monotonic() - self._last_health if self._last_health else uptime
-        recent = p.readings_total - self._last_health_readings
+        recent = p.readings_seen - self._last_health_readings
         return {
             "version": __version__,
             "gateway_id": self.config.daemon.gateway_id,
@@ -199,14 +216,20 @@ class Daemon:
             "mqtt_error": self.link.state.last_error,
             "mqtt_subscribe_refused": self.link.state.subscribe_refused,
             "mqtt_connect_failures": self.link.state.connect_failures,
+            "mqtt_taken_over": self.link.state.taken_over,
             "mqtt_redeliveries_dropped": self.link.redelivery.dropped,
-            "readings_total": p.readings_total,
+            # for the life of the process (a reload or rollback does not rewind them)
+            "readings_total": p.readings_seen,
             # over the last health interval (the lifetime average hides a stall)
             "readings_per_s": round(recent / since, 1) if since > 0 else 0.0,
-            "rejects_total": p.rejects_total,
+            "rejects_total": p.rejects_seen,
             "queue_depth": len(self.inbox),
             "queue_high_water": self.inbox.high_water,
             "dropped_total": self.inbox.dropped,
+            # Messages the broker dropped since we first heard from it (its $SYS counter, all
+            # clients; None where it offers none), and frames missing from firmware sequences.
+            "broker_dropped": self.link.broker_dropped.total,
+            "frames_missing": p.frames.missing,
             "streams": len(p.streams),
             "open_alerts": p.open_alert_count(),
             "storage_faults": p.storage_faults,
@@ -233,7 +256,7 @@ class Daemon:
     def _report_health(self) -> None:
         health = self.health()
         self._last_health = time.monotonic()
-        self._last_health_readings = self.pipeline.readings_total
+        self._last_health_readings = self.pipeline.readings_seen
         self.last_health = health  # what the metrics endpoint serves
         self.publisher.health(health)
         try:
@@ -249,6 +272,43 @@ class Daemon:
             self.storage.set_health(health)
         except Exception as exc:  # edge-ml status then goes by the pid and the record's age
             log.warning("cannot record the stop in the health table: %s", exc)
+
+    def _report_unstored(self) -> None:
+        """Main thread, at stop: say what the last flush could not store, and keep it aside.
+
+        Alert rows, drift events and rejects still pending go as JSON lines to
+        ``<db>.unstored-<time>.jsonl`` next to the database (or, when that cannot be written
+        either, to stderr, i.e. the journal), with the streams' reading counts and the
+        counters the database missed; the log says how many of each and where.
+        """
+        pending, streams = self.pipeline.unflushed()
+        if not (pending or streams):
+            return
+        opened = sum(1 for a in pending.alerts if a.state == "open")
+        counts = (f"{len(pending.alerts)} alert rows ({opened} opened, "
+                  f"{len(pending.alerts) - opened} resolved), {len(pending.drift)} drift events, "
+                  f"{len(pending.rejects)} rejects, {pending.readings} readings counted on "
+                  f"{len(streams)} streams"
+                  + (f", and {pending.dropped} rows dropped earlier while storage failed"
+                     if pending.dropped else ""))
+        lines = [json.dumps(record, default=str) for record in _unstored_records(pending, streams)]
+        target = f"{self.config.storage.db}.unstored-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+        try:
+            with open(target, "x", encoding="utf-8") as out:
+                out.write("\n".join(lines) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            log.error("at stop, %s could not be written (%s): not stored: %s; %s either (%s), "
+                      "so they follow on stderr as JSON lines", self.config.storage.db,
+                      self.pipeline.last_storage_error, counts, target, exc)
+            Path(target).unlink(missing_ok=True)
+            for line in lines:
+                print(f"edge-ml unstored: {line}", file=sys.stderr)
+            return
+        log.error("at stop, %s could not be written (%s): not stored: %s; kept as JSON lines "
+                  "in %s", self.config.storage.db, self.pipeline.last_storage_error, counts,
+                  target)
 
     # -- main thread ----------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -312,8 +372,28 @@ class Daemon:
             self._drain()
             self.checkpointer.save_now("shutdown")
             self._report_stopped()
+            self._report_unstored()
         self.storage.close()
+        if self.lock is not None:
+            self.lock.release()
         self.notifier.close()
-        log.info("stopped after %d readings, %d rejects", self.pipeline.readings_total,
-                 self.pipeline.rejects_total)
+        log.info("stopped after %d readings, %d rejects", self.pipeline.readings_seen,
+                 self.pipeline.rejects_seen)
         return 1 if self.worker_error else 0
+
+
+def _unstored_records(pending: Any, streams: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a failed flush at stop leaves, as JSON-ready dicts tagged with their table."""
+    records: list[dict[str, Any]] = []
+    records += [{"table": "alerts", **a.to_dict()} for a in pending.alerts]
+    records += [{"table": "drift_events", "stream": d.stream, "ts": d.ts,
+                 "detector": d.detector, "statistic": d.statistic, "reaction": d.reaction}
+                for d in pending.drift]
+    records += [{"table": "rejects", "topic": r.topic, "reason": r.reason, "detail": r.detail,
+                 "payload_prefix": r.payload_prefix.decode("utf-8", "replace"),
+                 "received_at": r.received_at} for r in pending.rejects]
+    records += [{"table": "streams", **row} for row in streams]
+    records.append({"table": "counters", "readings_total": pending.readings,
+                    "rejects_total": len(pending.rejects) + sum(pending.rejects_dropped.values()),
+                    "alerts_total": len(pending.alerts), "pending_dropped": pending.dropped})
+    return records

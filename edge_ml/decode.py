@@ -62,6 +62,7 @@ class DecodedBatch:
     ts: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    frames: list[tuple[str, int]] = field(default_factory=list)  # (dev, seq) of good frames
 
     def ts_array(self) -> np.ndarray:
         return np.asarray(self.ts, dtype=np.float64)
@@ -162,6 +163,7 @@ def _frame(obj: dict[Any, Any], topic: str, received_at: float, out: DecodedBatc
         raise _Rejected(BAD_FRAME, "m must be a map of measurements")
     ts = _timestamp(obj.get("ts"), received_at)
     _measurements(list(measurements.items()), topic, ts, out)
+    out.frames.append((dev, seq))
 
 
 def decode_payload(topic: str, payload: bytes, received_at: float, out: DecodedBatch) -> None:
@@ -241,3 +243,57 @@ def decode_batch(messages: list[Message], max_payload_bytes: int) -> DecodedBatc
             continue
         decode_payload(topic, payload, received_at, out)
     return out
+
+
+# Firmware counts ``seq`` modulo 2**32 (a uint32). A step forward of less than half that range is
+# a step forward (RFC 1982 serial-number arithmetic: 0 after 2**32 - 1 is the next frame); a
+# larger one is a step back, which a device makes when it restarts and counts from 0 again.
+SEQ_MODULUS = 2**32
+SEQ_HALF = 2**31
+
+
+class FrameGaps:
+    """Firmware frames missing from each device's ``seq``, counted as frames arrive.
+
+    A device's first frame (after this process started) sets where it is; a duplicate ``seq``
+    is not a gap; a step back is a restart (counting begins again there), not a gap of four
+    billion. Per device, and the total in ``missing``.
+
+    Examples
+    --------
+    >>> gaps = FrameGaps()
+    >>> gaps.record([("node-1", 7), ("node-1", 8), ("node-1", 11), ("node-1", 11)])
+    2
+    >>> gaps.record([("node-1", 0), ("node-1", 1)])  # restarted: no gap
+    0
+    >>> gaps.record([("node-2", 2**32 - 2), ("node-2", 2**32 - 1), ("node-2", 1)])  # wrapped
+    1
+    >>> gaps.missing, gaps.by_device
+    (3, {'node-1': 2, 'node-2': 1})
+    """
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.by_device: dict[str, int] = {}
+        self.missing = 0
+        self.restarts = 0
+
+    def record(self, frames: list[tuple[str, int]]) -> int:
+        """Take the (dev, seq) of frames in arrival order; returns the frames newly missed."""
+        missed = 0
+        for dev, seq in frames:
+            last = self.last.get(dev)
+            self.last[dev] = seq
+            if last is None:
+                continue
+            step = (seq - last) % SEQ_MODULUS
+            if step == 0:
+                continue  # the same frame again (a resend)
+            if step >= SEQ_HALF:
+                self.restarts += 1
+                continue
+            if step > 1:
+                self.by_device[dev] = self.by_device.get(dev, 0) + step - 1
+                missed += step - 1
+        self.missing += missed
+        return missed

@@ -41,6 +41,15 @@ class DaemonError(EdgeMLError):
     time (``edge-ml checkpoints save``)."""
 
 
+class DaemonRunningError(DaemonError):
+    """Another daemon already runs on this state file (it holds ``<db>.lock``); ``pid`` is its
+    process id when it could be read."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
 class CheckpointError(EdgeMLError):
     """A checkpoint is corrupt, truncated or incompatible with this build."""
 

@@ -74,6 +74,12 @@ class LocalBroker:
         How often mosquitto writes its sessions to disk (``autosave_interval``; 0: only when it
         stops). Each save writes every queued message, so a broker holding a large backlog
         pauses for it: benchmarks that never restart the broker pass 0.
+    max_queued_messages, max_inflight_messages
+        Per-client queue limits. The defaults lift them (a million queued, unlimited in
+        flight); ``1000`` and ``20`` are mosquitto's stock values, under which a slow or
+        stopped persistent client loses messages (``$SYS/broker/publish/messages/dropped``).
+    sys_interval
+        Seconds between mosquitto's ``$SYS`` updates (None: its default, 10).
     """
 
     def __init__(
@@ -84,6 +90,9 @@ class LocalBroker:
         listener_options: str = "",
         autosave_s: int = 1,
         subscribe_only: tuple[str, ...] | None = None,
+        max_queued_messages: int = 1_000_000,
+        max_inflight_messages: int = 0,
+        sys_interval: int | None = None,
     ) -> None:
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edge-ml-broker-"))
@@ -94,6 +103,9 @@ class LocalBroker:
         self.listener_options = listener_options
         self.autosave_s = autosave_s
         self.subscribe_only = subscribe_only
+        self.max_queued_messages = max_queued_messages
+        self.max_inflight_messages = max_inflight_messages
+        self.sys_interval = sys_interval
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "mosquitto.log"
 
@@ -134,8 +146,9 @@ class LocalBroker:
                     f"persistence_location {self.workdir}/",
                     "persistence_file mosquitto.db",
                     # Queue plenty of QoS 1 messages for a persistent session that is away.
-                    "max_queued_messages 1000000",
-                    "max_inflight_messages 0",
+                    f"max_queued_messages {self.max_queued_messages}",
+                    f"max_inflight_messages {self.max_inflight_messages}",
+                    "" if self.sys_interval is None else f"sys_interval {self.sys_interval}",
                     # Send each message at once: with Nagle on (mosquitto's default), a small
                     # alert behind an unacknowledged health message waits for the subscriber's
                     # delayed ACK (up to 40 ms on Linux).

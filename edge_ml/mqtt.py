@@ -43,6 +43,15 @@ OnMessage = Callable[[str, bytes, float], None]
 # While the broker stays unreachable, the same failure is logged again at most this often (a
 # reconnect every few seconds for a day must not flood the journal); a new reason at once.
 CONNECT_FAIL_LOG_INTERVAL_S = 300.0
+# MQTT 5 DISCONNECT reason 0x8E: another client connected with our client id.
+SESSION_TAKEN_OVER = 0x8E
+# Under MQTT 3.1.1 a broker just closes the older of two connections with one client id; the
+# two clients then reconnect and kick each other out, each connection lasting about one
+# reconnect delay. This many connections in a row that the broker closed within
+# TAKEOVER_WINDOW_S of accepting them are taken for such a takeover (a broker restart or a
+# network fault does not accept us again and again only to drop us at once).
+TAKEOVER_QUICK_DROPS = 3
+TAKEOVER_WINDOW_S = 5.0
 
 
 class RedeliveryFilter:
@@ -145,6 +154,50 @@ class SubscribeRequests:
         return list(zip(filters, reasons, strict=False))
 
 
+# mosquitto's count of messages it dropped (all clients): a persistent session's queue past
+# ``max_queued_messages`` (default 1,000), an outgoing queue too long. Published (retained)
+# every ``sys_interval`` seconds (default 10) where the broker offers $SYS at all.
+SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+# While the broker keeps dropping, one warning this often at most.
+DROPPED_LOG_INTERVAL_S = 60.0
+
+
+class BrokerDropCounter:
+    """How many messages the broker dropped since we first heard its $SYS counter.
+
+    The first value is the baseline (drops before we came are not ours to report); a value
+    lower than the last one is a broker restart (its counter starts again at 0), so what it
+    counts from then on is added. ``total`` stays None while the broker has said nothing (it
+    offers no $SYS, or its ACL hides it).
+
+    Examples
+    --------
+    >>> c = BrokerDropCounter()
+    >>> [c.update(v) for v in (b"500", b"500", b"2500", b"3")], c.total
+    ([0, 0, 2000, 3], 2003)
+    """
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self._last: int | None = None
+
+    def update(self, payload: bytes) -> int:
+        """A new value of the broker's counter; returns how much it grew (0 for the baseline)."""
+        try:
+            value = int(payload.strip())
+        except ValueError:
+            return 0
+        if self._last is None:
+            grew = 0
+        elif value >= self._last:
+            grew = value - self._last
+        else:  # the broker restarted
+            grew = value
+        self._last = value
+        self.total = (self.total or 0) + grew
+        return grew
+
+
 @dataclass
 class ConnectionState:
     connected: bool = False
@@ -155,6 +208,9 @@ class ConnectionState:
     connect_failures: int = 0  # attempts that got no connection (refused socket, DNS, TLS)
     # Topic filters whose SUBACK said no (an ACL): the link runs on, but they deliver nothing.
     subscribe_refused: list[str] = field(default_factory=list)
+    # Disconnects because another client connected with our client id (see _on_disconnect).
+    taken_over: int = 0
+    quick_drops: int = 0  # connections in a row the broker closed soon after accepting them
 
 
 def read_password(path: str, source: str | None = None) -> str:
@@ -234,6 +290,8 @@ class MqttLink:
         self.state = ConnectionState()
         self.redelivery = RedeliveryFilter()
         self._fail_logged: tuple[str, float] | None = None  # (reason, when) last logged
+        self._connected_at = 0.0  # monotonic time of the last successful connect
+        self._takeover_logged_at = -CONNECT_FAIL_LOG_INTERVAL_S
         self._fails_unlogged = 0
         self._on_message_cb = on_message
         self._connected = threading.Event()
@@ -241,6 +299,10 @@ class MqttLink:
         self._subscriptions: list[tuple[str, int]] = [(t, config.qos) for t in config.topics]
         self._pending = PendingPublishes()
         self._subscribe_requests = SubscribeRequests()
+        self._optional: set[str] = set()  # extra filters a broker may refuse without harm
+        self.broker_dropped = BrokerDropCounter()
+        self._dropped_logged_at = -DROPPED_LOG_INTERVAL_S
+        self._dropped_unlogged = 0
         v5 = config.protocol == "5"
         kwargs: dict[str, Any] = {
             "callback_api_version": CallbackAPIVersion.VERSION2,
@@ -276,6 +338,8 @@ class MqttLink:
                                   path=source) from exc
             client.tls_insecure_set(tls.insecure)
         self.client = client
+        # Loss at the broker is invisible to us otherwise: a message it drops never arrives.
+        self.subscribe_extra(SYS_DROPPED, self._on_broker_dropped, qos=0, optional=True)
 
     # -- paho callbacks (network thread) --------------------------------------------------
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
@@ -289,6 +353,7 @@ class MqttLink:
         self.state.connected = True
         self.state.refused = False
         self.state.connects += 1
+        self._connected_at = time.monotonic()
         self.state.last_error = None
         failed, self.state.connect_failures = self.state.connect_failures, 0
         if not getattr(flags, "session_present", False):
@@ -339,9 +404,31 @@ class MqttLink:
             # paho follows a refused CONNACK with a disconnect ("Unspecified error"): keep the
             # refusal as the error people see, it says what to fix.
             return
-        if reason_code.is_failure:
-            self.state.last_error = f"disconnected: {reason_code}"
-            log.warning("disconnected from broker: %s (reconnecting)", reason_code)
+        if not reason_code.is_failure:
+            return
+        state = self.state
+        if was_connected and time.monotonic() - self._connected_at < TAKEOVER_WINDOW_S:
+            state.quick_drops += 1
+        elif was_connected:
+            state.quick_drops = 0
+        if reason_code.value == SESSION_TAKEN_OVER or state.quick_drops >= TAKEOVER_QUICK_DROPS:
+            state.taken_over += 1
+            how = ("the broker says session taken over" if reason_code.value == SESSION_TAKEN_OVER
+                   else f"the broker closed our last {state.quick_drops} connections within "
+                        f"{TAKEOVER_WINDOW_S:g} s of accepting them")
+            state.last_error = (f"session taken over: another client connected with client id "
+                                f"{self.config.client_id!r} ({how})")
+            now = time.monotonic()
+            if now - self._takeover_logged_at >= CONNECT_FAIL_LOG_INTERVAL_S:
+                # Once per interval: the two clients flap about once per reconnect delay.
+                log.error("%s; two clients with one id push each other off the broker in turn: "
+                          "give each its own [mqtt] client_id (is a second edge-ml running with "
+                          "this config?) [%d takeovers so far]", state.last_error,
+                          state.taken_over)
+                self._takeover_logged_at = now
+            return
+        state.last_error = f"disconnected: {reason_code}"
+        log.warning("disconnected from broker: %s (reconnecting)", reason_code)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int,
                       reason_code_list: list[ReasonCode], properties: Any) -> None:
@@ -349,6 +436,11 @@ class MqttLink:
 
     def _subscribe_answered(self, answers: list[tuple[str, ReasonCode]]) -> None:
         """Keep the refused filters in the state (health) and log each refusal once per SUBACK."""
+        for topic, reason in answers:
+            if topic in self._optional and reason.is_failure:
+                log.info("broker %s:%s refused the subscription to %s (%s): its counts are not "
+                         "reported", self.config.host, self.config.port, topic, reason)
+        answers = [(topic, reason) for topic, reason in answers if topic not in self._optional]
         refused = [(topic, reason) for topic, reason in answers if reason.is_failure]
         granted = {topic for topic, reason in answers if not reason.is_failure}
         state = self.state
@@ -366,6 +458,20 @@ class MqttLink:
                     properties: Any) -> None:
         self._pending.confirmed(mid)
 
+    def _on_broker_dropped(self, payload: bytes) -> None:
+        grew = self.broker_dropped.update(payload)
+        if not grew:
+            return
+        self._dropped_unlogged += grew
+        now = time.monotonic()
+        if now - self._dropped_logged_at >= DROPPED_LOG_INTERVAL_S:
+            log.warning("the broker %s:%s dropped %d messages (%d since we connected; its "
+                        "$SYS counter covers all clients): readings are being lost before they "
+                        "reach us. Raise mosquitto's max_queued_messages (default 1000) and "
+                        "see docs/deploy.md", self.config.host, self.config.port,
+                        self._dropped_unlogged, self.broker_dropped.total or 0)
+            self._dropped_logged_at, self._dropped_unlogged = now, 0
+
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if message.qos > 0 and self.redelivery.is_redelivery(
                 message.mid, message.topic, message.payload, bool(message.dup)):
@@ -378,12 +484,16 @@ class MqttLink:
         self._extra_on_connect.append(callback)
 
     def subscribe_extra(self, topic: str, on_payload: Callable[[bytes], None],
-                        qos: int = 1) -> None:
+                        qos: int = 1, optional: bool = False) -> None:
         """Add a subscription kept across reconnects whose messages go to ``on_payload``.
 
         Paho routes them there and not to the readings' callback (e.g. Home Assistant's
         status, even under a ``#`` sensor filter). ``on_payload`` runs on the network thread.
+        An ``optional`` one the broker refuses is logged at info level only: not an error in
+        the health record (e.g. $SYS, which many brokers restrict).
         """
+        if optional:
+            self._optional.add(topic)
         self.client.message_callback_add(
             topic, lambda client, userdata, message: on_payload(message.payload))
         self._subscriptions.append((topic, qos))

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_ml.alerts import AlertTracker
 from edge_ml.config import Config
-from edge_ml.decode import STREAM_LIMIT, decode_batch
+from edge_ml.decode import STREAM_LIMIT, FrameGaps, decode_batch
 from edge_ml.drift import DriftMonitor, DriftParams
 from edge_ml.errors import StorageError
 from edge_ml.features import FeatureState
@@ -102,8 +102,15 @@ class Pipeline:
         self.alerts = AlertTracker(config.alerts, capacity)
         self.drift = DriftMonitor(drift_params(config), capacity)
         self.pending = PendingWrites()
+        # What the state has learned from (restored with it from a checkpoint)...
         self.readings_total = 0
         self.rejects_total = 0
+        # ...and what this process has processed (health, /metrics): never goes backwards,
+        # not even when a reload or rollback brings back an older state.
+        self.readings_seen = 0
+        self.rejects_seen = 0
+        self.frames = FrameGaps()  # firmware frames missing from their devices' seq
+        self._gaps_logged_at = 0.0
         self.storage_faults = 0
         self.last_storage_error: str | None = None
         self.last_flush = time.monotonic()
@@ -128,6 +135,8 @@ class Pipeline:
         ``stream_limit``), one reject per reading; the streams already held go on as before.
         """
         decoded = decode_batch(messages, self.config.mqtt.max_payload_bytes)
+        if decoded.frames and self.frames.record(decoded.frames):
+            self._log_frame_gaps()
         names, ts, values = decoded.streams, decoded.ts_array(), decoded.value_array()
         rejects = decoded.rejects
         refused = self.streams.beyond(names, self.config.daemon.max_streams)
@@ -136,12 +145,23 @@ class Pipeline:
                                                               rejects)
         if rejects:
             self.rejects_total += len(rejects)
+            self.rejects_seen += len(rejects)
             self.pending.rejects.extend(rejects)
             for reject in rejects[:3]:
                 log.debug("rejected %s on %s: %s", reject.reason, reject.topic, reject.detail)
         if not names:
             return None
         return self.process_readings(names, ts, values)
+
+    def _log_frame_gaps(self) -> None:
+        now = time.time()
+        if now - self._gaps_logged_at < STREAM_LIMIT_LOG_INTERVAL_S:
+            return
+        self._gaps_logged_at = now
+        worst = sorted(self.frames.by_device.items(), key=lambda item: -item[1])[:3]
+        log.warning("%d firmware frames missing so far (gaps in their seq; most from %s): lost "
+                    "between the devices and us", self.frames.missing,
+                    ", ".join(f"{dev} {n}" for dev, n in worst))
 
     def _refuse_streams(
         self, refused: set[str], names: list[str], ts: np.ndarray, values: np.ndarray,
@@ -187,6 +207,7 @@ class Pipeline:
         self._drift(slots, detection.residual, detection.warming, ts)
         n = len(slots)
         self.readings_total += n
+        self.readings_seen += n
         if self.storage is not None:
             self.pending.readings += n
             self.pending.alerts.extend(events)
@@ -278,6 +299,10 @@ class Pipeline:
         stats.flushed_readings[dirty] = stats.readings[dirty]
         self.pending = PendingWrites()
         return True
+
+    def unflushed(self) -> tuple[PendingWrites, list[dict[str, Any]]]:
+        """What a flush would write now: the pending rows and the streams' new counts."""
+        return self.pending, self._stream_rows(self._dirty_slots())
 
     def flush_due(self) -> bool:
         """Whether to flush now: an alert is pending or the flush interval is up.

@@ -165,6 +165,10 @@ def test_reload_resolves_an_alert_not_yet_flushed(tmp_path: Path) -> None:
     normal(p, 300, 0)
     saver.save_now("timer")
     p.flush()
+    # An operator chooses this state again (as `checkpoints import` would): a SIGHUP with
+    # nothing new chosen keeps the live state instead (test_reload_with_nothing_new_...).
+    encoded = encode(export_state(p))
+    storage.save_checkpoint(encoded.blob, encoded.header, "import", encoded.checksum, 10)
     alert_id = spike(p, 300)  # published, still pending for the database
     assert alert_id not in {r["alert_id"] for r in storage.alerts(limit=None)}
     saver.request(reload=True)
@@ -173,6 +177,37 @@ def test_reload_resolves_an_alert_not_yet_flushed(tmp_path: Path) -> None:
     assert [(r["state"], r["reason"]) for r in rows] == [("resolved", "reload"), ("open", None)]
     assert [a["state"] for a in link.alerts() if a["alert_id"] == alert_id] == [
         "open", "resolved"]
+
+
+def test_reload_with_nothing_new_chosen_keeps_the_live_state(tmp_path: Path) -> None:
+    p, saver, _, _ = daemon_side(tmp_path / "state.db")
+    normal(p, 10, 0)
+    saver.save_now("timer")
+    normal(p, 300, 10)
+    p.process_messages([("sensors/a", b"bad", T0)])
+    before = (p.readings_total, p.rejects_total)
+    learned = int(p.streams.stats.readings[0])
+    saver.request(reload=True)
+    saver.tick()
+    assert (p.readings_total, p.rejects_total) == before == (310, 1)
+    assert (p.readings_seen, p.rejects_seen) == (310, 1)
+    assert int(p.streams.stats.readings[0]) == learned == 310  # not rewound to 10
+
+
+def test_reload_of_a_chosen_checkpoint_keeps_the_counters_going_up(tmp_path: Path) -> None:
+    p, saver, _, storage = daemon_side(tmp_path / "state.db")
+    normal(p, 10, 0)
+    first = saver.save_now("timer")
+    normal(p, 300, 10)
+    assert first is not None
+    saver.save_now("timer")
+    storage.rollback_checkpoint(first)  # an operator goes back to 10 readings
+    saver.request(reload=True)
+    saver.tick()
+    assert p.readings_total == int(p.streams.stats.readings[0]) == 10  # the chosen state...
+    assert p.readings_seen == 310  # ...and the process's counter does not go backwards
+    normal(p, 5, 310)
+    assert (p.readings_seen, p.readings_total) == (315, 15)
 
 
 # -- train on top of the fleet ---------------------------------------------------------------

@@ -299,9 +299,9 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
 
     The trained streams are added to (or replace those of the same name in) the newest
     checkpoint's state, so every other stream keeps what it learned. Use the daemon's config.
-    A running daemon loads the result at its next checkpoint tick ([storage]
-    checkpoint_interval_s), at once on SIGHUP (systemctl reload edge-ml), or at its next
-    start; what it learned after its newest checkpoint is not kept.
+    A running daemon loads the result within a few seconds, at once on SIGHUP
+    (systemctl reload edge-ml), or at its next start; what it learned after its newest
+    checkpoint is not kept.
     """
     from edge_ml.pipeline import Pipeline
     from edge_ml.train import train as train_history
@@ -329,10 +329,9 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
 
 def _takes_effect(cfg: Config | None) -> str:
     """When a checkpoint chosen from the CLI is loaded (edge_ml.checkpointer.Checkpointer)."""
-    tick = (f"within {cfg.storage.checkpoint_interval_s:g} s (at its next checkpoint tick)"
-            if cfg else "at its next checkpoint tick ([storage] checkpoint_interval_s)")
-    return (f"loaded at the next start; a running daemon loads it {tick}, or at once on SIGHUP "
-            f"(systemctl reload edge-ml), and does not save over it")
+    # It looks every few seconds (checkpointer.CHOICE_POLL_S), whatever its checkpoint interval.
+    return ("loaded at the next start; a running daemon loads it within a few seconds, or at "
+            "once on SIGHUP (systemctl reload edge-ml), and does not save over it")
 
 
 @main.group()
@@ -431,7 +430,7 @@ def checkpoints_import(source: str, db: str | None, config_path: str | None) -> 
 def checkpoints_rollback(checkpoint_id: int, db: str | None, config_path: str | None) -> None:
     """Make CHECKPOINT_ID what the daemon loads (newer ones set aside).
 
-    A running daemon loads it at its next checkpoint tick or on SIGHUP, and does not save
+    A running daemon loads it within a few seconds or on SIGHUP, and does not save
     over it meanwhile (not even when it stops); otherwise the next start loads it.
     """
     try:

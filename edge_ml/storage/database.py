@@ -115,10 +115,17 @@ class Storage:
 
     # -- writes ---------------------------------------------------------------------------
     @_storage_errors
-    def write(self, pending: PendingWrites, streams: list[dict[str, Any]]) -> None:
-        """Write one flush in one transaction; raises StorageError when it cannot."""
+    def write(self, pending: PendingWrites, streams: list[dict[str, Any]],
+              health: dict[str, Any] | None = None) -> None:
+        """Write one flush in one transaction; raises StorageError when it cannot.
+
+        ``health``, when given, replaces the health record in the same transaction (see
+        :meth:`set_health`): a statistics flush is one write to the card, not two.
+        """
         db = self.db
         with db.conn:
+            if health is not None:
+                self._replace_health(health)
             if pending.alerts:
                 db["alerts"].insert_all(_alert_row(e) for e in pending.alerts)
                 # A resolved alert is open on no stream (a resolve at restart may be for a
@@ -212,14 +219,17 @@ class Storage:
     @_storage_errors
     def set_health(self, values: dict[str, Any]) -> None:
         """Replace the health record; each value is stored as JSON (true, null, 12.5, "text")."""
+        # One transaction: readers see whole records.
+        with self.db.conn:
+            self._replace_health(values)
+
+    def _replace_health(self, values: dict[str, Any]) -> None:
         now = time.time()
         rows = [(k, json.dumps(v, default=_json_scalar), now) for k, v in values.items()]
-        # Plain SQL: sqlite-utils' upsert_all introspects the table on every call (~1 ms), and
-        # this runs on the worker twice a second. One transaction: readers see whole records.
-        with self.db.conn:
-            self.db.conn.execute("DELETE FROM health")
-            self.db.conn.executemany(
-                "INSERT INTO health (key, value, updated_at) VALUES (?, ?, ?)", rows)
+        # Plain SQL: sqlite-utils' upsert_all introspects the table on every call (~1 ms).
+        self.db.conn.execute("DELETE FROM health")
+        self.db.conn.executemany(
+            "INSERT INTO health (key, value, updated_at) VALUES (?, ?, ?)", rows)
 
     # -- reads ----------------------------------------------------------------------------
     @_storage_errors

@@ -103,7 +103,10 @@ class Storage:
             self.db = sqlite_utils.Database(conn)
             if self.path != ":memory:":
                 self.db.enable_wal()
-            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe across crashes
+            # FULL: each commit syncs the WAL, so an alert written is on the card, not only in
+            # the page cache until the next WAL checkpoint (with writes batched for SD cards,
+            # hours apart). Measured +10 KB written per alert, ~+8 KB per statistics write.
+            self.db.execute("PRAGMA synchronous=FULL")
             migrate(self.db)
         except sqlite3.Error as exc:
             raise _error_class(exc)(f"cannot open the database {self.path}: {exc}") from exc

@@ -19,8 +19,8 @@ import pytest
 from daemon_helpers import DaemonProcess, Observer, counters, status, wait_for
 
 from edge_ml.localbroker import LocalBroker
-
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+from edge_ml.records import AlertEvent
+from edge_ml.storage import PendingWrites, Storage
 
 TOPIC = "sensors/boiler/temp"
 
@@ -54,6 +54,26 @@ def _processed(observer: Observer, readings: int) -> bool:
     return bool(health) and health[-1]["readings_total"] == readings
 
 
+def test_a_flush_is_one_transaction(tmp_path: Path) -> None:
+    """Alert rows, stream rows, counters and health commit together: a reader (or a power cut)
+    never sees an alert without its stream's open_alert or its count."""
+    storage = Storage(tmp_path / "s.db")
+    statements: list[str] = []
+    storage.db.conn.set_trace_callback(statements.append)
+    row = {"stream": TOPIC, "first_seen": 1.0, "last_seen": 2.0, "last_seen_iso": "x",
+           "new_readings": 5, "last_value": 30.0, "last_score": 0.9, "warming_up": 0,
+           "open_alert": "a1"}
+    alert = AlertEvent("a1", TOPIC, "open", 0.9, 30.0, 2.0, 2.0, None, "warning")
+    storage.write(PendingWrites(alerts=[alert], readings=5), [row], {"state": "running"})
+    storage.write(PendingWrites(alerts=[alert]), [row])  # without health: it used to split
+    commits = [s for s in statements if s.strip().upper().startswith("COMMIT")]
+    assert len(commits) == 2, statements
+    assert storage.streams()[0]["readings"] == 10
+    storage.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_statistics_wait_for_their_interval_checkpoint_and_stop_but_alerts_do_not(
     broker: LocalBroker, tmp_path: Path
 ) -> None:

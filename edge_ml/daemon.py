@@ -86,7 +86,7 @@ class Daemon:
         self._last_health = 0.0
         self._last_prune = 0.0
         self._last_health_readings = 0
-        self._health_stored = False
+        self._health_stored: bool | None = None  # "connected" in the last record stored now
         self._last_ha = 0.0
 
     # -- worker thread --------------------------------------------------------------------
@@ -234,14 +234,17 @@ class Daemon:
         self._last_health_readings = self.pipeline.readings_total
         self.last_health = health  # what the metrics endpoint serves
         self.publisher.health(health)
-        if self._health_stored:
+        if self._health_stored is not None and health["connected"] == self._health_stored:
             # Stored with the next statistics flush ([storage] stats_interval_s), in its
             # transaction: a record every health interval would be ~100 MB a day of writes.
             self.pipeline.health_record = health
             return
-        try:  # the first at once: status must see this daemon running, not the last one stopped
+        # At once the first (status must see this daemon running, not the last one stopped)
+        # and when the broker connection came or went (at most once a health interval).
+        try:
             self.storage.set_health(health)
-            self._health_stored = True
+            self._health_stored = health["connected"]
+            self.pipeline.health_record = None
         except Exception as exc:  # a full disk must not stop the worker
             log.debug("cannot store health: %s", exc)
 

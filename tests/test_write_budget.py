@@ -48,6 +48,12 @@ def _alert_rows(db: Path) -> list[tuple[str, str]]:
         return conn.execute("SELECT alert_id, state FROM alerts").fetchall()
 
 
+def _health_connected(db: Path) -> bool:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT value FROM health WHERE key = 'connected'").fetchone()
+    return bool(row) and json.loads(row[0]) is True
+
+
 def _processed(observer: Observer, readings: int) -> bool:
     """The daemon's health message (MQTT, every 0.5 s) counts ``readings`` processed."""
     health = observer.json_under("edge-ml/status/health")
@@ -86,7 +92,9 @@ def test_statistics_wait_for_their_interval_checkpoint_and_stop_but_alerts_do_no
         wait_for(lambda: b"online" in observer.on("edge-ml/status")
                  or daemon.proc.poll() is not None, 120, "the daemon to come online")
         assert daemon.proc.poll() is None, daemon.log()
-        # The first health record is stored at once, and a record stored every hour is fresh.
+        # The first health record is stored at once, again when the broker connection came,
+        # and a record stored every hour is fresh.
+        wait_for(lambda: _health_connected(db), 10, "the stored health to say connected")
         doc = status(db)
         assert doc["daemon"]["running"] is True, doc["daemon"]
         assert doc["health"]["stored_interval_s"] == 3600
@@ -135,3 +143,36 @@ def test_statistics_wait_for_their_interval_checkpoint_and_stop_but_alerts_do_no
     with sqlite3.connect(db) as conn:
         state = conn.execute("SELECT value FROM health WHERE key = 'state'").fetchone()[0]
     assert json.loads(state) == "stopped"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_stored_health_follows_the_broker_connection_at_once(tmp_path: Path) -> None:
+    """With an hour between statistics writes, status must not say "not connected" for an
+    hour after a start that came before the broker's."""
+    db = tmp_path / "edge-ml.db"
+    broker = LocalBroker(workdir=tmp_path / "broker")  # not started yet
+    config = _config(tmp_path / "edge-ml.toml", broker, db)
+    config.write_text(config.read_text().replace(
+        "[storage]", "reconnect_min_s = 0.2\nreconnect_max_s = 1.0\n[storage]"))
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    try:
+        def stored_connected() -> bool | None:
+            if not db.exists():
+                return None
+            try:
+                with sqlite3.connect(db) as conn:
+                    row = conn.execute(
+                        "SELECT value FROM health WHERE key = 'connected'").fetchone()
+            except sqlite3.OperationalError:  # created, not yet migrated
+                return None
+            return None if row is None else json.loads(row[0])
+
+        wait_for(lambda: stored_connected() is False, 120, "a stored health record")
+        broker.start()
+        wait_for(lambda: stored_connected() is True, 15, "the stored health to say connected")
+        assert daemon.stop() == 0, daemon.log()
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+        broker.close()

@@ -61,8 +61,8 @@ class MqttConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     db: str = ""  # resolved at load time: $STATE_DIRECTORY/edge-ml.db under systemd
-    # A checkpoint of 1,000 streams is ~2 MB written (blob, then WAL copy-back): every 5 min that
-    # was ~600 MB a day on an SD card. Also saved at stop and on request; skipped when idle.
+    # A checkpoint of 1,000 streams is a ~1.2 MB blob, 1.2-1.5 MB written (docs/benchmarks.md,
+    # disk writes): hourly, ~35 MB a day. Also saved at stop and on request; skipped when idle.
     checkpoint_interval_s: float = _f(3600.0, low=1.0)
     retention: int = _f(10, low=1)  # checkpoints kept
     alert_retention_days: float = _f(90.0, low=0.0)  # 0 keeps alerts forever

@@ -61,9 +61,10 @@ class MqttConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     db: str = ""  # resolved at load time: $STATE_DIRECTORY/edge-ml.db under systemd
-    # A checkpoint of 1,000 streams is a ~1.2 MB blob, 1.2-1.5 MB written (docs/benchmarks.md,
-    # disk writes): hourly, ~35 MB a day. Also saved at stop and on request; skipped when idle.
-    checkpoint_interval_s: float = _f(3600.0, low=1.0)
+    # A checkpoint of 1,000 streams warmed up is a ~2.2 MB blob, ~4 MB written with its share
+    # of WAL copy-back (docs/benchmarks.md, disk writes): every 2 h, ~48 MB a day; hourly would
+    # leave the 200 MB/day budget no margin. Also at stop and on request; skipped when idle.
+    checkpoint_interval_s: float = _f(7200.0, low=1.0)
     retention: int = _f(10, low=1)  # checkpoints kept
     alert_retention_days: float = _f(90.0, low=0.0)  # 0 keeps alerts forever
     rejects_kept: int = _f(10000, low=10)

@@ -44,15 +44,16 @@ so that exactly the writes of interest fall inside the measured interval:
    every second, so a flush writes every row whatever the interval: per day it is times
    ``86,400 / stats_interval_s`` at the shipped default. **flushes** = base + that.
 3. **ckpt**: statistics at the shipped interval, checkpoints every ``--checkpoint-interval``
-   seconds (10 quick, 60 full). What it wrote beyond the base rate, divided by the timer
-   checkpoints it logged inside the interval, is the bytes of **one checkpoint** (its blob,
-   its row, the statistics flush before it, their WAL copy-back); per day that is times
+   seconds (10: ~60 in a full run's interval, several WAL copy-backs). What it wrote beyond
+   the base rate, divided by the timer checkpoints it logged inside the interval, is the
+   bytes of **one checkpoint** (its blob, its row, the statistics flush before it, their WAL
+   copy-back); per day that is times
    ``86,400 / checkpoint_interval_s`` at the shipped default (each covers less time than at
    the default, but at 1 Hz every stream changes every second, so the blob is as large).
 
 Bytes per checkpoint are approximate: a checkpoint written across an interval's edge, or a
 WAL copy-back that falls in one run's interval and not the other's, moves the split by a
-fraction of a checkpoint; the longer full run (600 s measured per run, ~70 minutes in all)
+fraction of a checkpoint; the longer full run (600 s measured per run, ~35 minutes in all)
 averages that out.
 
 ``--quick`` takes ~5 minutes and flatters: in its 40 s no stream leaves its warm-up (300
@@ -238,15 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.0,
                         help="seconds of publishing before the interval (default 10 / 30)")
     parser.add_argument("--checkpoint-interval", type=float, default=0.0,
-                        help="checkpoint_interval_s of the checkpoint run (default 10 quick, "
-                             "60 full)")
+                        help="checkpoint_interval_s of the checkpoint run (default 10)")
     parser.add_argument("--stats-interval", type=float, default=0.0,
                         help="stats_interval_s of the statistics run (default 10 quick, 60 "
                              "full); a divisor of the measured interval")
     args = parser.parse_args(argv)
     seconds = args.seconds or (30.0 if args.quick else 600.0)
     warmup = args.warmup or (10.0 if args.quick else 30.0)
-    interval = args.checkpoint_interval or (10.0 if args.quick else 60.0)
+    interval = args.checkpoint_interval or 10.0
     stats_interval = args.stats_interval or (10.0 if args.quick else 60.0)
     if max(interval, stats_interval) >= seconds:
         parser.error("--checkpoint-interval and --stats-interval must be shorter than the "

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 # into warm pages saved nothing measurable (pauses 92-217 ms either way) while the daemon
 # held 390 MB instead of 220. 32 MB keeps them for up to ~2,500 streams.
 POOL_KEEP_BYTES = 32 * 2**20
+# How often a running daemon looks for a checkpoint an operator chose (rollback, train, import):
+# a read, so it costs the SD card nothing, and it need not wait for the next save (which is
+# hours apart with the default [storage] checkpoint_interval_s).
+CHOICE_POLL_S = 5.0
 
 
 class Checkpointer:
@@ -68,6 +72,7 @@ class Checkpointer:
         self.requested = threading.Event()
         self.reload_requested = threading.Event()
         self.last_started = time.monotonic()
+        self.last_choice_poll = time.monotonic()
         # The checkpoint this state came from: loaded at start or reload, or last written;
         # known once either happened (before that there is nothing an operator could override).
         self.current_id: int | None = None
@@ -105,8 +110,10 @@ class Checkpointer:
         if self._job is not None:
             self._finish(wait=False)
             return
-        due = time.monotonic() - self.last_started >= self.interval_s
-        if due or self.requested.is_set():
+        now = time.monotonic()
+        due = now - self.last_started >= self.interval_s
+        if due or self.requested.is_set() or now - self.last_choice_poll >= CHOICE_POLL_S:
+            self.last_choice_poll = now
             self._load_operator_choice()
         if self.requested.is_set():
             self.requested.clear()

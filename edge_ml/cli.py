@@ -382,9 +382,9 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
 
     The trained streams are added to (or replace those of the same name in) the newest
     checkpoint's state, so every other stream keeps what it learned. Use the daemon's config.
-    A running daemon loads the result at its next checkpoint tick ([storage]
-    checkpoint_interval_s), at once on SIGHUP (systemctl reload edge-ml), or at its next
-    start; what it learned after its newest checkpoint is not kept.
+    A running daemon loads the result within a few seconds, at once on SIGHUP
+    (systemctl reload edge-ml), or at its next start; what it learned after its newest
+    checkpoint is not kept.
     """
     from edge_ml.pipeline import Pipeline
     from edge_ml.train import train as train_history
@@ -407,23 +407,10 @@ def train(sources: tuple[str, ...], stream: str | None, config_path: str | None,
     click.echo(f"checkpoint {result.checkpoint_id}: {result.readings} readings, "
                f"{len(result.trained)} streams trained ({base}); {result.streams} streams in all"
                f"{skipped}")
-    click.echo(_takes_effect(storage, cfg if not db else _daemon_config(db, config_path)))
+    click.echo(_takes_effect(storage))
 
 
-def _daemon_config(db: str | None, config_path: str | None) -> Config | None:
-    """The config of the daemon on this database, when it is known: given by --config, or the
-    one the database path came from. With --db alone the default config may be another
-    daemon's (its checkpoint interval would be a guess), so None."""
-    try:
-        cfg = load_config(config_path)
-    except ConfigError:
-        return None
-    if config_path or not db or str(Path(db).resolve()) == str(Path(cfg.storage.db).resolve()):
-        return cfg
-    return None
-
-
-def _takes_effect(storage: Storage, cfg: Config | None) -> str:
+def _takes_effect(storage: Storage) -> str:
     """When a checkpoint chosen from the CLI is loaded (edge_ml.checkpointer.Checkpointer), by
     the daemon that runs on ``storage`` now, if one does."""
     try:
@@ -433,12 +420,10 @@ def _takes_effect(storage: Storage, cfg: Config | None) -> str:
     if not live or not live["running"]:
         return "no daemon is running on this database: the next start loads it"
     pid = live["pid"]
-    tick = (f"within {cfg.storage.checkpoint_interval_s:g} s (at its next checkpoint tick, "
-            f"[storage] checkpoint_interval_s{f' in {cfg.source}' if cfg.source else ''})"
-            if cfg else "at its next checkpoint tick ([storage] checkpoint_interval_s of its "
-            "config)")
-    return (f"daemon pid {pid} is running: it loads it {tick}, or now with `systemctl reload "
-            f"edge-ml` (SIGHUP to pid {pid}), and does not save over it; a start loads it too")
+    # It looks every few seconds (checkpointer.CHOICE_POLL_S), whatever its checkpoint interval.
+    return (f"daemon pid {pid} is running: it loads it within a few seconds, or at once with "
+            f"`systemctl reload edge-ml` (SIGHUP to pid {pid}), and does not save over it; a "
+            "start loads it too")
 
 
 @main.group()
@@ -529,7 +514,7 @@ def checkpoints_import(source: str, db: str | None, config_path: str | None) -> 
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"imported as checkpoint {checkpoint_id}: "
-               f"{_takes_effect(storage, _daemon_config(db, config_path))}")
+               f"{_takes_effect(storage)}")
 
 
 @checkpoints.command("rollback")
@@ -539,7 +524,7 @@ def checkpoints_import(source: str, db: str | None, config_path: str | None) -> 
 def checkpoints_rollback(checkpoint_id: int, db: str | None, config_path: str | None) -> None:
     """Make CHECKPOINT_ID what the daemon loads (newer ones set aside).
 
-    A running daemon loads it at its next checkpoint tick or on SIGHUP, and does not save
+    A running daemon loads it within a few seconds or on SIGHUP, and does not save
     over it meanwhile (not even when it stops); otherwise the next start loads it.
     """
     storage = _open(db, config_path)
@@ -548,7 +533,7 @@ def checkpoints_rollback(checkpoint_id: int, db: str | None, config_path: str | 
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"checkpoint {checkpoint_id} is the one the daemon loads: "
-               f"{_takes_effect(storage, _daemon_config(db, config_path))}")
+               f"{_takes_effect(storage)}")
 
 
 @checkpoints.command("save")

@@ -65,11 +65,19 @@ class MqttConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     db: str = ""  # resolved at load time: $STATE_DIRECTORY/edge-ml.db under systemd
-    checkpoint_interval_s: float = _f(300.0, low=1.0)
+    # A checkpoint of 1,000 streams warmed up is a ~2.2 MB blob, ~4 MB written with its share
+    # of WAL copy-back (docs/benchmarks.md, disk writes): every 2 h, ~48 MB a day; hourly would
+    # leave the 200 MB/day budget no margin. Also at stop and on request; skipped when idle.
+    checkpoint_interval_s: float = _f(7200.0, low=1.0)
     retention: int = _f(10, low=1)  # checkpoints kept
     alert_retention_days: float = _f(90.0, low=0.0)  # 0 keeps alerts forever
     rejects_kept: int = _f(10000, low=10)
+    # Alerts are written at once, drift events (and the first reject) within this.
     flush_interval_s: float = _f(1.0, low=0.05, high=60.0)
+    # Per-stream statistics, reading counters and the health record are written this often
+    # (and before each checkpoint and at stop), as one transaction: 1,000 streams rewritten
+    # every second would be ~9 GB a day on an SD card (docs/benchmarks.md, disk writes).
+    stats_interval_s: float = _f(600.0, low=0.05, high=86400.0)
     # How long the daemon's writes wait for a lock held by another process (a backup, a
     # Datasette write) before giving up until a later retry: the worker must not stall on it.
     busy_timeout_s: float = _f(0.1, low=0.0, high=10.0)

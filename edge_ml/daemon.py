@@ -100,6 +100,7 @@ class Daemon:
         self._last_health = 0.0
         self._last_prune = 0.0
         self._last_health_readings = 0
+        self._health_stored: bool | None = None  # "connected" in the last record stored now
         self._last_ha = 0.0
         self._final_write_failed = False  # the stop's first flush failed: later ones wait less
 
@@ -138,8 +139,7 @@ class Daemon:
                     frozen_after_first = True
                     gc.freeze()
                     release_compiler_pages()
-            if pipeline.flush_due():
-                pipeline.flush()
+            pipeline.flush_if_due()
             self.checkpointer.tick()
             if time.monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
                 self._prune_alerts()
@@ -212,6 +212,8 @@ class Daemon:
             "pid": os.getpid(),
             "uptime_s": round(uptime, 1),
             "health_interval_s": self.config.daemon.health_interval_s,
+            # How often this record is stored (status's liveness bound); MQTT gets every one.
+            "stored_interval_s": self.config.storage.stats_interval_s,
             "connected": self.link.state.connected,
             "mqtt_error": self.link.state.last_error,
             "mqtt_subscribe_refused": self.link.state.subscribe_refused,
@@ -259,8 +261,17 @@ class Daemon:
         self._last_health_readings = self.pipeline.readings_seen
         self.last_health = health  # what the metrics endpoint serves
         self.publisher.health(health)
+        if self._health_stored is not None and health["connected"] == self._health_stored:
+            # Stored with the next statistics flush ([storage] stats_interval_s), in its
+            # transaction: a record every health interval would be ~100 MB a day of writes.
+            self.pipeline.health_record = health
+            return
+        # At once the first (status must see this daemon running, not the last one stopped)
+        # and when the broker connection came or went (at most once a health interval).
         try:
             self.storage.set_health(health)
+            self._health_stored = health["connected"]
+            self.pipeline.health_record = None
         except Exception as exc:  # a full disk must not stop the worker
             log.debug("cannot store health: %s", exc)
 

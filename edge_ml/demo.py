@@ -40,6 +40,8 @@ client_id = "edge-ml-demo"
 [storage]
 db = "{db}"
 flush_interval_s = 0.5
+# Counts and health in the database every second (the daemon's default is 10 minutes).
+stats_interval_s = 1.0
 
 [model]
 # A short first window so the demo fleet is scored within a few seconds.

@@ -8,6 +8,7 @@ and putting it back (checkpoints, ``train``) is :mod:`edge_ml.state`, one layer 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -38,6 +39,11 @@ STREAM_LIMIT_LOG_INTERVAL_S = 60.0
 # ``[storage] busy_timeout_s`` for a lock, and the worker has readings to score meanwhile.
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 4.0
+# Rejects are evidence of bad input, not alarms: the first is written within
+# ``[storage] flush_interval_s`` (someone debugging a publisher looks for it), but while bad
+# input keeps coming they do not make a write of their own more often than this (SD cards wear;
+# their rows are bounded and their counts exact either way).
+REJECT_FLUSH_MIN_S = 60.0
 
 
 def model_params(config: Config, n_features: int) -> ModelParams:
@@ -114,6 +120,13 @@ class Pipeline:
         self.storage_faults = 0
         self.last_storage_error: str | None = None
         self.last_flush = time.monotonic()
+        # Stream statistics, reading counters and the health record are written every
+        # ``[storage] stats_interval_s`` (and before a checkpoint, and at stop); alerts and
+        # drift events within ``flush_interval_s``. See flush_if_due.
+        self.last_stats_flush = time.monotonic()
+        self._last_reject_flush = -math.inf
+        # The newest health record (the daemon's), stored with the next statistics flush.
+        self.health_record: dict[str, Any] | None = None
         self._retry_delay = 0.0  # backoff after failed flushes (0: the last one succeeded)
         self._retry_at = 0.0
         self._limit_logged_at = 0.0  # wall clock of the last "stream limit" log line
@@ -243,12 +256,15 @@ class Pipeline:
         s, used = self.streams.stats, len(self.streams)
         return np.flatnonzero(s.readings[:used] != s.flushed_readings[:used])
 
-    def _stream_rows(self, dirty: np.ndarray) -> list[dict[str, Any]]:
+    def _stream_rows(self, dirty: np.ndarray, readings: bool = True) -> list[dict[str, Any]]:
+        """Rows for the ``streams`` table; ``readings=False`` adds no readings to the counts."""
         # Column by column: element-wise NumPy reads cost ~25 us a stream, 255 ms a flush at
         # 10,000 streams on the worker.
         s, names = self.streams.stats, self.streams.names
         last_ts = s.last_ts[dirty].tolist()
         recent = self.streams.recent_rows(dirty)
+        new_readings = ((s.readings[dirty] - s.flushed_readings[dirty]).tolist() if readings
+                        else [0] * dirty.size)
         return [
             {
                 "stream": names[slot],
@@ -263,23 +279,46 @@ class Pipeline:
                 "recent_levels": ring,
             }
             for slot, first, last, new, value, level, warming, ring in zip(
-                dirty.tolist(), s.first_ts[dirty].tolist(), last_ts,
-                (s.readings[dirty] - s.flushed_readings[dirty]).tolist(),
+                dirty.tolist(), s.first_ts[dirty].tolist(), last_ts, new_readings,
                 s.last_value[dirty].tolist(), s.last_level[dirty].tolist(),
                 s.last_warming[dirty].tolist(), recent, strict=True)
         ]
 
-    def flush(self) -> bool:
-        """Write what is pending in one transaction; False (and kept for later) on failure."""
-        self.last_flush = time.monotonic()
+    def _alerting_slots(self) -> np.ndarray:
+        """Slots of the streams with a pending alert event (held by this pipeline)."""
+        slot_of = self.streams.slot_of
+        found = {slot_of[e.stream] for e in self.pending.alerts if e.stream in slot_of}
+        return np.array(sorted(found), dtype=np.int64)
+
+    def flush(self, stats: bool = True) -> bool:
+        """Write what is pending in one transaction; False (and kept for later) on failure.
+
+        ``stats=True`` (a statistics flush: timer, checkpoint, stop) writes everything: the
+        events, the rows of every stream with new readings, the reading counter and the
+        health record. ``stats=False`` writes only the events (alerts, drift, rejects, their
+        counters) and, for a stream whose alert opened or resolved, its row without adding
+        readings, so ``open_alert`` in ``streams`` follows the alerts table at once while the
+        reading counts in ``streams`` and ``counters`` stay consistent with each other.
+        """
+        now = time.monotonic()
+        self.last_flush = now
         if self.storage is None:
+            if stats:
+                self.last_stats_flush = now
             return True
-        dirty = self._dirty_slots()
-        if not (self.pending or dirty.size):
+        if stats:
+            dirty = self._dirty_slots()
+            events, health = self.pending, self.health_record
+        else:
+            dirty = self._alerting_slots()
+            events, health = dataclasses.replace(self.pending, readings=0), None
+        if not (events or dirty.size or health):
+            if stats:
+                self.last_stats_flush = now
             return True
-        rows = self._stream_rows(dirty)
+        rows = self._stream_rows(dirty, readings=stats)
         try:
-            self.storage.write(self.pending, rows)
+            self.storage.write(events, rows, health)
         except StorageError as exc:
             self.storage_faults += 1
             self._retry_delay = min(max(2 * self._retry_delay, RETRY_FIRST_S), RETRY_MAX_S)
@@ -295,25 +334,55 @@ class Pipeline:
             log.warning("storage writable again after %d failed flushes", self.storage_faults)
         self.last_storage_error = None
         self._retry_delay = 0.0
-        stats = self.streams.stats
-        stats.flushed_readings[dirty] = stats.readings[dirty]
-        self.pending = PendingWrites()
+        if self.pending.rejects or self.pending.rejects_dropped:
+            self._last_reject_flush = now
+        if stats:
+            self.last_stats_flush = now
+            self.health_record = None
+            stats_arrays = self.streams.stats
+            stats_arrays.flushed_readings[dirty] = stats_arrays.readings[dirty]
+            self.pending = PendingWrites()
+        else:
+            self.pending = PendingWrites(readings=self.pending.readings)
         return True
 
     def unflushed(self) -> tuple[PendingWrites, list[dict[str, Any]]]:
         """What a flush would write now: the pending rows and the streams' new counts."""
         return self.pending, self._stream_rows(self._dirty_slots())
 
+    def _stats_due(self) -> bool:
+        return time.monotonic() - self.last_stats_flush >= self.config.storage.stats_interval_s
+
+    def _events_due(self) -> bool:
+        p = self.pending
+        if p.alerts:
+            return True
+        elapsed = time.monotonic() - self.last_flush
+        if elapsed < self.config.storage.flush_interval_s:
+            return False
+        rejects = bool(p.rejects or p.rejects_dropped) and (
+            time.monotonic() - self._last_reject_flush >= REJECT_FLUSH_MIN_S)
+        return bool(p.drift) or rejects or bool(p.dropped)
+
     def flush_due(self) -> bool:
-        """Whether to flush now: an alert is pending or the flush interval is up.
+        """Whether to flush now: an alert is pending, drift events (or a first reject) have
+        waited ``flush_interval_s``, or the statistics are due (``stats_interval_s``).
 
         After a failed flush, only once its retry backoff has passed: a locked database is not
         tried again on every loop of the worker.
         """
         if self._retry_delay:
             return time.monotonic() >= self._retry_at
-        elapsed = time.monotonic() - self.last_flush
-        return bool(self.pending.alerts) or elapsed >= self.config.storage.flush_interval_s
+        return self._events_due() or self._stats_due()
+
+    def flush_if_due(self) -> bool:
+        """The worker's flush: the events when due, everything when the statistics are due.
+
+        A retry after a failure writes everything that is pending.
+        """
+        if not self.flush_due():
+            return True
+        return self.flush(stats=bool(self._retry_delay) or self._stats_due())
 
     def open_alert_count(self) -> int:
         """Alerts open now, over every stream."""

@@ -22,7 +22,8 @@ from edge_ml.records import iso_utc
 from edge_ml.sparkline import decode, sparkline
 from edge_ml.storage import Storage
 
-# A daemon writes its health record every ``[daemon] health_interval_s``. One silent for this
+# A daemon stores its health record every ``[storage] stats_interval_s`` (``stored_interval_s``
+# in the record; older daemons: every ``[daemon] health_interval_s``). One silent for this
 # many intervals, plus a grace for a slow moment (the first batch compiling kernels on a cold
 # cache, a checkpoint of many streams), is taken for gone.
 HEALTH_STALE_INTERVALS = 3
@@ -60,7 +61,9 @@ def daemon_liveness(health: dict[str, Any], now: float | None = None) -> dict[st
         pid = int(health.get("pid") or 0)
     except (TypeError, ValueError):
         pid = 0
-    interval = health.get("health_interval_s")
+    # Stored every ``stored_interval_s`` ([storage] stats_interval_s), published every
+    # ``health_interval_s``; records from before the split were stored as often as published.
+    interval = health.get("stored_interval_s") or health.get("health_interval_s")
     if not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0:
         interval = DEFAULT_HEALTH_INTERVAL_S
     age = None if last_seen is None else max(0.0, now - last_seen)

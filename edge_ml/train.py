@@ -121,8 +121,8 @@ def train(pipeline: Pipeline, storage: Storage, sources: Sequence[str | Path],
     that newest checkpoint is not in it. Counters stay those of that checkpoint (trained
     readings are not live readings), and alerts the history raised are dropped.
 
-    The checkpoint becomes the one loaded at start; a running daemon loads it at its next
-    checkpoint tick, or at once on SIGHUP (see :class:`Checkpointer`).
+    The checkpoint becomes the one loaded at start; a running daemon loads it within a few
+    seconds, or at once on SIGHUP (see :class:`Checkpointer`).
     """
     skipped = 0
     for source in sources:

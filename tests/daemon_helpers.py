@@ -22,7 +22,7 @@ from edge_ml.localbroker import LocalBroker
 def write_config(path: Path, broker: LocalBroker, db: Path, extra: str = "") -> Path:
     path.write_text(
         f'[mqtt]\nport = {broker.port}\nclient_id = "edge-ml-test"\n'
-        f'[storage]\ndb = "{db}"\nflush_interval_s = 0.2\n'
+        f'[storage]\ndb = "{db}"\nflush_interval_s = 0.2\nstats_interval_s = 0.2\n'
         "[model]\nwindow_size = 50\nwarmup = 60\n"
         "[daemon]\nhealth_interval_s = 0.5\n" + extra
     )

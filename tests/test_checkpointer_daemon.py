@@ -31,7 +31,7 @@ def _config(tmp_path: Path, broker: LocalBroker) -> Path:
     path.write_text(
         f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nclient_id = "ckpt-test"\n'
         f'[storage]\ndb = "{tmp_path / "state.db"}"\ncheckpoint_interval_s = 1.0\n'
-        "flush_interval_s = 0.1\nretention = 20\n"
+        "flush_interval_s = 0.1\nstats_interval_s = 0.1\nretention = 20\n"
         "[model]\nn_trees = 5\nheight = 6\nwindow_size = 50\nwarmup = 60\n"
         "[daemon]\nhealth_interval_s = 0.5\n"
     )

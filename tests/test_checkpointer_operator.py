@@ -29,6 +29,7 @@ def _config(tmp_path: Path, broker: LocalBroker, interval_s: float) -> Path:
     path.write_text(
         f'[mqtt]\nport = {broker.port}\nclient_id = "operator-test"\n'
         f'[storage]\ndb = "{tmp_path / "state.db"}"\nflush_interval_s = 0.1\n'
+        "stats_interval_s = 0.1\n"
         f"checkpoint_interval_s = {interval_s}\nretention = 20\n"
         "[model]\nn_trees = 5\nheight = 6\nwindow_size = 50\nwarmup = 20\n"
         "[daemon]\nhealth_interval_s = 0.5\n"
@@ -199,7 +200,7 @@ def test_rollback_while_running_survives_the_timer_and_a_restart(tmp_path: Path,
             daemon.proc.kill()
         observer.close()
     assert f"resumed from checkpoint {target} " in daemon.log()
-    assert "loads it within 1 s" in rolled.stdout
+    assert "loads it within a few seconds" in rolled.stdout
 
 
 def test_train_one_stream_and_reload_keeps_the_other_streams(tmp_path: Path,

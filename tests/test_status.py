@@ -49,7 +49,8 @@ def test_unreachable_broker_is_logged_and_reported_then_status_shows_the_stop(
     config = tmp_path / "edge-ml.toml"
     config.write_text(
         f'[mqtt]\nport = {port}\nclient_id = "edge-ml-test"\nreconnect_min_s = 0.2\n'
-        f'reconnect_max_s = 1.0\n[storage]\ndb = "{db}"\n[daemon]\nhealth_interval_s = 0.5\n')
+        f'reconnect_max_s = 1.0\n[storage]\ndb = "{db}"\nstats_interval_s = 0.5\n'
+        "[daemon]\nhealth_interval_s = 0.5\n")
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
     try:
         def reported() -> dict[str, object] | None:

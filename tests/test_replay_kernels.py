@@ -22,6 +22,8 @@ from edge_ml.pipeline import Pipeline
 from edge_ml.replay import kernels, reader, replay_csv
 from edge_ml.timestamps import parse_timestamp
 
+pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
+
 
 def _parse_one(line: str, columns: int = 1) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     data = np.frombuffer(line.encode(), dtype=np.uint8)
@@ -60,6 +62,7 @@ def test_decimals_parse_as_float_and_print_as_repr() -> None:
     assert accepted > len(texts) // 2
 
 
+@pytest.mark.needs_jit
 def test_every_rounded_score_prints_as_repr() -> None:
     scores = np.arange(1_000_001) / 1e6
     rng = np.random.default_rng(0)

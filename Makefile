@@ -32,9 +32,11 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# pytest also runs the product's doctests (pyproject.toml); then the kernel tests run again as
+# plain Python, where a wrong index raises instead of reading garbage as compiled code would.
 test: test-packages venv lint
 	$(BIN)/python -m pytest -q
-	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/test_kernels.py
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -m "kernels and not needs_jit" tests
 
 bench: venv
 	$(BIN)/python benchmarks/hst_speed.py --quick

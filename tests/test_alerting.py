@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge_ml.kernels.alerting import OPENED, RESOLVED, alert_batch
+
+pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
 
 
 def _run_alerts(ts: list[float], levels: list[float], cooldown_s: float) -> list[int]:

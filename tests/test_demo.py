@@ -13,14 +13,29 @@ def demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_a_short_demo_finds_injected_anomalies_and_cleans_up() -> None:
-    run = demo("--seconds", "15", "--rate", "40", "--sensors", "4")
+def test_the_demo_as_shipped_finds_its_anomalies_without_false_alarms() -> None:
+    """``make demo`` (the defaults: 8 nodes x 20 Hz for 30 s) keeps what the README promises.
+
+    The fleet is seeded and readings are stamped at the sensor, so what the daemon finds does
+    not depend on the machine's load: 7 of 8 today (a slow drift is the one missed) and no
+    false alarm.
+    """
+    run = demo()
     assert run.returncode == 0, run.stdout + run.stderr
+    fleet = re.search(r"sent (\d+) messages from (\d+) sensors .* (\d+) anomalies .* dropped (\d+)",
+                      run.stdout)
+    assert fleet, run.stdout
+    _, sensors, anomalies, dropped = map(int, fleet.groups())
+    assert (sensors, anomalies, dropped) == (8, 8, 0), run.stdout
+    scored = re.search(r"readings +(\d+) scored on (\d+) streams, (\d+) rejected", run.stdout)
+    assert scored, run.stdout
+    assert int(scored.group(3)) == 0, run.stdout
     found = re.search(r"Found (\d+) of (\d+) injected anomalies; (\d+) false alarm", run.stdout)
     assert found, run.stdout
     hits, injected, false_alarms = map(int, found.groups())
-    assert injected >= 1 and hits >= 1, run.stdout
-    assert false_alarms <= 3, run.stdout
+    assert injected == 8 and hits >= 7, run.stdout
+    assert false_alarms == 0 and "No false alarms." in run.stdout, run.stdout
+    assert run.stdout.count("MISSED") == injected - hits
     assert "kept" not in run.stdout  # a clean run leaves no temporary folder behind
 
 

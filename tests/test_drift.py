@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge_ml.config import parse_config
 from edge_ml.drift import DriftMonitor, DriftParams
 from edge_ml.kernels.alerting import OPENED
 from edge_ml.pipeline import Pipeline
 from edge_ml.storage import Storage
+
+pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
 
 CONFIG = {"model": {"n_trees": 10, "height": 8, "window_size": 100, "warmup": 150},
           "alerts": {"cooldown_s": 0.0}}
@@ -56,6 +59,7 @@ def test_reaction_none_records_but_keeps_the_model() -> None:
     assert pipeline.features.arrays.seen[0] == 6000  # never reset
 
 
+@pytest.mark.needs_jit
 def test_stable_streams_do_not_drift() -> None:
     config = parse_config(CONFIG)
     pipeline = Pipeline(config)

@@ -17,6 +17,8 @@ from river.anomaly import HalfSpaceTrees
 from edge_ml.kernels.hst import PRUNED_ZERO_MIN_CELLS
 from edge_ml.model.forest import ForestState, TreeStructure, feature_dtype, mass_dtype
 
+pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
+
 N_TREES = 10
 HEIGHT = 8
 SEEDS = (0, 7, 42)
@@ -60,6 +62,7 @@ def river_scores(
     return out
 
 
+@pytest.mark.needs_jit
 @pytest.mark.parametrize("window_size", WINDOWS)
 @pytest.mark.parametrize("n_features", DIMS)
 @pytest.mark.parametrize("seed", SEEDS)

@@ -10,6 +10,8 @@ from edge_ml.features import FeatureState
 from edge_ml.kernels.alerting import NEVER, alert_batch
 from edge_ml.kernels.calibration import CAL_SHORT, calibrate
 
+pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
+
 rng = np.random.default_rng(0)
 CASES = {
     "noise": rng.normal(20.0, 1.0, 700),

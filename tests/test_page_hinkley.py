@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge_ml.kernels.page_hinkley import block_batch
+
+pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
 
 
 def test_blocks_match_reference_across_batches() -> None:

@@ -22,6 +22,8 @@ from edge_ml.pipeline import Pipeline
 from edge_ml.replay import kernels, reader, replay_csv
 from edge_ml.timestamps import parse_timestamp
 
+pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
+
 
 def _parse_one(line: str, columns: int = 1) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     data = np.frombuffer(line.encode(), dtype=np.uint8)
@@ -32,6 +34,7 @@ def _parse_one(line: str, columns: int = 1) -> tuple[int, np.ndarray, np.ndarray
     return status, ts, values, first
 
 
+@pytest.mark.needs_jit  # as plain Python, uint8 digit arithmetic wraps (NEP 50)
 def test_decimals_parse_as_float_and_print_as_repr() -> None:
     rng = random.Random(4)
     texts = ["0", "-0", "0.0", "-0.0", "00.50", "0.0001", "0.00001", "123456789012345",
@@ -60,6 +63,7 @@ def test_decimals_parse_as_float_and_print_as_repr() -> None:
     assert accepted > len(texts) // 2
 
 
+@pytest.mark.needs_jit
 def test_every_rounded_score_prints_as_repr() -> None:
     scores = np.arange(1_000_001) / 1e6
     rng = np.random.default_rng(0)
@@ -132,6 +136,7 @@ def csv_files(draw: st.DrawFn) -> str:
 
 @settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@pytest.mark.needs_jit  # as plain Python, uint8 digit arithmetic wraps (NEP 50)
 @given(csv_files())
 def test_replay_output_matches_the_python_path(tmp_path_factory: pytest.TempPathFactory,
                                                monkeypatch: pytest.MonkeyPatch,

@@ -34,7 +34,6 @@ def _parse_one(line: str, columns: int = 1) -> tuple[int, np.ndarray, np.ndarray
     return status, ts, values, first
 
 
-@pytest.mark.needs_jit  # as plain Python, uint8 digit arithmetic wraps (NEP 50)
 def test_decimals_parse_as_float_and_print_as_repr() -> None:
     rng = random.Random(4)
     texts = ["0", "-0", "0.0", "-0.0", "00.50", "0.0001", "0.00001", "123456789012345",
@@ -136,7 +135,6 @@ def csv_files(draw: st.DrawFn) -> str:
 
 @settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@pytest.mark.needs_jit  # as plain Python, uint8 digit arithmetic wraps (NEP 50)
 @given(csv_files())
 def test_replay_output_matches_the_python_path(tmp_path_factory: pytest.TempPathFactory,
                                                monkeypatch: pytest.MonkeyPatch,

@@ -80,7 +80,7 @@ def _decimal(data, i, out):
     fraction = -1  # digits after the point; -1 before the point
     start = i
     while i < size:
-        c = data[i]
+        c = np.int64(data[i])  # as Numba types it; NumPy would keep uint8 and wrap
         if _ZERO <= c <= _NINE:
             if mantissa != 0 or c != _ZERO:
                 digits += 1

@@ -116,15 +116,29 @@ def demo(seconds: float, sensors: int, rate: float, seed: int, workdir: str | No
     sys.exit(0 if ok else 1)
 
 
+def _why(row: dict[str, Any]) -> str:
+    """``view expected LOW..HIGH fields a=0.7,b=0.3`` of an alert row ('' when unknown)."""
+    if not row.get("view"):
+        return ""
+    parts = [row["view"]]
+    if row.get("expected_low") is not None and row.get("expected_high") is not None:
+        parts.append(f"expected {row['expected_low']:.4g}..{row['expected_high']:.4g}")
+    fields = row.get("fields") or {}
+    if fields and list(fields) != [row["stream"]]:  # a per-field alert's field is its stream
+        parts.append("fields " + ",".join(f"{k}={v:.2f}" for k, v in fields.items()))
+    return " ".join(parts)
+
+
 def _alert_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no alerts"
-    lines = [f"{'time (UTC)':<24} {'state':<9} {'severity':<9} {'score':>7} {'value':>12}  stream"]
+    lines = [f"{'time (UTC)':<24} {'state':<9} {'severity':<9} {'score':>7} {'value':>12}  "
+             "stream  why"]
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4g}"
         lines.append(
             f"{(r['ts_iso'] or '')[:23]:<24} {r['state']:<9} {r['severity']:<9} "
-            f"{r['score']:>7.4f} {value:>12}  {r['stream']}"
+            f"{r['score']:>7.4f} {value:>12}  {r['stream']}  {_why(r)}".rstrip()
         )
     return "\n".join(lines)
 

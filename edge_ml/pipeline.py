@@ -180,7 +180,8 @@ class Pipeline:
         self._grow()
         detection = self.detector.process(self.features, slots, values, ts)
         codes, cooling, events = self.alerts.evaluate(
-            slots, detection.levels, values, ts, detection.warming, self.streams.names
+            slots, detection.levels, values, ts, detection.warming, self.streams.names,
+            detection.view, detection.expected,
         )
         self.streams.record(slots, ts, values, detection.levels, detection.warming)
         self._drift(slots, detection.residual, detection.warming, ts)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_ml import __version__
-from edge_ml.alerts import AlertTracker
+from edge_ml.alerts import AlertTracker, stored_explanation
 from edge_ml.checkpoint_format import SCHEMA_VERSION
 from edge_ml.drift import DriftMonitor
 from edge_ml.errors import CheckpointError, StorageError
@@ -187,14 +187,19 @@ def reconcile_alerts(pipeline: Pipeline, reason: str) -> list[AlertEvent]:
             announced.pop(event.alert_id, None)
     held = {alert_id: slot for slot, (alert_id, _) in pipeline.alerts.open_alerts.items()}
     for alert_id, slot in held.items():
-        if alert_id not in announced:
+        if alert_id in announced:  # its resolve will say why it opened, as the open did
+            why = stored_explanation(announced[alert_id])
+            if why is not None:
+                pipeline.alerts.explanations[slot] = why
+        else:
             pipeline.alerts.close(slot)
             log.info("alert %s on %s is open in the restored state but not in the "
                      "database: closed", alert_id, pipeline.streams.names[slot])
     now = time.time()
     events = [
         AlertEvent(alert_id, row["stream"], "resolved", row["score"], math.nan, now,
-                   row["opened_at"], now, row["severity"], reason)
+                   row["opened_at"], now, row["severity"], reason,
+                   *(stored_explanation(row) or (None,) * 3))
         for alert_id, row in announced.items() if alert_id not in held
     ]
     for event in events:

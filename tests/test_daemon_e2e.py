@@ -59,7 +59,8 @@ def test_readings_become_alerts_and_bad_payloads_are_counted(
                      if a["state"] == "open"], 30, "an alert message")
         alert = opened[0]
         assert set(alert) == {"alert_id", "stream", "state", "score", "value", "ts",
-                              "opened_at", "resolved_at", "severity", "gateway_id"}
+                              "opened_at", "resolved_at", "severity", "gateway_id",
+                              "view", "fields", "expected"}
         assert alert["stream"] == "sensors/room/temp"
         assert alert["value"] > 28  # the injected excursion
         assert 0.5 <= alert["score"] <= 1.0  # the default threshold

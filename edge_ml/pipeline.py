@@ -63,6 +63,7 @@ class BatchOutput:
     codes: np.ndarray  # 0 none, 1 alert opened, 2 alert resolved
     cooling: np.ndarray  # 1 while the stream is inside its alert cooldown
     events: list[AlertEvent]
+    view: np.ndarray | None = None  # int8 view code of each level (edge_ml.kernels.explain)
 
     def reported_levels(self, threshold: float) -> np.ndarray:
         """Levels as an operator sees them: held just under the threshold during a cooldown.
@@ -196,7 +197,7 @@ class Pipeline:
             log.debug("alert %s %s on %s (score %.4f, value %s)", event.alert_id, event.state,
                      event.stream, event.score, event.value)
         return BatchOutput(slots, detection.levels, detection.raw, detection.warming, codes,
-                           cooling, events)
+                           cooling, events, detection.view)
 
     def _drift(self, slots: np.ndarray, residual: np.ndarray, warming: np.ndarray,
                ts: np.ndarray) -> None:

@@ -183,3 +183,48 @@ def test_home_assistant_attributes_template_reads_the_state_payload() -> None:
     assert config["json_attributes_template"] == ATTRIBUTES_TEMPLATE
     for key in ("view", "fields", "expected"):
         assert f"value_json.{key}" in ATTRIBUTES_TEMPLATE
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_broken_relationship_raises_a_joint_alert_that_names_its_fields(
+    broker: LocalBroker, daemon_env: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A pump's current, flow and pressure in one JSON map are a device: a fault that keeps
+    each inside its own range but breaks their relationship alerts on ``<device>/joint``."""
+    config, db = daemon_env
+    observer = Observer(broker, ["edge-ml/#"])
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    device = "sensors/pump1"
+    try:
+        wait_for(lambda: b"online" in observer.on("edge-ml/status")
+                 or daemon.proc.poll() is not None, 120, "the daemon to come online")
+        assert daemon.proc.poll() is None, daemon.log()
+        rng = np.random.default_rng(4)
+        for i in range(400):
+            load = 0.5 + 0.3 * np.sin(i / 20) + rng.normal(0, 0.05)
+            fields = {"current": 2 + 6 * load + rng.normal(0, 0.15),
+                      "flow": 10 * load + rng.normal(0, 0.2),
+                      "pressure": 1 + 3 * load + rng.normal(0, 0.1)}
+            if i == 399:  # clogged: current of a high load, flow of a low one, both usual
+                fields = {"current": 2 + 6 * 0.65, "flow": 10 * 0.35, "pressure": 1 + 3 * 0.5}
+            observer.client.publish(device, json.dumps(fields), qos=1)
+        alert = wait_for(lambda: _open_alert(observer, f"{device}/joint"), 60, "a joint alert")
+        assert alert["view"] == "joint"
+        assert set(alert["fields"]) <= {f"{device}/current", f"{device}/flow",
+                                        f"{device}/pressure"}
+        assert len(alert["fields"]) >= 2 and abs(sum(alert["fields"].values()) - 1) < 0.2
+        worst = next(iter(alert["fields"]))
+        low, high = alert["expected"]
+        assert low < high and not low <= alert["value"] <= high  # the worst field's value
+        with sqlite3.connect(db) as conn:
+            row = wait_for(lambda: conn.execute(
+                "SELECT view, fields, expected_low FROM alerts WHERE stream = ?",
+                [f"{device}/joint"]).fetchone(), 30, "the joint alert stored")
+        assert row == ("joint", json.dumps(alert["fields"]), low)
+        line = next(line for line in _alerts_cli(db).splitlines() if f"{device}/joint" in line)
+        assert f"joint expected {low:.4g}..{high:.4g} fields {worst}=" in line
+    finally:
+        code = daemon.stop()
+        observer.close()
+    assert code == 0, daemon.log()

@@ -115,9 +115,10 @@ class Devices:
         for device, members in pending.items():
             d = self.index.get(device)
             if d is None:
-                if len(members) < 2 or len(created) >= room:
+                if len(members) < 2 or len(created) >= room \
+                        or device + JOINT_SUFFIX in registry_names:
                     # One field is no relationship yet (a pattern's other topics may come
-                    # later); or there is no room for the joint stream.
+                    # later); or there is no room for the joint stream, or its name is taken.
                     self.waiting[device] = members
                     continue
                 self.waiting.pop(device, None)

@@ -62,14 +62,14 @@ def test_row_marks_carries_open_alerts_across_chunks() -> None:
     score = np.array([[0.1, 0.6], [0.2, 0.1], [0.0, 0.0], [0.3, 0.05]])
     codes = np.array([[0, OPENED], [0, 0], [0, 0], [0, RESOLVED]], dtype=np.int8)
     view = np.array([[STUCK, SEASONAL], [MODEL, MODEL], [0, 0], [STUCK, 0]], dtype=np.int8)
-    marks, still = row_marks(score, codes, view, np.array([False, False]), texts)
+    marks, still = row_marks(score, codes, view, None, np.array([False, False]), texts)
     assert marks.alert.tolist() == [True, False, False, False]
     assert marks.alert_open.tolist() == [True, True, True, False]
     assert marks.explanations() == ["seasonal:b", "model:a", "", "stuck:a"]
     assert still.tolist() == [False, False]
     # Open before the chunk, resolved on its second row.
     codes = np.array([[0, 0], [RESOLVED, 0], [0, 0]], dtype=np.int8)
-    marks, still = row_marks(score[:3], codes, view[:3], np.array([True, False]), texts)
+    marks, still = row_marks(score[:3], codes, view[:3], None, np.array([True, False]), texts)
     assert marks.alert_open.tolist() == [True, False, False]
     assert explanation_texts(["value"])[1:] == ("seasonal", "stuck", "model", "joint")
 
@@ -87,3 +87,27 @@ def test_replay_cli_single_column_gets_the_columns(tmp_path: Path) -> None:
     rows = list(csv.DictReader(out.open(newline="")))
     assert rows[350]["alert"] == rows[350]["alert_open"] == "1"
     assert rows[350]["explanation"] == "seasonal"
+
+
+def test_a_multi_column_file_is_one_device_whose_joint_view_finds_a_broken_relationship(
+        tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    n = 1500
+    load = 0.5 + 0.35 * np.sin(np.arange(n) * 2 * np.pi / 288) + rng.normal(0, 0.05, n)
+    current = 2 + 6 * load + rng.normal(0, 0.15, n)
+    flow = 10 * load + rng.normal(0, 0.2, n)
+    fault = 1400
+    # current of a busy hour, flow of a quiet one: each usual, the pair not
+    current[fault], flow[fault] = 2 + 6 * 0.7, 10 * 0.3
+    source = tmp_path / "pump.csv"
+    source.write_text("timestamp,current,flow\n" + "".join(
+        f"{1_700_000_000 + 300 * i},{c:.4f},{f:.4f}\n"
+        for i, (c, f) in enumerate(zip(current, flow, strict=True))))
+    out = tmp_path / "out.csv"
+    subprocess.run([sys.executable, "-m", "edge_ml", "replay", str(source), "--out", str(out)],
+                   check=True, capture_output=True, timeout=120)
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert rows[fault]["alert"] == "1"
+    assert rows[fault]["explanation"] in ("joint:current", "joint:flow")
+    assert {r["explanation"].split(":")[0] for r in rows} <= {"", "seasonal", "stuck", "model",
+                                                               "joint"}

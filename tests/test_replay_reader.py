@@ -163,7 +163,7 @@ def test_a_bom_before_the_header_is_skipped_on_both_paths(
         assert (bom_summary.rows, bom_summary.skipped) == (summary.rows, 0) == (40, 0)
     pipeline = Pipeline(parse_config(CONFIG))
     replay_csv(pipeline, bom, None)
-    assert pipeline.streams.names == ["bom/a", "bom/b"]
+    assert pipeline.streams.names == ["bom/a", "bom/b", "bom/joint"]
 
 
 def test_an_empty_value_is_skipped_and_counted_as_nan_is(

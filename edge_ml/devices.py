@@ -2,7 +2,8 @@
 
 A device is named after the topic whose JSON/msgpack map or firmware frame carried two or more
 fields (``sensors/pump1`` for ``sensors/pump1/current``, ``sensors/pump1/flow``, ...), or after
-a ``[devices]`` pattern that groups streams of several topics (``pump1 = "sensors/pump1/+"``).
+a ``[devices] patterns`` filter that groups streams of several topics (``"sensors/+/+"``: the
+levels before its last wildcard name the device).
 Its joint level is alerted on a stream of its own, ``<device>/joint``, beside the fields' own
 streams; an alert there has view ``"joint"``.
 
@@ -12,7 +13,6 @@ field beyond that stays a stream of its own, outside the joint view.
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,27 +25,32 @@ JOINT_SUFFIX = "/joint"
 DEFAULT_STALE_S = 3600.0
 
 
-def mqtt_match(pattern: str, topic: str) -> bool:
-    """Whether ``topic`` matches an MQTT filter (``+`` one level, ``#`` the rest) or a glob.
+def pattern_device(pattern: str, stream: str) -> str | None:
+    """The device ``stream`` belongs to by an MQTT filter: its levels before the filter's last
+    wildcard (``+`` one level, ``#`` the rest), or None when it does not match.
 
     Examples
     --------
-    >>> mqtt_match("sensors/pump1/+", "sensors/pump1/flow")
+    >>> pattern_device("sensors/pump1/+", "sensors/pump1/flow")
+    'sensors/pump1'
+    >>> pattern_device("sensors/+/+", "sensors/pump2/current")
+    'sensors/pump2'
+    >>> pattern_device("sensors/+/flow", "sensors/pump1/current") is None
     True
-    >>> mqtt_match("sensors/+/flow", "sensors/pump1/current")
-    False
-    >>> mqtt_match("sensors/#", "sensors/pump1/current")
-    True
+    >>> pattern_device("plant/+/#", "plant/line1/pump/flow")
+    'plant/line1'
     """
-    if "+" not in pattern and "#" not in pattern:
-        return fnmatch.fnmatchcase(topic, pattern)
-    want, have = pattern.split("/"), topic.split("/")
+    want, have = pattern.split("/"), stream.split("/")
+    last = max(i for i, part in enumerate(want) if part in ("+", "#"))
     for i, part in enumerate(want):
         if part == "#":
-            return True
+            break
         if i >= len(have) or (part != "+" and part != have[i]):
-            return False
-    return len(want) == len(have)
+            return None
+    else:
+        if len(want) != len(have):
+            return None
+    return "/".join(have[:last]) or None
 
 
 @dataclass(frozen=True)
@@ -62,9 +67,9 @@ class JointOutput:
 class Devices:
     """Every device's fields and joint-view state; stream slots mapped to (device, field)."""
 
-    def __init__(self, patterns: dict[str, str] | None = None,
+    def __init__(self, patterns: list[str] | None = None,
                  stale_s: float = DEFAULT_STALE_S, capacity: int = 4) -> None:
-        self.patterns = dict(patterns or {})  # device name -> stream pattern
+        self.patterns = list(patterns or [])  # [devices] patterns, MQTT filters
         self.stale_s = stale_s
         self.names: list[str] = []
         self.fields: list[list[str]] = []  # per device, its field streams in order
@@ -81,9 +86,10 @@ class Devices:
 
     def device_of(self, stream: str, message_device: str | None) -> str | None:
         """The device ``stream`` belongs to: a matching pattern first, else its message's."""
-        for name, pattern in self.patterns.items():
-            if mqtt_match(pattern, stream):
-                return name
+        for pattern in self.patterns:
+            device = pattern_device(pattern, stream)
+            if device is not None:
+                return device
         return message_device
 
     def assign(self, names: list[str], slots: np.ndarray, message_devices: dict[str, str],

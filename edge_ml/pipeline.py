@@ -106,7 +106,7 @@ class Pipeline:
         self.params = model_params(config, self.features.n_features)
         self.detector: Detector = make_detector(self.params, capacity)
         self.alerts = AlertTracker(config.alerts, capacity)
-        self.devices = Devices()
+        self.devices = Devices(config.devices.patterns, config.devices.stale_s)
         self.drift = DriftMonitor(drift_params(config), capacity)
         self.pending = PendingWrites()
         self.readings_total = 0

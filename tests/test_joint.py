@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from edge_ml.devices import Devices, mqtt_match
+from edge_ml.devices import Devices, pattern_device
 from edge_ml.kernels.calibration import probability_level
 from edge_ml.kernels.joint import (
     DEV_MULT,
@@ -122,13 +122,28 @@ def test_invert_is_the_inverse() -> None:
     np.testing.assert_allclose(out, np.linalg.inv(a), rtol=1e-10, atol=1e-12)
 
 
-def test_patterns() -> None:
-    assert mqtt_match("sensors/pump1/+", "sensors/pump1/flow")
-    assert not mqtt_match("sensors/pump1/+", "sensors/pump1/flow/x")
-    devices = Devices({"pump1": "sensors/pump1/+"})
-    names = ["sensors/pump1/flow", "sensors/pump1/current", "sensors/other"]
-    created = devices.assign(names, np.arange(3, dtype=np.int64), {}, names)
-    assert created == ["pump1/joint"] and devices.fields == [names[:2]]
+def test_patterns_group_streams_of_several_topics_even_across_batches() -> None:
+    assert pattern_device("sensors/pump1/+", "sensors/pump1/flow") == "sensors/pump1"
+    assert pattern_device("sensors/pump1/+", "sensors/pump1/flow/x") is None
+    devices = Devices(["sensors/+/+"])
+    names = ["sensors/pump1/flow", "sensors/other", "sensors/pump1/current"]
+    # one field per batch (separate topics): the device forms once its second field is held
+    assert devices.assign(names[:1], np.arange(1, dtype=np.int64), {}, names[:1]) == []
+    created = devices.assign(names[1:], np.arange(1, 3, dtype=np.int64), {}, names)
+    assert created == ["sensors/pump1/joint"]
+    assert devices.fields == [["sensors/pump1/flow", "sensors/pump1/current"]]
+
+
+def test_device_patterns_are_validated_with_their_key() -> None:
+    import pytest
+
+    from edge_ml.config import parse_config
+    from edge_ml.errors import ConfigError
+
+    assert parse_config({"devices": {"patterns": ["sensors/+/+"]}}).devices.patterns
+    for bad in ("sensors/pump1", "+/x", "a/#/b"):
+        with pytest.raises(ConfigError, match=r"devices\.patterns\[0\]"):
+            parse_config({"devices": {"patterns": [bad]}})
 
 
 def test_device_state_survives_a_checkpoint() -> None:

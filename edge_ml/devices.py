@@ -62,6 +62,7 @@ class JointOutput:
     resid: np.ndarray  # float64[B, MAX_DEVICE_FIELDS], conditional residuals in deviations
     worst: np.ndarray  # int64[B], the field with the largest scaled residual
     expected: np.ndarray  # float64[B, 2], that field's range as the others predict it
+    warming: np.ndarray  # uint8[B], 1 while the device is still learning its first rows
 
 
 class Devices:
@@ -160,10 +161,10 @@ class Devices:
 
     def process(self, slots: np.ndarray, values: np.ndarray, ts: np.ndarray) -> JointOutput:
         s = self.state
-        device, level, resid, worst, expected = joint_batch(
+        device, level, resid, worst, expected, warming = joint_batch(
             self.slot_device, self.slot_field, slots, values, ts, self.stale_s,
             s.n_fields, s.last, s.last_ts, s.fresh, s.mean, s.cov, s.rows, s.rdev)
-        return JointOutput(device, level, resid, worst, expected)
+        return JointOutput(device, level, resid, worst, expected, warming)
 
     def explanation(self, d: int, resid: np.ndarray, worst: int,
                     expected: np.ndarray) -> tuple[str, dict[str, float], tuple[float, float]]:

@@ -231,7 +231,7 @@ class Pipeline:
         jslots = np.asarray(self.devices.joint_slot, dtype=np.int64)[devices]
         worst = joint.worst[at]
         shown = self.devices.state.last[devices, worst]  # the worst field's value
-        warming = (joint.level[at] == 0.0).astype(np.uint8)
+        warming = joint.warming[at]
         found, cooling, new = self.alerts.evaluate(
             jslots, joint.level[at], shown, ts[at], warming, self.streams.names,
             explainer=lambda i, _slot: self.devices.explanation(

@@ -168,6 +168,7 @@ def joint_batch(slot_device, slot_field, slots, values, ts, stale_s,
     """
     n = slots.shape[0]
     device = np.full(n, -1, dtype=np.int64)
+    warming = np.zeros(n, dtype=np.uint8)
     level = np.zeros(n, dtype=np.float64)
     resid = np.zeros((n, MAX_DEVICE_FIELDS), dtype=np.float64)
     worst = np.zeros(n, dtype=np.int64)
@@ -195,8 +196,9 @@ def joint_batch(slot_device, slot_field, slots, values, ts, stale_s,
         level[i], worst[i], weight = score_row(x, mean[d], cov[d], rdev[d], k, rows[d], r,
                                                expected[i])
         learn_row(x, mean[d], cov[d], rdev[d], k, rows[d], r, weight)
+        warming[i] = rows[d] < JOINT_WARMUP
         rows[d] += 1
         device[i] = d
         for j in range(k):
             fresh[d, j] = 0
-    return device, level, resid, worst, expected
+    return device, level, resid, worst, expected, warming

@@ -138,6 +138,19 @@ def demo(seconds: float, sensors: int, rate: float, seed: int, workdir: str | No
     sys.exit(0 if ok else 1)
 
 
+def _why(row: dict[str, Any]) -> str:
+    """``view expected LOW..HIGH fields a=0.7,b=0.3`` of an alert row ('' when unknown)."""
+    if not row.get("view"):
+        return ""
+    parts = [row["view"]]
+    if row.get("expected_low") is not None and row.get("expected_high") is not None:
+        parts.append(f"expected {row['expected_low']:.4g}..{row['expected_high']:.4g}")
+    fields = row.get("fields") or {}
+    if fields and list(fields) != [row["stream"]]:  # a per-field alert's field is its stream
+        parts.append("fields " + ",".join(f"{k}={v:.2f}" for k, v in fields.items()))
+    return " ".join(parts)
+
+
 def _alert_table(rows: list[dict[str, Any]], sparklines: dict[str, str] | None = None) -> str:
     """Alert rows; with ``sparklines``, each stream's last hour after its name."""
     if not rows:
@@ -145,13 +158,13 @@ def _alert_table(rows: list[dict[str, Any]], sparklines: dict[str, str] | None =
     width = max((len(r["stream"]) for r in rows), default=6)
     spark = "" if sparklines is None else "  last hour (a minute a character)"
     lines = [f"{'time (UTC)':<24} {'state':<9} {'severity':<9} {'score':>7} {'value':>12}  "
-             f"{'stream':<{width}}{spark}".rstrip()]
+             f"{'stream':<{width}}{spark}  why".rstrip()]
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4g}"
         recent = "" if sparklines is None else f"  {sparklines.get(r['stream'], '')}"
         lines.append(
             f"{(r['ts_iso'] or '')[:23]:<24} {r['state']:<9} {r['severity']:<9} "
-            f"{r['score']:>7.4f} {value:>12}  {r['stream']:<{width}}{recent}".rstrip()
+            f"{r['score']:>7.4f} {value:>12}  {r['stream']:<{width}}{recent}  {_why(r)}".rstrip()
         )
     return "\n".join(lines)
 
@@ -302,7 +315,8 @@ def status(db: str | None, config_path: str | None, stream_glob: str | None,
 def replay(source: str, config_path: str | None, out: str | None) -> None:
     """Run a CSV (timestamp,value[,...]) or a folder of them through the pipeline offline.
 
-    Writes timestamp,value,anomaly_score,alert per input row; a folder is mirrored under --out.
+    Writes timestamp,value,anomaly_score,alert,alert_open,explanation per input row; a folder
+    is mirrored under --out.
     No broker needed.
     """
     import gc

@@ -148,6 +148,17 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class DevicesConfig:
+    # MQTT filters grouping streams of several topics into devices (edge_ml.devices): a stream
+    # matching one belongs to the device named by its levels before the pattern's last
+    # wildcard ("sensors/+/+" puts sensors/pump1/flow in device sensors/pump1). The fields of
+    # one JSON/msgpack map or frame form a device without any pattern.
+    patterns: list[str] = field(default_factory=list)
+    # A field's last value older than this (seconds) does not complete a device's row.
+    stale_s: float = _f(3600.0, low=0.0)
+
+
+@dataclass(frozen=True)
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -155,6 +166,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
     source: str | None = None  # the file it came from, for messages
 
     def to_dict(self) -> dict[str, Any]:
@@ -331,6 +343,15 @@ def _validate(config: Config, path: str | None) -> None:
         problem = _publish_prefix_problem(prefix)
         if problem:
             raise ConfigError(f"{problem}, got {prefix!r}", key=f"alerts.{name}", path=path)
+    for i, pattern in enumerate(config.devices.patterns):
+        problem = topic_filter_problem(pattern)
+        if problem is None and "+" not in pattern and "#" not in pattern:
+            problem = "needs a wildcard ('+' or '#'): the device is the levels before it"
+        if problem is None and pattern.split("/")[0] in ("+", "#"):
+            problem = "needs a level before its first wildcard, to name the device"
+        if problem:
+            raise ConfigError(f"{pattern!r} is not a device pattern: {problem}",
+                              key=f"devices.patterns[{i}]", path=path)
     tls = config.mqtt.tls
     if (tls.cert is None) != (tls.key is None):
         raise ConfigError("cert and key go together", key="mqtt.tls.cert", path=path)

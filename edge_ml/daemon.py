@@ -188,7 +188,8 @@ class Daemon:
         s = p.streams.stats
         ha.publish_states(
             StreamState(name, float(s.last_level[i]), p.alerts.open_alert_id(i) is not None,
-                        bool(s.last_warming[i]), float(s.last_value[i]), float(s.last_ts[i]))
+                        bool(s.last_warming[i]), float(s.last_value[i]), float(s.last_ts[i]),
+                        p.alerts.explanation(i))
             for i, name in enumerate(names)
         )
 

@@ -63,6 +63,9 @@ class DecodedBatch:
     values: list[float] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     frames: list[tuple[str, int]] = field(default_factory=list)  # (dev, seq) of good frames
+    # Stream -> the topic whose one map (JSON, msgpack, frame) carried it with other fields:
+    # its device (edge_ml.devices). Streams of single-value payloads are not in it.
+    devices: dict[str, str] = field(default_factory=dict)
 
     def ts_array(self) -> np.ndarray:
         return np.asarray(self.ts, dtype=np.float64)
@@ -144,6 +147,8 @@ def _measurements(items: list[tuple[Any, Any]], topic: str, ts: float, out: Deco
         raise _Rejected(TOO_MANY_FIELDS, f"{len(items)} fields (max {MAX_FIELDS})")
     # Validate everything before emitting anything: a payload is taken whole or not at all.
     readings = [(_stream_name(topic, k), _number(v, str(k))) for k, v in items]
+    if len(readings) > 1:
+        out.devices.update((stream, topic) for stream, _ in readings)
     for stream, value in readings:
         out.streams.append(stream)
         out.ts.append(ts)

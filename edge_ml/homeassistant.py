@@ -6,9 +6,10 @@ Enabled by ``[alerts] homeassistant = true``. Per stream, Home Assistant gets
 - a ``sensor``: the stream's anomaly level in [0, 1] (0 while warming up).
 
 Both read one retained JSON state topic the daemon publishes, ``<prefix>/streams/<stream>/state``
-(``{"level", "open", "warming", "value", "ts"}``), and take availability from the daemon's
-``<prefix>/status`` (``online``/``offline``, the last will). Discovery configs are retained
-under ``<discovery prefix>/<component>/<node id>/<object id>/config``; they are published again
+(``{"level", "open", "warming", "value", "ts", "view", "fields", "expected"}``; the last three
+say why the open alert opened, and are the binary sensor's attributes), and take availability
+from the daemon's ``<prefix>/status`` (``online``/``offline``, the last will). Discovery configs
+are retained under ``<discovery prefix>/<component>/<node id>/<object id>/config``; published again
 when Home Assistant announces ``online`` on ``<discovery prefix>/status`` (it restarted and may
 have lost them), and a stream the daemon no longer has is removed with an empty retained config.
 
@@ -30,6 +31,9 @@ from edge_ml.publish import Publisher, status_topic
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]+")
 _NOT_ENTITY = re.compile(r"[^a-z0-9]+")
+# The binary sensor's attributes: why the open alert opened (null while none is open).
+ATTRIBUTES_TEMPLATE = ("{{ {'view': value_json.view, 'fields': value_json.fields, "
+                       "'expected': value_json.expected} | tojson }}")
 # Levels are published rounded to this many decimals; a change below that is not re-sent.
 LEVEL_DECIMALS = 3
 
@@ -75,6 +79,8 @@ class StreamState:
     warming: bool
     value: float | None
     ts: float | None
+    # Why the open alert opened (edge_ml.alerts.Explanation), shown as entity attributes.
+    why: tuple[str, dict[str, float], tuple[float, float] | None] | None = None
 
     def payload(self) -> bytes:
         def finite(x: float | None, digits: int | None = None) -> float | None:
@@ -82,9 +88,12 @@ class StreamState:
                 return None
             return round(x, digits) if digits is not None else x
 
+        view, fields, expected = self.why or (None, None, None)
         return json.dumps({
             "level": finite(self.level, LEVEL_DECIMALS), "open": self.open,
             "warming": self.warming, "value": finite(self.value), "ts": finite(self.ts),
+            "view": view, "fields": fields,
+            "expected": None if expected is None else [finite(x) for x in expected],
         }).encode()
 
 
@@ -114,7 +123,7 @@ class HomeAssistant:
         self.node_id = object_id(gateway_id)
         self.version = version
         self.announced: set[str] = set()
-        self._last_state: dict[str, tuple[float | None, bool, bool]] = {}
+        self._last_state: dict[str, tuple[float | None, bool, bool, str]] = {}
 
     # -- topics -----------------------------------------------------------------------------
     @property
@@ -169,6 +178,9 @@ class HomeAssistant:
             **self._common("binary_sensor", stream, "alert"),
             "device_class": "problem",
             "value_template": "{{ 'ON' if value_json.open else 'OFF' }}",
+            # Why the alert is on: its view, fields and the stream's usual range.
+            "json_attributes_topic": self.state_topic(stream),
+            "json_attributes_template": ATTRIBUTES_TEMPLATE,
             "payload_on": "ON",
             "payload_off": "OFF",
         }
@@ -216,7 +228,7 @@ class HomeAssistant:
         for state in states:
             level = None if state.level is None or not math.isfinite(state.level) else round(
                 state.level, LEVEL_DECIMALS)
-            key = (level, state.open, state.warming)
+            key = (level, state.open, state.warming, repr(state.why))
             if self._last_state.get(state.stream) == key:
                 continue
             self.link.publish(self.state_topic(state.stream), state.payload(), qos=1,

@@ -20,6 +20,7 @@ import numpy as np
 from edge_ml.alerts import AlertTracker
 from edge_ml.config import Config
 from edge_ml.decode import STREAM_LIMIT, FrameGaps, decode_batch
+from edge_ml.devices import Devices, JointOutput
 from edge_ml.drift import DriftMonitor, DriftParams
 from edge_ml.errors import StorageError
 from edge_ml.features import FeatureState
@@ -69,6 +70,12 @@ class BatchOutput:
     codes: np.ndarray  # 0 none, 1 alert opened, 2 alert resolved
     cooling: np.ndarray  # 1 while the stream is inside its alert cooldown
     events: list[AlertEvent]
+    view: np.ndarray | None = None  # int8 view code of each level (edge_ml.kernels.explain)
+    # Devices' joint view, per reading: the device scored on it (-1 none), its level (held
+    # under the threshold in a cooldown, as reported_levels) and alert codes; and why.
+    joint: JointOutput | None = None
+    joint_levels: np.ndarray | None = None
+    joint_codes: np.ndarray | None = None
 
     def reported_levels(self, threshold: float) -> np.ndarray:
         """Levels as an operator sees them: held just under the threshold during a cooldown.
@@ -106,6 +113,7 @@ class Pipeline:
         self.params = model_params(config, self.features.n_features)
         self.detector: Detector = make_detector(self.params, capacity)
         self.alerts = AlertTracker(config.alerts, capacity)
+        self.devices = Devices(config.devices.patterns, config.devices.stale_s)
         self.drift = DriftMonitor(drift_params(config), capacity)
         self.pending = PendingWrites()
         # What the state has learned from (restored with it from a checkpoint)...
@@ -164,7 +172,7 @@ class Pipeline:
                 log.debug("rejected %s on %s: %s", reject.reason, reject.topic, reject.detail)
         if not names:
             return None
-        return self.process_readings(names, ts, values)
+        return self.process_readings(names, ts, values, decoded.devices)
 
     def _log_frame_gaps(self) -> None:
         now = time.time()
@@ -207,16 +215,26 @@ class Pipeline:
         names = [name for name, kept in zip(names, keep, strict=True) if kept]
         return names, ts[mask], values[mask], rejects
 
-    def process_readings(self, names: list[str], ts: np.ndarray,
-                         values: np.ndarray) -> BatchOutput:
-        """Score, learn and alert over readings already decoded (used by replay directly)."""
+    def process_readings(self, names: list[str], ts: np.ndarray, values: np.ndarray,
+                         devices: dict[str, str] | None = None) -> BatchOutput:
+        """Score, learn and alert over readings already decoded (used by replay directly).
+
+        ``devices`` maps streams that arrived together to their device (``edge_ml.devices``).
+        """
         slots = self.streams.resolve(names)
+        created = self.devices.assign(
+            names, slots, devices or {}, self.streams.names,
+            room=self.config.daemon.max_streams - len(self.streams))
+        if created:  # each new device alerts on a stream of its own, "<device>/joint"
+            self.devices.bind_joint(created, self.streams.resolve(created))
         self._grow()
         detection = self.detector.process(self.features, slots, values, ts)
         codes, cooling, events = self.alerts.evaluate(
-            slots, detection.levels, values, ts, detection.warming, self.streams.names
+            slots, detection.levels, values, ts, detection.warming, self.streams.names,
+            detection.view, detection.expected,
         )
         self.streams.record(slots, ts, values, detection.levels, detection.warming)
+        joint, joint_levels, joint_codes = self._joint(slots, values, ts, events)
         self._drift(slots, detection.residual, detection.warming, ts)
         n = len(slots)
         self.readings_total += n
@@ -230,7 +248,36 @@ class Pipeline:
             log.debug("alert %s %s on %s (score %.4f, value %s)", event.alert_id, event.state,
                      event.stream, event.score, event.value)
         return BatchOutput(slots, detection.levels, detection.raw, detection.warming, codes,
-                           cooling, events)
+                           cooling, events, detection.view, joint, joint_levels, joint_codes)
+
+    def _joint(self, slots: np.ndarray, values: np.ndarray, ts: np.ndarray,
+               events: list[AlertEvent]) -> tuple[JointOutput | None, np.ndarray | None,
+                                                  np.ndarray | None]:
+        """Devices' joint view over the batch; its alerts (view "joint") added to ``events``."""
+        if not len(self.devices):
+            return None, None, None
+        joint = self.devices.process(slots, values, ts)
+        at = np.flatnonzero(joint.device >= 0)
+        levels = np.zeros(len(slots))
+        codes = np.zeros(len(slots), dtype=np.int8)
+        if not at.size:
+            return joint, levels, codes
+        devices = joint.device[at]
+        jslots = np.asarray(self.devices.joint_slot, dtype=np.int64)[devices]
+        worst = joint.worst[at]
+        shown = self.devices.state.last[devices, worst]  # the worst field's value
+        warming = joint.warming[at]
+        found, cooling, new = self.alerts.evaluate(
+            jslots, joint.level[at], shown, ts[at], warming, self.streams.names,
+            explainer=lambda i, _slot: self.devices.explanation(
+                int(devices[i]), joint.resid[at[i]], int(worst[i]), joint.expected[at[i]]))
+        self.streams.record(jslots, ts[at], shown, joint.level[at], warming)
+        events.extend(new)
+        threshold = self.config.alerts.threshold
+        levels[at] = np.where(cooling == 1, np.minimum(joint.level[at], threshold * 0.999),
+                              joint.level[at])
+        codes[at] = found
+        return joint, levels, codes
 
     def _drift(self, slots: np.ndarray, residual: np.ndarray, warming: np.ndarray,
                ts: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""Alert, drift and health messages to MQTT, in the JSON shapes DESIGN.md documents."""
+"""Alert, drift and health messages to MQTT, in the JSON shapes README documents."""
 
 from __future__ import annotations
 
@@ -28,11 +28,17 @@ def alert_payload(event: AlertEvent, gateway_id: str | None = None) -> bytes:
     >>> e = AlertEvent("a1", "sensors/t", "open", 0.999, 80.5, 10.0, 10.0, None, "warning")
     >>> alert_payload(e)[:39]
     b'{"alert_id": "a1", "stream": "sensors/t'
+    >>> e = AlertEvent("a1", "sensors/t", "open", 0.999, 80.5, 10.0, 10.0, None, "warning",
+    ...                None, "seasonal", {"sensors/t": 1.0}, (18.0, 22.5))
+    >>> alert_payload(e)[-67:]
+    b'"seasonal", "fields": {"sensors/t": 1.0}, "expected": [18.0, 22.5]}'
     """
     body = event.to_dict()
-    del body["reason"]  # stored only: the payload keeps the keys DESIGN.md documents
+    del body["reason"]  # stored only: the payload keeps the keys README documents
     for key in ("score", "value", "ts", "opened_at", "resolved_at"):
         body[key] = _finite(body[key])
+    if event.expected is not None:
+        body["expected"] = [_finite(x) for x in event.expected]
     if gateway_id is not None:  # which gateway, once alerts of several meet on one broker
         body["gateway_id"] = gateway_id
     return json.dumps(body).encode()

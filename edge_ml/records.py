@@ -49,8 +49,15 @@ class AlertEvent:
     severity: str
     # Why a resolve did not come from the level: "restart" or "reload" when the restored model
     # state no longer holds the alert (edge_ml.state.reconcile_alerts). Stored in
-    # the alerts table; not part of the MQTT payload, whose keys DESIGN.md fixes.
+    # the alerts table; not part of the MQTT payload, whose keys README documents.
     reason: str | None = None
+    # Why (issue 14): the view that raised the alert ("seasonal", "stuck", "model", "joint"),
+    # the fields that contributed and their shares (a per-field alert: its own stream, 1.0),
+    # and the stream's usual range [low, high] at that time of day (None when not known yet).
+    # A resolve repeats its open's. None on resolves whose open this process never saw.
+    view: str | None = None
+    fields: dict[str, float] | None = None
+    expected: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from edge_ml import __version__
-from edge_ml.alerts import AlertTracker
+from edge_ml.alerts import AlertTracker, stored_explanation
 from edge_ml.checkpoint_format import SCHEMA_VERSION
+from edge_ml.devices import Devices
 from edge_ml.drift import DriftMonitor
 from edge_ml.errors import CheckpointError, StorageError
 from edge_ml.features import FeatureState
@@ -67,6 +68,9 @@ def export_state(pipeline: Pipeline, pool: SnapshotPool | None = None) -> dict[s
         "open_alerts": [[slot, alert_id, opened_at]
                         for slot, (alert_id, opened_at) in pipeline.alerts.open_alerts.items()],
         "drift": pipeline.drift.state.export(used, pool, "drift."),
+        # Devices and their joint view (issue 14). Optional on load: a checkpoint from before
+        # devices existed loads with none, and its devices form again as messages arrive.
+        "devices": pipeline.devices.export(),
     }
     return {"header": header, "state": state}
 
@@ -94,6 +98,9 @@ def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
                               for slot, alert_id, opened_at in state["open_alerts"]}
         drift = DriftMonitor(drift_params(config), capacity)
         drift.state.restore(state["drift"])
+        devices = Devices(pipeline.devices.patterns, pipeline.devices.stale_s)
+        if state.get("devices"):
+            devices.restore(state["devices"], {name: i for i, name in enumerate(names)})
         for part in (features.arrays, alerts.state, drift.state):
             part.grow(streams.capacity)
         detector.grow(streams.capacity)
@@ -103,7 +110,7 @@ def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
     except (KeyError, TypeError, ValueError, NotImplementedError) as exc:
         raise CheckpointError(f"state does not fit this pipeline: {exc}") from exc
     pipeline.streams, pipeline.features, pipeline.detector = streams, features, detector
-    pipeline.alerts, pipeline.drift = alerts, drift
+    pipeline.alerts, pipeline.drift, pipeline.devices = alerts, drift, devices
     pipeline.readings_total = readings_total
     pipeline.rejects_total = int(header.get("rejects_total", 0))
     # What the checkpoint counted was already written to the streams table (or, for a
@@ -149,6 +156,7 @@ def graft(pipeline: Pipeline, document: dict[str, Any]) -> list[str]:
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot graft streams: {exc}") from exc
     replaced = set(targets)
+    merged["devices"] = base.get("devices")  # by stream name: the slots may move
     merged["open_alerts"] = [entry for entry in base["open_alerts"]
                              if entry[0] not in replaced]
     own["header"]["streams"] = len(names)
@@ -187,14 +195,19 @@ def reconcile_alerts(pipeline: Pipeline, reason: str) -> list[AlertEvent]:
             announced.pop(event.alert_id, None)
     held = {alert_id: slot for slot, (alert_id, _) in pipeline.alerts.open_alerts.items()}
     for alert_id, slot in held.items():
-        if alert_id not in announced:
+        if alert_id in announced:  # its resolve will say why it opened, as the open did
+            why = stored_explanation(announced[alert_id])
+            if why is not None:
+                pipeline.alerts.explanations[slot] = why
+        else:
             pipeline.alerts.close(slot)
             log.info("alert %s on %s is open in the restored state but not in the "
                      "database: closed", alert_id, pipeline.streams.names[slot])
     now = time.time()
     events = [
         AlertEvent(alert_id, row["stream"], "resolved", row["score"], math.nan, now,
-                   row["opened_at"], now, row["severity"], reason)
+                   row["opened_at"], now, row["severity"], reason,
+                   *(stored_explanation(row) or (None,) * 3))
         for alert_id, row in announced.items() if alert_id not in held
     ]
     for event in events:

@@ -127,13 +127,16 @@ def train(pipeline: Pipeline, storage: Storage, sources: Sequence[str | Path],
     skipped = 0
     for source in sources:
         path = Path(source)
-        chunks = (_jsonl_chunks(path) if path.suffix.lower() in (".jsonl", ".ndjson")
-                  else _csv_chunks(path, stream))
+        jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
+        chunks = _jsonl_chunks(path) if jsonl else _csv_chunks(path, stream)
+        device: dict[str, str] | None = None  # several CSV columns: one device, as in replay
         for names, ts, values in chunks:
+            if device is None and not jsonl and len(set(names)) > 1:
+                device = dict.fromkeys(names, stream or path.stem)
             ok = np.isfinite(values)
             skipped += int((~ok).sum())
             pipeline.process_readings([n for n, k in zip(names, ok, strict=True) if k],
-                                      ts[ok], values[ok])
+                                      ts[ok], values[ok], device)
     fleet = Pipeline(pipeline.config)
     base_id = resume(fleet, storage, reject=False)
     trained = graft(fleet, export_state(pipeline))

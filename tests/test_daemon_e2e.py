@@ -59,7 +59,8 @@ def test_readings_become_alerts_and_bad_payloads_are_counted(
                      if a["state"] == "open"], 30, "an alert message")
         alert = opened[0]
         assert set(alert) == {"alert_id", "stream", "state", "score", "value", "ts",
-                              "opened_at", "resolved_at", "severity", "gateway_id"}
+                              "opened_at", "resolved_at", "severity", "gateway_id",
+                              "view", "fields", "expected"}
         assert alert["stream"] == "sensors/room/temp"
         assert alert["value"] > 28  # the injected excursion
         assert 0.5 <= alert["score"] <= 1.0  # the default threshold
@@ -70,8 +71,9 @@ def test_readings_become_alerts_and_bad_payloads_are_counted(
         assert set(doc["rejects_by_reason"]) >= {"empty", "non_finite", "wrong_type",
                                                    "malformed_json", "oversized", "bad_frame"}
         streams = {s["stream"]: s for s in doc["streams"]}
+        # the env map's two fields are a device, whose joint view has a stream of its own
         assert set(streams) == {"sensors/room/temp", "sensors/room/env/humidity",
-                                "sensors/room/env/pressure"}
+                                "sensors/room/env/pressure", "sensors/room/env/joint"}
         assert all(s["readings"] == 600 and not s["warming_up"] for s in streams.values())
         with sqlite3.connect(db) as conn:
             rows = conn.execute("SELECT alert_id, state FROM alerts WHERE stream = ?",

@@ -155,7 +155,7 @@ def test_states_are_sent_only_when_changed() -> None:
     assert ha.publish_states([state]) == 1
     body = json.loads(link.sent[0][1])
     assert body == {"level": 0.123, "open": False, "warming": False, "value": 21.5,
-                    "ts": 1700000000.0}
+                    "ts": 1700000000.0, "view": None, "fields": None, "expected": None}
     assert link.sent[0][3] is True  # retained
     assert ha.publish_states([StreamState("s/a", 0.12349, False, False, 22.0, 1.0)]) == 0
     assert ha.publish_states([StreamState("s/a", 0.12349, True, False, 22.0, 1.0)]) == 1

@@ -44,7 +44,8 @@ def test_replay_writes_one_scored_row_per_input_row(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 1500
-    assert list(rows[0]) == ["timestamp", "value", "anomaly_score", "alert"]
+    assert list(rows[0]) == ["timestamp", "value", "anomaly_score", "alert", "alert_open",
+                             "explanation"]
     scores = np.array([float(r["anomaly_score"]) for r in rows])
     alerts = np.array([int(r["alert"]) for r in rows])
     assert ((scores >= 0) & (scores <= 1)).all()

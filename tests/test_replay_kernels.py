@@ -57,8 +57,10 @@ def test_decimals_parse_as_float_and_print_as_repr() -> None:
         value = float(text)
         assert values[0, 0] == value and math.copysign(1, values[0, 0]) == math.copysign(1, value)
         data = np.frombuffer(line.encode(), dtype=np.uint8)
-        size = kernels.format_rows(data, first, np.array([0.25]), np.array([False]), out)
-        assert bytes(out[:size]).decode() == f"2024-01-01 00:00:00,{value!r},0.25,0\r\n", text
+        size = kernels.format_rows(data, first, np.array([0.25]), np.array([False]),
+                                   np.array([True]), *_why(1, "model"), out)
+        want = f"2024-01-01 00:00:00,{value!r},0.25,0,1,model\r\n"
+        assert bytes(out[:size]).decode() == want, text
     assert accepted > len(texts) // 2
 
 
@@ -73,12 +75,20 @@ def test_every_rounded_score_prints_as_repr() -> None:
     first[:, 1] = 1
     first[:, 3] = 1
     out = np.empty(len(scores) * (1 + kernels.ROW_EXTRA), dtype=np.uint8)
-    size = kernels.format_rows(data, first, scores, np.zeros(len(scores), dtype=bool), out)
+    none = np.zeros(len(scores), dtype=bool)
+    size = kernels.format_rows(data, first, scores, none, none, *_why(len(scores)), out)
     got = bytes(out[:size]).decode().split("\r\n")[:-1]
-    want = [f"x,1.0,{s!r},0" for s in np.round(scores, 6).tolist()]
+    want = [f"x,1.0,{s!r},0,0," for s in np.round(scores, 6).tolist()]
     assert got == want
     for bad in (1.0000006, -0.0000006, math.nan, math.inf):
-        assert kernels.format_rows(data, first[:1], np.array([bad]), np.zeros(1, bool), out) == -1
+        assert kernels.format_rows(data, first[:1], np.array([bad]), none[:1], none[:1],
+                                   *_why(1), out) == -1
+
+
+def _why(rows: int, text: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every row explained by ``text``: format_rows' (why, why_text, why_end) arguments."""
+    return (np.zeros(rows, dtype=np.int64), np.frombuffer(text.encode() or b" ", np.uint8),
+            np.array([len(text)], dtype=np.int64))
 
 
 def test_iso_timestamps_as_parse_timestamp() -> None:

@@ -34,7 +34,8 @@ def test_replay_several_columns_and_gaps(tmp_path: Path) -> None:
     pipeline = Pipeline(parse_config({}))
     summary = replay_csv(pipeline, source, tmp_path / "out.csv")
     assert (summary.rows, summary.readings, summary.skipped) == (400, 799, 1)
-    assert pipeline.streams.names == ["multi/value", "multi/other"]
+    # one stream per column, and the file's device alerts on one more (its joint view)
+    assert pipeline.streams.names == ["multi/value", "multi/other", "multi/joint"]
 
 
 def test_errors_of_the_reader_and_writer_threads_reach_the_caller(

@@ -158,11 +158,12 @@ def test_a_bom_before_the_header_is_skipped_on_both_paths(
         bom.write_text(f"\ufeff{header}\r\n{text}", newline="")
         want, summary = replay_both_paths(monkeypatch, plain, tmp_path)
         got, bom_summary = replay_both_paths(monkeypatch, bom, tmp_path)
-        assert got == want and got.startswith(b"timestamp,value,anomaly_score,alert\r\n")
+        assert got == want and got.startswith(
+            b"timestamp,value,anomaly_score,alert,alert_open,explanation\r\n")
         assert (bom_summary.rows, bom_summary.skipped) == (summary.rows, 0) == (40, 0)
     pipeline = Pipeline(parse_config(CONFIG))
     replay_csv(pipeline, bom, None)
-    assert pipeline.streams.names == ["bom/a", "bom/b"]
+    assert pipeline.streams.names == ["bom/a", "bom/b", "bom/joint"]
 
 
 def test_an_empty_value_is_skipped_and_counted_as_nan_is(
@@ -180,7 +181,7 @@ def test_an_empty_value_is_skipped_and_counted_as_nan_is(
     assert gap_summary.skipped == nan_summary.skipped == 3
     assert got == want  # the same scores; the value written empty, as for nan
     assert (gap_summary.rows, gap_summary.readings, gap_summary.skipped) == (30, 27, 3)
-    assert got.splitlines()[4] == rows[3].split(",")[0].encode() + b",,0.0,0"
+    assert got.splitlines()[4] == rows[3].split(",")[0].encode() + b",,0.0,0,0,"
     # Several columns: only the empty cell is skipped, the row's other value is scored.
     multi = tmp_path / "multi.csv"
     multi.write_text("timestamp,a,b\n" + "".join(f"{i},{i % 7},{'' if i == 5 else i}\n"

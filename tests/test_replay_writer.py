@@ -18,27 +18,33 @@ from edge_ml.config import parse_config
 from edge_ml.errors import ReplayError, ReplayOutputError
 from edge_ml.pipeline import Pipeline
 from edge_ml.replay import reader, replay_csv, replay_tree
-from edge_ml.replay.writer import output_rows
+from edge_ml.replay.writer import RowMarks, output_rows
 
 _floats = st.floats(allow_nan=True, allow_infinity=True) | st.floats(-1e6, 1e6).map(
     lambda v: round(v, 5))
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.text(max_size=25), _floats, st.floats(0.0, 1.0), st.booleans()),
-                min_size=1, max_size=40))
-def test_output_rows_are_what_csv_writer_writes(rows: list[tuple[str, float, float, bool]]) -> None:
+@given(st.lists(st.tuples(st.text(max_size=25), _floats, st.floats(0.0, 1.0), st.booleans(),
+                          st.booleans(), st.integers(0, 2)),
+                min_size=1, max_size=40),
+       st.lists(st.text(max_size=12), min_size=3, max_size=3))
+def test_output_rows_are_what_csv_writer_writes(
+        rows: list[tuple[str, float, float, bool, bool, int]], texts: list[str]) -> None:
     stamps = [r[0] for r in rows]
     first = np.array([r[1] for r in rows])
-    score = np.array([r[2] for r in rows])
-    alert = np.array([r[3] for r in rows])
+    marks = RowMarks(np.array([r[2] for r in rows]), np.array([r[3] for r in rows]),
+                     np.array([r[4] for r in rows]), np.array([r[5] for r in rows]),
+                     tuple(texts))
     buffer = io.StringIO(newline="")
     csv.writer(buffer).writerows(
         zip(stamps, [repr(v) if math.isfinite(v) else "" for v in first.tolist()],
-            np.round(score, 6).tolist(), alert.astype(np.int8).tolist(), strict=True))
-    fast = output_rows(stamps, first, score, alert)
-    if fast is None:  # csv.writer quotes some timestamp text: replay lets it write the chunk
-        assert any(c in "".join(stamps) for c in '",\r\n')
+            np.round(marks.score, 6).tolist(), marks.alert.astype(np.int8).tolist(),
+            marks.alert_open.astype(np.int8).tolist(), [texts[r[5]] for r in rows],
+            strict=True))
+    fast = output_rows(stamps, first, marks)
+    if fast is None:  # csv.writer quotes some text: replay lets it write the chunk
+        assert any(c in "".join(stamps + texts) for c in '",\r\n')
     else:
         assert fast == buffer.getvalue()
 

@@ -35,7 +35,7 @@ from edge_ml.storage import Storage
 from edge_ml.train import train
 
 PAYLOAD_KEYS = {"alert_id", "stream", "state", "score", "value", "ts", "opened_at",
-                "resolved_at", "severity"}
+                "resolved_at", "severity", "view", "fields", "expected"}
 
 
 # -- export and restore ----------------------------------------------------------------------
@@ -113,6 +113,9 @@ def test_unclean_stop_resolves_the_alert_the_checkpoint_does_not_hold(tmp_path: 
     (body,) = link.alerts()
     assert set(body) == PAYLOAD_KEYS  # the documented payload, no extra key
     assert body["state"] == "resolved" and body["alert_id"] == alert_id
+    # The resolve at restart still says why its open opened (taken from the stored open row).
+    assert body["view"] == rows[1]["view"] == resolved["view"] == "seasonal"
+    assert body["fields"] == resolved["fields"] == {body["stream"]: 1.0}
     assert body["opened_at"] == T0 + 300 and body["resolved_at"] == resolved["resolved_at"]
 
     # Live readings do not resolve it a second time, and retention can now delete it.

@@ -93,7 +93,8 @@ def test_csv_history_is_learned_as_replay_reads_it(tmp_path: Path) -> None:
     replayed = Pipeline(parse_config(CONFIG))
     summary = replay_csv(replayed, source, None)
     assert (result.readings, result.skipped) == (summary.readings, summary.skipped) == (576, 24)
-    assert trained.streams.names == replayed.streams.names == ["plant/a", "plant/b"]
+    assert trained.streams.names == replayed.streams.names == ["plant/a", "plant/b",
+                                                               "plant/joint"]
     _assert_same(export_state(trained)["state"], export_state(replayed)["state"])
 
 

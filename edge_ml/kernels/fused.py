@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit
 
 from edge_ml.kernels.calibration import calibrate
+from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
 from edge_ml.kernels.window import N_FEATURES, N_Z, feature_update, squash
 
@@ -25,7 +26,8 @@ def detect_batch(
     cal_mean, cal_var, cal_n, short, short_sum,
     warmup,
 ):
-    """Anomaly levels, raw HST scores, warm-up flags and profile residuals of a micro-batch.
+    """Anomaly levels, raw HST scores, warm-up flags, profile residuals, and per reading the
+    view that gave the level and the usual range ``expected[i] = [low, high]`` of a micro-batch.
 
     A reading is ``warming`` while its stream has seen at most ``warmup`` readings; its level
     is then reported as 0 (unknown, not normal) although every stage keeps learning.
@@ -35,6 +37,8 @@ def detect_batch(
     raw = np.zeros(n_readings, dtype=np.float64)
     warming = np.zeros(n_readings, dtype=np.uint8)
     residual = np.zeros(n_readings, dtype=np.float64)
+    view = np.zeros(n_readings, dtype=np.int8)  # issue 14: kernels.explain view codes
+    expected = np.empty((n_readings, 2), dtype=np.float64)
     z = np.empty(N_Z, dtype=np.float64)
     x = np.empty(N_FEATURES, dtype=np.float64)
     walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)  # HST scratch
@@ -43,14 +47,17 @@ def detect_batch(
         residual[i] = feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean,
                                      ddev, vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i],
                                      period_s, z)
+        # Issue 14 hook: the usual range, from the z-score and residual before learning.
+        expected_range(values[i], residual[i], z[0], expected[i])
         squash(z, x)
         score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,
                               x, height, window_size, paper_score, walk)
         raw[i] = score
         level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, z[0], z[3],
                           window_size)
+        view[i] = level_view(level, z[0], z[3])  # issue 14 hook: which view's tail it is
         if seen[s] <= warmup:
             warming[i] = 1
         else:
             levels[i] = level
-    return levels, raw, warming, residual
+    return levels, raw, warming, residual, view, expected

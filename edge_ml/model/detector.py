@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_ml.kernels.calibration import CAL_SHORT, calibrate
+from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import detect_batch
 from edge_ml.model.forest import ForestState, TreeStructure
 from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
@@ -45,6 +46,10 @@ class Detection:
     raw: np.ndarray  # float64[B], the HST score before calibration
     warming: np.ndarray  # uint8[B], 1 while the stream is warming up
     residual: np.ndarray  # float64[B], value minus its time-of-day profile, before learning
+    # Why (edge_ml.kernels.explain): the view code that gave each level, and the stream's usual
+    # range [low, high] at that time of day (NaN while its profile slot is too young).
+    view: np.ndarray  # int8[B]
+    expected: np.ndarray  # float64[B, 2]
 
 
 class FeatureSource(Protocol):
@@ -101,7 +106,7 @@ class NumbaDetector:
     def process(self, features: FeatureSource, slots: np.ndarray, values: np.ndarray,
                 ts: np.ndarray) -> Detection:
         f, s, p = self.forest, self.state, self.params
-        levels, raw, warming, residual = detect_batch(
+        levels, raw, warming, residual, view, expected = detect_batch(
             slots, values, ts, features.period_s,
             *features.kernel_args(),
             self.structure.split_feature, self.structure.split_threshold,
@@ -109,7 +114,7 @@ class NumbaDetector:
             s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum,
             p.warmup,
         )
-        return Detection(levels, raw, warming, residual)
+        return Detection(levels, raw, warming, residual, view, expected)
 
     def reset(self, slot: int) -> None:
         self.forest.reset(slot)
@@ -172,6 +177,8 @@ class RiverDetector:
         raw = np.zeros(n, dtype=np.float64)
         warming = np.zeros(n, dtype=np.uint8)
         residual = np.zeros(n, dtype=np.float64)
+        view = np.zeros(n, dtype=np.int8)
+        expected = np.empty((n, 2), dtype=np.float64)
         s = self.state
         f = features.arrays
         # The same per-reading rules as the fused kernel, one reading at a time in Python: this
@@ -179,17 +186,19 @@ class RiverDetector:
         for i, slot in enumerate(slots.tolist()):
             Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
             residual[i] = R[0]
+            expected_range(values[i], R[0], Z[0, 0], expected[i])
             model = self._model(slot)
             x = dict(enumerate(X[0].tolist()))
             raw[i] = model.score_one(x)
             model.learn_one(x)
             level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
                               Z[0, 0], Z[0, 3], self.params.window_size)
+            view[i] = level_view(level, Z[0, 0], Z[0, 3])
             if f.seen[slot] <= self.params.warmup:
                 warming[i] = 1
             else:
                 levels[i] = level
-        return Detection(levels, raw, warming, residual)
+        return Detection(levels, raw, warming, residual, view, expected)
 
     def reset(self, slot: int) -> None:
         if slot < len(self.models):

@@ -12,13 +12,14 @@ Python path) on anything else, so the two paths never disagree:
   divide of two exact doubles: Clinger's fast path). Lines end with ``\\n`` or ``\\r\\n``;
   blank lines are skipped. Anything else (quotes, spaces, exponents, NaN, dates out of range,
   a lone ``\\r``, a wrong field count) is refused.
-- :func:`format_rows` writes ``timestamp,value,anomaly_score,alert\\r\\n`` as ``csv.writer``
-  does with ``repr`` of floats. A decimal of at most 15 significant digits is the shortest
-  string that round-trips its double (two such decimals never share a double: ``DBL_DIG`` is
-  15), so ``repr`` prints exactly its digits, trailing zeros dropped, positional for decimal
-  exponents -4 < e <= 16 and ``d.ddde-XX`` / ``e+XX`` outside, as CPython's ``float_repr``
-  does. The score is ``repr(round(score, 6))``: ``rint(score * 1e6)`` (NumPy's round) over
-  ``10**6``, the same kind of decimal.
+- :func:`format_rows` writes ``timestamp,value,anomaly_score,alert,alert_open,explanation\\r\\n``
+  as ``csv.writer`` does with ``repr`` of floats. A decimal of at most 15 significant digits
+  is the shortest string that round-trips its double (two such decimals never share a double:
+  ``DBL_DIG`` is 15), so ``repr`` prints exactly its digits, trailing zeros dropped,
+  positional for decimal exponents -4 < e <= 16 and ``d.ddde-XX`` / ``e+XX`` outside, as
+  CPython's ``float_repr`` does. The score is ``repr(round(score, 6))``: ``rint(score *
+  1e6)`` (NumPy's round) over ``10**6``, the same kind of decimal. The explanation is copied
+  from a small table of texts that need no quotes.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ MAX_YEAR = 2200
 # Widest value text format_rows writes: sign, 15 digits, "0." and 4 zeros, or "e-XX".
 MAX_VALUE_TEXT = 24
 MAX_SCORE_TEXT = 10
-# Bytes of a row besides its timestamp: both texts, three commas, the alert digit, CR LF.
-ROW_EXTRA = MAX_VALUE_TEXT + MAX_SCORE_TEXT + 6
+# Bytes of a row besides its timestamp and explanation: both texts, five commas, the alert and
+# alert_open digits, CR LF.
+ROW_EXTRA = MAX_VALUE_TEXT + MAX_SCORE_TEXT + 9
 
 _NL = 10
 _CR = 13
@@ -337,13 +339,15 @@ def _write_repr(out, pos, negative, mantissa, exponent):
 
 
 @njit(cache=True, nogil=True)
-def format_rows(data, first, score, alert, out):
+def format_rows(data, first, score, alert, alert_open, why, why_text, why_end, out):
     """Write the output rows of a parsed chunk into ``out``; the bytes written, or -1.
 
     Row ``r`` is its timestamp text (``data[first[r, 0]:first[r, 1]]``), the repr of its first
-    value, the repr of ``round(score[r], 6)`` and ``alert[r]`` as 1/0, ``\\r\\n``-terminated.
-    -1 when a score is not in [0, 1] (the caller writes that chunk with ``repr`` itself).
-    ``out`` needs ``sum(timestamp lengths) + rows * ROW_EXTRA`` bytes.
+    value, the repr of ``round(score[r], 6)``, ``alert[r]`` and ``alert_open[r]`` as 1/0 and
+    explanation ``why[r]`` of a small table (text ``k`` is ``why_text[why_end[k-1]:why_end[k]]``
+    bytes, needing no quotes), ``\\r\\n``-terminated. -1 when a score is not in [0, 1] (the
+    caller writes that chunk with ``repr`` itself). ``out`` needs ``sum(timestamp lengths) +
+    sum(explanation lengths) + rows * ROW_EXTRA`` bytes.
     """
     pos = 0
     for r in range(score.shape[0]):
@@ -359,7 +363,15 @@ def format_rows(data, first, score, alert, out):
         pos = _write_repr(out, pos + 1, math.copysign(1.0, rounded) < 0, np.int64(rounded), -6)
         out[pos] = _COMMA
         out[pos + 1] = _ZERO + 1 if alert[r] else _ZERO
-        out[pos + 2] = _CR
-        out[pos + 3] = _NL
-        pos += 4
+        out[pos + 2] = _COMMA
+        out[pos + 3] = _ZERO + 1 if alert_open[r] else _ZERO
+        out[pos + 4] = _COMMA
+        pos += 5
+        k = why[r]
+        for i in range(why_end[k - 1] if k > 0 else 0, why_end[k]):
+            out[pos] = why_text[i]
+            pos += 1
+        out[pos] = _CR
+        out[pos + 1] = _NL
+        pos += 2
     return pos

@@ -1,4 +1,5 @@
-"""Replay's output: ``timestamp,value,anomaly_score,alert`` rows, byte for byte as ``csv.writer``.
+"""Replay's output: ``timestamp,value,anomaly_score,alert,alert_open,explanation`` rows, byte for
+byte as ``csv.writer`` writes them.
 
 A chunk parsed by the Numba kernel is written from its input bytes by
 :func:`edge_ml.replay.kernels.format_rows`; any other chunk is written column-wise in Python,
@@ -16,6 +17,7 @@ import math
 import os
 import queue
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
@@ -26,21 +28,38 @@ from edge_ml.replay.kernels import ROW_EXTRA, format_rows
 from edge_ml.replay.reader import Chunk
 
 # The output's header line, whatever the input's columns (CR LF, as csv.writer ends lines).
-OUTPUT_HEADER = b"timestamp,value,anomaly_score,alert\r\n"
+OUTPUT_HEADER = b"timestamp,value,anomaly_score,alert,alert_open,explanation\r\n"
+
+
+@dataclass(frozen=True)
+class RowMarks:
+    """What replay says about each row of a chunk besides its timestamp and value.
+
+    ``why[r]`` indexes ``texts``, the few distinct explanations of the chunk (an index rather
+    than a string per row: the format kernel copies bytes, and a chunk has 8,192 rows).
+    """
+
+    score: np.ndarray  # float64[rows], the row's reported level
+    alert: np.ndarray  # bool[rows], an alert opened on the row
+    alert_open: np.ndarray  # bool[rows], an alert is open on the row (open .. before resolve)
+    why: np.ndarray  # int64[rows], index into texts
+    texts: tuple[str, ...]
+
+    def explanations(self) -> list[str]:
+        return [self.texts[k] for k in self.why.tolist()]
 
 _NEEDS_QUOTES = ('"', ",", "\r", "\n")
 
 
-def output_rows(stamps: list[str], first: np.ndarray, score: np.ndarray,
-                alert: np.ndarray) -> str | None:
+def output_rows(stamps: list[str], first: np.ndarray, marks: RowMarks) -> str | None:
     """Output rows of a chunk exactly as ``csv.writer`` writes them, or None to let it quote.
 
     csv.writer formats each row field by field (~3 us a row, more than the model); here the
     fields are built column-wise and joined once. Floats are written as ``repr`` (what csv
     does), a non-finite value as an empty field, lines end with ``\r\n``. Only a timestamp
-    text can need quoting (the other fields are numbers): then None.
+    or an explanation text can need quoting (the other fields are numbers): then None.
     """
-    joined = "".join(stamps)
+    joined = "".join(stamps) + "".join(marks.texts)
     if any(c in joined for c in _NEEDS_QUOTES):
         return None
     n = len(stamps)
@@ -48,36 +67,46 @@ def output_rows(stamps: list[str], first: np.ndarray, score: np.ndarray,
         value_texts = list(map(float.__repr__, first.tolist()))
     else:
         value_texts = [repr(v) if math.isfinite(v) else "" for v in first.tolist()]
-    parts = [","] * (8 * n)
-    parts[0::8] = stamps
-    parts[2::8] = value_texts
-    parts[4::8] = map(float.__repr__, np.round(score, 6).tolist())
-    parts[6::8] = np.where(alert, "1", "0").tolist()
-    parts[7::8] = ["\r\n"] * n
+    parts = [","] * (12 * n)
+    parts[0::12] = stamps
+    parts[2::12] = value_texts
+    parts[4::12] = map(float.__repr__, np.round(marks.score, 6).tolist())
+    parts[6::12] = np.where(marks.alert, "1", "0").tolist()
+    parts[8::12] = np.where(marks.alert_open, "1", "0").tolist()
+    parts[10::12] = marks.explanations()
+    parts[11::12] = ["\r\n"] * n
     return "".join(parts)
 
 
-def chunk_bytes(chunk: Chunk, score: np.ndarray, alert: np.ndarray) -> bytes | np.ndarray:
+def chunk_bytes(chunk: Chunk, marks: RowMarks) -> bytes | np.ndarray:
     """The output rows of a chunk as bytes (a ``uint8`` array from the kernel), CR LF ended.
 
     Written from the input bytes by :func:`edge_ml.replay.kernels.format_rows` when the chunk
-    was parsed there; otherwise (or for a score outside [0, 1]) as ``csv.writer`` writes them.
+    was parsed there and no explanation needs quotes; otherwise (or for a score outside [0, 1])
+    as ``csv.writer`` writes them.
     """
-    if chunk.first is not None:
+    if chunk.first is not None and not any(
+            c in text for text in marks.texts for c in _NEEDS_QUOTES):
         first = chunk.first
-        out = np.empty(int((first[:, 1] - first[:, 0]).sum()) + len(first) * ROW_EXTRA,
-                       dtype=np.uint8)
-        size = format_rows(chunk.data, first, score, alert, out)
+        encoded = [text.encode("utf-8") for text in marks.texts]
+        why_end = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+        why_text = np.frombuffer(b"".join(encoded) or b" ", dtype=np.uint8)
+        widths = np.diff(why_end, prepend=0)[marks.why]
+        out = np.empty(int((first[:, 1] - first[:, 0]).sum() + widths.sum())
+                       + len(first) * ROW_EXTRA, dtype=np.uint8)
+        size = format_rows(chunk.data, first, marks.score, marks.alert, marks.alert_open,
+                           marks.why, why_text, why_end, out)
         if size >= 0:
             return out[:size]
     stamps = chunk.stamp_texts()
     values = chunk.values[:, 0]
-    text = output_rows(stamps, values, score, alert)
-    if text is None:  # a timestamp text that csv.writer would quote
+    text = output_rows(stamps, values, marks)
+    if text is None:  # a text that csv.writer would quote
         buffer = io.StringIO(newline="")
         csv.writer(buffer).writerows(
             zip(stamps, [repr(v) if math.isfinite(v) else "" for v in values.tolist()],
-                np.round(score, 6).tolist(), alert.astype(np.int8).tolist(), strict=True)
+                np.round(marks.score, 6).tolist(), marks.alert.astype(np.int8).tolist(),
+                marks.alert_open.astype(np.int8).tolist(), marks.explanations(), strict=True)
         )
         text = buffer.getvalue()
     return text.encode("utf-8")
@@ -104,8 +133,7 @@ class ReplayOutput:
     def __init__(self, source: Path, out: Path) -> None:
         self.path = out
         self._handle, self._partial = _open(source, out)
-        self._chunks: queue.Queue[tuple[Chunk, np.ndarray, np.ndarray] | None] = queue.Queue(
-            WRITE_BEHIND)
+        self._chunks: queue.Queue[tuple[Chunk, RowMarks] | None] = queue.Queue(WRITE_BEHIND)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._write_chunks, name="edge-ml-replay-write",
                                         daemon=True)
@@ -116,11 +144,11 @@ class ReplayOutput:
             self._raise(exc)
         self._thread.start()
 
-    def put(self, chunk: Chunk, score: np.ndarray, alert: np.ndarray) -> None:
-        """Queue a chunk's rows (each row's score and alert); raises what an earlier write did."""
+    def put(self, chunk: Chunk, marks: RowMarks) -> None:
+        """Queue a chunk's rows (what replay says of each); raises what an earlier write did."""
         if self._error is not None:
             self._raise(self._error)
-        self._chunks.put((chunk, score, alert))
+        self._chunks.put((chunk, marks))
 
     def commit(self) -> None:
         """Write every queued chunk, close, and put the file in place of the output."""

@@ -84,6 +84,17 @@ def _alert_row(event: AlertEvent) -> dict[str, Any]:
     row["ts_iso"] = iso_utc(event.ts)
     row["opened_at_iso"] = iso_utc(event.opened_at)
     row["resolved_at_iso"] = iso_utc(event.resolved_at)
+    row["fields"] = None if event.fields is None else json.dumps(event.fields)
+    expected = row.pop("expected")
+    row["expected_low"], row["expected_high"] = expected if expected else (None, None)
+    return row
+
+
+def _read_alert_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored alert row with its ``fields`` JSON decoded (``{field: share}`` or None)."""
+    row = dict(row)
+    if row.get("fields"):
+        row["fields"] = json.loads(row["fields"])
     return row
 
 
@@ -297,12 +308,13 @@ class Storage:
         sql += " ORDER BY ts DESC, id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [dict(r) for r in self.db.query(sql, params)]
+        return [_read_alert_row(r) for r in self.db.query(sql, params)]
 
     @_storage_errors
     def alerts_after(self, last_id: int) -> list[dict[str, Any]]:
         """Alert rows stored after row ``last_id``, oldest first (``alerts --follow``)."""
-        return list(self.db.query("SELECT * FROM alerts WHERE id > ? ORDER BY id", [last_id]))
+        return [_read_alert_row(r) for r in
+                self.db.query("SELECT * FROM alerts WHERE id > ? ORDER BY id", [last_id])]
 
     @_storage_errors
     def last_alert_id(self) -> int:

@@ -78,11 +78,21 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db["streams"].add_column("recent_levels", bytes)
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    # Why an alert was raised (issue 14): the view ("seasonal", "stuck", "model", "joint"), the
+    # contributing fields as a JSON object {field: share}, and the usual range of the stream.
+    # NULL on rows written before, and on resolves whose open a restart forgot.
+    for column, kind in (("view", str), ("fields", str), ("expected_low", float),
+                         ("expected_high", float)):
+        db["alerts"].add_column(column, kind)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("initial tables", _migration_1),
     ("checkpoints.error", _migration_2),
     ("alerts.reason", _migration_3),
     ("streams.recent_levels", _migration_4),
+    ("alerts.view/fields/expected", _migration_5),
 ]
 
 

@@ -1,0 +1,175 @@
+"""The joint view of a device (edge_ml.kernels.joint) against a plain NumPy reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge_ml.devices import Devices, pattern_device
+from edge_ml.kernels.calibration import probability_level
+from edge_ml.kernels.joint import (
+    DEV_MULT,
+    JOINT_ALPHA,
+    JOINT_WARMUP,
+    LEARN_CLIP,
+    RDEV_ALPHA,
+    RIDGE,
+    invert,
+)
+
+
+def reference(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Levels and conditional residuals of complete rows, with np.linalg.inv."""
+    n, k = rows.shape
+    mean, cov, rdev = np.zeros(k), np.zeros((k, k)), np.zeros(k)
+    levels, resids = np.zeros(n), np.zeros((n, k))
+    for t, x in enumerate(rows):
+        sd = np.sqrt(np.maximum(np.diag(cov), 0.0)) + 1e-9 * (np.abs(mean) + 1.0)
+        z = (x - mean) / sd
+        corr = cov / np.outer(sd, sd)
+        np.fill_diagonal(corr, 1.0 + RIDGE)
+        prec = np.linalg.inv(corr)
+        resid = prec @ z / np.sqrt(np.diag(prec))
+        weight = 1.0
+        if t >= JOINT_WARMUP:
+            top = np.max(np.abs(resid) / np.maximum(DEV_MULT * rdev, 1e-6))
+            levels[t] = probability_level(min(1.0, k * math.erfc(top / math.sqrt(2.0))))
+            weight = min(1.0, (LEARN_CLIP / top) ** 2)
+        resids[t] = resid
+        a = weight * max(JOINT_ALPHA, 1.0 / (t + 1.0))
+        delta = x - mean
+        mean = mean + a * delta
+        cov = (1.0 - a) * (cov + a * np.outer(delta, delta))
+        if t >= 2:
+            rdev += weight * max(RDEV_ALPHA, 1.0 / (t - 1.0)) * (np.abs(resid) - rdev)
+    return levels, resids
+
+
+def pump(n: int, seed: int = 0) -> np.ndarray:
+    """current ~ flow ~ pressure with a daily load cycle and noise."""
+    rng = np.random.default_rng(seed)
+    load = 0.5 + 0.4 * np.sin(np.arange(n) * 2 * np.pi / 288) + rng.normal(0, 0.05, n)
+    flow = 10 * load + rng.normal(0, 0.2, n)
+    current = 2 + 6 * load + rng.normal(0, 0.15, n)
+    pressure = 1 + 3 * load + rng.normal(0, 0.1, n)
+    return np.column_stack([current, flow, pressure])
+
+
+def _device(k: int) -> tuple[Devices, list[str]]:
+    devices = Devices()
+    names = [f"sensors/pump/{c}" for c in ("current", "flow", "pressure")[:k]]
+    slots = np.arange(k, dtype=np.int64)
+    devices.assign(names, slots, dict.fromkeys(names, "sensors/pump"), names)
+    return devices, names
+
+
+def test_the_kernel_matches_the_numpy_reference() -> None:
+    rows = pump(600)
+    devices, _ = _device(3)
+    slots = np.tile(np.arange(3, dtype=np.int64), len(rows))
+    ts = np.repeat(np.arange(len(rows), dtype=np.float64) * 300, 3)
+    out = devices.process(slots, rows.reshape(-1), ts)
+    scored = np.flatnonzero(out.device == 0)
+    assert scored.tolist() == list(range(2, 3 * len(rows), 3))  # at each row's last field
+    want_levels, want_resid = reference(rows)
+    np.testing.assert_allclose(out.level[scored], want_levels, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out.resid[scored, :3], want_resid, rtol=1e-7, atol=1e-9)
+
+
+def test_a_broken_relationship_inside_each_usual_range_is_found() -> None:
+    rows = pump(3000, seed=1)
+    fault = slice(2500, 2510)
+    # Clogged impeller: current up, flow down, each well inside its own daily range.
+    rows[fault, 0] = 2 + 6 * 0.6
+    rows[fault, 1] = 10 * 0.4
+    rows[fault, 2] = 1 + 3 * 0.5
+    devices, _ = _device(3)
+    slots = np.tile(np.arange(3, dtype=np.int64), len(rows))
+    out = devices.process(slots, rows.reshape(-1), np.repeat(np.arange(3000.0) * 300, 3))
+    levels = out.level[out.device == 0]
+    assert levels[fault].min() >= 0.5  # every faulty row over the default threshold
+    assert (levels[JOINT_WARMUP:2500] >= 0.5).mean() < 0.002  # rarely on normal rows
+    i = np.flatnonzero(out.device == 0)[2505]
+    why = devices.explanation(0, out.resid[i], int(out.worst[i]), out.expected[i])
+    assert why[0] == "joint" and set(why[1]) <= {"sensors/pump/current", "sensors/pump/flow",
+                                                 "sensors/pump/pressure"}
+    assert abs(sum(why[1].values()) - 1.0) < 0.2
+
+
+def test_missing_and_slow_fields_wait_for_a_complete_row() -> None:
+    devices, _ = _device(2)
+    # field 0 three times, then field 1 once: one row, at field 1, with field 0's last value
+    slots = np.array([0, 0, 0, 1, 0, 1], dtype=np.int64)
+    values = np.array([1.0, 2.0, 3.0, 10.0, 4.0, 11.0])
+    ts = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    out = devices.process(slots, values, ts)
+    assert out.device.tolist() == [-1, -1, -1, 0, -1, 0]
+    assert devices.state.last[0, :2].tolist() == [4.0, 11.0]
+    # A value older than stale_s does not complete a row.
+    devices.stale_s = 10.0
+    out = devices.process(np.array([0, 1], np.int64), np.array([5.0, 12.0]),
+                          np.array([6.0, 100.0]))
+    assert out.device.tolist() == [-1, -1]
+
+
+def test_invert_is_the_inverse() -> None:
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(5, 5))
+    a = a @ a.T + 5 * np.eye(5)
+    out, work = np.empty((5, 5)), np.empty((5, 5))
+    invert(a, out, work)
+    np.testing.assert_allclose(out, np.linalg.inv(a), rtol=1e-10, atol=1e-12)
+
+
+def test_patterns_group_streams_of_several_topics_even_across_batches() -> None:
+    assert pattern_device("sensors/pump1/+", "sensors/pump1/flow") == "sensors/pump1"
+    assert pattern_device("sensors/pump1/+", "sensors/pump1/flow/x") is None
+    devices = Devices(["sensors/+/+"])
+    names = ["sensors/pump1/flow", "sensors/other", "sensors/pump1/current"]
+    # one field per batch (separate topics): the device forms once its second field is held
+    assert devices.assign(names[:1], np.arange(1, dtype=np.int64), {}, names[:1]) == []
+    created = devices.assign(names[1:], np.arange(1, 3, dtype=np.int64), {}, names)
+    assert created == ["sensors/pump1/joint"]
+    assert devices.fields == [["sensors/pump1/flow", "sensors/pump1/current"]]
+
+
+def test_device_patterns_are_validated_with_their_key() -> None:
+    import pytest
+
+    from edge_ml.config import parse_config
+    from edge_ml.errors import ConfigError
+
+    assert parse_config({"devices": {"patterns": ["sensors/+/+"]}}).devices.patterns
+    for bad in ("sensors/pump1", "+/x", "a/#/b"):
+        with pytest.raises(ConfigError, match=r"devices\.patterns\[0\]"):
+            parse_config({"devices": {"patterns": [bad]}})
+
+
+def test_device_state_survives_a_checkpoint() -> None:
+    import json
+
+    from edge_ml.checkpoint_format import decode, encode
+    from edge_ml.config import parse_config
+    from edge_ml.pipeline import Pipeline
+    from edge_ml.state import export_state, restore_state
+
+    rows = pump(400, seed=3)
+    messages = [("sensors/pump", json.dumps({"current": c, "flow": f, "pressure": p,
+                                             "ts": 1.7e9 + 300 * i}).encode(), 0.0)
+                for i, (c, f, p) in enumerate(rows.tolist())]
+    whole = Pipeline(parse_config({}))
+    for m in messages[:250]:
+        whole.process_messages([m])
+    first = Pipeline(parse_config({}))
+    for m in messages[:250]:
+        first.process_messages([m])
+    second = Pipeline(parse_config({}))
+    restore_state(second, decode(encode(export_state(first)).blob))
+    assert second.devices.fields == [[f"sensors/pump/{c}" for c in ("current", "flow",
+                                                                     "pressure")]]
+    for m in messages[250:]:
+        a, b = whole.process_messages([m]), second.process_messages([m])
+        assert a is not None and b is not None and a.joint is not None and b.joint is not None
+        assert a.joint.level.tolist() == b.joint.level.tolist()
+    assert second.devices.state.rows[0] == 400

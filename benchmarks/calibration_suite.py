@@ -1,0 +1,295 @@
+"""Calibration suite: false alerts on anomaly-free streams of many kinds, recall on labelled ones.
+
+Every stream is written as a CSV and replayed with shipped defaults through
+``edge_ml.replay.replay_csv`` (the code behind ``edge-ml replay``), one fresh pipeline per file.
+
+Part 1 (calibration): anomaly-free streams of the kinds in issue 13 plus a few more, several
+seeds each; prints alerts per 10,000 readings per kind (a calibrated detector raises about the
+same small number on every kind; the target is <= 1).
+
+Part 2 (recall): streams of the same kinds, each with one injected anomaly of one type (spike,
+level shift, stuck value, variance burst, slow drift) at a known reading; an anomaly is found
+when an alert opens inside its detection window. Sizes are relative to the stream's own noise
+(see ``inject``), so a spike is beyond anything the stream does normally. Prints recall per
+type and per kind, and the false alerts outside the windows per 10,000 readings.
+
+Usage: python benchmarks/calibration_suite.py [--seeds 3] [--readings 15000] [--recall-seeds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edge_ml.config import parse_config
+from edge_ml.pipeline import Pipeline
+from edge_ml.replay import replay_csv
+
+DAY = 86400.0
+START = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC, a Tuesday
+
+# A stream kind: (readings, rng) -> (timestamps, values, clean signal). The noise of the stream is
+# ``values - signal``; injected anomalies are sized by it.
+Kind = Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _regular(n: int, step: float) -> np.ndarray:
+    return START + step * np.arange(n, dtype=np.float64)
+
+
+def gaussian_1min(n, rng):
+    ts = _regular(n, 60.0)
+    return ts, 20.0 + rng.normal(0.0, 1.0, n), np.full(n, 20.0)
+
+
+def daily_5min(n, rng):
+    ts = _regular(n, 300.0)
+    signal = 10.0 + 5.0 * np.sin(2 * np.pi * ts / DAY)
+    return ts, signal + rng.normal(0.0, 0.5, n), signal
+
+
+def hourly_weekly(n, rng):
+    ts = _regular(n, 3600.0)
+    hour = (ts % DAY) / 3600.0
+    weekday = ((ts // DAY + 3) % 7) < 5  # 1970-01-01 was a Thursday
+    daily = np.clip(np.sin(np.pi * (hour - 7.0) / 12.0), 0.0, None)
+    signal = 100.0 + 60.0 * daily * np.where(weekday, 1.0, 0.35)
+    return ts, signal + rng.normal(0.0, 5.0, n), signal
+
+
+def irregular_gaussian(n, rng):
+    ts = START + np.cumsum(rng.exponential(60.0, n))
+    return ts, 20.0 + rng.normal(0.0, 1.0, n), np.full(n, 20.0)
+
+
+def poisson_5(n, rng):
+    return _regular(n, 60.0), rng.poisson(5.0, n).astype(float), np.full(n, 5.0)
+
+
+def poisson_07(n, rng):
+    return _regular(n, 60.0), rng.poisson(0.7, n).astype(float), np.full(n, 0.7)
+
+
+def ar1_temperature(n, rng):
+    ts = _regular(n, 60.0)
+    wander = np.zeros(n)
+    for i in range(1, n):
+        wander[i] = 0.999 * wander[i - 1] + rng.normal(0.0, 0.05)
+    signal = 21.0 + wander
+    return ts, signal + rng.normal(0.0, 0.05, n), signal
+
+
+def quantised(n, rng):
+    ts = _regular(n, 60.0)
+    signal = 20.0 + 1.0 * np.sin(2 * np.pi * ts / DAY)
+    return ts, np.round((signal + rng.normal(0.0, 0.2, n)) / 0.5) * 0.5, signal
+
+
+def lognormal(n, rng):
+    return _regular(n, 60.0), rng.lognormal(0.0, 1.0, n), np.full(n, np.exp(0.5))
+
+
+def student_t3(n, rng):
+    return _regular(n, 60.0), 20.0 + rng.standard_t(3, n), np.full(n, 20.0)
+
+
+def sparse_counter(n, rng):
+    """Mostly 0; about 1 % of readings start a burst of a few readings of 5-50 counts."""
+    values = np.zeros(n)
+    i = 0
+    while i < n:
+        if rng.random() < 0.01:
+            length = rng.geometric(0.3)
+            values[i:i + length] = rng.poisson(rng.uniform(5.0, 50.0), min(length, n - i))
+            i += length
+        else:
+            i += 1
+    return _regular(n, 60.0), values, np.zeros(n)
+
+
+def hourly_short(n, rng):
+    """An hourly business metric: daily cycle, multiplicative noise; about 1,500 readings."""
+    ts = _regular(n, 3600.0)
+    hour = (ts % DAY) / 3600.0
+    signal = 50.0 + 30.0 * np.sin(2 * np.pi * (hour - 9.0) / 24.0)
+    return ts, signal * rng.lognormal(0.0, 0.1, n), signal
+
+
+def sine_1hz(n, rng):
+    """A 1 Hz sensor, sine between 15 and 25 with a 10-minute period, noise 0.3."""
+    ts = _regular(n, 1.0)
+    signal = 20.0 + 5.0 * np.sin(2 * np.pi * ts / 600.0)
+    return ts, signal + rng.normal(0.0, 0.3, n), signal
+
+
+def traffic_speed(n, rng):
+    """Road speed every 5 minutes: free flow ~60 with rush-hour dips on weekdays, bounded."""
+    ts = _regular(n, 300.0)
+    hour = (ts % DAY) / 3600.0
+    weekday = ((ts // DAY + 3) % 7) < 5
+    dip = 25.0 * (np.exp(-((hour - 8.0) ** 2) / 1.5) + np.exp(-((hour - 17.5) ** 2) / 2.0))
+    signal = 62.0 - np.where(weekday, dip, 0.2 * dip)
+    return ts, np.clip(signal + rng.normal(0.0, 3.0, n), 0.0, 75.0), signal
+
+
+KINDS: dict[str, tuple[Kind, int]] = {
+    # name: (generator, readings per stream; 0 = --readings)
+    "gaussian_1min": (gaussian_1min, 0),
+    "daily_cycle_5min": (daily_5min, 0),
+    "hourly_weekday_weekend": (hourly_weekly, 0),
+    "irregular_gaussian": (irregular_gaussian, 0),
+    "poisson_mean5": (poisson_5, 0),
+    "poisson_mean0.7": (poisson_07, 0),
+    "ar1_temperature": (ar1_temperature, 0),
+    "quantised_0.5": (quantised, 0),
+    "lognormal": (lognormal, 0),
+    "student_t3": (student_t3, 0),
+    "sparse_counter": (sparse_counter, 0),
+    "hourly_short_1500": (hourly_short, 1500),
+    "sine_1hz": (sine_1hz, 0),
+    "traffic_speed_5min": (traffic_speed, 0),
+}
+ISSUE_KINDS = list(KINDS)[:11]
+
+ANOMALY_TYPES = ("spike", "level_shift", "stuck", "variance_burst", "slow_drift")
+
+
+def write_csv(path: Path, ts: np.ndarray, values: np.ndarray) -> None:
+    lines = ["timestamp,value"]
+    lines += [f"{t:.3f},{v!r}" for t, v in zip(ts.tolist(), values.tolist(), strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def alert_rows(path: Path) -> np.ndarray:
+    """Row indices where an alert opened, from a replay output file."""
+    out = np.loadtxt(path, delimiter=",", skiprows=1, usecols=3, dtype=np.int64, ndmin=1)
+    return np.flatnonzero(out)
+
+
+def replay(config, source: Path, out: Path) -> np.ndarray:
+    replay_csv(Pipeline(config), source, out)
+    return alert_rows(out)
+
+
+def calibration(config, seeds: int, readings: int, folder: Path) -> dict[str, float]:
+    rates = {}
+    for name, (kind, fixed) in KINDS.items():
+        alerts = total = 0
+        for seed in range(seeds):
+            n = fixed or readings
+            ts, values, _ = kind(n, np.random.default_rng(1000 + seed))
+            source = folder / f"{name}_{seed}.csv"
+            write_csv(source, ts, values)
+            alerts += len(replay(config, source, folder / f"{name}_{seed}.out.csv"))
+            total += n
+        rates[name] = 1e4 * alerts / total
+    return rates
+
+
+def inject(kind: str, anomaly: str, ts: np.ndarray, values: np.ndarray, signal: np.ndarray,
+           at: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """``values`` with one anomaly of type ``anomaly`` starting at reading ``at``.
+
+    Sizes come from the stream's own noise ``values - signal``: ``spread`` is its
+    99.9th percentile distance from the median (a spike is three of those beyond the median,
+    so outside anything the stream did normally), ``scale`` its interquartile sd. Returns the
+    values and the last reading of the detection window.
+    """
+    noise = values - signal
+    med = np.median(noise)
+    spread = max(np.quantile(np.abs(noise - med), 0.999), 1e-3)
+    q1, q3 = np.quantile(noise, [0.25, 0.75])
+    scale = max((q3 - q1) / 1.349, 0.1 * spread, 1e-3)
+    out = values.copy()
+    sign = 1.0 if rng.random() < 0.5 or kind in ("poisson_mean0.7", "sparse_counter") else -1.0
+    if anomaly == "spike":
+        out[at] = signal[at] + med + sign * 3.0 * spread
+        return out, at + 5
+    if anomaly == "level_shift":
+        out[at:] += sign * 4.0 * scale
+        return out, at + 200
+    if anomaly == "stuck":
+        stuck = values[at] if np.mean(values == 0.0) < 0.5 else np.mean(values[values != 0.0])
+        out[at:at + 120] = stuck
+        return out, at + 140
+    if anomaly == "variance_burst":
+        out[at:at + 200] = signal[at:at + 200] + med + 5.0 * (noise[at:at + 200] - med)
+        return out, at + 220
+    if anomaly == "slow_drift":
+        ramp = np.clip((np.arange(len(out)) - at) / 1500.0, 0.0, 1.0)
+        out += sign * 6.0 * scale * ramp
+        return out, at + 2000
+    raise ValueError(anomaly)
+
+
+def recall(config, seeds: int, readings: int, folder: Path) -> tuple[dict, dict, float]:
+    found: dict[tuple[str, str], list[bool]] = {}
+    false_alerts = total = 0
+    for name, (kind, fixed) in KINDS.items():
+        n = min(fixed or readings, 8000)
+        at = int(0.6 * n)
+        for anomaly in ANOMALY_TYPES:
+            for seed in range(seeds):
+                rng = np.random.default_rng(5000 + seed)
+                ts, values, signal = kind(n, rng)
+                values, end = inject(name, anomaly, ts, values, signal, at, rng)
+                if name in ("poisson_mean5", "poisson_mean0.7", "sparse_counter"):
+                    values = np.maximum(np.round(values), 0.0)
+                source = folder / f"L_{name}_{anomaly}_{seed}.csv"
+                write_csv(source, ts, values)
+                rows = replay(config, source, folder / f"L_{name}_{anomaly}_{seed}.out.csv")
+                hit = bool(((rows >= at) & (rows <= end)).any())
+                found.setdefault((name, anomaly), []).append(hit)
+                false_alerts += int(((rows < at) | (rows > end)).sum())
+                total += n - (end - at + 1)
+    by_type = {a: float(np.mean([h for (k, t), hs in found.items() if t == a for h in hs]))
+               for a in ANOMALY_TYPES}
+    by_kind = {k: float(np.mean([h for (kk, t), hs in found.items() if kk == k for h in hs]))
+               for k in KINDS}
+    return by_type, by_kind, 1e4 * false_alerts / total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="anomaly-free streams per kind")
+    parser.add_argument("--readings", type=int, default=15000, help="readings per stream")
+    parser.add_argument("--recall-seeds", type=int, default=2,
+                        help="labelled streams per kind and anomaly type (0: skip part 2)")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # drift resets are expected here
+    config = parse_config({})
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rates = calibration(config, args.seeds, args.readings, folder)
+        print(f"false alerts per 10,000 readings ({args.seeds} seeds, shipped defaults):")
+        for name, rate in rates.items():
+            print(f"  {name:24s} {rate:6.2f}")
+        worst = max(rates, key=rates.get)
+        print(f"worst kind: {worst} {rates[worst]:.2f}; mean {np.mean(list(rates.values())):.2f}")
+        result = {"false_alerts_per_10k": rates}
+        if args.recall_seeds:
+            by_type, by_kind, fa = recall(config, args.recall_seeds, args.readings, folder)
+            print(f"recall per anomaly type ({args.recall_seeds} seeds x {len(KINDS)} kinds):")
+            for name, value in by_type.items():
+                print(f"  {name:24s} {value:6.2f}")
+            print("recall per kind (all types):")
+            for name, value in by_kind.items():
+                print(f"  {name:24s} {value:6.2f}")
+            print(f"false alerts outside the windows: {fa:.2f} per 10,000 readings")
+            result |= {"recall_by_type": by_type, "recall_by_kind": by_kind,
+                       "labelled_false_alerts_per_10k": fa}
+        print(f"summary: worst_false_per_10k={rates[worst]:.2f} "
+              f"mean_recall={np.mean(list(result.get('recall_by_type', {0: 0}).values())):.2f}")
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

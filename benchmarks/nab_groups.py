@@ -1,0 +1,79 @@
+"""NAB alert-decision scores per dev group (standard profile), for leave-one-group-out choices.
+
+Replays every file under ``--nab DIR/data`` with the shipped defaults (``replay_tree``, the code
+behind ``edge-ml replay``) and prints the pooled normalised score of the pipeline's own alerts,
+the same score for each group of files alone (the group's own null and perfect scores), and with
+``--detail`` one line per file (windows found, false alerts). ``--json`` writes the numbers, so
+that runs with different constants can be compared group by group (see docs/benchmarks.md,
+"Leave one group out").
+
+Usage: python benchmarks/nab_groups.py --nab ../shared/data/nab [--json out.json] [--detail]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from edge_ml.config import parse_config
+from edge_ml.evaluate import (
+    PROFILES,
+    _normalise,
+    _null_perfect,
+    evaluate,
+    load_labels,
+    load_results,
+)
+from edge_ml.replay import replay_tree
+
+
+def group_scores(nab_dir: Path, detail: bool = False) -> dict[str, object]:
+    config = parse_config({})
+    profile = PROFILES["standard"]
+    with tempfile.TemporaryDirectory() as out:
+        replay_tree(config, nab_dir / "data", Path(out))
+        report = evaluate(out, nab_dir / "labels" / "combined_windows.json", ["standard"])
+        files = load_results(out, load_labels(nab_dir / "labels" / "combined_windows.json"))
+    sweeps = {f.name: f.sweep for f in files}
+    standard = report.profiles[0]
+    groups: dict[str, list] = {}
+    for row in standard.files:
+        groups.setdefault(row.name.split("/")[0], []).append(row)
+    result: dict[str, object] = {"pooled": standard.alert_score,
+                                 "best_threshold": standard.threshold_score, "groups": {}}
+    for group, rows in sorted(groups.items()):
+        null, perfect = _null_perfect([sweeps[r.name] for r in rows], profile)
+        raw = sum(r.alert.raw for r in rows)
+        result["groups"][group] = {  # type: ignore[index]
+            "score": _normalise(raw, null, perfect), "raw": raw, "null": null,
+            "perfect": perfect, "tp": sum(r.alert.tp for r in rows),
+            "fn": sum(r.alert.fn for r in rows), "fp": sum(r.alert.fp for r in rows)}
+        if detail:
+            for r in rows:
+                print(f"  {r.name:60s} windows {r.alert.tp}/{r.windows} false {r.alert.fp:3d} "
+                      f"raw {r.alert.raw:7.2f}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nab", type=Path, required=True, help="the NAB folder (data/, labels/)")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--detail", action="store_true", help="one line per file")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    result = group_scores(args.nab, args.detail)
+    print(f"pooled alert decisions {result['pooled']:.1f} "
+          f"(best threshold {result['best_threshold']:.1f})")
+    for group, g in result["groups"].items():  # type: ignore[attr-defined]
+        print(f"  {group:24s} {g['score']:6.1f}  windows {g['tp']}/{g['tp'] + g['fn']}  "
+              f"false alerts {g['fp']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

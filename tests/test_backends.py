@@ -22,6 +22,7 @@ import pytest
 from edge_ml.config import parse_config
 from edge_ml.features import FeatureState
 from edge_ml.kernels.calibration import calibrate
+from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
 from edge_ml.model.detector import Detection, NumbaDetector, make_detector
 from edge_ml.pipeline import Pipeline, model_params
@@ -105,21 +106,24 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
     n = len(slots)
     levels, raw = np.zeros(n), np.zeros(n)
     warming, residual = np.zeros(n, dtype=np.uint8), np.zeros(n)
+    view, expected = np.zeros(n, dtype=np.int8), np.empty((n, 2))
     walk = np.empty((p.height + 2, st.split_feature.shape[0]), dtype=np.int64)
     for i in range(n):
         slot = int(slots[i])
         Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
         residual[i] = R[0]
+        expected_range(values[i], R[0], Z[0, 0], expected[i])
         raw[i] = hst_step_into(st.split_feature, st.split_threshold, f.mass, f.ref, f.count,
                                f.first_window, slot, np.ascontiguousarray(X[0]), p.height,
                                p.window_size, p.paper_score, walk)
         level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
                           Z[0, 0], Z[0, 3], p.window_size)
+        view[i] = level_view(level, Z[0, 0], Z[0, 3])
         if features.arrays.seen[slot] <= p.warmup:
             warming[i] = 1
         else:
             levels[i] = level
-    return Detection(levels, raw, warming, residual)
+    return Detection(levels, raw, warming, residual, view, expected)
 
 
 @pytest.mark.parametrize("seed", [0, 3])
@@ -140,10 +144,10 @@ def test_fused_kernel_matches_its_stages_called_one_by_one(seed: int) -> None:
                  else staged(detector, features, slots[c], values[c], ts[c])
                  for c in batches(len(slots), seed)]
         results.append({k: np.concatenate([getattr(d, k) for d in parts])
-                        for k in ("levels", "raw", "warming", "residual")})
+                        for k in ("levels", "raw", "warming", "residual", "view", "expected")})
         results[-1]["mass"] = detector.forest.mass.copy()
     fused_out, staged_out = results
     assert (fused_out["warming"] == 0).sum() > 1500
     assert (fused_out["levels"] > 0.5).sum() >= 5  # alert-worthy levels are compared too
-    for key in ("warming", "residual", "raw", "levels", "mass"):
+    for key in ("warming", "residual", "raw", "levels", "view", "expected", "mass"):
         np.testing.assert_array_equal(fused_out[key], staged_out[key], err_msg=key)

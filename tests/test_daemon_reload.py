@@ -55,7 +55,8 @@ def test_sighup_keeps_counters_and_the_learned_state(tmp_path: Path, broker: Loc
     config = tmp_path / "edge-ml.toml"
     config.write_text(
         f'[mqtt]\nport = {broker.port}\nclient_id = "reload-test"\n'
-        f'[storage]\ndb = "{db}"\nflush_interval_s = 0.1\ncheckpoint_interval_s = 3600\n'
+        f'[storage]\ndb = "{db}"\nflush_interval_s = 0.1\nstats_interval_s = 0.1\n'
+        "checkpoint_interval_s = 3600\n"
         "[model]\nn_trees = 5\nheight = 6\nwindow_size = 50\nwarmup = 20\n"
         f"[daemon]\nhealth_interval_s = 0.5\nmetrics_port = {port}\n"
     )

@@ -95,7 +95,7 @@ def test_every_alert_names_its_view_fields_and_expected_range(
 
         # `edge-ml alerts`: one line per alert, with its view and expected range.
         lines = _alerts_cli(db).splitlines()
-        assert lines[0].split()[5] == "stream" and lines[0].endswith("  why")
+        assert lines[0].split()[6] == "stream" and lines[0].endswith("  why")
         assert len(lines) == 3
         by_stream = {line.split()[5]: line for line in lines[1:]}
         lo, hi = spike["expected"]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_ml.devices import JOINT_SUFFIX
 from edge_ml.errors import EdgeMLError
 from edge_ml.localbroker import LocalBroker
 from edge_ml.status import status_document
@@ -81,20 +82,31 @@ def _health(db: Path) -> dict[str, Any]:
 def match_alerts(
     truth: list[dict[str, Any]], alerts: list[dict[str, Any]]
 ) -> tuple[list[tuple[dict[str, Any], dict[str, Any] | None]], list[dict[str, Any]]]:
-    """Pair each injected anomaly with the first alert that opened for it; the rest are false."""
+    """Pair each injected anomaly with the first alert that opened for it; the rest are false.
+
+    A node's ``<node>/joint`` stream (its fields' joint level) alerting on an anomaly injected
+    into one of its fields has seen that anomaly too: such an alert is neither the pair nor a
+    false alarm.
+    """
     opened = sorted((a for a in alerts if a["state"] == "open"), key=lambda a: a["opened_at"])
     used: set[str] = set()
     pairs = []
+
+    def during(alert: dict[str, Any], anomaly: dict[str, Any]) -> bool:
+        return (anomaly["start"] - MATCH_BEFORE_S <= alert["opened_at"]
+                <= anomaly["end"] + MATCH_AFTER_S)
+
     for anomaly in sorted(truth, key=lambda t: t["start"]):
         found = next(
             (a for a in opened if a["alert_id"] not in used and a["stream"] == anomaly["stream"]
-             and anomaly["start"] - MATCH_BEFORE_S <= a["opened_at"]
-             <= anomaly["end"] + MATCH_AFTER_S),
+             and during(a, anomaly)),
             None,
         )
         if found:
             used.add(found["alert_id"])
         pairs.append((anomaly, found))
+        joint = anomaly["stream"].rsplit("/", 1)[0] + JOINT_SUFFIX
+        used.update(a["alert_id"] for a in opened if a["stream"] == joint and during(a, anomaly))
     return pairs, [a for a in opened if a["alert_id"] not in used]
 
 

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+from edge_ml.demo import match_alerts
+
 
 def demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "edge_ml", "demo", *args],
@@ -46,3 +48,17 @@ def test_a_demo_too_short_to_score_anything_is_refused_before_it_starts() -> Non
     assert "--seconds 10 is too short" in run.stderr
     assert "use --seconds 24 or more" in run.stderr
     assert "broker" not in run.stdout  # refused before anything was started
+
+
+def test_a_nodes_joint_alert_on_an_injected_anomaly_is_not_a_false_alarm() -> None:
+    truth = [{"stream": "sensors/node-1/vibration", "start": 100.0, "end": 103.0}]
+
+    def alert(n: int, stream: str, at: float) -> dict[str, object]:
+        return {"alert_id": str(n), "state": "open", "stream": stream, "opened_at": at}
+
+    alerts = [alert(1, "sensors/node-1/vibration", 100.0), alert(2, "sensors/node-1/joint", 100.1),
+              alert(3, "sensors/node-2/joint", 100.1), alert(4, "sensors/node-1/joint", 150.0)]
+    pairs, false_alarms = match_alerts(truth, alerts)
+    assert [found["alert_id"] for _, found in pairs if found] == ["1"]
+    # Another node's joint level, and this node's long after the anomaly, are false alarms.
+    assert [a["alert_id"] for a in false_alarms] == ["3", "4"]

@@ -126,13 +126,17 @@ def run(config_path: str | None) -> None:
 @click.option("--seed", default=7, show_default=True, help="Seed of the simulated fleet.")
 @click.option("--workdir", type=click.Path(file_okay=False),
               help="Keep the broker, database and logs here (default: a temp dir).")
-def demo(seconds: float, sensors: int, rate: float, seed: int, workdir: str | None) -> None:
+@click.option("--report", type=click.Path(dir_okay=False), default="edge-ml-demo-report.html",
+              show_default=True, help="Write the HTML report of the run here.")
+def demo(seconds: float, sensors: int, rate: float, seed: int, workdir: str | None,
+         report: str) -> None:
     """Private broker + simulated sensors + the daemon; alerts found vs anomalies injected."""
     from edge_ml.demo import run_demo
 
     try:
         ok = run_demo(seconds=seconds, sensors=sensors, rate=rate, seed=seed,
-                      workdir=Path(workdir) if workdir else None, out=click.echo)
+                      workdir=Path(workdir) if workdir else None, report=Path(report),
+                      out=click.echo)
     except EdgeMLError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(0 if ok else 1)

@@ -12,19 +12,33 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge_ml.config import load_config
+from edge_ml.devices import JOINT_SUFFIX
 from edge_ml.errors import EdgeMLError
 from edge_ml.localbroker import LocalBroker
+from edge_ml.replay import replay_tree
+from edge_ml.report import (
+    INSTALL_HINT,
+    ReportDependencyError,
+    build_report,
+    require_plotly,
+    write_report,
+)
 from edge_ml.status import status_document
 from edge_ml.storage import Storage
+from firmware_bridge.simulator import Fleet
 
 # An alert counts for an injected anomaly when it opens on the same stream between slightly
 # before the anomaly starts (readings are timestamped at the sensor) and this long after it ends
 # (debounce plus the feature window need a few readings to react).
 MATCH_BEFORE_S = 1.0
 MATCH_AFTER_S = 5.0
+#: Where the report of the run goes by default: the work folder is deleted after a clean run.
+DEFAULT_REPORT = "edge-ml-demo-report.html"
 # Readings each demo stream learns from before it is scored (the demo config's warmup).
 DEMO_WARMUP = 150
 # Anomalies are injected from this share of the run on; the warm-up must be over by then,
@@ -81,20 +95,31 @@ def _health(db: Path) -> dict[str, Any]:
 def match_alerts(
     truth: list[dict[str, Any]], alerts: list[dict[str, Any]]
 ) -> tuple[list[tuple[dict[str, Any], dict[str, Any] | None]], list[dict[str, Any]]]:
-    """Pair each injected anomaly with the first alert that opened for it; the rest are false."""
+    """Pair each injected anomaly with the first alert that opened for it; the rest are false.
+
+    A node's ``<node>/joint`` stream (its fields' joint level) alerting on an anomaly injected
+    into one of its fields has seen that anomaly too: such an alert is neither the pair nor a
+    false alarm.
+    """
     opened = sorted((a for a in alerts if a["state"] == "open"), key=lambda a: a["opened_at"])
     used: set[str] = set()
     pairs = []
+
+    def during(alert: dict[str, Any], anomaly: dict[str, Any]) -> bool:
+        return (anomaly["start"] - MATCH_BEFORE_S <= alert["opened_at"]
+                <= anomaly["end"] + MATCH_AFTER_S)
+
     for anomaly in sorted(truth, key=lambda t: t["start"]):
         found = next(
             (a for a in opened if a["alert_id"] not in used and a["stream"] == anomaly["stream"]
-             and anomaly["start"] - MATCH_BEFORE_S <= a["opened_at"]
-             <= anomaly["end"] + MATCH_AFTER_S),
+             and during(a, anomaly)),
             None,
         )
         if found:
             used.add(found["alert_id"])
         pairs.append((anomaly, found))
+        joint = anomaly["stream"].rsplit("/", 1)[0] + JOINT_SUFFIX
+        used.update(a["alert_id"] for a in opened if a["stream"] == joint and during(a, anomaly))
     return pairs, [a for a in opened if a["alert_id"] not in used]
 
 
@@ -150,12 +175,76 @@ def check_duration(seconds: float, rate: float) -> None:
         )
 
 
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def write_readings(fleet: Any, start_ts: float, folder: Path) -> list[str]:
+    """The fleet's readings as ``<stream>.csv`` (``timestamp,value``) under ``folder``.
+
+    The daemon keeps no per-reading levels, so the report replays the same readings instead:
+    the seeded simulator gives them again, stamped as the run stamped them.
+    """
+    files: dict[str, Any] = {}
+    try:
+        for reading in fleet.readings(start_ts):
+            handle = files.get(reading.stream)
+            if handle is None:
+                path = folder / f"{reading.stream}.csv"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle = files[reading.stream] = path.open("w", encoding="utf-8")
+                handle.write("timestamp,value\n")
+            handle.write(f"{_stamp(reading.ts)},{reading.value!r}\n")
+    finally:
+        for handle in files.values():
+            handle.close()
+    return sorted(files)
+
+
+def truth_windows(truth: list[dict[str, Any]], streams: list[str]) -> dict[str, list[list[str]]]:
+    """NAB-style label windows (whole seconds, as NAB labels are cut) keyed by result file."""
+    windows: dict[str, list[list[str]]] = {f"{s}.csv": [] for s in streams}
+    for anomaly in truth:
+        windows.setdefault(f"{anomaly['stream']}.csv", []).append(
+            [_stamp(anomaly["start"])[:19], _stamp(anomaly["end"])[:19]])
+    return windows
+
+
+def write_demo_report(*, work: Path, config: Path, truth: list[dict[str, Any]], seconds: float,
+                      sensors: int, rate: float, seed: int, report: Path, t0: float,
+                      out: Callable[[str], Any]) -> Path | None:
+    """Replay the run's readings through the demo's pipeline and write the HTML report.
+
+    Returns the report's path, or None (with a line saying how to get it) without plotly.
+    """
+    try:
+        require_plotly()
+    except ReportDependencyError:
+        out(f"report     not written: it needs plotly ({INSTALL_HINT})")
+        return None
+    # The demo's own fleet, built as `firmware-bridge simulate` built it.
+    fleet = Fleet(sensors=sensors, rate=rate, seconds=seconds, seed=seed,
+                  anomaly_after=ANOMALY_START * seconds)
+    # The truth file holds absolute times, the fleet relative ones: their gap is the run's start.
+    start_ts = truth[0]["start"] - fleet.truth[0].start if truth and fleet.truth else t0
+    streams = write_readings(fleet, start_ts, work / "readings")
+    replay_tree(load_config(config), work / "readings", work / "results")
+    labels = work / "labels.json"
+    labels.write_text(json.dumps(truth_windows(truth, streams), indent=1))
+    written = write_report(build_report(work / "results", load_config(config), labels), report)
+    out(f"report     {written.resolve()} (the same readings replayed through the same "
+        "pipeline; open it in a browser)")
+    return written
+
+
 def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, seed: int = 7,
-             workdir: Path | None = None, out: Callable[[str], Any] = print) -> bool:
+             workdir: Path | None = None, report: Path | None = None,
+             out: Callable[[str], Any] = print) -> bool:
     """Run the whole demo; True when the daemon ran and stopped cleanly.
 
     A temporary working folder is removed after a clean run and kept (and named) otherwise, so
-    the daemon log is there to read.
+    the daemon log is there to read. The HTML report of the run goes to ``report`` (default
+    :data:`DEFAULT_REPORT` in the current folder).
     """
     check_duration(seconds, rate)
     ok = False
@@ -226,6 +315,10 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
             f"{status['rejects_total']} rejected")
         pairs, false_alarms = match_alerts(truth, alerts)
         out(format_report(pairs, false_alarms, t0))
+        out("")
+        write_demo_report(work=work, config=config, truth=truth, seconds=seconds,
+                          sensors=sensors, rate=rate, seed=seed,
+                          report=Path(report or DEFAULT_REPORT), t0=t0, out=out)
         ok = code == 0
         return ok
     finally:

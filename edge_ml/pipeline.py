@@ -356,6 +356,11 @@ class Pipeline:
         if stats:
             dirty = self._dirty_slots()
             events, health = self.pending, self.health_record
+            if health is not None:
+                # The record was taken at the last health report (up to a health interval ago);
+                # its counts go in as of this flush, so they agree with the counters beside them.
+                health = health | {"readings_total": self.readings_seen,
+                                   "rejects_total": self.rejects_seen}
         else:
             dirty = self._alerting_slots()
             events, health = dataclasses.replace(self.pending, readings=0), None

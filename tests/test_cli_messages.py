@@ -76,14 +76,16 @@ def test_demo_report_never_says_minus_zero() -> None:
     assert "+0.0 s" in report and "at    0.0 s" in report, report
 
 
-def test_demo_names_no_path_it_deletes() -> None:
+def test_demo_names_no_path_it_deletes(tmp_path: Path) -> None:
+    report = tmp_path / "report.html"  # kept: the one path the demo may name
     run = subprocess.run([sys.executable, "-m", "edge_ml", "demo", "--seconds", "15", "--rate",
-                          "40", "--sensors", "4"], capture_output=True, text=True, timeout=240)
+                          "40", "--sensors", "4", "--report", str(report)],
+                         capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "kept" not in run.stdout  # a clean run removes its temporary folder...
     named = re.findall(r"(/\S+)", run.stdout)
     # ...so the output names nothing in it (the daemon log was named in the daemon line).
-    assert not [p for p in named if "edge-ml-demo-" in p], run.stdout
+    assert not [p for p in named if "edge-ml-demo-" in p and p != str(report)], run.stdout
     assert "-0.0" not in run.stdout, run.stdout
 
 

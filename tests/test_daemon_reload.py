@@ -85,7 +85,9 @@ def test_sighup_keeps_counters_and_the_learned_state(tmp_path: Path, broker: Loc
         health = _health(db)
         assert (health["readings_total"], health["rejects_total"]) == (115, 5), \
             daemon.log()[before:]
-        assert _metric(port, "edge_ml_readings_total") >= 115
+        # /metrics serves the last health report (every 0.5 s); the stored record can be newer
+        # (a statistics flush stores the counts as of that flush): wait for the report.
+        wait_for(lambda: _metric(port, "edge_ml_readings_total") == 115, 10, "metrics at 115")
         assert _metric(port, "edge_ml_rejects_total") == 5
         # The stream learned past its warm-up after the checkpoint: a reload of that same
         # checkpoint would have made it warm up again.
@@ -107,7 +109,9 @@ def test_sighup_keeps_counters_and_the_learned_state(tmp_path: Path, broker: Loc
                  "the rollback loaded")
         _send(observer, 115, 3)
         wait_for(lambda: _health(db).get("readings_total") == 118, 60, "3 more readings")
-        assert _metric(port, "edge_ml_readings_total") >= 115
+        # /metrics serves the last health report (every 0.5 s); the stored record can be newer
+        # (a statistics flush stores the counts as of that flush): wait for the report.
+        wait_for(lambda: _metric(port, "edge_ml_readings_total") == 118, 10, "metrics at 118")
         assert status(db)["streams"][0]["warming_up"]
         assert daemon.stop() == 0
     finally:

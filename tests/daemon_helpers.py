@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,16 @@ def counters(db: Path) -> dict[str, int]:
     """The daemon's SQLite counters (readings_total, rejects_total, ...)."""
     with sqlite3.connect(db) as conn:
         return dict(conn.execute("SELECT name, value FROM counters").fetchall())
+
+
+def stored_health(db: Path) -> dict[str, Any]:
+    """The daemon's health record as stored (read-only; {} before the table exists)."""
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("SELECT key, value FROM health").fetchall()
+    except sqlite3.Error:
+        return {}
+    return {key: json.loads(value) for key, value in rows}
 
 
 def connected_since(db: Path, since: float) -> bool:

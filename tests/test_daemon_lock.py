@@ -5,28 +5,17 @@ Real processes: mosquitto from the ``broker`` fixture and ``python -m edge_ml ru
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
-from daemon_helpers import DaemonProcess, status, wait_for, write_config
+from daemon_helpers import DaemonProcess, status, stored_health, wait_for, write_config
 
 from edge_ml.errors import DaemonRunningError
 from edge_ml.localbroker import LocalBroker
 from edge_ml.lockfile import DatabaseLock
-
-
-def _health(db: Path) -> dict[str, object]:
-    try:
-        with sqlite3.connect(db) as conn:
-            rows = conn.execute("SELECT key, value FROM health").fetchall()
-    except sqlite3.Error:
-        return {}
-    return {key: json.loads(value) for key, value in rows}
 
 
 @pytest.mark.slow
@@ -37,7 +26,7 @@ def test_a_second_daemon_on_the_same_database_exits_2_naming_the_first(
     config, db = daemon_env
     first = DaemonProcess(config, tmp_path / "first.log")
     try:
-        wait_for(lambda: _health(db).get("connected") is True, 60, "first daemon connected")
+        wait_for(lambda: stored_health(db).get("connected") is True, 60, "first daemon connected")
         second = DaemonProcess(config, tmp_path / "second.log")
         try:
             code = second.proc.wait(60)
@@ -48,7 +37,7 @@ def test_a_second_daemon_on_the_same_database_exits_2_naming_the_first(
         assert f"process {first.proc.pid}" in second.log(), second.log()
         assert first.proc.poll() is None
         # The first one's records are untouched by the refused one: still running.
-        wait_for(lambda: _health(db).get("updated_at", 0) > 0, 10, "health")
+        wait_for(lambda: stored_health(db).get("updated_at", 0) > 0, 10, "health")
         assert status(db)["daemon"]["running"] is True
     finally:
         first.stop(signal.SIGKILL)
@@ -56,7 +45,8 @@ def test_a_second_daemon_on_the_same_database_exits_2_naming_the_first(
     third = DaemonProcess(config, tmp_path / "third.log")
     try:
         wait_for(lambda: "starting" in third.log(), 60, "third daemon started")
-        wait_for(lambda: _health(db).get("pid") == third.proc.pid, 60, "third daemon's health")
+        wait_for(lambda: stored_health(db).get("pid") == third.proc.pid, 60,
+                 "third daemon's health")
     finally:
         assert third.stop() == 0, third.log()
 
@@ -96,8 +86,8 @@ def test_a_client_id_taken_over_is_reported_as_such(
         daemons.append(DaemonProcess(config, tmp_path / f"{name}.log"))
     try:
         def reported() -> bool:
-            return any("taken over" in str(_health(db).get("mqtt_error"))
-                       and int(_health(db).get("mqtt_taken_over") or 0) > 0 for db in dbs)
+            return any("taken over" in str(stored_health(db).get("mqtt_error"))
+                       and int(stored_health(db).get("mqtt_taken_over") or 0) > 0 for db in dbs)
 
         wait_for(reported, 90, "a takeover in the health of one of them")
         logs = daemons[0].log() + daemons[1].log()

@@ -9,30 +9,19 @@ from __future__ import annotations
 import json
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import urllib.request
-from contextlib import closing
 from pathlib import Path
 
 import pytest
-from daemon_helpers import DaemonProcess, Observer, status, wait_for
+from daemon_helpers import DaemonProcess, Observer, status, stored_health, wait_for
 
 from edge_ml.localbroker import LocalBroker, free_port
 
 pytestmark = pytest.mark.slow
 
 T0 = 1_700_000_000.0
-
-
-def _health(db: Path) -> dict[str, object]:
-    try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-            rows = conn.execute("SELECT key, value FROM health").fetchall()
-    except sqlite3.Error:
-        return {}
-    return {key: json.loads(value) for key, value in rows}
 
 
 def _metric(port: int, name: str) -> float:
@@ -63,17 +52,17 @@ def test_sighup_keeps_counters_and_the_learned_state(tmp_path: Path, broker: Loc
     observer = Observer(broker, ["edge-ml/status/health"], client_id="reload-observer")
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
     try:
-        wait_for(lambda: _health(db).get("connected") is True, 90, "daemon connected")
+        wait_for(lambda: stored_health(db).get("connected") is True, 90, "daemon connected")
         _send(observer, 0, 10)
-        wait_for(lambda: _health(db).get("readings_total") == 10, 60, "10 readings")
+        wait_for(lambda: stored_health(db).get("readings_total") == 10, 60, "10 readings")
         saved = subprocess.run([sys.executable, "-m", "edge_ml", "checkpoints", "save",
                                 "--db", str(db)], capture_output=True, text=True, timeout=60)
         assert saved.returncode == 0, saved.stderr
         _send(observer, 10, 100)
         for _ in range(5):
             observer.client.publish("sensors/r", b"not a number", qos=1)
-        wait_for(lambda: _health(db).get("readings_total") == 110
-                 and _health(db).get("rejects_total") == 5, 60, "110 readings, 5 rejects")
+        wait_for(lambda: stored_health(db).get("readings_total") == 110
+                 and stored_health(db).get("rejects_total") == 5, 60, "110 readings, 5 rejects")
         wait_for(lambda: _metric(port, "edge_ml_readings_total") == 110, 10, "metrics")
         assert not status(db)["streams"][0]["warming_up"]
 
@@ -81,8 +70,9 @@ def test_sighup_keeps_counters_and_the_learned_state(tmp_path: Path, broker: Loc
         daemon.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "checkpoint" in daemon.log()[before:], 30, "the reload logged")
         _send(observer, 110, 5)
-        wait_for(lambda: _health(db).get("readings_total") in (15, 115), 60, "5 more readings")
-        health = _health(db)
+        wait_for(lambda: stored_health(db).get("readings_total") in (15, 115), 60,
+                 "5 more readings")
+        health = stored_health(db)
         assert (health["readings_total"], health["rejects_total"]) == (115, 5), \
             daemon.log()[before:]
         # /metrics serves the last health report (every 0.5 s); the stored record can be newer
@@ -108,7 +98,7 @@ def test_sighup_keeps_counters_and_the_learned_state(tmp_path: Path, broker: Loc
         wait_for(lambda: "resumed from checkpoint 1 " in daemon.log()[before:], 30,
                  "the rollback loaded")
         _send(observer, 115, 3)
-        wait_for(lambda: _health(db).get("readings_total") == 118, 60, "3 more readings")
+        wait_for(lambda: stored_health(db).get("readings_total") == 118, 60, "3 more readings")
         # /metrics serves the last health report (every 0.5 s); the stored record can be newer
         # (a statistics flush stores the counts as of that flush): wait for the report.
         wait_for(lambda: _metric(port, "edge_ml_readings_total") == 118, 10, "metrics at 118")

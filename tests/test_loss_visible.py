@@ -6,31 +6,19 @@ drops the rest; those never reach the daemon, so only the broker's ``$SYS`` coun
 
 from __future__ import annotations
 
-import json
 import signal
-import sqlite3
 import subprocess
 import sys
-from contextlib import closing
 from pathlib import Path
 
 import msgpack
 import paho.mqtt.client as mqtt
 import pytest
-from daemon_helpers import DaemonProcess, wait_for, write_config
+from daemon_helpers import DaemonProcess, stored_health, wait_for, write_config
 from pipeline_helpers import make_pipeline
 
 from edge_ml.localbroker import LocalBroker
 from edge_ml.metrics import exposition
-
-
-def _health(db: Path) -> dict[str, object]:
-    try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-            rows = conn.execute("SELECT key, value FROM health").fetchall()
-    except sqlite3.Error:
-        return {}
-    return {key: json.loads(value) for key, value in rows}
 
 
 def _frame(dev: str, seq: int, value: float) -> bytes:
@@ -53,13 +41,13 @@ def test_a_stock_broker_dropping_for_a_stopped_daemon_shows_in_health_and_status
         pub.connect(broker.host, broker.port)
         pub.loop_start()
         try:
-            wait_for(lambda: _health(db).get("connected") is True
-                     and _health(db).get("broker_dropped") == 0, 60,
+            wait_for(lambda: stored_health(db).get("connected") is True
+                     and stored_health(db).get("broker_dropped") == 0, 60,
                      "connected, the broker's drop counter heard")
             # Firmware frames with a gap of 2 (seq 3 and 4 lost) and a restart (no gap).
             for seq in (0, 1, 2, 5, 6, 0, 1):
                 pub.publish("sensors/fw", _frame("node-7", seq, 20.0), qos=1).wait_for_publish(5)
-            wait_for(lambda: _health(db).get("frames_missing") == 2, 30, "2 frames missing")
+            wait_for(lambda: stored_health(db).get("frames_missing") == 2, 30, "2 frames missing")
 
             daemon.proc.send_signal(signal.SIGSTOP)  # a slow/stuck consumer
             infos = [pub.publish("sensors/loss", str(20.0 + i % 5), qos=1)
@@ -69,13 +57,13 @@ def test_a_stock_broker_dropping_for_a_stopped_daemon_shows_in_health_and_status
             daemon.proc.send_signal(signal.SIGCONT)
 
             def dropped() -> int:
-                return int(_health(db).get("broker_dropped") or 0)
+                return int(stored_health(db).get("broker_dropped") or 0)
 
             wait_for(lambda: dropped() >= 1500, 60, "the broker's drops in the health")
             # What arrived plus what the broker dropped is what was sent.
-            wait_for(lambda: int(_health(db).get("readings_total") or 0) + dropped() >= 3007,
+            wait_for(lambda: int(stored_health(db).get("readings_total") or 0) + dropped() >= 3007,
                      60, "every reading accounted for")
-            health = _health(db)
+            health = stored_health(db)
             assert 1800 <= dropped() <= 2000, health
             assert int(health["readings_total"]) + dropped() == 3007, health
             out = subprocess.run([sys.executable, "-m", "edge_ml", "status", "--db", str(db)],

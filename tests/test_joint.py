@@ -5,18 +5,27 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
+from naive_hst import NaiveForest
 
 from edge_ml.devices import Devices, pattern_device
 from edge_ml.kernels.calibration import probability_level
 from edge_ml.kernels.joint import (
     DEV_MULT,
     JOINT_ALPHA,
+    JOINT_HEIGHT,
     JOINT_WARMUP,
+    JOINT_WINDOW,
     LEARN_CLIP,
     RDEV_ALPHA,
     RIDGE,
+    SCALE_ALPHA,
+    SCALE_SQUASH,
+    device_trees,
     invert,
 )
+
+pytestmark = pytest.mark.kernels
 
 
 def reference(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +84,68 @@ def test_the_kernel_matches_the_numpy_reference() -> None:
     want_levels, want_resid = reference(rows)
     np.testing.assert_allclose(out.level[scored], want_levels, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(out.resid[scored, :3], want_resid, rtol=1e-7, atol=1e-9)
+
+
+def forest_reference(rows: np.ndarray) -> np.ndarray:
+    """The device forest's raw scores, by the pure-Python forest over NumPy-scaled rows."""
+    n, k = rows.shape
+    feature, threshold = device_trees(k)
+    forest = NaiveForest(feature, threshold, JOINT_HEIGHT, JOINT_WINDOW)
+    mean, dev = np.zeros(k), np.zeros(k)
+    scores = np.zeros(n)
+    for t, x in enumerate(rows):
+        scaled = np.full(k, 0.5)
+        if t >= 2:
+            floor = 1e-6 * (np.abs(mean) + 1.0)
+            scaled = 0.5 + 0.5 * np.tanh((x - mean) / np.maximum(DEV_MULT * dev, floor)
+                                         / SCALE_SQUASH)
+        scores[t] = forest.score(scaled.tolist())
+        forest.learn(scaled.tolist())
+        delta = x - mean
+        mean = mean + max(SCALE_ALPHA, 1.0 / (t + 1.0)) * delta
+        if t > 0:
+            dev = dev + max(SCALE_ALPHA, 1.0 / t) * (np.abs(delta) - dev)
+    return scores
+
+
+def test_the_device_forest_matches_the_pure_python_one() -> None:
+    rows = pump(700, seed=2)
+    devices, _ = _device(3)
+    slots = np.tile(np.arange(3, dtype=np.int64), len(rows))
+    out = devices.process(slots, rows.reshape(-1), np.repeat(np.arange(700.0) * 300, 3))
+    scores = out.score[out.device == 0]
+    assert (scores[:JOINT_WINDOW] == 0).all() and (scores[JOINT_WINDOW:] > 0).all()
+    np.testing.assert_allclose(scores, forest_reference(rows), rtol=0, atol=1e-12)
+
+
+def test_the_device_score_ranks_rows_in_rare_regions_of_the_joint_distribution() -> None:
+    """Shuttle-like: a few clusters of normal operation, and rare rows between them, near the
+    fields' overall means, which the Gaussian residuals take for the most ordinary rows."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    centers = 3.0 * np.array([[0.0, 0.0, 0.0, 0.0], [4.0, 4.0, 0.0, 1.0], [0.0, 4.0, 4.0, 2.0]])
+    rows = centers[rng.integers(0, 3, n)] + rng.normal(0, 0.3, (n, 4))
+    rare = np.zeros(n, dtype=bool)
+    rare[rng.choice(np.arange(600, n), 60, replace=False)] = True
+    rows[rare] = centers.mean(axis=0) + rng.normal(0, 0.3, (rare.sum(), 4))
+    names = [f"m/f{j}" for j in range(4)]
+    devices = Devices()
+    devices.assign(names, np.arange(4, dtype=np.int64), dict.fromkeys(names, "m"), names)
+    out = devices.process(np.tile(np.arange(4, dtype=np.int64), n), rows.reshape(-1),
+                          np.repeat(np.arange(float(n)), 4))
+    scored = out.device == 0
+    label = rare[600:]
+
+    def auc(score: np.ndarray) -> float:  # Mann-Whitney, over the rows after the warm-up
+        order = np.argsort(score[600:], kind="stable")
+        ranks = np.empty(len(order))
+        ranks[order] = np.arange(1, len(order) + 1)
+        pos, neg = label.sum(), (~label).sum()
+        return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+    gaussian = np.abs(out.resid[scored, :4]).max(axis=1)
+    assert auc(out.score[scored]) >= 0.95
+    assert auc(gaussian) < 0.5
 
 
 def test_a_broken_relationship_inside_each_usual_range_is_found() -> None:
@@ -172,4 +243,27 @@ def test_device_state_survives_a_checkpoint() -> None:
         a, b = whole.process_messages([m]), second.process_messages([m])
         assert a is not None and b is not None and a.joint is not None and b.joint is not None
         assert a.joint.level.tolist() == b.joint.level.tolist()
+        assert a.joint.score.tolist() == b.joint.score.tolist()  # the forest resumed too
     assert second.devices.state.rows[0] == 400
+    assert (second.devices.state.first_window[0], second.devices.state.forest_k[0]) == (0, 3)
+
+
+def test_a_checkpoint_from_before_the_device_forest_still_loads() -> None:
+    """Eight-field arrays and no forest (the format before MAX_DEVICE_FIELDS was 16): the
+    Gaussian state comes back, the forest grows anew."""
+    rows = pump(300, seed=4)
+    devices, names = _device(3)
+    slots = np.tile(np.arange(3, dtype=np.int64), len(rows))
+    devices.process(slots, rows.reshape(-1), np.repeat(np.arange(300.0) * 300, 3))
+    data = devices.export()
+    arrays = data["arrays"]
+    old = {}
+    for key in ("n_fields", "last", "last_ts", "fresh", "mean", "cov", "rows", "rdev"):
+        a = arrays[f"devices.{key}"]
+        old[f"devices.{key}"] = a[(slice(None), *(slice(0, 8) for _ in a.shape[1:]))]
+    restored = Devices()
+    restored.restore({**data, "arrays": old}, {name: i for i, name in enumerate(names)})
+    np.testing.assert_array_equal(restored.state.cov[0], devices.state.cov[0])
+    assert restored.state.rows[0] == 300 and restored.state.first_window[0] == 1
+    out = restored.process(slots[:3], rows[0], np.array([9e4, 9e4, 9e4]))
+    assert out.device[2] == 0 and out.score[2] == 0.0  # a fresh forest, warming up

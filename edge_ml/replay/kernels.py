@@ -13,6 +13,7 @@ Python path) on anything else, so the two paths never disagree:
   blank lines are skipped. Anything else (quotes, spaces, exponents, NaN, dates out of range,
   a lone ``\\r``, a wrong field count) is refused.
 - :func:`format_rows` writes ``timestamp,value,anomaly_score,alert,alert_open,explanation\\r\\n``
+  (with ``,device_score`` before the line end for a device's file)
   as ``csv.writer`` does with ``repr`` of floats. A decimal of at most 15 significant digits
   is the shortest string that round-trips its double (two such decimals never share a double:
   ``DBL_DIG`` is 15), so ``repr`` prints exactly its digits, trailing zeros dropped,

@@ -48,7 +48,8 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
     as the daemon would reject them.
 
     The input is UTF-8; a byte order mark before the header is skipped (the output's header is
-    always ``timestamp,value,anomaly_score,alert,alert_open,explanation``, without one). A
+    always ``timestamp,value,anomaly_score,alert,alert_open,explanation[,device_score]``,
+    without one). A
     header that cannot be read fails before ``out`` is created. Raises ReplayError (the file
     and line named), and ReplayOutputError for an ``out`` that cannot be opened.
     """

@@ -187,7 +187,7 @@ class Devices:
             self.slot_device, self.slot_field, slots, values, ts, self.stale_s,
             s.n_fields, s.last, s.last_ts, s.fresh, s.mean, s.cov, s.rows, s.rdev,
             self.tree_of_k, self.tree_feature, self.tree_threshold, s.mass, s.ref, s.count,
-            s.first_window, s.forest_k, s.smean, s.sdev, s.srows)
+            s.first_window, s.forest_k, s.smean, s.sdev, s.srows, s.evidence, s.d2mean)
         return JointOutput(device, level, score, resid, worst, expected, warming)
 
     def explanation(self, d: int, resid: np.ndarray, worst: int,
@@ -253,7 +253,8 @@ class Devices:
 
 
 _FIELD_NAMES = ("n_fields", "last", "last_ts", "fresh", "mean", "cov", "rows", "rdev",
-                "mass", "ref", "count", "first_window", "forest_k", "smean", "sdev", "srows")
+                "mass", "ref", "count", "first_window", "forest_k", "smean", "sdev", "srows",
+                "evidence", "d2mean")
 
 
 def _device_arrays(capacity: int) -> SlotArrays:
@@ -277,6 +278,8 @@ def _device_arrays(capacity: int) -> SlotArrays:
             SlotField("smean", np.float64, 0.0, (f,)),
             SlotField("sdev", np.float64, 0.0, (f,)),
             SlotField("srows", np.int64),
+            SlotField("evidence", np.float64),  # the joint view's sustained evidence
+            SlotField("d2mean", np.float64),  # its rows' mean squared Mahalanobis distance
         ],
         capacity,
     )

@@ -2,36 +2,53 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from daemon_helpers import DaemonProcess, Observer, wait_for
 from naive_hst import NaiveForest
+from scipy.stats import chi2
 
+from edge_ml.config import parse_config
 from edge_ml.devices import Devices, pattern_device
 from edge_ml.kernels.calibration import probability_level
 from edge_ml.kernels.joint import (
     DEV_MULT,
+    EVIDENCE_CAP,
+    EVIDENCE_DRIFT,
+    HOLD_EVIDENCE,
+    HOLD_WEIGHT,
     JOINT_ALPHA,
     JOINT_HEIGHT,
     JOINT_WARMUP,
     JOINT_WINDOW,
     LEARN_CLIP,
     RDEV_ALPHA,
+    RDEV_START,
     RIDGE,
     SCALE_ALPHA,
     SCALE_SQUASH,
+    chi2_sf,
     device_trees,
     invert,
 )
+from edge_ml.localbroker import LocalBroker
+from edge_ml.pipeline import Pipeline
+from edge_ml.replay import replay_csv
 
 pytestmark = pytest.mark.kernels
 
 
 def reference(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Levels and conditional residuals of complete rows, with np.linalg.inv."""
+    """Levels and conditional residuals of complete rows, with np.linalg.inv and SciPy's
+    chi-squared tail for the sustained evidence."""
     n, k = rows.shape
     mean, cov, rdev = np.zeros(k), np.zeros((k, k)), np.zeros(k)
+    evidence, d2mean = 0.0, 0.0
     levels, resids = np.zeros(n), np.zeros((n, k))
     for t, x in enumerate(rows):
         sd = np.sqrt(np.maximum(np.diag(cov), 0.0)) + 1e-9 * (np.abs(mean) + 1.0)
@@ -40,18 +57,26 @@ def reference(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         np.fill_diagonal(corr, 1.0 + RIDGE)
         prec = np.linalg.inv(corr)
         resid = prec @ z / np.sqrt(np.diag(prec))
+        d2 = float(z @ prec @ z)
         weight = 1.0
         if t >= JOINT_WARMUP:
             top = np.max(np.abs(resid) / np.maximum(DEV_MULT * rdev, 1e-6))
-            levels[t] = probability_level(min(1.0, k * math.erfc(top / math.sqrt(2.0))))
+            instant = probability_level(min(1.0, k * math.erfc(top / math.sqrt(2.0))))
             weight = min(1.0, (LEARN_CLIP / top) ** 2)
+            q = -math.log10(chi2.sf(k * d2 / max(d2mean, 1e-9), k) + 1e-10)
+            evidence = min(EVIDENCE_CAP, max(0.0, evidence + q - EVIDENCE_DRIFT))
+            if evidence >= HOLD_EVIDENCE:
+                weight = min(weight, HOLD_WEIGHT)
+            levels[t] = max(instant, evidence / 10.0)
         resids[t] = resid
+        if t >= RDEV_START:
+            d2mean += weight * max(RDEV_ALPHA, 1.0 / (t - RDEV_START + 1.0)) * (d2 - d2mean)
         a = weight * max(JOINT_ALPHA, 1.0 / (t + 1.0))
         delta = x - mean
         mean = mean + a * delta
         cov = (1.0 - a) * (cov + a * np.outer(delta, delta))
-        if t >= 2:
-            rdev += weight * max(RDEV_ALPHA, 1.0 / (t - 1.0)) * (np.abs(resid) - rdev)
+        if t >= RDEV_START:
+            rdev += weight * max(RDEV_ALPHA, 1.0 / (t - RDEV_START + 1.0)) * (np.abs(resid) - rdev)
     return levels, resids
 
 
@@ -146,6 +171,41 @@ def test_the_device_score_ranks_rows_in_rare_regions_of_the_joint_distribution()
     gaussian = np.abs(out.resid[scored, :4]).max(axis=1)
     assert auc(out.score[scored]) >= 0.95
     assert auc(gaussian) < 0.5
+
+
+def test_chi2_sf_is_scipys() -> None:
+    for k in (1, 2, 3, 8, 9, 16):
+        for x in (0.0, 0.5, 3.0, 10.0, 40.0, 200.0):
+            assert chi2_sf(x, k) == pytest.approx(chi2.sf(x, k), rel=1e-9, abs=1e-300)
+
+
+def long_fault(n: int = 1200, seed: int = 6) -> tuple[np.ndarray, slice]:
+    """A pump at one row a second whose flow reads low for 400 rows (a closing valve), each
+    field inside its own range; the load wanders slowly."""
+    rng = np.random.default_rng(seed)
+    slow = np.zeros(n)
+    for t in range(1, n):
+        slow[t] = 0.995 * slow[t - 1] + rng.normal(0, 0.014)
+    load = 0.5 + slow + rng.normal(0, 0.03, n)
+    rows = np.column_stack([2 + 6 * load + rng.normal(0, 0.15, n),
+                            10 * load + rng.normal(0, 0.25, n),
+                            1 + 3 * load + rng.normal(0, 0.1, n)])
+    fault = slice(600, 1000)
+    rows[fault, 1] -= 10 * 0.12  # as at a load 0.12 lower: inside flow's own range
+    return rows, fault
+
+
+def test_the_kernel_matches_the_numpy_reference_through_a_long_fault() -> None:
+    rows, fault = long_fault()
+    devices, _ = _device(3)
+    slots = np.tile(np.arange(3, dtype=np.int64), len(rows))
+    out = devices.process(slots, rows.reshape(-1), np.repeat(np.arange(float(len(rows))), 3))
+    want_levels, _ = reference(rows)
+    got = out.level[out.device == 0]
+    np.testing.assert_allclose(got, want_levels, rtol=1e-9, atol=1e-12)
+    # The evidence holds the level up through the fault and lets it go after it.
+    assert (got[fault.start + 30:fault.stop] >= 0.4).mean() > 0.95
+    assert (got[fault.stop + 30:] < 0.4).all()
 
 
 def test_a_broken_relationship_inside_each_usual_range_is_found() -> None:
@@ -267,3 +327,54 @@ def test_a_checkpoint_from_before_the_device_forest_still_loads() -> None:
     assert restored.state.rows[0] == 300 and restored.state.first_window[0] == 1
     out = restored.process(slots[:3], rows[0], np.array([9e4, 9e4, 9e4]))
     assert out.device[2] == 0 and out.score[2] == 0.0  # a fresh forest, warming up
+
+
+def test_a_long_fault_keeps_the_device_alert_open_until_it_ends(tmp_path: Path) -> None:
+    """Replay (the product's pipeline): one joint alert opens early in a 400-row fault, is open
+    on its rows, and resolves within a few rows of its end."""
+    rows, fault = long_fault()
+    source = tmp_path / "pump.csv"
+    source.write_text("timestamp,current,flow,pressure\n" + "".join(
+        f"{1.7e9 + i:.0f},{c:.5f},{f:.5f},{p:.5f}\n" for i, (c, f, p) in enumerate(rows)))
+    replay_csv(Pipeline(parse_config({})), source, tmp_path / "out.csv")
+    with (tmp_path / "out.csv").open() as handle:
+        out = list(csv.DictReader(handle))
+    is_open = np.array([r["alert_open"] == "1" for r in out])
+    opened = [i for i, r in enumerate(out) if r["alert"] == "1"]
+    assert [out[i]["explanation"].split(":")[0] for i in opened] == ["joint"]
+    assert fault.start <= opened[0] <= fault.start + 30
+    assert is_open[opened[0]:fault.stop].all()
+    assert not is_open[fault.stop + 20:].any()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_daemons_device_alert_stays_open_through_a_long_fault(
+    broker: LocalBroker, daemon_env: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The same pump over MQTT (one JSON map a second, its own timestamps) to the real daemon:
+    one alert on ``<device>/joint`` opens in the fault and resolves only after it ends."""
+    config, _db = daemon_env
+    rows, fault = long_fault()
+    device = "sensors/pump7"
+    observer = Observer(broker, ["edge-ml/#"])
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    start = 1.7e9
+    try:
+        wait_for(lambda: b"online" in observer.on("edge-ml/status")
+                 or daemon.proc.poll() is not None, 120, "the daemon to come online")
+        assert daemon.proc.poll() is None, daemon.log()
+        for i, (c, f, p) in enumerate(rows.tolist()):
+            observer.client.publish(device, json.dumps(
+                {"current": c, "flow": f, "pressure": p, "ts": start + i}), qos=1)
+        events = wait_for(lambda: [e for e in observer.json_under(
+            f"edge-ml/alerts/{device}/joint") if e["state"] == "resolved"] and observer.json_under(
+            f"edge-ml/alerts/{device}/joint"), 120, "the joint alert to open and resolve")
+    finally:
+        code = daemon.stop()
+        observer.close()
+    assert code == 0, daemon.log()
+    assert [e["state"] for e in events] == ["open", "resolved"]
+    assert fault.start <= events[0]["ts"] - start <= fault.start + 30
+    assert fault.stop <= events[1]["ts"] - start <= fault.stop + 20
+    assert events[0]["view"] == "joint" and f"{device}/flow" in events[0]["fields"]

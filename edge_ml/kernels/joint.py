@@ -16,6 +16,17 @@ per-field views cannot see that; this one can:
   number of fields (a Bonferroni bound), on the levels' log scale (``calibration``);
 - the contributing fields are the residuals' squared shares; the field with the largest gets
   an expected range: what the others predict for it, +- ``EXPECTED_Z`` conditional deviations.
+- a fault that lasts (a valve closing for an hour) is a run of rows each only a little off,
+  which the row's own level misses, and which the model would learn as normal within a few
+  hundred rows. So the device also keeps **evidence**: a CUSUM of each row's squared
+  Mahalanobis distance ``z' P z`` read as a chi-squared tail (scaled by the device's own mean
+  distance), in decades, gaining ``-log10 p - EVIDENCE_DRIFT`` a row, between 0 and
+  ``EVIDENCE_CAP``. The level is the larger of the row's own and ``evidence / 10``: rows that
+  keep breaking the relationship keep the level (and the alert) up, and once they stop the
+  evidence drains by about half a decade a row, so the alert resolves within ~10 rows. While
+  the evidence is at least ``HOLD_EVIDENCE`` the device learns at ``HOLD_WEIGHT`` of its rate
+  (the fault is not learned as the new normal; a lasting change of the machine still is,
+  ~20 times slower).
 
 Rows: a reading updates its field's carried value; the device is scored when every field has
 a value newer than its last scoring (a JSON map: at its last field), so fields at different
@@ -66,9 +77,26 @@ RIDGE = 1e-3
 JOINT_WARMUP = 100
 # Scaled residual beyond which a row's learning weight falls as (LEARN_CLIP / residual)^2.
 LEARN_CLIP = 3.0
+# Rows before the residuals' deviations start learning: the first rows' covariance is not a
+# model yet (a dozen rows of eight fields), and their huge residuals, averaged in at 1/n, would
+# keep rdev inflated for hundreds of rows (a short run's whole scoring period).
+RDEV_START = 30
+# Sustained evidence (a CUSUM of the rows' tail probabilities, in decades): per row it gains
+# the row's -log10 p less EVIDENCE_DRIFT, never below 0 nor above EVIDENCE_CAP; the device's
+# level is the larger of the row's own and EVIDENCE / 10 (the levels' log scale). A fault that
+# lasts keeps it up (and the alert open); back to normal, it drains by ~EVIDENCE_DRIFT a row.
+EVIDENCE_DRIFT = 1.0
+EVIDENCE_CAP = 10.0
+# While the evidence is at least HOLD_EVIDENCE, the device learns its rows at most at
+# HOLD_WEIGHT of the usual rate: a long fault is not learned as the new normal within the
+# fault (at 1/300 a row it would be in a few hundred rows), yet a lasting change of the
+# machine is, slowly (~1/HOLD_WEIGHT times longer).
+HOLD_EVIDENCE = 2.0
+HOLD_WEIGHT = 0.05
 # Mean absolute deviation times sqrt(pi/2) estimates a Gaussian standard deviation.
 DEV_MULT = 1.25
 _SQRT2 = math.sqrt(2.0)
+_HALF_GAMMA_3_2 = math.sqrt(math.pi) / 2.0  # Gamma(3/2)
 # The device's forest. On Shuttle (9 fields, seeds 0-5 of this builder) 20 trees of height 8,
 # window 150 gave ROC-AUC 0.9927 mean / 0.9903 min; height 7 at window 250 (the per-stream
 # forest's shape) 0.9858 / 0.9774. Masses: 20 * 511 * 2 bytes = 20 KB per device (uint8).
@@ -123,8 +151,9 @@ def score_row(x, mean, cov, rdev, k, rows, resid, expected):
     """Score row ``x`` (``k`` fields) of one device: the level, and into ``resid`` each field's
     conditional residual in deviations, into ``expected`` the range of the worst field.
 
-    Returns ``(level, worst field, learning weight)``; level 0 (weight 1) while the device has
-    learned fewer than ``JOINT_WARMUP`` rows.
+    Returns ``(level, worst field, learning weight, d2)``; level 0 (weight 1) while the device
+    has learned fewer than ``JOINT_WARMUP`` rows. ``d2`` is the row's squared Mahalanobis
+    distance ``z' P z`` (all fields' residuals at once, for the sustained evidence).
     """
     sd = np.empty(k)
     z = np.empty(k)
@@ -141,11 +170,13 @@ def score_row(x, mean, cov, rdev, k, rows, resid, expected):
     invert(corr, prec, work)
     worst = 0
     top = -1.0
+    d2 = 0.0
     for j in range(k):
         pz = 0.0
         for i in range(k):
             pz += prec[j, i] * z[i]
         resid[j] = pz / math.sqrt(prec[j, j])
+        d2 += z[j] * pz
         if rows >= JOINT_WARMUP:
             scaled = abs(resid[j]) / max(DEV_MULT * rdev[j], 1e-6)
             if scaled > top:
@@ -158,12 +189,33 @@ def score_row(x, mean, cov, rdev, k, rows, resid, expected):
     expected[0] = predicted - half
     expected[1] = predicted + half
     if rows < JOINT_WARMUP:
-        return 0.0, worst, 1.0
+        return 0.0, worst, 1.0, d2
     p = min(1.0, k * math.erfc(top / _SQRT2))
     # A row far outside the relationship is learned with less weight (Huber-like): one faulty
     # row must not inflate the covariance so much that the next ones look ordinary.
     weight = min(1.0, (LEARN_CLIP / top) ** 2) if top > 0.0 else 1.0
-    return probability_level(p), worst, weight
+    return probability_level(p), worst, weight, d2
+
+
+@njit(cache=True)
+def chi2_sf(x, k):
+    """``P(X > x)`` for ``X`` chi-squared with ``k`` (integer >= 1) degrees of freedom."""
+    if x <= 0.0:
+        return 1.0
+    h = 0.5 * x
+    if k % 2 == 0:
+        term = 1.0
+        total = 1.0
+        for i in range(1, k // 2):
+            term *= h / i
+            total += term
+        return math.exp(-h) * total
+    total = math.erfc(math.sqrt(h))
+    term = math.sqrt(h) * math.exp(-h) / _HALF_GAMMA_3_2
+    for i in range(1, (k - 1) // 2 + 1):
+        total += term
+        term *= h / (i + 0.5)
+    return total
 
 
 @njit(cache=True)
@@ -178,8 +230,8 @@ def learn_row(x, mean, cov, rdev, k, rows, resid, weight):
     for i in range(k):
         for j in range(k):
             cov[i, j] = (1.0 - a) * (cov[i, j] + a * delta[i] * delta[j])
-    if rows >= 2:  # the first rows' covariance is not a model yet
-        b = weight * max(RDEV_ALPHA, 1.0 / (rows - 1.0))
+    if rows >= RDEV_START:  # the first rows' covariance is not a model yet
+        b = weight * max(RDEV_ALPHA, 1.0 / (rows - RDEV_START + 1.0))
         for j in range(k):
             rdev[j] += b * (abs(resid[j]) - rdev[j])
 
@@ -248,7 +300,7 @@ def forest_score(x, k, d, smean, sdev, srows, tree_feature, tree_threshold, mass
 def joint_batch(slot_device, slot_field, slots, values, ts, stale_s,
                 n_fields, last, last_ts, fresh, mean, cov, rows, rdev,
                 tree_of_k, tree_feature, tree_threshold, mass, ref, count, first_window,
-                forest_k, smean, sdev, srows):
+                forest_k, smean, sdev, srows, evidence, d2mean):
     """Joint levels and scores of a micro-batch, per reading in arrival order.
 
     ``slot_device[s]`` is the device of stream slot ``s`` (-1: none), ``slot_field[s]`` its
@@ -287,8 +339,18 @@ def joint_batch(slot_device, slot_field, slots, values, ts, stale_s,
             continue
         x = last[d, :k]
         r = resid[i, :k]
-        level[i], worst[i], weight = score_row(x, mean[d], cov[d], rdev[d], k, rows[d], r,
-                                               expected[i])
+        instant, worst[i], weight, d2 = score_row(x, mean[d], cov[d], rdev[d], k, rows[d], r,
+                                                  expected[i])
+        if rows[d] >= JOINT_WARMUP:
+            # The row's distance as a chi-squared tail, its scale the device's own mean d2.
+            q = -math.log10(chi2_sf(k * d2 / max(d2mean[d], 1e-9), k) + 1e-10)
+            evidence[d] = min(EVIDENCE_CAP, max(0.0, evidence[d] + q - EVIDENCE_DRIFT))
+            if evidence[d] >= HOLD_EVIDENCE:
+                weight = min(weight, HOLD_WEIGHT)
+        level[i] = max(instant, evidence[d] / 10.0)
+        if rows[d] >= RDEV_START:
+            d2mean[d] += weight * max(RDEV_ALPHA, 1.0 / (rows[d] - RDEV_START + 1.0)) \
+                * (d2 - d2mean[d])
         learn_row(x, mean[d], cov[d], rdev[d], k, rows[d], r, weight)
         if forest_k[d] != k:  # a new field: a new forest over all of them, a new scaling
             mass[d] = 0

@@ -22,6 +22,7 @@ from edge_ml.kernels.joint import (
     EVIDENCE_DRIFT,
     HOLD_EVIDENCE,
     HOLD_WEIGHT,
+    IMPUTE_Z,
     JOINT_ALPHA,
     JOINT_HEIGHT,
     JOINT_WARMUP,
@@ -58,7 +59,8 @@ def reference(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         prec = np.linalg.inv(corr)
         resid = prec @ z / np.sqrt(np.diag(prec))
         d2 = float(z @ prec @ z)
-        weight = 1.0
+        predicted = mean + sd * (z - prec @ z / np.diag(prec))
+        weight, mean_weight, learned = 1.0, None, x
         if t >= JOINT_WARMUP:
             top = np.max(np.abs(resid) / np.maximum(DEV_MULT * rdev, 1e-6))
             instant = probability_level(min(1.0, k * math.erfc(top / math.sqrt(2.0))))
@@ -66,14 +68,17 @@ def reference(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             q = -math.log10(chi2.sf(k * d2 / max(d2mean, 1e-9), k) + 1e-10)
             evidence = min(EVIDENCE_CAP, max(0.0, evidence + q - EVIDENCE_DRIFT))
             if evidence >= HOLD_EVIDENCE:
-                weight = min(weight, HOLD_WEIGHT)
+                weight, mean_weight = min(weight, HOLD_WEIGHT), 1.0
+                off = np.abs(resid) >= IMPUTE_Z * np.maximum(DEV_MULT * rdev, 1e-6)
+                learned = np.where(off, predicted, x)
             levels[t] = max(instant, evidence / 10.0)
         resids[t] = resid
         if t >= RDEV_START:
             d2mean += weight * max(RDEV_ALPHA, 1.0 / (t - RDEV_START + 1.0)) * (d2 - d2mean)
         a = weight * max(JOINT_ALPHA, 1.0 / (t + 1.0))
-        delta = x - mean
-        mean = mean + a * delta
+        am = (weight if mean_weight is None else mean_weight) * max(JOINT_ALPHA, 1.0 / (t + 1.0))
+        delta = learned - mean
+        mean = mean + am * delta
         cov = (1.0 - a) * (cov + a * np.outer(delta, delta))
         if t >= RDEV_START:
             rdev += weight * max(RDEV_ALPHA, 1.0 / (t - RDEV_START + 1.0)) * (np.abs(resid) - rdev)

@@ -187,7 +187,8 @@ class Devices:
             self.slot_device, self.slot_field, slots, values, ts, self.stale_s,
             s.n_fields, s.last, s.last_ts, s.fresh, s.mean, s.cov, s.rows, s.rdev,
             self.tree_of_k, self.tree_feature, self.tree_threshold, s.mass, s.ref, s.count,
-            s.first_window, s.forest_k, s.smean, s.sdev, s.srows, s.evidence, s.d2mean)
+            s.first_window, s.forest_k, s.smean, s.sdev, s.srows, s.evidence, s.d2q90,
+            s.chronic, s.unfit)
         return JointOutput(device, level, score, resid, worst, expected, warming)
 
     def explanation(self, d: int, resid: np.ndarray, worst: int,
@@ -254,7 +255,7 @@ class Devices:
 
 _FIELD_NAMES = ("n_fields", "last", "last_ts", "fresh", "mean", "cov", "rows", "rdev",
                 "mass", "ref", "count", "first_window", "forest_k", "smean", "sdev", "srows",
-                "evidence", "d2mean")
+                "evidence", "d2q90", "chronic", "unfit")
 
 
 def _device_arrays(capacity: int) -> SlotArrays:
@@ -279,7 +280,10 @@ def _device_arrays(capacity: int) -> SlotArrays:
             SlotField("sdev", np.float64, 0.0, (f,)),
             SlotField("srows", np.int64),
             SlotField("evidence", np.float64),  # the joint view's sustained evidence
-            SlotField("d2mean", np.float64),  # its rows' mean squared Mahalanobis distance
+            # log of its rows' running 90th percentile squared Mahalanobis distance
+            SlotField("d2q90", np.float64),
+            SlotField("chronic", np.float64),  # share of its rows held (EWMA)
+            SlotField("unfit", np.uint8),  # 1: evidence set aside (held too often)
         ],
         capacity,
     )

@@ -17,9 +17,13 @@ from edge_ml.config import parse_config
 from edge_ml.devices import Devices, pattern_device
 from edge_ml.kernels.calibration import probability_level
 from edge_ml.kernels.joint import (
+    CHRONIC_ALPHA,
+    CHRONIC_OFF,
+    CHRONIC_ON,
     DEV_MULT,
     EVIDENCE_CAP,
     EVIDENCE_DRIFT,
+    EVIDENCE_ROW_CAP,
     HOLD_EVIDENCE,
     HOLD_WEIGHT,
     IMPUTE_Z,
@@ -28,6 +32,7 @@ from edge_ml.kernels.joint import (
     JOINT_WARMUP,
     JOINT_WINDOW,
     LEARN_CLIP,
+    Q90_STEP,
     RDEV_ALPHA,
     RDEV_START,
     RIDGE,
@@ -46,10 +51,10 @@ pytestmark = pytest.mark.kernels
 
 def reference(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Levels and conditional residuals of complete rows, with np.linalg.inv and SciPy's
-    chi-squared tail for the sustained evidence."""
+    chi-squared distribution for the sustained evidence."""
     n, k = rows.shape
     mean, cov, rdev = np.zeros(k), np.zeros((k, k)), np.zeros(k)
-    evidence, d2mean = 0.0, 0.0
+    evidence, q90, chronic, unfit = 0.0, 0.0, 0.0, False
     levels, resids = np.zeros(n), np.zeros((n, k))
     for t, x in enumerate(rows):
         sd = np.sqrt(np.maximum(np.diag(cov), 0.0)) + 1e-9 * (np.abs(mean) + 1.0)
@@ -65,16 +70,25 @@ def reference(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             top = np.max(np.abs(resid) / np.maximum(DEV_MULT * rdev, 1e-6))
             instant = probability_level(min(1.0, k * math.erfc(top / math.sqrt(2.0))))
             weight = min(1.0, (LEARN_CLIP / top) ** 2)
-            q = -math.log10(chi2.sf(k * d2 / max(d2mean, 1e-9), k) + 1e-10)
+            scaled = d2 * chi2.ppf(0.9, k) / math.exp(q90)
+            q = min(EVIDENCE_ROW_CAP, -math.log10(chi2.sf(scaled, k) + 1e-10))
             evidence = min(EVIDENCE_CAP, max(0.0, evidence + q - EVIDENCE_DRIFT))
-            if evidence >= HOLD_EVIDENCE:
+            chronic += CHRONIC_ALPHA * ((evidence >= HOLD_EVIDENCE) - chronic)
+            unfit = chronic >= CHRONIC_OFF or (unfit and chronic >= CHRONIC_ON)
+            if unfit:
+                evidence = 0.0
+            elif evidence >= HOLD_EVIDENCE:
                 weight, mean_weight = min(weight, HOLD_WEIGHT), 1.0
                 off = np.abs(resid) >= IMPUTE_Z * np.maximum(DEV_MULT * rdev, 1e-6)
                 learned = np.where(off, predicted, x)
             levels[t] = max(instant, evidence / 10.0)
         resids[t] = resid
-        if t >= RDEV_START:
-            d2mean += weight * max(RDEV_ALPHA, 1.0 / (t - RDEV_START + 1.0)) * (d2 - d2mean)
+        if t >= RDEV_START:  # Robbins-Monro towards the 90th percentile of log d2
+            if t == RDEV_START:
+                q90 = math.log(chi2.ppf(0.9, k))
+            step = (HOLD_WEIGHT if evidence >= HOLD_EVIDENCE else 1.0) * max(
+                Q90_STEP, 1.0 / math.sqrt(t - RDEV_START + 1.0))
+            q90 += step * ((math.log(max(d2, 1e-300)) > q90) - 0.1)
         a = weight * max(JOINT_ALPHA, 1.0 / (t + 1.0))
         am = (weight if mean_weight is None else mean_weight) * max(JOINT_ALPHA, 1.0 / (t + 1.0))
         delta = learned - mean
@@ -412,3 +426,29 @@ def test_a_checkpoint_in_the_middle_of_a_long_fault_resumes_it() -> None:
         resolved += [e.ts for e in b.events if e.stream.endswith("/joint")]
     # The alert opened before the checkpoint resolves once, after the fault.
     assert len(resolved) == 1 and resolved[0] - 1.7e9 >= fault.stop
+
+
+def clusters(n: int, seed: int = 5) -> np.ndarray:
+    """Rows of a machine with three modes of operation, each lasting a few rows (a new mode
+    drawn on 30% of rows): one Gaussian fits none of them."""
+    rng = np.random.default_rng(seed)
+    centers = 3.0 * np.array([[0.0, 0.0, 0.0, 0.0], [4.0, 4.0, 0.0, 1.0], [0.0, 4.0, 4.0, 2.0]])
+    mode = np.zeros(n, dtype=np.int64)
+    for t in range(1, n):
+        mode[t] = rng.choice(3, p=[0.8, 0.1, 0.1]) if rng.random() < 0.3 else mode[t - 1]
+    return centers[mode] + rng.normal(0, 0.3, (n, 4))
+
+
+def test_a_device_one_gaussian_does_not_fit_sets_its_evidence_aside() -> None:
+    """Evidence on a device whose ordinary rows come from several clusters would hold it (and
+    its alert) open on most rows; once it is held on a quarter of them, it is set aside."""
+    rows = clusters(6000)
+    names = [f"m/f{j}" for j in range(4)]
+    devices = Devices()
+    devices.assign(names, np.arange(4, dtype=np.int64), dict.fromkeys(names, "m"), names)
+    out = devices.process(np.tile(np.arange(4, dtype=np.int64), len(rows)), rows.reshape(-1),
+                          np.repeat(np.arange(float(len(rows))), 4))
+    levels = out.level[out.device == 0]
+    np.testing.assert_allclose(levels, reference(rows)[0], rtol=1e-9, atol=1e-12)
+    assert devices.state.unfit[0] == 1
+    assert (levels[3000:] >= 0.4).mean() < 0.1  # the row's own level only

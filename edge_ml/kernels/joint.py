@@ -19,17 +19,21 @@ per-field views cannot see that; this one can:
 - a fault that lasts (a valve closing for an hour) is a run of rows each only a little off,
   which the row's own level misses, and which the model would learn as normal within a few
   hundred rows. So the device also keeps **evidence**: a CUSUM of each row's squared
-  Mahalanobis distance ``z' P z`` read as a chi-squared tail (scaled by the device's own mean
-  distance), in decades, gaining ``-log10 p - EVIDENCE_DRIFT`` a row, between 0 and
-  ``EVIDENCE_CAP``. The level is the larger of the row's own and ``evidence / 10``: rows that
-  keep breaking the relationship keep the level (and the alert) up, and once they stop the
-  evidence drains by about half a decade a row, so the alert resolves within ~10 rows. While
+  Mahalanobis distance ``z' P z`` read as a chi-squared tail (scaled so that the device's own
+  running 90th percentile distance reads as chi-squared's), in decades, gaining
+  ``min(-log10 p, EVIDENCE_ROW_CAP) - EVIDENCE_DRIFT`` a row, between 0 and
+  ``EVIDENCE_CAP``. The level is the larger of the row's own and ``evidence / 10``: rows
+  that keep breaking the relationship keep the level (and the alert) up, and once they stop
+  the evidence drains by about half a decade a row, so the alert resolves within ~10 rows. While
   the evidence is at least ``HOLD_EVIDENCE`` the device learns its covariance and residual
   scales at ``HOLD_WEIGHT`` of its rate (the fault is not learned as the new normal; a lasting
   change of the machine still is, ~20 times slower), and its means at the full rate from the
   row with every field more than ``IMPUTE_Z`` residual deviations off replaced by what the
   others predict for it: the fields go on following the load and their own slow drifts (a
   temperature), so that when the fault ends the model fits the machine as it is now.
+  A device held on more than ``CHRONIC_OFF`` of its rows (a long EWMA) is one that a single
+  Gaussian does not fit (modes of operation that switch every few rows: river's Shuttle); its
+  evidence is set aside (level and hold) until that share falls under ``CHRONIC_ON``.
 
 Rows: a reading updates its field's carried value; the device is scored when every field has
 a value newer than its last scoring (a JSON map: at its last field), so fields at different
@@ -89,7 +93,16 @@ RDEV_START = 30
 # level is the larger of the row's own and EVIDENCE / 10 (the levels' log scale). A fault that
 # lasts keeps it up (and the alert open); back to normal, it drains by ~EVIDENCE_DRIFT a row.
 EVIDENCE_DRIFT = 1.0
+# Step (in log d2) of the running 90th percentile of a device's distances, at least.
+Q90_STEP = 0.05
 EVIDENCE_CAP = 10.0
+EVIDENCE_ROW_CAP = 3.0
+# The share of a device's rows held (an EWMA at CHRONIC_ALPHA) beyond which its evidence is
+# set aside, and below which it is used again. The pump rig's longest faults (700 rows) reach
+# 0.21; Shuttle, held on ~55% of its rows, passes 0.25 within ~1,500 rows.
+CHRONIC_ALPHA = 1.0 / 3000.0
+CHRONIC_OFF = 0.25
+CHRONIC_ON = 0.05
 # While the evidence is at least HOLD_EVIDENCE, the device learns its rows at most at
 # HOLD_WEIGHT of the usual rate: a long fault is not learned as the new normal within the
 # fault (at 1/300 a row it would be in a few hundred rows), yet a lasting change of the
@@ -206,6 +219,15 @@ def score_row(x, mean, cov, rdev, k, rows, resid, expected, predicted):
     return probability_level(p), worst, weight, d2
 
 
+def _chi2_q90(k: int) -> float:
+    """The 90th percentile of chi-squared with ``k`` degrees of freedom (bisection)."""
+    lo, hi = 0.0, 200.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if chi2_sf.py_func(mid, k) > 0.1 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 @njit(cache=True)
 def chi2_sf(x, k):
     """``P(X > x)`` for ``X`` chi-squared with ``k`` (integer >= 1) degrees of freedom."""
@@ -310,7 +332,7 @@ def forest_score(x, k, d, smean, sdev, srows, tree_feature, tree_threshold, mass
 def joint_batch(slot_device, slot_field, slots, values, ts, stale_s,
                 n_fields, last, last_ts, fresh, mean, cov, rows, rdev,
                 tree_of_k, tree_feature, tree_threshold, mass, ref, count, first_window,
-                forest_k, smean, sdev, srows, evidence, d2mean):
+                forest_k, smean, sdev, srows, evidence, d2q90, chronic, unfit):
     """Joint levels and scores of a micro-batch, per reading in arrival order.
 
     ``slot_device[s]`` is the device of stream slot ``s`` (-1: none), ``slot_field[s]`` its
@@ -358,10 +380,28 @@ def joint_batch(slot_device, slot_field, slots, values, ts, stale_s,
         for j in range(k):
             xl[j] = x[j]
         if rows[d] >= JOINT_WARMUP:
-            # The row's distance as a chi-squared tail, its scale the device's own mean d2.
-            q = -math.log10(chi2_sf(k * d2 / max(d2mean[d], 1e-9), k) + 1e-10)
+            # The row's distance as a chi-squared tail, scaled so that the device's own 90th
+            # percentile distance reads as chi-squared's: a device whose ordinary rows are far
+            # from one Gaussian (several modes of operation: river's Shuttle) has a long tail
+            # of distances, and only rows unusual for it build evidence.
+            scaled = d2 * CHI2_Q90[k] / math.exp(d2q90[d])
+            # At most EVIDENCE_ROW_CAP a row: evidence is what several rows say (one row far out
+            # is the row's own level's to report).
+            q = min(EVIDENCE_ROW_CAP, -math.log10(chi2_sf(scaled, k) + 1e-10))
             evidence[d] = min(EVIDENCE_CAP, max(0.0, evidence[d] + q - EVIDENCE_DRIFT))
-            if evidence[d] >= HOLD_EVIDENCE:
+            # A device that holds a large share of its rows does not fit one Gaussian at
+            # all (river's Shuttle: its normal rows come from several clusters): its evidence
+            # would hold it, and its alert, open for good. Its evidence is set aside until the
+            # share falls back.
+            held = 1.0 if evidence[d] >= HOLD_EVIDENCE else 0.0
+            chronic[d] += CHRONIC_ALPHA * (held - chronic[d])
+            if chronic[d] >= CHRONIC_OFF:
+                unfit[d] = 1
+            elif chronic[d] < CHRONIC_ON:
+                unfit[d] = 0
+            if unfit[d] == 1:
+                evidence[d] = 0.0
+            elif evidence[d] >= HOLD_EVIDENCE:
                 weight = min(weight, HOLD_WEIGHT)
                 # The means go on learning, from the row with each field that is off its
                 # relationship replaced by what the others predict for it.
@@ -371,8 +411,14 @@ def joint_batch(slot_device, slot_field, slots, values, ts, stale_s,
                         xl[j] = predicted[j]
         level[i] = max(instant, evidence[d] / 10.0)
         if rows[d] >= RDEV_START:
-            d2mean[d] += weight * max(RDEV_ALPHA, 1.0 / (rows[d] - RDEV_START + 1.0)) \
-                * (d2 - d2mean[d])
+            # Robbins-Monro on log d2 towards its 90th percentile; every row counts (not
+            # Huber-weighted: the tail is what it measures), held rows at HOLD_WEIGHT.
+            qw = HOLD_WEIGHT if evidence[d] >= HOLD_EVIDENCE else 1.0
+            if rows[d] == RDEV_START:
+                d2q90[d] = math.log(CHI2_Q90[k])
+            step = qw * max(Q90_STEP, 1.0 / math.sqrt(rows[d] - RDEV_START + 1.0))
+            above = 1.0 if math.log(max(d2, 1e-300)) > d2q90[d] else 0.0
+            d2q90[d] += step * (above - 0.1)
         learn_row(xl, mean[d], cov[d], rdev[d], k, rows[d], r, weight, mean_weight)
         if forest_k[d] != k:  # a new field: a new forest over all of them, a new scaling
             mass[d] = 0
@@ -392,3 +438,7 @@ def joint_batch(slot_device, slot_field, slots, values, ts, stale_s,
         for j in range(k):
             fresh[d, j] = 0
     return device, level, score, resid, worst, expected, warming
+
+
+# chi-squared's 90th percentile per degrees of freedom (index k; 0 unused).
+CHI2_Q90 = np.array([1.0] + [_chi2_q90(k) for k in range(1, MAX_DEVICE_FIELDS + 1)])

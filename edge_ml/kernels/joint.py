@@ -220,11 +220,13 @@ def score_row(x, mean, cov, rdev, k, rows, resid, expected, predicted):
 
 
 def _chi2_q90(k: int) -> float:
-    """The 90th percentile of chi-squared with ``k`` degrees of freedom (bisection)."""
+    """The 90th percentile of chi-squared with ``k`` degrees of freedom (bisection, in plain
+    Python: no compilation at import)."""
+    _sf = getattr(chi2_sf, "py_func", chi2_sf)  # the function itself under NUMBA_DISABLE_JIT
     lo, hi = 0.0, 200.0
     for _ in range(200):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if chi2_sf.py_func(mid, k) > 0.1 else (lo, mid)
+        lo, hi = (mid, hi) if _sf(mid, k) > 0.1 else (lo, mid)
     return 0.5 * (lo + hi)
 
 

@@ -23,8 +23,11 @@ A fault is found when an alert opens on a row inside it or within 3 rows after; 
 is one that opens anywhere else.
 
 Shuttle: its 49,097 rows as one CSV of nine value columns (one row a second), replayed by
-``edge-ml replay``; ROC-AUC of the rows' ``anomaly_score`` (label 1 = not class 1 "Rad Flow",
-as river's loader gives it).
+``edge-ml replay``; exact ROC-AUC of the rows' ``device_score`` (the device's own ranking
+score, written by replay for a file of several columns) and, for comparison, of their
+``anomaly_score`` (the row's alerting level: the highest of its views, saturating); and the
+share of rows with ``alert_open`` (label 1 = not class 1 "Rad Flow", as river's loader gives
+it). Long faults on a pump rig: ``long_faults.py`` beside this one.
 
     .venv/bin/python benchmarks/multisensor.py [--machines 20] [--seed 1] [--no-shuttle]
 """
@@ -227,6 +230,8 @@ def shuttle(work: Path) -> dict[str, float]:
     joint_share = float(np.mean(np.char.startswith(out["why"], "joint")))
     return {"rows": len(rows), "roc_auc": roc_auc(out["device_score"], labels_a),
             "roc_auc_level": roc_auc(out["score"], labels_a),
+            "open_normal": float(out["open"][labels_a == 0].mean()),
+            "open_anomalies": float(out["open"][labels_a == 1].mean()),
             "replay_s": seconds, "rows_explained_by_joint": joint_share}
 
 
@@ -262,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"shuttle: {s['rows']:,} rows through edge-ml replay as one 9-field device: "
                   f"ROC-AUC of device_score {s['roc_auc']:.4f}; of anomaly_score (the row's "
                   f"level) {s['roc_auc_level']:.4f} (rows whose level is the joint view's: "
-                  f"{100 * s['rows_explained_by_joint']:.0f}%); replay {s['replay_s']:.1f} s")
+                  f"{100 * s['rows_explained_by_joint']:.0f}%); alert_open on "
+                  f"{100 * s['open_normal']:.1f}% of normal rows, "
+                  f"{100 * s['open_anomalies']:.1f}% of anomalies; replay {s['replay_s']:.1f} s")
     return 0
 
 

@@ -6,6 +6,9 @@ a ``[devices] patterns`` filter that groups streams of several topics (``"sensor
 levels before its last wildcard name the device).
 Its joint level is alerted on a stream of its own, ``<device>/joint``, beside the fields' own
 streams; an alert there has view ``"joint"``.
+Each scored row also gets the device's ranking score (``JointOutput.score``, the raw score of
+the device's own forest): replay writes it as ``device_score``; the daemon does not publish or
+store it (its alerts come from the level).
 
 A device holds at most ``MAX_DEVICE_FIELDS`` fields, in the order they were first seen; a
 field beyond that stays a stream of its own, outside the joint view.

@@ -319,8 +319,8 @@ def status(db: str | None, config_path: str | None, stream_glob: str | None,
 def replay(source: str, config_path: str | None, out: str | None) -> None:
     """Run a CSV (timestamp,value[,...]) or a folder of them through the pipeline offline.
 
-    Writes timestamp,value,anomaly_score,alert,alert_open,explanation per input row; a folder
-    is mirrored under --out.
+    Writes timestamp,value,anomaly_score,alert,alert_open,explanation per input row (and
+    device_score with several value columns); a folder is mirrored under --out.
     No broker needed.
     """
     import gc

@@ -6,6 +6,9 @@ a ``[devices] patterns`` filter that groups streams of several topics (``"sensor
 levels before its last wildcard name the device).
 Its joint level is alerted on a stream of its own, ``<device>/joint``, beside the fields' own
 streams; an alert there has view ``"joint"``.
+Each scored row also gets the device's ranking score (``JointOutput.score``, the raw score of
+the device's own forest): replay writes it as ``device_score``; the daemon does not publish or
+store it (its alerts come from the level).
 
 A device holds at most ``MAX_DEVICE_FIELDS`` fields, in the order they were first seen; a
 field beyond that stays a stream of its own, outside the joint view.
@@ -17,7 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_ml.kernels.joint import MAX_DEVICE_FIELDS, joint_batch
+from edge_ml.kernels.joint import (
+    JOINT_HEIGHT,
+    JOINT_TREES,
+    MAX_DEVICE_FIELDS,
+    device_trees,
+    joint_batch,
+)
 from edge_ml.slots import SlotArrays, SlotField
 
 JOINT_SUFFIX = "/joint"
@@ -59,6 +68,7 @@ class JointOutput:
 
     device: np.ndarray  # int64[B]
     level: np.ndarray  # float64[B]
+    score: np.ndarray  # float64[B], the device forest's raw score (ranks rows; no alerts)
     resid: np.ndarray  # float64[B, MAX_DEVICE_FIELDS], conditional residuals in deviations
     worst: np.ndarray  # int64[B], the field with the largest scaled residual
     expected: np.ndarray  # float64[B, 2], that field's range as the others predict it
@@ -81,6 +91,11 @@ class Devices:
         self.joint_slot: list[int] = []  # per device, the slot of its "<device>/joint" stream
         # Devices with one field held so far (by pattern): slot -> stream, until a second comes.
         self.waiting: dict[str, dict[int, str]] = {}
+        # The device forests' structures, one per field count in use (built when first needed,
+        # shared by every device of that many fields): tree_of_k[k] indexes them.
+        self.tree_of_k = np.full(MAX_DEVICE_FIELDS + 1, -1, dtype=np.int64)
+        self.tree_feature = np.zeros((0, JOINT_TREES, 2**JOINT_HEIGHT - 1), dtype=np.uint8)
+        self.tree_threshold = np.zeros((0, JOINT_TREES, 2**JOINT_HEIGHT - 1))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -143,6 +158,16 @@ class Devices:
         self.slot_field[slot] = len(self.fields[d])
         self.fields[d].append(name)
         self.state.n_fields[d] = len(self.fields[d])
+        self._trees_for(len(self.fields[d]))
+
+    def _trees_for(self, k: int) -> None:
+        """Build the forest structure of ``k`` fields if no device has needed it yet."""
+        if k < 2 or self.tree_of_k[k] >= 0:
+            return
+        feature, threshold = device_trees(k)
+        self.tree_of_k[k] = len(self.tree_feature)
+        self.tree_feature = np.concatenate([self.tree_feature, feature[None]])
+        self.tree_threshold = np.concatenate([self.tree_threshold, threshold[None]])
 
     def _add(self, device: str) -> int:
         d = len(self.names)
@@ -161,10 +186,13 @@ class Devices:
 
     def process(self, slots: np.ndarray, values: np.ndarray, ts: np.ndarray) -> JointOutput:
         s = self.state
-        device, level, resid, worst, expected, warming = joint_batch(
+        device, level, score, resid, worst, expected, warming = joint_batch(
             self.slot_device, self.slot_field, slots, values, ts, self.stale_s,
-            s.n_fields, s.last, s.last_ts, s.fresh, s.mean, s.cov, s.rows, s.rdev)
-        return JointOutput(device, level, resid, worst, expected, warming)
+            s.n_fields, s.last, s.last_ts, s.fresh, s.mean, s.cov, s.rows, s.rdev,
+            self.tree_of_k, self.tree_feature, self.tree_threshold, s.mass, s.ref, s.count,
+            s.first_window, s.forest_k, s.smean, s.sdev, s.srows, s.evidence, s.d2q90,
+            s.chronic, s.unfit)
+        return JointOutput(device, level, score, resid, worst, expected, warming)
 
     def explanation(self, d: int, resid: np.ndarray, worst: int,
                     expected: np.ndarray) -> tuple[str, dict[str, float], tuple[float, float]]:
@@ -216,12 +244,21 @@ class Devices:
                 if slot is not None and slot < len(self.slot_device):
                     self.slot_device[slot] = d
                     self.slot_field[slot] = j
+        for members in fields:
+            self._trees_for(len(members))
         for name in _FIELD_NAMES:
-            restored = arrays[f"devices.{name}"]  # type: ignore[index]
-            getattr(self.state, name)[:len(names)] = restored
+            key = f"devices.{name}"
+            if key not in arrays:  # type: ignore[operator]
+                continue  # a checkpoint from before the device forest: it grows anew
+            restored = np.asarray(arrays[key])  # type: ignore[index]
+            target = getattr(self.state, name)[:len(names)]
+            # Checkpoints from before MAX_DEVICE_FIELDS grew (8) hold smaller field axes.
+            target[tuple(slice(0, n) for n in restored.shape)] = restored
 
 
-_FIELD_NAMES = ("n_fields", "last", "last_ts", "fresh", "mean", "cov", "rows", "rdev")
+_FIELD_NAMES = ("n_fields", "last", "last_ts", "fresh", "mean", "cov", "rows", "rdev",
+                "mass", "ref", "count", "first_window", "forest_k", "smean", "sdev", "srows",
+                "evidence", "d2q90", "chronic", "unfit")
 
 
 def _device_arrays(capacity: int) -> SlotArrays:
@@ -236,6 +273,20 @@ def _device_arrays(capacity: int) -> SlotArrays:
             SlotField("cov", np.float64, 0.0, (f, f)),
             SlotField("rows", np.int64),
             SlotField("rdev", np.float64, 0.0, (f,)),
+            # The device forest (kernels.joint): 20 KB of masses per device.
+            SlotField("mass", np.uint8, 0, (JOINT_TREES, 2**(JOINT_HEIGHT + 1) - 1, 2)),
+            SlotField("ref", np.uint8),
+            SlotField("count", np.int32),
+            SlotField("first_window", np.uint8, 1),
+            SlotField("forest_k", np.int64),
+            SlotField("smean", np.float64, 0.0, (f,)),
+            SlotField("sdev", np.float64, 0.0, (f,)),
+            SlotField("srows", np.int64),
+            SlotField("evidence", np.float64),  # the joint view's sustained evidence
+            # log of its rows' running 90th percentile squared Mahalanobis distance
+            SlotField("d2q90", np.float64),
+            SlotField("chronic", np.float64),  # share of its rows held (EWMA)
+            SlotField("unfit", np.uint8),  # 1: evidence set aside (held too often)
         ],
         capacity,
     )

@@ -13,6 +13,7 @@ from replay_helpers import replay_both_paths
 
 from edge_ml.kernels.alerting import OPENED, RESOLVED
 from edge_ml.kernels.explain import MODEL, SEASONAL, STUCK
+from edge_ml.kernels.joint import JOINT_WINDOW
 from edge_ml.replay import reader
 from edge_ml.replay.loop import explanation_texts, row_marks
 
@@ -37,8 +38,12 @@ def test_multi_column_output_says_which_column_and_view_and_when_open(
     out, summary = replay_both_paths(monkeypatch, source, tmp_path)  # kernel == Python bytes
     rows = list(csv.DictReader(out.decode().splitlines()))
     assert list(rows[0]) == ["timestamp", "value", "anomaly_score", "alert", "alert_open",
-                             "explanation"]
+                             "explanation", "device_score"]
     assert len(rows) == 600 and summary.alerts >= 1
+    # The device's raw forest score: 0 while its first window fills, then in (0, 1].
+    device_score = np.array([float(r["device_score"]) for r in rows])
+    assert (device_score[:JOINT_WINDOW] == 0).all()
+    assert (device_score[JOINT_WINDOW:] > 0).all() and (device_score <= 1).all()
     spike = rows[300]
     assert spike["alert"] == "1" and spike["alert_open"] == "1"
     assert spike["explanation"] == "seasonal:current"

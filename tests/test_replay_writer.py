@@ -28,20 +28,24 @@ _floats = st.floats(allow_nan=True, allow_infinity=True) | st.floats(-1e6, 1e6).
 @given(st.lists(st.tuples(st.text(max_size=25), _floats, st.floats(0.0, 1.0), st.booleans(),
                           st.booleans(), st.integers(0, 2)),
                 min_size=1, max_size=40),
-       st.lists(st.text(max_size=12), min_size=3, max_size=3))
+       st.lists(st.text(max_size=12), min_size=3, max_size=3), st.booleans())
 def test_output_rows_are_what_csv_writer_writes(
-        rows: list[tuple[str, float, float, bool, bool, int]], texts: list[str]) -> None:
+        rows: list[tuple[str, float, float, bool, bool, int]], texts: list[str],
+        device: bool) -> None:
     stamps = [r[0] for r in rows]
     first = np.array([r[1] for r in rows])
+    # A device's file has one more column, its device_score (here: the score reversed).
+    device_score = np.array([r[2] for r in rows])[::-1].copy() if device else None
     marks = RowMarks(np.array([r[2] for r in rows]), np.array([r[3] for r in rows]),
                      np.array([r[4] for r in rows]), np.array([r[5] for r in rows]),
-                     tuple(texts))
+                     tuple(texts), device_score)
     buffer = io.StringIO(newline="")
-    csv.writer(buffer).writerows(
-        zip(stamps, [repr(v) if math.isfinite(v) else "" for v in first.tolist()],
-            np.round(marks.score, 6).tolist(), marks.alert.astype(np.int8).tolist(),
-            marks.alert_open.astype(np.int8).tolist(), [texts[r[5]] for r in rows],
-            strict=True))
+    columns = [stamps, [repr(v) if math.isfinite(v) else "" for v in first.tolist()],
+               np.round(marks.score, 6).tolist(), marks.alert.astype(np.int8).tolist(),
+               marks.alert_open.astype(np.int8).tolist(), [texts[r[5]] for r in rows]]
+    if device_score is not None:
+        columns.append(np.round(device_score, 6).tolist())
+    csv.writer(buffer).writerows(zip(*columns, strict=True))
     fast = output_rows(stamps, first, marks)
     if fast is None:  # csv.writer quotes some text: replay lets it write the chunk
         assert any(c in "".join(stamps + texts) for c in '",\r\n')

@@ -13,6 +13,7 @@ Python path) on anything else, so the two paths never disagree:
   blank lines are skipped. Anything else (quotes, spaces, exponents, NaN, dates out of range,
   a lone ``\\r``, a wrong field count) is refused.
 - :func:`format_rows` writes ``timestamp,value,anomaly_score,alert,alert_open,explanation\\r\\n``
+  (with ``,device_score`` before the line end for a device's file)
   as ``csv.writer`` does with ``repr`` of floats. A decimal of at most 15 significant digits
   is the shortest string that round-trips its double (two such decimals never share a double:
   ``DBL_DIG`` is 15), so ``repr`` prints exactly its digits, trailing zeros dropped,
@@ -48,8 +49,8 @@ MAX_YEAR = 2200
 MAX_VALUE_TEXT = 24
 MAX_SCORE_TEXT = 10
 # Bytes of a row besides its timestamp and explanation: both texts, five commas, the alert and
-# alert_open digits, CR LF.
-ROW_EXTRA = MAX_VALUE_TEXT + MAX_SCORE_TEXT + 9
+# alert_open digits, CR LF; and a device's file's device_score with its comma.
+ROW_EXTRA = MAX_VALUE_TEXT + MAX_SCORE_TEXT + 9 + MAX_SCORE_TEXT + 1
 
 _NL = 10
 _CR = 13
@@ -339,20 +340,24 @@ def _write_repr(out, pos, negative, mantissa, exponent):
 
 
 @njit(cache=True, nogil=True)
-def format_rows(data, first, score, alert, alert_open, why, why_text, why_end, out):
+def format_rows(data, first, score, alert, alert_open, why, why_text, why_end, out,
+                device_score=None):
     """Write the output rows of a parsed chunk into ``out``; the bytes written, or -1.
 
     Row ``r`` is its timestamp text (``data[first[r, 0]:first[r, 1]]``), the repr of its first
     value, the repr of ``round(score[r], 6)``, ``alert[r]`` and ``alert_open[r]`` as 1/0 and
     explanation ``why[r]`` of a small table (text ``k`` is ``why_text[why_end[k-1]:why_end[k]]``
-    bytes, needing no quotes), ``\\r\\n``-terminated. -1 when a score is not in [0, 1] (the
-    caller writes that chunk with ``repr`` itself). ``out`` needs ``sum(timestamp lengths) +
-    sum(explanation lengths) + rows * ROW_EXTRA`` bytes.
+    bytes, needing no quotes), then (a device's file, ``device_score`` given) the repr of
+    ``round(device_score[r], 6)``; ``\\r\\n``-terminated. -1 when a score is not in [0, 1]
+    (the caller writes that chunk with ``repr`` itself). ``out`` needs ``sum(timestamp
+    lengths) + sum(explanation lengths) + rows * ROW_EXTRA`` bytes.
     """
     pos = 0
     for r in range(score.shape[0]):
         rounded = np.rint(score[r] * 1e6)  # NumPy's round(x, 6) before its division
         if not (0.0 <= rounded <= 1e6):
+            return -1
+        if device_score is not None and not (0.0 <= np.rint(device_score[r] * 1e6) <= 1e6):
             return -1
         for i in range(first[r, 0], first[r, 1]):
             out[pos] = data[i]
@@ -371,6 +376,10 @@ def format_rows(data, first, score, alert, alert_open, why, why_text, why_end, o
         for i in range(why_end[k - 1] if k > 0 else 0, why_end[k]):
             out[pos] = why_text[i]
             pos += 1
+        if device_score is not None:
+            extra = np.rint(device_score[r] * 1e6)
+            out[pos] = _COMMA
+            pos = _write_repr(out, pos + 1, math.copysign(1.0, extra) < 0, np.int64(extra), -6)
         out[pos] = _CR
         out[pos + 1] = _NL
         pos += 2

@@ -8,7 +8,7 @@ folder replays file by file into a mirrored tree.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,25 +34,29 @@ class ReplaySummary:
 def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
                stream_prefix: str | None = None) -> ReplaySummary:
     """Run a CSV through the pipeline; write ``timestamp,value,anomaly_score,alert,alert_open,
-    explanation`` per row.
+    explanation`` per row (and ``device_score`` for several value columns).
 
     Each value column is a stream (``<name>`` for a single column, ``<name>/<column>`` for
     several, where ``<name>`` is the file's stem). A row's score is the highest level of its
     columns, ``alert`` is 1 on the row where an alert opens on any of them, ``alert_open`` 1
     while one is open, and ``explanation`` the view (and column) of the row's score
-    (:func:`row_marks`). Non-finite
+    (:func:`row_marks`). With several value columns, ``device_score`` is the raw score of the
+    file's device (its joint forest over all columns, :mod:`edge_ml.kernels.joint`) on the
+    row: unsaturated, for ranking rows; 0 before the forest's first window is full and on a
+    row the device was not scored on (a value missing). Non-finite
     values and empty value fields are skipped (scored 0, counted; written as an empty value),
     as the daemon would reject them.
 
     The input is UTF-8; a byte order mark before the header is skipped (the output's header is
-    always ``timestamp,value,anomaly_score,alert,alert_open,explanation``, without one). A
+    always ``timestamp,value,anomaly_score,alert,alert_open,explanation[,device_score]``,
+    without one). A
     header that cannot be read fails before ``out`` is created. Raises ReplayError (the file
     and line named), and ReplayOutputError for an ``out`` that cannot be opened.
     """
     started = time.perf_counter()
     header = read_header(source)
     streams = header.streams(stream_prefix or source.stem)
-    output = ReplayOutput(source, out) if out else None
+    output = ReplayOutput(source, out, device=len(streams) > 1) if out else None
     threshold = pipeline.config.alerts.threshold
     texts = explanation_texts(header.columns)
     rows = readings = alerts = skipped = 0
@@ -71,6 +75,7 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
             joint_level = np.zeros(n_rows * n_cols)
             joint_code = np.zeros(n_rows * n_cols, dtype=np.int8)
             worst = np.zeros(n_rows * n_cols, dtype=np.int64)
+            joint_score = np.zeros(n_rows * n_cols)
             keep = slice(None) if ok.all() else np.flatnonzero(ok)
             if ok.all():
                 result = pipeline.process_readings(names, ts, values, device)
@@ -85,11 +90,14 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
                 joint_level[keep] = result.joint_levels
                 joint_code[keep] = result.joint_codes
                 worst[keep] = result.joint.worst
+                joint_score[keep] = result.joint.score
             marks, is_open = row_marks(*_with_joint(
                 score.reshape(n_rows, n_cols), codes.reshape(n_rows, n_cols),
                 view.reshape(n_rows, n_cols), joint_level.reshape(n_rows, n_cols),
                 joint_code.reshape(n_rows, n_cols), worst.reshape(n_rows, n_cols)),
                 is_open, texts)
+            if device is not None:  # one device score per row (at most one reading has one)
+                marks = replace(marks, device_score=joint_score.reshape(n_rows, n_cols).max(axis=1))
             rows += n_rows
             readings += int(ok.sum())
             alerts += int(marks.alert.sum())

@@ -1,5 +1,6 @@
-"""Replay's output: ``timestamp,value,anomaly_score,alert,alert_open,explanation`` rows, byte for
-byte as ``csv.writer`` writes them.
+"""Replay's output: ``timestamp,value,anomaly_score,alert,alert_open,explanation`` rows (and
+``device_score`` for a file of several value columns), byte for byte as ``csv.writer`` writes
+them.
 
 A chunk parsed by the Numba kernel is written from its input bytes by
 :func:`edge_ml.replay.kernels.format_rows`; any other chunk is written column-wise in Python,
@@ -27,8 +28,15 @@ from edge_ml.errors import ReplayError, ReplayOutputError
 from edge_ml.replay.kernels import ROW_EXTRA, format_rows
 from edge_ml.replay.reader import Chunk
 
-# The output's header line, whatever the input's columns (CR LF, as csv.writer ends lines).
+# The output's header line (CR LF, as csv.writer ends lines); a file of several value columns
+# (a device) has one more column, DEVICE_COLUMN.
 OUTPUT_HEADER = b"timestamp,value,anomaly_score,alert,alert_open,explanation\r\n"
+DEVICE_COLUMN = b"device_score"
+
+
+def output_header(device: bool) -> bytes:
+    """The header line: with the ``device_score`` column for a device's file."""
+    return OUTPUT_HEADER[:-2] + b"," + DEVICE_COLUMN + b"\r\n" if device else OUTPUT_HEADER
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class RowMarks:
     alert_open: np.ndarray  # bool[rows], an alert is open on the row (open .. before resolve)
     why: np.ndarray  # int64[rows], index into texts
     texts: tuple[str, ...]
+    # float64[rows], a device's raw joint score (kernels.joint), None for a single column
+    device_score: np.ndarray | None = None
 
     def explanations(self) -> list[str]:
         return [self.texts[k] for k in self.why.tolist()]
@@ -67,14 +77,17 @@ def output_rows(stamps: list[str], first: np.ndarray, marks: RowMarks) -> str | 
         value_texts = list(map(float.__repr__, first.tolist()))
     else:
         value_texts = [repr(v) if math.isfinite(v) else "" for v in first.tolist()]
-    parts = [","] * (12 * n)
-    parts[0::12] = stamps
-    parts[2::12] = value_texts
-    parts[4::12] = map(float.__repr__, np.round(marks.score, 6).tolist())
-    parts[6::12] = np.where(marks.alert, "1", "0").tolist()
-    parts[8::12] = np.where(marks.alert_open, "1", "0").tolist()
-    parts[10::12] = marks.explanations()
-    parts[11::12] = ["\r\n"] * n
+    width = 12 if marks.device_score is None else 14
+    parts = [","] * (width * n)
+    parts[0::width] = stamps
+    parts[2::width] = value_texts
+    parts[4::width] = map(float.__repr__, np.round(marks.score, 6).tolist())
+    parts[6::width] = np.where(marks.alert, "1", "0").tolist()
+    parts[8::width] = np.where(marks.alert_open, "1", "0").tolist()
+    parts[10::width] = marks.explanations()
+    if marks.device_score is not None:
+        parts[12::width] = map(float.__repr__, np.round(marks.device_score, 6).tolist())
+    parts[width - 1::width] = ["\r\n"] * n
     return "".join(parts)
 
 
@@ -95,7 +108,7 @@ def chunk_bytes(chunk: Chunk, marks: RowMarks) -> bytes | np.ndarray:
         out = np.empty(int((first[:, 1] - first[:, 0]).sum() + widths.sum())
                        + len(first) * ROW_EXTRA, dtype=np.uint8)
         size = format_rows(chunk.data, first, marks.score, marks.alert, marks.alert_open,
-                           marks.why, why_text, why_end, out)
+                           marks.why, why_text, why_end, out, marks.device_score)
         if size >= 0:
             return out[:size]
     stamps = chunk.stamp_texts()
@@ -103,11 +116,12 @@ def chunk_bytes(chunk: Chunk, marks: RowMarks) -> bytes | np.ndarray:
     text = output_rows(stamps, values, marks)
     if text is None:  # a text that csv.writer would quote
         buffer = io.StringIO(newline="")
-        csv.writer(buffer).writerows(
-            zip(stamps, [repr(v) if math.isfinite(v) else "" for v in values.tolist()],
-                np.round(marks.score, 6).tolist(), marks.alert.astype(np.int8).tolist(),
-                marks.alert_open.astype(np.int8).tolist(), marks.explanations(), strict=True)
-        )
+        columns = [stamps, [repr(v) if math.isfinite(v) else "" for v in values.tolist()],
+                   np.round(marks.score, 6).tolist(), marks.alert.astype(np.int8).tolist(),
+                   marks.alert_open.astype(np.int8).tolist(), marks.explanations()]
+        if marks.device_score is not None:
+            columns.append(np.round(marks.device_score, 6).tolist())
+        csv.writer(buffer).writerows(zip(*columns, strict=True))
         text = buffer.getvalue()
     return text.encode("utf-8")
 
@@ -130,7 +144,7 @@ class ReplayOutput:
     read); a write that fails later raises ReplayError naming ``out``.
     """
 
-    def __init__(self, source: Path, out: Path) -> None:
+    def __init__(self, source: Path, out: Path, device: bool = False) -> None:
         self.path = out
         self._handle, self._partial = _open(source, out)
         self._chunks: queue.Queue[tuple[Chunk, RowMarks] | None] = queue.Queue(WRITE_BEHIND)
@@ -138,7 +152,7 @@ class ReplayOutput:
         self._thread = threading.Thread(target=self._write_chunks, name="edge-ml-replay-write",
                                         daemon=True)
         try:
-            self._handle.write(OUTPUT_HEADER)
+            self._handle.write(output_header(device))
         except OSError as exc:
             self.discard()
             self._raise(exc)

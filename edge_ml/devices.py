@@ -20,13 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_ml.kernels.joint import (
-    JOINT_HEIGHT,
-    JOINT_TREES,
-    MAX_DEVICE_FIELDS,
-    device_trees,
-    joint_batch,
-)
+from edge_ml.kernels.device_forest import JOINT_HEIGHT, JOINT_TREES, device_trees
+from edge_ml.kernels.joint import MAX_DEVICE_FIELDS, joint_batch
 from edge_ml.slots import SlotArrays, SlotField
 
 JOINT_SUFFIX = "/joint"

@@ -16,6 +16,13 @@ from scipy.stats import chi2
 from edge_ml.config import parse_config
 from edge_ml.devices import Devices, pattern_device
 from edge_ml.kernels.calibration import probability_level
+from edge_ml.kernels.device_forest import (
+    JOINT_HEIGHT,
+    JOINT_WINDOW,
+    SCALE_ALPHA,
+    SCALE_SQUASH,
+    device_trees,
+)
 from edge_ml.kernels.joint import (
     CHRONIC_ALPHA,
     CHRONIC_OFF,
@@ -28,18 +35,13 @@ from edge_ml.kernels.joint import (
     HOLD_WEIGHT,
     IMPUTE_Z,
     JOINT_ALPHA,
-    JOINT_HEIGHT,
     JOINT_WARMUP,
-    JOINT_WINDOW,
     LEARN_CLIP,
     Q90_STEP,
     RDEV_ALPHA,
     RDEV_START,
     RIDGE,
-    SCALE_ALPHA,
-    SCALE_SQUASH,
     chi2_sf,
-    device_trees,
     invert,
 )
 from edge_ml.localbroker import LocalBroker

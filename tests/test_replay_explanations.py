@@ -12,8 +12,8 @@ import pytest
 from replay_helpers import replay_both_paths
 
 from edge_ml.kernels.alerting import OPENED, RESOLVED
+from edge_ml.kernels.device_forest import JOINT_WINDOW
 from edge_ml.kernels.explain import MODEL, SEASONAL, STUCK
-from edge_ml.kernels.joint import JOINT_WINDOW
 from edge_ml.replay import reader
 from edge_ml.replay.loop import explanation_texts, row_marks
 

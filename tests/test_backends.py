@@ -21,7 +21,7 @@ import pytest
 
 from edge_ml.config import parse_config
 from edge_ml.features import FeatureState
-from edge_ml.kernels.calibration import calibrate
+from edge_ml.kernels.calibration import calibrate, persistent_level, tail_level
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
 from edge_ml.model.detector import Detection, NumbaDetector, make_detector
@@ -116,9 +116,10 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
         raw[i] = hst_step_into(st.split_feature, st.split_threshold, f.mass, f.ref, f.count,
                                f.first_window, slot, np.ascontiguousarray(X[0]), p.height,
                                p.window_size, p.paper_score, walk)
+        season = max(tail_level(Z[0, 0]), persistent_level(s.persist, slot, Z[0, 0]))
         level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
-                          Z[0, 0], Z[0, 3], p.window_size)
-        view[i] = level_view(level, Z[0, 0], Z[0, 3])
+                          season, Z[0, 3], p.window_size)
+        view[i] = level_view(level, season, Z[0, 3])
         if features.arrays.seen[slot] <= p.warmup:
             warming[i] = 1
         else:

@@ -33,13 +33,13 @@ EXPECTED_Z = 3.0
 
 
 @njit(cache=True)
-def level_view(level, z_season, z_volatility):
+def level_view(level, season, z_volatility):
     """Which view gave ``level``: the seasonal tail, the quiet tail, else the model's.
 
     Ties go to the seasonal view, then to the stuck one: they name something an operator can
     check on the stream itself.
     """
-    if level <= tail_level(z_season):
+    if level <= season:
         return SEASONAL
     if level <= tail_level(min(z_volatility, 0.0) / QUIET_Z_DIVISOR):
         return STUCK

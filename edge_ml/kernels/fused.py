@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from edge_ml.kernels.calibration import calibrate
+from edge_ml.kernels.calibration import calibrate, persistent_level, tail_level
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
 from edge_ml.kernels.window import N_FEATURES, N_Z, feature_update, squash
@@ -23,7 +23,7 @@ def detect_batch(
     seen,
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
-    cal_mean, cal_var, cal_n, short, short_sum,
+    cal_mean, cal_var, cal_n, short, short_sum, persist,
     warmup,
 ):
     """Anomaly levels, raw HST scores, warm-up flags, profile residuals, and per reading the
@@ -53,9 +53,10 @@ def detect_batch(
         score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,
                               x, height, window_size, paper_score, walk)
         raw[i] = score
-        level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, z[0], z[3],
+        season = max(tail_level(z[0]), persistent_level(persist, s, z[0]))
+        level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, season, z[3],
                           window_size)
-        view[i] = level_view(level, z[0], z[3])  # issue 14 hook: which view's tail it is
+        view[i] = level_view(level, season, z[3])  # issue 14 hook: which view's tail it is
         if seen[s] <= warmup:
             warming[i] = 1
         else:

@@ -17,7 +17,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_ml.kernels.calibration import CAL_SHORT, calibrate
+from edge_ml.kernels.calibration import (
+    CAL_SHORT,
+    N_PERSIST,
+    calibrate,
+    persistent_level,
+    tail_level,
+)
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import detect_batch
 from edge_ml.model.forest import ForestState, TreeStructure
@@ -83,6 +89,7 @@ def _calibration_arrays(capacity: int) -> SlotArrays:
             SlotField("cal_n", np.int64),
             SlotField("short", np.float64, 0.0, (CAL_SHORT,)),
             SlotField("short_sum", np.float64),
+            SlotField("persist", np.float64, 0.0, (N_PERSIST,)),
         ],
         capacity,
     )
@@ -111,7 +118,7 @@ class NumbaDetector:
             *features.kernel_args(),
             self.structure.split_feature, self.structure.split_threshold,
             f.mass, f.ref, f.count, f.first_window, p.height, p.window_size, p.paper_score,
-            s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum,
+            s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.persist,
             p.warmup,
         )
         return Detection(levels, raw, warming, residual, view, expected)
@@ -191,9 +198,10 @@ class RiverDetector:
             x = dict(enumerate(X[0].tolist()))
             raw[i] = model.score_one(x)
             model.learn_one(x)
+            season = max(tail_level(Z[0, 0]), persistent_level(s.persist, slot, Z[0, 0]))
             level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
-                              Z[0, 0], Z[0, 3], self.params.window_size)
-            view[i] = level_view(level, Z[0, 0], Z[0, 3])
+                              season, Z[0, 3], self.params.window_size)
+            view[i] = level_view(level, season, Z[0, 3])
             if f.seen[slot] <= self.params.warmup:
                 warming[i] = 1
             else:

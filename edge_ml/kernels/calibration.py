@@ -3,7 +3,9 @@
 The level is the largest of three tail probabilities, each put on the same log scale
 (``-log10(p) / 10``, so 0.5 means p = 1e-5 and 1.0 means p <= 1e-10):
 
-- the seasonal residual's two-sided Gaussian tail (a reading far from its time-of-day profile);
+- the seasonal residual's two-sided Gaussian tail (a reading far from its time-of-day profile),
+  or, when larger, the persistent view of the same residual (:func:`persistent_level`: a run of
+  readings each only moderately far, as after a level shift); the caller passes the larger;
 - the lower tail of the volatility z-score (the readings stopped moving: a stuck sensor);
 - an anomaly likelihood of the HST score, as in Numenta's: the short moving average of the raw
   scores against the EWMA mean and deviation of the stream's own raw scores.
@@ -48,7 +50,7 @@ def tail_level(z):
 
 @njit(cache=True)
 def calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, raw, season, z_volatility, warm):
-    """Level of slot ``s`` for raw HST score ``raw`` and seasonal z-score; learn ``raw``.
+    """Level of slot ``s`` for raw HST score ``raw`` and seasonal level ``season``; learn ``raw``.
 
     The first ``warm`` raw scores are the model's first window, which it does not score (they
     are 0): they are kept out of the mean and variance, or the first real score would stand

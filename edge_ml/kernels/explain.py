@@ -7,8 +7,9 @@ stay right:
 
 - ``z[0]`` is the profile residual divided by the deviation it was scaled with (0 while the
   time-of-day slot is too young), and the residual returned is that same residual;
-- the level is the largest of the seasonal tail of ``z[0]``, the "quiet" tail of ``z[3]`` and
-  the HST likelihood.
+- the level is the largest of the seasonal level (the tail of ``z[0]`` or the persistent view
+  of it, whichever is larger: :func:`level_view` takes it as ``season``), the "quiet" tail of
+  ``z[3]`` and the HST likelihood.
 
 View codes (the ``VIEWS`` names are what alerts carry): 0 seasonal deviation, 1 stuck/quiet
 sensor, 2 the HST model's score likelihood, 3 a device's joint view.
@@ -34,7 +35,7 @@ EXPECTED_Z = 3.0
 
 @njit(cache=True)
 def level_view(level, season, z_volatility):
-    """Which view gave ``level``: the seasonal tail, the quiet tail, else the model's.
+    """Which view gave ``level``: the seasonal level ``season``, the quiet tail, else the model's.
 
     Ties go to the seasonal view, then to the stuck one: they name something an operator can
     check on the stream itself.

@@ -58,6 +58,15 @@ def features(values: list[float], ts: list[float], period_s: float,
                 scale = (k * prof_dev[b] + POOL_WEIGHT * pooled) / (k + POOL_WEIGHT)
                 scale *= math.sqrt(1.0 + 1.0 / prof_n[b])
                 z[0] = res / max(DEV_MULT * scale, SD_FLOOR_FRAC * sd, floor)
+            elif prof_n[(b - 1) % bins] >= MIN_BIN_COUNT:  # a young slot: the one before it
+                a = (b - 1) % bins
+                grown = [prof_dev[j] for j in range(bins) if prof_n[j] >= 2]
+                pooled = sum(grown) / len(grown)
+                k = prof_n[a] - 1
+                scale = (k * prof_dev[a] + POOL_WEIGHT * pooled) / (k + POOL_WEIGHT)
+                scale *= math.sqrt(1.0 + 1.0 / prof_n[a])
+                z[0] = (v - prof_mean[a] - offset) / max(DEV_MULT * scale, SD_FLOOR_FRAC * sd,
+                                                         floor)
             z[1] = (v - mean) / max(sd, floor)
             z[2] = (d - dmean) / max(DEV_MULT * ddev, floor)
         out.append(z)

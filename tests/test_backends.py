@@ -24,6 +24,7 @@ from edge_ml.features import FeatureState
 from edge_ml.kernels.calibration import calibrate, persistent_level, tail_level
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
+from edge_ml.kernels.window import Z_RESIDUAL
 from edge_ml.model.detector import Detection, NumbaDetector, make_detector
 from edge_ml.pipeline import Pipeline, model_params
 
@@ -112,7 +113,7 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
         slot = int(slots[i])
         Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
         residual[i] = R[0]
-        expected_range(values[i], R[0], Z[0, 0], expected[i])
+        expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
         raw[i] = hst_step_into(st.split_feature, st.split_threshold, f.mass, f.ref, f.count,
                                f.first_window, slot, np.ascontiguousarray(X[0]), p.height,
                                p.window_size, p.paper_score, walk)

@@ -5,8 +5,9 @@ Kept apart from the calibration and the feature kernels on purpose: these read t
 only has to keep two facts true for the hook in :func:`edge_ml.kernels.fused.detect_batch` to
 stay right:
 
-- ``z[0]`` is the profile residual divided by the deviation it was scaled with (0 while the
-  time-of-day slot is too young), and the residual returned is that same residual;
+- ``z[0]`` is a profile residual divided by the deviation it was scaled with (0 while the
+  time-of-day slot and the slot before it are too young), and ``z[Z_RESIDUAL]`` is that same
+  residual;
 - the level is the largest of the seasonal level (the tail of ``z[0]`` or the persistent view
   of it, whichever is larger: :func:`level_view` takes it as ``season``), the "quiet" tail of
   ``z[3]`` and the HST likelihood.

@@ -13,7 +13,7 @@ from numba import njit
 from edge_ml.kernels.calibration import calibrate, persistent_level, tail_level
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
-from edge_ml.kernels.window import N_FEATURES, N_Z, feature_update, squash
+from edge_ml.kernels.window import N_FEATURES, N_Z, Z_RESIDUAL, feature_update, squash
 
 
 @njit(cache=True)
@@ -48,7 +48,7 @@ def detect_batch(
                                      ddev, vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i],
                                      period_s, z)
         # Issue 14 hook: the usual range, from the z-score and residual before learning.
-        expected_range(values[i], residual[i], z[0], expected[i])
+        expected_range(values[i], z[Z_RESIDUAL], z[0], expected[i])
         squash(z, x)
         score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,
                               x, height, window_size, paper_score, walk)

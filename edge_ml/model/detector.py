@@ -26,6 +26,7 @@ from edge_ml.kernels.calibration import (
 )
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import detect_batch
+from edge_ml.kernels.window import Z_RESIDUAL
 from edge_ml.model.forest import ForestState, TreeStructure
 from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
 
@@ -193,7 +194,7 @@ class RiverDetector:
         for i, slot in enumerate(slots.tolist()):
             Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
             residual[i] = R[0]
-            expected_range(values[i], R[0], Z[0, 0], expected[i])
+            expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
             model = self._model(slot)
             x = dict(enumerate(X[0].tolist()))
             raw[i] = model.score_one(x)

@@ -16,12 +16,21 @@ the first readings of every stream.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from edge_ml.config import parse_config
 from edge_ml.features import FeatureState
-from edge_ml.kernels.calibration import calibrate, persistent_level, tail_level
+from edge_ml.kernels.calibration import (
+    WARM_SPAN_S,
+    calibrate,
+    persistent_level,
+    tail_level,
+    warm_early,
+    warming_up,
+)
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
 from edge_ml.kernels.window import Z_RESIDUAL
@@ -121,7 +130,10 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
         level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
                           season, Z[0, 3], p.window_size)
         view[i] = level_view(level, season, Z[0, 3])
-        if features.arrays.seen[slot] <= p.warmup:
+        if math.isnan(s.first_ts[slot]):
+            s.first_ts[slot] = ts[i]
+        if warming_up(features.arrays.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], p.warmup,
+                      warm_early(p.warmup), WARM_SPAN_S):
             warming[i] = 1
         else:
             levels[i] = level

@@ -48,3 +48,37 @@ def test_a_single_dip_of_twelve_on_a_fast_sine_is_found(at: int) -> None:
     ts, values = _sine_1hz(at + 10, 0)
     values[at] -= 12.0
     assert _level(ts, values, at) >= 0.5
+
+
+def _hourly(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """An hourly business metric with a daily cycle and multiplicative noise."""
+    ts = T0 + 3600.0 * np.arange(n, dtype=np.float64)
+    hour = (ts % 86400.0) / 3600.0
+    rng = np.random.default_rng(seed)
+    return ts, (50.0 + 30.0 * np.sin(2 * np.pi * (hour - 9.0) / 24.0)) * rng.lognormal(0, 0.1, n)
+
+
+def _run(ts: np.ndarray, values: np.ndarray):
+    logging.getLogger("edge_ml").setLevel(logging.ERROR)
+    return Pipeline(parse_config({})).process_readings(["sensors/m"] * len(ts), ts, values)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_hourly_stream_is_scored_within_its_first_week(seed: int) -> None:
+    # 300 readings of warm-up were 12.5 days of an hourly stream: a spike on day 7 (reading
+    # 160) raised nothing. The warm-up now ends after 100 readings once the stream spans two
+    # days and the reading's time-of-day slot is grown.
+    ts, values = _hourly(400, seed)
+    values[160] *= 3.0
+    out = _run(ts, values)
+    assert np.flatnonzero(out.warming == 0)[0] == 100
+    assert out.codes[160] == 1  # an alert opens on the spike
+
+
+def test_a_fast_stream_keeps_its_warm_up_in_readings() -> None:
+    # A 5-minute stream reaches the 300 readings of [model] warmup before it spans two days:
+    # scoring it from reading 100 cost NAB (an early alert whose cooldown hid a labelled one).
+    ts = T0 + 300.0 * np.arange(400, dtype=np.float64)
+    values = np.random.default_rng(3).normal(20.0, 1.0, 400)
+    out = _run(ts, values)
+    assert np.flatnonzero(out.warming == 0)[0] == 300

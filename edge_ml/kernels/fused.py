@@ -7,10 +7,12 @@ numbers.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
-from edge_ml.kernels.calibration import calibrate, persistent_level, tail_level
+from edge_ml.kernels.calibration import calibrate, persistent_level, tail_level, warming_up
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
 from edge_ml.kernels.window import N_FEATURES, N_Z, Z_RESIDUAL, feature_update, squash
@@ -24,13 +26,17 @@ def detect_batch(
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
     cal_mean, cal_var, cal_n, short, short_sum, persist,
-    warmup,
+    first_ts, warmup, warm_early, warm_span_s,
 ):
     """Anomaly levels, raw HST scores, warm-up flags, profile residuals, and per reading the
     view that gave the level and the usual range ``expected[i] = [low, high]`` of a micro-batch.
 
-    A reading is ``warming`` while its stream has seen at most ``warmup`` readings; its level
-    is then reported as 0 (unknown, not normal) although every stage keeps learning.
+    A reading is ``warming`` while its stream has seen at most ``warmup`` readings, unless it
+    has seen more than ``warm_early``, spans ``warm_span_s`` since its first reading (kept in
+    ``first_ts``) and the reading's time-of-day slot is grown enough to score it: a slow
+    stream's warm-up then ends after days, not after a fixed number of readings (see
+    :func:`warming_up`). Its level is then reported as 0 (unknown, not normal) although every
+    stage keeps learning.
     """
     n_readings = slots.shape[0]
     levels = np.zeros(n_readings, dtype=np.float64)
@@ -57,7 +63,9 @@ def detect_batch(
         level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, season, z[3],
                           window_size)
         view[i] = level_view(level, season, z[3])  # issue 14 hook: which view's tail it is
-        if seen[s] <= warmup:
+        if math.isnan(first_ts[s]):
+            first_ts[s] = ts[i]
+        if warming_up(seen[s], z[0], ts[i] - first_ts[s], warmup, warm_early, warm_span_s):
             warming[i] = 1
         else:
             levels[i] = level

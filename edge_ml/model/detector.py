@@ -12,6 +12,7 @@ Both are prequential: each reading is scored before it is learned.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,9 +21,12 @@ import numpy as np
 from edge_ml.kernels.calibration import (
     CAL_SHORT,
     N_PERSIST,
+    WARM_SPAN_S,
     calibrate,
     persistent_level,
     tail_level,
+    warm_early,
+    warming_up,
 )
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import detect_batch
@@ -91,6 +95,7 @@ def _calibration_arrays(capacity: int) -> SlotArrays:
             SlotField("short", np.float64, 0.0, (CAL_SHORT,)),
             SlotField("short_sum", np.float64),
             SlotField("persist", np.float64, 0.0, (N_PERSIST,)),
+            SlotField("first_ts", np.float64, math.nan),  # time of the stream's first reading
         ],
         capacity,
     )
@@ -120,7 +125,7 @@ class NumbaDetector:
             self.structure.split_feature, self.structure.split_threshold,
             f.mass, f.ref, f.count, f.first_window, p.height, p.window_size, p.paper_score,
             s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.persist,
-            p.warmup,
+            s.first_ts, p.warmup, warm_early(p.warmup), WARM_SPAN_S,
         )
         return Detection(levels, raw, warming, residual, view, expected)
 
@@ -203,7 +208,11 @@ class RiverDetector:
             level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
                               season, Z[0, 3], self.params.window_size)
             view[i] = level_view(level, season, Z[0, 3])
-            if f.seen[slot] <= self.params.warmup:
+            if math.isnan(s.first_ts[slot]):
+                s.first_ts[slot] = ts[i]
+            warmup = self.params.warmup
+            if warming_up(f.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], warmup,
+                          warm_early(warmup), WARM_SPAN_S):
                 warming[i] = 1
             else:
                 levels[i] = level

@@ -32,8 +32,17 @@ import numpy as np
 from edge_ml.errors import CheckpointError
 
 MAGIC = b"EDGEMLCK"
-# Version of the document layout; a checkpoint with another version is refused.
-SCHEMA_VERSION = 1
+# Version of the document layout; a checkpoint with another version is refused (resume logs it,
+# marks it rejected and tries an older one, else starts fresh). 2: per-stream state of the
+# persistent view (``detector.persist``, issue 13); a version-1 checkpoint lacks it. 3: the
+# time of each stream's first reading (``detector.first_ts``: warm-up by time span).
+SCHEMA_VERSION = 3
+# Why an older version cannot be read, appended to the refusal.
+_SCHEMA_CHANGES = {
+    1: "; version 1 has no state for the persistent view: the streams start fresh",
+    2: "; version 2 has no first-reading time per stream (warm-up by time span): the streams"
+       " start fresh",
+}
 _DIGEST = 32
 # Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
 # 1,000 streams at default parameters are about 21 MB, so this allows ~50,000 streams.
@@ -174,7 +183,8 @@ def decode(blob: bytes, expect: dict[str, Any] | None = None) -> dict[str, Any]:
     version = header.get("schema_version")
     if version != SCHEMA_VERSION:
         raise CheckpointError(
-            f"schema version {version} is not supported (this build reads {SCHEMA_VERSION})"
+            f"schema version {version} is not supported (this build reads {SCHEMA_VERSION}"
+            f"{_SCHEMA_CHANGES.get(version, '')})"
         )
     for key, wanted in (expect or {}).items():
         have = header.get(key)

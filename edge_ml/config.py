@@ -92,7 +92,9 @@ class ModelConfig:
     height: int = _f(7, low=1, high=20)
     window_size: int = _f(250, low=2, high=1_000_000)
     seed: int = _f(42, low=0)
-    # Readings a stream must have seen before its scores may raise alerts.
+    # Readings a stream must have seen before its scores may raise alerts; a third of them
+    # once it also spans two days and the reading's time-of-day slot is grown (a slow stream:
+    # hourly, 4 days instead of 12.5; kernels/calibration.py, warming_up).
     warmup: int = _f(300, low=0)
     paper_score: bool = False
     # Drift (edge_ml.drift): Page-Hinkley on per-stream block means of the value, in units of

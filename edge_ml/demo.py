@@ -99,7 +99,8 @@ def match_alerts(
 
     A node's ``<node>/joint`` stream (its fields' joint level) alerting on an anomaly injected
     into one of its fields has seen that anomaly too: such an alert is neither the pair nor a
-    false alarm.
+    false alarm. Nor is a second alert of the anomaly's own stream while the anomaly lasts (a
+    drift longer than the alert cooldown can open one again): it has an injected anomaly.
     """
     opened = sorted((a for a in alerts if a["state"] == "open"), key=lambda a: a["opened_at"])
     used: set[str] = set()
@@ -120,6 +121,9 @@ def match_alerts(
         pairs.append((anomaly, found))
         joint = anomaly["stream"].rsplit("/", 1)[0] + JOINT_SUFFIX
         used.update(a["alert_id"] for a in opened if a["stream"] == joint and during(a, anomaly))
+        if found:
+            used.update(a["alert_id"] for a in opened
+                        if a["stream"] == anomaly["stream"] and during(a, anomaly))
     return pairs, [a for a in opened if a["alert_id"] not in used]
 
 

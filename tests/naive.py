@@ -8,7 +8,13 @@ from edge_ml.kernels.calibration import (
     CAL_ALPHA,
     CAL_MIN_SCORES,
     CAL_SHORT,
+    DEV_MULT_P,
     LN_1E10,
+    P_ALPHA,
+    P_ALPHA_SD,
+    P_CLIP,
+    P_FLOOR,
+    P_MIN,
     QUIET_Z_DIVISOR,
 )
 from edge_ml.kernels.window import (
@@ -52,6 +58,15 @@ def features(values: list[float], ts: list[float], period_s: float,
                 scale = (k * prof_dev[b] + POOL_WEIGHT * pooled) / (k + POOL_WEIGHT)
                 scale *= math.sqrt(1.0 + 1.0 / prof_n[b])
                 z[0] = res / max(DEV_MULT * scale, SD_FLOOR_FRAC * sd, floor)
+            elif prof_n[(b - 1) % bins] >= MIN_BIN_COUNT:  # a young slot: the one before it
+                a = (b - 1) % bins
+                grown = [prof_dev[j] for j in range(bins) if prof_n[j] >= 2]
+                pooled = sum(grown) / len(grown)
+                k = prof_n[a] - 1
+                scale = (k * prof_dev[a] + POOL_WEIGHT * pooled) / (k + POOL_WEIGHT)
+                scale *= math.sqrt(1.0 + 1.0 / prof_n[a])
+                z[0] = (v - prof_mean[a] - offset) / max(DEV_MULT * scale, SD_FLOOR_FRAC * sd,
+                                                         floor)
             z[1] = (v - mean) / max(sd, floor)
             z[2] = (d - dmean) / max(DEV_MULT * ddev, floor)
         out.append(z)
@@ -115,6 +130,42 @@ def levels(raw: list[float], z_season: list[float], z_volatility: list[float],
         delta = r - mean
         mean += a * delta
         var = (1 - a) * (var + a * delta * delta)
+    return out
+
+
+def persistent_levels(z_season: list[float]) -> list[float]:
+    """The persistent view: an EWMA of clipped z-scores against its own mean and deviation.
+
+    Readings whose z-score is exactly 0 (a profile slot too young) are skipped and score 0.
+    """
+    ew = mean = dev = 0.0
+    n = 0
+    floor = P_FLOOR * math.sqrt(P_ALPHA / (2.0 - P_ALPHA))
+    out = []
+    for z in z_season:
+        if z == 0.0:
+            out.append(0.0)
+            continue
+        ew += P_ALPHA * (min(max(z, -P_CLIP), P_CLIP) - ew)
+        d = ew - mean
+        level = 0.0
+        if n >= P_MIN:
+            zp = d / max(DEV_MULT_P * dev, floor)
+            # -ln P(|Z| >= |zp|) through mpmath-free means: erfc while it is representable,
+            # then the asymptotic series the kernel uses.
+            x = abs(zp)
+            if x < 8.0:
+                u = -math.log(math.erfc(x / math.sqrt(2)))
+            else:
+                t = x / math.sqrt(2)
+                u = (t * t + math.log(t * math.sqrt(math.pi))
+                     - math.log(1 - 0.5 / t**2 + 0.75 / t**4))
+            level = min(1.0, u / LN_1E10)
+        out.append(level)
+        mean += max(P_ALPHA_SD, 1.0 / (n + 1)) * d
+        if n > 0:
+            dev += max(P_ALPHA_SD, 1.0 / n) * (abs(d) - dev)
+        n += 1
     return out
 
 

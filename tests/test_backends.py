@@ -16,14 +16,24 @@ the first readings of every stream.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from edge_ml.config import parse_config
 from edge_ml.features import FeatureState
-from edge_ml.kernels.calibration import calibrate
+from edge_ml.kernels.calibration import (
+    WARM_SPAN_S,
+    calibrate,
+    persistent_level,
+    tail_level,
+    warm_early,
+    warming_up,
+)
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
+from edge_ml.kernels.window import Z_RESIDUAL
 from edge_ml.model.detector import Detection, NumbaDetector, make_detector
 from edge_ml.pipeline import Pipeline, model_params
 
@@ -112,14 +122,18 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
         slot = int(slots[i])
         Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
         residual[i] = R[0]
-        expected_range(values[i], R[0], Z[0, 0], expected[i])
+        expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
         raw[i] = hst_step_into(st.split_feature, st.split_threshold, f.mass, f.ref, f.count,
                                f.first_window, slot, np.ascontiguousarray(X[0]), p.height,
                                p.window_size, p.paper_score, walk)
+        season = max(tail_level(Z[0, 0]), persistent_level(s.persist, slot, Z[0, 0]))
         level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
-                          Z[0, 0], Z[0, 3], p.window_size)
-        view[i] = level_view(level, Z[0, 0], Z[0, 3])
-        if features.arrays.seen[slot] <= p.warmup:
+                          season, Z[0, 3], p.window_size)
+        view[i] = level_view(level, season, Z[0, 3])
+        if math.isnan(s.first_ts[slot]):
+            s.first_ts[slot] = ts[i]
+        if warming_up(features.arrays.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], p.warmup,
+                      warm_early(p.warmup), WARM_SPAN_S):
             warming[i] = 1
         else:
             levels[i] = level

@@ -90,3 +90,17 @@ def test_a_nodes_joint_alert_on_an_injected_anomaly_is_not_a_false_alarm() -> No
     assert [found["alert_id"] for _, found in pairs if found] == ["1"]
     # Another node's joint level, and this node's long after the anomaly, are false alarms.
     assert [a["alert_id"] for a in false_alarms] == ["3", "4"]
+
+
+def test_a_second_alert_during_its_own_anomaly_is_not_a_false_alarm() -> None:
+    # A drift longer than the cooldown can open a second alert on its stream while it lasts.
+    truth = [{"stream": "sensors/node-6/vibration", "start": 21.9, "end": 28.9}]
+
+    def alert(n: int, stream: str, at: float) -> dict[str, object]:
+        return {"alert_id": str(n), "state": "open", "stream": stream, "opened_at": at}
+
+    stream = "sensors/node-6/vibration"
+    alerts = [alert(1, stream, 23.2), alert(2, stream, 28.3), alert(3, stream, 60.0)]
+    pairs, false_alarms = match_alerts(truth, alerts)
+    assert [found["alert_id"] for _, found in pairs if found] == ["1"]
+    assert [a["alert_id"] for a in false_alarms] == ["3"]  # long after it: a false alarm

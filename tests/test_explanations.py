@@ -141,10 +141,11 @@ def test_level_view_names_the_largest_tail() -> None:
         likelihood = rng.uniform(0, 1)
         level = max(tail_level(z_season), tail_level(min(z_vol, 0.0) / QUIET_Z_DIVISOR),
                     likelihood)
-        assert level_view(level, z_season, z_vol) == reference(level, z_season, z_vol)
-    assert level_view(0.9, 0.1, 0.0) == MODEL  # neither stream-level tail explains 0.9
-    assert level_view(tail_level(8.0), 8.0, -30.0) == SEASONAL
-    assert level_view(tail_level(-30.0 / QUIET_Z_DIVISOR), 0.5, -30.0) == STUCK
+        assert level_view(level, tail_level(z_season), z_vol) == reference(level, z_season,
+                                                                          z_vol)
+    assert level_view(0.9, tail_level(0.1), 0.0) == MODEL  # neither stream-level tail explains 0.9
+    assert level_view(tail_level(8.0), tail_level(8.0), -30.0) == SEASONAL
+    assert level_view(tail_level(-30.0 / QUIET_Z_DIVISOR), tail_level(0.5), -30.0) == STUCK
 
 
 def test_expected_range_is_the_profile_plus_minus_its_deviation() -> None:

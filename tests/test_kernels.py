@@ -8,7 +8,13 @@ import pytest
 
 from edge_ml.features import FeatureState
 from edge_ml.kernels.alerting import NEVER, alert_batch
-from edge_ml.kernels.calibration import CAL_SHORT, calibrate
+from edge_ml.kernels.calibration import (
+    CAL_SHORT,
+    calibrate,
+    neglog_tail,
+    persistent_level,
+    tail_level,
+)
 
 pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
 
@@ -39,7 +45,7 @@ def test_features_match_reference(case: str, bins: int) -> None:
     slots = np.tile(np.arange(streams, dtype=np.int64), len(values))
     Z, X, _ = state.update(slots, np.repeat(values, streams), np.repeat(ts, streams))
     for s in range(streams):
-        np.testing.assert_allclose(Z[slots == s], expected, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(Z[slots == s, :4], expected, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(X[slots == 0], np.vectorize(naive.squash)(expected[:, :3]),
                                atol=1e-12)
     assert np.all((X >= 0.0) & (X <= 1.0))
@@ -99,7 +105,7 @@ def test_calibration_matches_reference() -> None:
     z_volatility[700] = +12.0  # a burst of noise: left to the other views
     mean, var, n = np.zeros(1), np.zeros(1), np.zeros(1, dtype=np.int64)
     short, short_sum = np.zeros((1, CAL_SHORT)), np.zeros(1)
-    got = [calibrate(mean, var, n, short, short_sum, 0, r, zs, zv, 50)
+    got = [calibrate(mean, var, n, short, short_sum, 0, r, tail_level(zs), zv, 50)
            for r, zs, zv in zip(raw, z_season, z_volatility, strict=True)]
     expected = naive.levels(raw.tolist(), z_season.tolist(), z_volatility.tolist(), 50)
     np.testing.assert_allclose(got, expected, atol=1e-12)
@@ -107,6 +113,26 @@ def test_calibration_matches_reference() -> None:
     assert got[600] > 0.5 and got[700] < 0.5  # a volatility collapse does, a burst does not
     assert max(got[1250:1258]) > 5 * np.median(got[100:1250])  # so do high HST scores
     assert all(0.0 <= v <= 1.0 for v in got)
+
+
+def test_persistent_view_matches_reference() -> None:
+    rng = np.random.default_rng(8)
+    z = rng.normal(0.0, 1.0, 3000)
+    z[:40] = 0.0  # a young profile: not scored, not learned
+    z[1000] = 30.0  # one spike: clipped, it cannot carry the view
+    z[2000:2100] += 2.5  # a held shift of 2.5 deviations: no single reading is rare
+    z[2500:2520] = 0.0
+    persist = np.zeros((1, 4))
+    got = [persistent_level(persist, 0, v) for v in z]
+    np.testing.assert_allclose(got, naive.persistent_levels(z.tolist()), atol=1e-12)
+    assert max(got[:140]) == 0.0  # nothing scored before 100 learned readings
+    assert got[1000] < 0.3 and max(got[1001:1010]) < 0.3  # a lone spike is not persistent
+    assert np.median([tail_level(v) for v in z[2000:2100]]) < 0.3  # readings: unremarkable...
+    assert max(got[2000:2100]) > 0.5  # ...their run is not
+    assert all(0.0 <= v <= 1.0 for v in got)
+    # its tail: the asymptotic series takes over from erfc at |z| = 8 without a jump
+    assert abs(neglog_tail(8.0 - 1e-9) - neglog_tail(8.0)) < 1e-4
+    assert neglog_tail(40.0) > neglog_tail(39.0) > 700.0  # past where erfc underflows
 
 
 @pytest.mark.parametrize("debounce,cooldown_s,cooldown_n", [(1, 0.0, 0), (3, 0.0, 40),

@@ -5,10 +5,12 @@ Kept apart from the calibration and the feature kernels on purpose: these read t
 only has to keep two facts true for the hook in :func:`edge_ml.kernels.fused.detect_batch` to
 stay right:
 
-- ``z[0]`` is the profile residual divided by the deviation it was scaled with (0 while the
-  time-of-day slot is too young), and the residual returned is that same residual;
-- the level is the largest of the seasonal tail of ``z[0]``, the "quiet" tail of ``z[3]`` and
-  the HST likelihood.
+- ``z[0]`` is a profile residual divided by the deviation it was scaled with (0 while the
+  time-of-day slot and the slot before it are too young), and ``z[Z_RESIDUAL]`` is that same
+  residual;
+- the level is the largest of the seasonal level (the tail of ``z[0]`` or the persistent view
+  of it, whichever is larger: :func:`level_view` takes it as ``season``), the "quiet" tail of
+  ``z[3]`` and the HST likelihood.
 
 View codes (the ``VIEWS`` names are what alerts carry): 0 seasonal deviation, 1 stuck/quiet
 sensor, 2 the HST model's score likelihood, 3 a device's joint view.
@@ -33,13 +35,13 @@ EXPECTED_Z = 3.0
 
 
 @njit(cache=True)
-def level_view(level, z_season, z_volatility):
-    """Which view gave ``level``: the seasonal tail, the quiet tail, else the model's.
+def level_view(level, season, z_volatility):
+    """Which view gave ``level``: the seasonal level ``season``, the quiet tail, else the model's.
 
     Ties go to the seasonal view, then to the stuck one: they name something an operator can
     check on the stream itself.
     """
-    if level <= tail_level(z_season):
+    if level <= season:
         return SEASONAL
     if level <= tail_level(min(z_volatility, 0.0) / QUIET_Z_DIVISOR):
         return STUCK

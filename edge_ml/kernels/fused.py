@@ -7,13 +7,15 @@ numbers.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
-from edge_ml.kernels.calibration import calibrate
+from edge_ml.kernels.calibration import calibrate, persistent_level, tail_level, warming_up
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
-from edge_ml.kernels.window import N_FEATURES, N_Z, feature_update, squash
+from edge_ml.kernels.window import N_FEATURES, N_Z, Z_RESIDUAL, feature_update, squash
 
 
 @njit(cache=True)
@@ -23,14 +25,18 @@ def detect_batch(
     seen,
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
-    cal_mean, cal_var, cal_n, short, short_sum,
-    warmup,
+    cal_mean, cal_var, cal_n, short, short_sum, persist,
+    first_ts, warmup, warm_early, warm_span_s,
 ):
     """Anomaly levels, raw HST scores, warm-up flags, profile residuals, and per reading the
     view that gave the level and the usual range ``expected[i] = [low, high]`` of a micro-batch.
 
-    A reading is ``warming`` while its stream has seen at most ``warmup`` readings; its level
-    is then reported as 0 (unknown, not normal) although every stage keeps learning.
+    A reading is ``warming`` while its stream has seen at most ``warmup`` readings, unless it
+    has seen more than ``warm_early``, spans ``warm_span_s`` since its first reading (kept in
+    ``first_ts``) and the reading's time-of-day slot is grown enough to score it: a slow
+    stream's warm-up then ends after days, not after a fixed number of readings (see
+    :func:`warming_up`). Its level is then reported as 0 (unknown, not normal) although every
+    stage keeps learning.
     """
     n_readings = slots.shape[0]
     levels = np.zeros(n_readings, dtype=np.float64)
@@ -48,15 +54,18 @@ def detect_batch(
                                      ddev, vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i],
                                      period_s, z)
         # Issue 14 hook: the usual range, from the z-score and residual before learning.
-        expected_range(values[i], residual[i], z[0], expected[i])
+        expected_range(values[i], z[Z_RESIDUAL], z[0], expected[i])
         squash(z, x)
         score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,
                               x, height, window_size, paper_score, walk)
         raw[i] = score
-        level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, z[0], z[3],
+        season = max(tail_level(z[0]), persistent_level(persist, s, z[0]))
+        level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, season, z[3],
                           window_size)
-        view[i] = level_view(level, z[0], z[3])  # issue 14 hook: which view's tail it is
-        if seen[s] <= warmup:
+        view[i] = level_view(level, season, z[3])  # issue 14 hook: which view's tail it is
+        if math.isnan(first_ts[s]):
+            first_ts[s] = ts[i]
+        if warming_up(seen[s], z[0], ts[i] - first_ts[s], warmup, warm_early, warm_span_s):
             warming[i] = 1
         else:
             levels[i] = level

@@ -6,13 +6,17 @@ judged against history it is not part of:
 0. ``z_season``: the residual against a time-of-day profile (``bins`` slots over ``period_s``
    seconds, each an EWMA of the level and of the absolute deviation) plus a level offset shared
    by all slots, scaled by the slot's deviation. Most sensor streams have a daily cycle; a
-   reading that is ordinary at noon may be an anomaly at midnight.
+   reading that is ordinary at noon may be an anomaly at midnight. A slot with fewer than
+   ``MIN_BIN_COUNT`` readings is judged against the slot before it when that one has enough
+   (a fast stream entering a new half hour), else ``z_season`` is 0.
 1. ``z_value``: the value against an EWMA mean and mean absolute deviation of the stream.
 2. ``z_diff``: the first difference against an EWMA mean and mean absolute deviation of the
    differences.
 3. ``z_volatility``: how the recent spread of the differences (about 10 readings) compares with
    the long one, as a log ratio scored against its own history. Strongly negative when a
    sensor freezes on one value. Used by the calibration only, not by the trees.
+
+And ``z[Z_RESIDUAL]``, the residual ``z[0]`` was scaled from (not a z-score).
 
 Every scale is a mean absolute deviation (times ``DEV_MULT``), not a standard deviation: the
 square in a variance lets a few outliers inflate the scale and squeeze all ordinary readings
@@ -37,7 +41,10 @@ from numba import njit
 # z-scores computed per reading; the first N_FEATURES of them feed the trees. z_volatility
 # goes to the calibration only: as a tree feature it changed the forest's random structure and
 # raised false alarms without finding stuck sensors any better than its own tail does.
-N_Z = 4
+N_Z = 5
+# z[Z_RESIDUAL] is not a z-score: the residual z[0] was scaled from (what the usual range of
+# an explanation is built on; for a young slot, the residual against the slot before it).
+Z_RESIDUAL = 4
 N_FEATURES = 3
 FEATURE_NAMES = ("z_season", "z_value", "z_diff")
 
@@ -113,7 +120,8 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
     Returns the profile residual, before ``v`` is learned: what the drift monitor watches (a
     daily cycle is not a drift; a level that stays shifted is, until the profile has learned
     it). A slot not yet visited falls back to the stream's running mean; 0 for a stream's first
-    two readings.
+    two readings. The residual ``z[0]`` was scaled from is ``z[Z_RESIDUAL]``: for a young slot
+    scored by the grown slot before it, the residual against that one.
     """
     n = seen[s]
     d = v - prev[s] if n > 0 else 0.0
@@ -126,10 +134,22 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
     z[1] = 0.0
     z[2] = 0.0
     z[3] = 0.0
+    z[Z_RESIDUAL] = res
     if n >= 2:
         if prof_n[s, b] >= MIN_BIN_COUNT:
             z[0] = res / max(DEV_MULT * slot_scale(prof_mean_dev, prof_n, s, b),
                              max(SD_FLOOR_FRAC * sd, floor))
+        else:
+            # A slot too young to score: judge the reading by the slot just before it, when
+            # that one is grown (a fast stream walking into a new half hour). Without this the
+            # first readings of every new slot of a stream's first day were not scored at all:
+            # a -20 dip on a 1 Hz sine scored 0.05 there and 1.0 four readings later.
+            a = (b - 1) % prof_n.shape[1]
+            if prof_n[s, a] >= MIN_BIN_COUNT:
+                z[Z_RESIDUAL] = v - prof_mean[s, a] - offset[s]
+                z[0] = z[Z_RESIDUAL] / max(
+                    DEV_MULT * slot_scale(prof_mean_dev, prof_n, s, a),
+                    max(SD_FLOOR_FRAC * sd, floor))
         z[1] = (v - m) / max(sd, floor)
         z[2] = (d - dmean[s]) / max(DEV_MULT * ddev[s], floor)
     log_ratio = math.log((vol[s] + floor) / (ddev[s] + floor))

@@ -12,14 +12,25 @@ Both are prequential: each reading is scored before it is learned.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from edge_ml.kernels.calibration import CAL_SHORT, calibrate
+from edge_ml.kernels.calibration import (
+    CAL_SHORT,
+    N_PERSIST,
+    WARM_SPAN_S,
+    calibrate,
+    persistent_level,
+    tail_level,
+    warm_early,
+    warming_up,
+)
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import detect_batch
+from edge_ml.kernels.window import Z_RESIDUAL
 from edge_ml.model.forest import ForestState, TreeStructure
 from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
 
@@ -83,6 +94,8 @@ def _calibration_arrays(capacity: int) -> SlotArrays:
             SlotField("cal_n", np.int64),
             SlotField("short", np.float64, 0.0, (CAL_SHORT,)),
             SlotField("short_sum", np.float64),
+            SlotField("persist", np.float64, 0.0, (N_PERSIST,)),
+            SlotField("first_ts", np.float64, math.nan),  # time of the stream's first reading
         ],
         capacity,
     )
@@ -111,8 +124,8 @@ class NumbaDetector:
             *features.kernel_args(),
             self.structure.split_feature, self.structure.split_threshold,
             f.mass, f.ref, f.count, f.first_window, p.height, p.window_size, p.paper_score,
-            s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum,
-            p.warmup,
+            s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.persist,
+            s.first_ts, p.warmup, warm_early(p.warmup), WARM_SPAN_S,
         )
         return Detection(levels, raw, warming, residual, view, expected)
 
@@ -186,15 +199,20 @@ class RiverDetector:
         for i, slot in enumerate(slots.tolist()):
             Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
             residual[i] = R[0]
-            expected_range(values[i], R[0], Z[0, 0], expected[i])
+            expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
             model = self._model(slot)
             x = dict(enumerate(X[0].tolist()))
             raw[i] = model.score_one(x)
             model.learn_one(x)
+            season = max(tail_level(Z[0, 0]), persistent_level(s.persist, slot, Z[0, 0]))
             level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
-                              Z[0, 0], Z[0, 3], self.params.window_size)
-            view[i] = level_view(level, Z[0, 0], Z[0, 3])
-            if f.seen[slot] <= self.params.warmup:
+                              season, Z[0, 3], self.params.window_size)
+            view[i] = level_view(level, season, Z[0, 3])
+            if math.isnan(s.first_ts[slot]):
+                s.first_ts[slot] = ts[i]
+            warmup = self.params.warmup
+            if warming_up(f.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], warmup,
+                          warm_early(warmup), WARM_SPAN_S):
                 warming[i] = 1
             else:
                 levels[i] = level

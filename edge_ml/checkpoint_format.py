@@ -32,17 +32,17 @@ import numpy as np
 from edge_ml.errors import CheckpointError
 
 MAGIC = b"EDGEMLCK"
-# Version of the document layout; a checkpoint with another version is refused (resume logs it,
-# marks it rejected and tries an older one, else starts fresh). 2: per-stream state of the
-# persistent view (``detector.persist``, issue 13); a version-1 checkpoint lacks it. 3: the
-# time of each stream's first reading (``detector.first_ts``: warm-up by time span).
+# Version of the document layout. Each version only added per-stream detector arrays, so an
+# older checkpoint is read and upgraded (``edge_ml.state``): its streams keep their trees,
+# profiles and counters, and the added state starts neutral (an upgrade must not throw away
+# weeks of learning). A newer version than this build's is refused.
+#   2: ``persist``, the persistent view's EWMA and its spread (issue 13): zeros, the view
+#      learns again and scores after its first 100 readings;
+#   3: ``first_ts``, each stream's first-reading time (warm-up by time span): NaN, taken at
+#      the stream's next reading (a stream past its warm-up is not affected).
 SCHEMA_VERSION = 3
-# Why an older version cannot be read, appended to the refusal.
-_SCHEMA_CHANGES = {
-    1: "; version 1 has no state for the persistent view: the streams start fresh",
-    2: "; version 2 has no first-reading time per stream (warm-up by time span): the streams"
-       " start fresh",
-}
+OLDEST_READABLE = 1
+DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",)}
 _DIGEST = 32
 # Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
 # 1,000 streams at default parameters are about 21 MB, so this allows ~50,000 streams.
@@ -149,7 +149,8 @@ def decode(blob: bytes, expect: dict[str, Any] | None = None) -> dict[str, Any]:
     Raises
     ------
     CheckpointError
-        Corrupt, truncated, too large, of another schema version, or incompatible.
+        Corrupt, truncated, too large, of a schema version this build cannot read, or
+        incompatible.
     """
     blob = bytes(blob)
     if len(blob) < len(MAGIC) + _DIGEST or not blob.startswith(MAGIC):
@@ -181,10 +182,10 @@ def decode(blob: bytes, expect: dict[str, Any] | None = None) -> dict[str, Any]:
         raise CheckpointError("document has no header/state")
     header = document["header"]
     version = header.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if not isinstance(version, int) or not OLDEST_READABLE <= version <= SCHEMA_VERSION:
         raise CheckpointError(
-            f"schema version {version} is not supported (this build reads {SCHEMA_VERSION}"
-            f"{_SCHEMA_CHANGES.get(version, '')})"
+            f"schema version {version!r} is not supported (this build reads"
+            f" {OLDEST_READABLE} to {SCHEMA_VERSION})"
         )
     for key, wanted in (expect or {}).items():
         have = header.get(key)
@@ -249,3 +250,15 @@ def read_names(blob: bytes) -> list[str]:
     except Exception as exc:  # msgpack and zlib raise several unrelated types on bad input
         raise CheckpointError(f"cannot read stream names: {type(exc).__name__}: {exc}") from exc
     raise CheckpointError("no stream names in this checkpoint")
+
+
+def detector_arrays_added_since(version: int) -> tuple[str, ...]:
+    """Per-stream detector arrays a checkpoint of schema ``version`` lacks (added later).
+
+    >>> detector_arrays_added_since(1)
+    ('persist', 'first_ts')
+    >>> detector_arrays_added_since(SCHEMA_VERSION)
+    ()
+    """
+    return tuple(name for v in range(version + 1, SCHEMA_VERSION + 1)
+                 for name in DETECTOR_ARRAYS_ADDED.get(v, ()))

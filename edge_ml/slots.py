@@ -7,7 +7,7 @@ checkpoint export/restore from :class:`SlotArrays`. NumPy only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,9 +98,13 @@ class SlotArrays:
         return {name: snapshot(array[:used], pool, prefix + name)
                 for name, array in self._arrays.items()}
 
-    def restore(self, arrays: dict[str, np.ndarray]) -> None:
-        """Load exported arrays (any number of used slots), checking names, shapes and dtypes."""
-        missing = set(self._fields) - set(arrays)
+    def restore(self, arrays: dict[str, np.ndarray], absent_ok: Collection[str] = ()) -> None:
+        """Load exported arrays (any number of used slots), checking names, shapes and dtypes.
+
+        Fields named in ``absent_ok`` (state an older checkpoint did not have yet) may be
+        missing: their slots take the field's fill value.
+        """
+        missing = set(self._fields) - set(arrays) - set(absent_ok)
         if missing:
             raise ValueError(f"missing arrays: {sorted(missing)}")
         used = {len(a) for a in arrays.values()}
@@ -109,6 +113,9 @@ class SlotArrays:
         n = used.pop() if used else 0
         self.grow(n)
         for name, spec in self._fields.items():
+            if name not in arrays:
+                self._arrays[name][:] = spec.fill
+                continue
             array = arrays[name]
             if array.shape[1:] != spec.shape or array.dtype != np.dtype(spec.dtype):
                 raise ValueError(

@@ -19,7 +19,7 @@ import numpy as np
 
 from edge_ml import __version__
 from edge_ml.alerts import AlertTracker, stored_explanation
-from edge_ml.checkpoint_format import SCHEMA_VERSION
+from edge_ml.checkpoint_format import SCHEMA_VERSION, detector_arrays_added_since
 from edge_ml.devices import Devices
 from edge_ml.drift import DriftMonitor
 from edge_ml.errors import CheckpointError, StorageError
@@ -91,7 +91,9 @@ def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
         features.arrays.restore(state["features"])
         detector = make_detector(pipeline.params, capacity)
         if names:  # an empty forest cannot be restored (nor needs to be)
-            detector.restore(state["detector"])
+            # An older schema's checkpoint lacks state added since: it starts neutral.
+            added = detector_arrays_added_since(int(header["schema_version"]))
+            detector.restore(state["detector"], added)
         alerts = AlertTracker(config.alerts, capacity)
         alerts.state.restore(state["alerts"])
         alerts.open_alerts = {int(slot): (str(alert_id), float(opened_at))

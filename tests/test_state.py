@@ -60,6 +60,41 @@ def test_resume_scores_exactly_as_uninterrupted() -> None:
     assert restored.readings_total == uninterrupted.readings_total == 3500
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_schema_checkpoint_is_upgraded_not_thrown_away(version: int) -> None:
+    """A checkpoint written before the persistent view (1) or the first-reading time (2) keeps
+    its streams' trees, profiles and counters; the state added since starts neutral."""
+    trained = make_pipeline()
+    trained.process_readings(*readings(1500, seed=1))
+    document = export_state(trained)
+    document["header"]["schema_version"] = version
+    for name in {1: ("persist", "first_ts"), 2: ("first_ts",)}[version]:
+        del document["state"]["detector"][name]
+    restored = make_pipeline()
+    restore_state(restored, decode(encode(document).blob, compatibility(restored)))
+    assert restored.readings_total == 1500
+    np.testing.assert_array_equal(restored.detector.forest.mass[:3],
+                                  trained.detector.forest.mass[:3])
+    state = restored.detector.state
+    assert np.isnan(state.first_ts[0])
+    if version == 1:
+        assert not state.persist[0].any()
+    else:
+        np.testing.assert_array_equal(state.persist[0], trained.detector.state.persist[0])
+    later = readings(500, seed=2, start=1500.0)
+    expected = trained.process_readings(*later)
+    result = restored.process_readings(*later)
+    assert not result.warming.any()  # past its warm-up: still scored at once
+    if version == 2:  # the first-reading time matters only to a stream still warming up
+        np.testing.assert_array_equal(result.levels, expected.levels)
+    else:  # the persistent view learns again; the spikes are found as before
+        np.testing.assert_array_equal(result.levels >= 0.5, expected.levels >= 0.5)
+    fresh = make_pipeline()
+    with pytest.raises(CheckpointError, match="missing arrays"):  # only what was added since
+        del document["state"]["detector"]["cal_n"]
+        restore_state(fresh, decode(encode(document).blob, compatibility(fresh)))
+
+
 def test_empty_pipeline_round_trips() -> None:
     p = make_pipeline()
     q = make_pipeline()

@@ -13,6 +13,7 @@ Both are prequential: each reading is scored before it is learned.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -83,7 +84,8 @@ class Detector(Protocol):
     ) -> Detection: ...
     def reset(self, slot: int) -> None: ...
     def export(self, used: int, pool: SnapshotPool | None = None) -> dict[str, np.ndarray]: ...
-    def restore(self, arrays: dict[str, np.ndarray]) -> None: ...
+    def restore(self, arrays: dict[str, np.ndarray], absent_ok: Collection[str] = ()) -> None:
+        ...
 
 
 def _calibration_arrays(capacity: int) -> SlotArrays:
@@ -143,7 +145,7 @@ class NumbaDetector:
         arrays.update(self.state.export(used, pool, "detector."))
         return arrays
 
-    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+    def restore(self, arrays: dict[str, np.ndarray], absent_ok: Collection[str] = ()) -> None:
         forest = {
             k.removeprefix("forest."): v for k, v in arrays.items() if k.startswith("forest.")
         }
@@ -152,7 +154,8 @@ class NumbaDetector:
         restored = ForestState.restore(self.structure, self.params.window_size, forest)
         restored.grow(capacity)
         self.forest = restored
-        self.state.restore({k: v for k, v in arrays.items() if not k.startswith("forest.")})
+        self.state.restore({k: v for k, v in arrays.items() if not k.startswith("forest.")},
+                           absent_ok)
         self.state.grow(capacity)
 
 
@@ -229,7 +232,7 @@ class RiverDetector:
     def export(self, used: int, pool: SnapshotPool | None = None) -> dict[str, np.ndarray]:
         raise NotImplementedError("checkpoints need the numba backend")
 
-    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+    def restore(self, arrays: dict[str, np.ndarray], absent_ok: Collection[str] = ()) -> None:
         raise NotImplementedError("checkpoints need the numba backend")
 
 

@@ -17,15 +17,16 @@ arrived (or ``--seconds`` passed) and print one JSON line: messages, seconds fro
 the last message, CPU seconds of the process from the first message on, and ``samples``: the
 count every ``--sample-s`` seconds (``[seconds since start, messages]``).
 
-Like the daemon, every mode runs paho's own network thread (``loop_start``) and handles messages
-in ``on_message``; the main thread only samples the count. The samples are taken on the
-daemon's health schedule (0.5 s in ``load.py``), so ``load.py`` computes every consumer's drain
-rate the same way, from samples strictly inside the drain. Each sample is also published (QoS 1,
-``edge-ml-bench/<client id>/count``) as the daemon publishes its health: this matters to paho,
-which reads up to one packet per unacknowledged outgoing message per wake-up (``loop_read``).
-During a drain the broker's acknowledgements of the daemon's health queue behind the backlog,
-so the daemon read 2-10 packets per ``select`` and the silent counter one (strace: 0.2 vs 1.0
-``pselect6`` per message). Loopback only.
+Like the daemon, every mode runs the daemon's own client class, ``edge_ml.mqtt.BurstClient``,
+on paho's network thread (``loop_start``): every packet waiting is read per wake-up, and the
+messages of a wake-up are handled together (``on_burst``); the main thread only samples the
+count. The samples are taken on the daemon's health schedule (0.5 s in ``load.py``), so
+``load.py`` computes every consumer's drain rate the same way, from samples strictly inside the
+drain. Each sample is also published (QoS 1, ``edge-ml-bench/<client id>/count``) as the daemon
+publishes its health. (With paho's plain client this mattered: it reads up to one packet per
+unacknowledged outgoing message per wake-up, so the daemon, whose health acks queued behind
+the backlog, read 2-10 packets per ``select`` and a silent counter one. The burst client reads
+what is there either way.) Loopback only.
 """
 
 from __future__ import annotations

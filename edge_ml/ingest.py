@@ -1,9 +1,10 @@
 """The bounded hand-over from paho's network thread to the worker thread.
 
-``put`` is called on the network thread for every message; ``drain`` on the worker takes a
-micro-batch. When the worker falls behind, ``put`` waits a little (back-pressure: with QoS 1 the
-broker then holds further messages) and only then drops the message, counting it: load shedding
-is never silent. A deque with a condition is cheaper per message than ``queue.Queue``.
+``put_many`` is called on the network thread with each burst of messages (``put`` for one);
+``drain`` on the worker takes a micro-batch. When the worker falls behind, they wait a little
+(back-pressure: with QoS 1 the broker then holds further messages) and only then drop what does
+not fit, counting it: load shedding is never silent. A deque with a condition is cheaper per
+message than ``queue.Queue``.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 Startup never fails because the broker is late: ``connect_async`` + ``loop_start`` and paho's
 reconnect with backoff. Subscriptions are made in ``on_connect`` so every reconnect restores
 them; the session is persistent (clean_session false / MQTT 5 session expiry) so QoS 1
-readings published while we were away are delivered when we come back. ``on_message`` runs on
-paho's network thread and only hands the message over. A subscription the broker refuses (an
-ACL: SUBACK 0x80) is logged and kept in the state, so the health record shows why nothing
-arrives. What is pending (sent, not yet acknowledged) is counted here from paho's public
-callbacks, not read from its private queues.
+readings published while we were away are delivered when we come back. Messages are read a
+burst at a time on paho's network thread (:class:`BurstClient`) and only handed over. A
+subscription the broker refuses (an ACL: SUBACK 0x80) is logged and kept in the state, so the
+health record shows why nothing arrives. What is pending (sent, not yet acknowledged) is
+counted here from paho's public callbacks, not read from its private queues.
 """
 
 from __future__ import annotations

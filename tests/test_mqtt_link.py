@@ -173,6 +173,36 @@ def test_a_burst_remembered_in_bulk_is_remembered_as_one_by_one() -> None:
     assert not bulk.is_redelivery(2, "a", b"2", dup=True)  # fell out of the memory
 
 
+def _message(mid: int, topic: str, payload: bytes, qos: int = 1,
+             dup: bool = False) -> mqtt.MQTTMessage:
+    message = mqtt.MQTTMessage(mid=mid, topic=topic.encode())
+    message.payload, message.qos, message.dup = payload, qos, dup
+    return message
+
+
+def test_a_burst_hands_over_in_order_without_the_resends_it_holds() -> None:
+    bursts: list[list[tuple[str, bytes, float]]] = []
+    config = parse_config({"mqtt": {"client_id": "link-unit"}})
+    link = MqttLink(config.mqtt, lambda t, p, ts: None, "edge-ml/status",
+                    on_messages=bursts.append)
+    link._on_burst([_message(1, "s/a", b"1"), _message(2, "s/b", b"2"),
+                    _message(0, "s/q0", b"0", qos=0)])
+    # The broker sends 2 again (its PUBACK was lost), then a new message under a reused id.
+    link._on_burst([_message(2, "s/b", b"2", dup=True), _message(3, "s/c", b"3"),
+                    _message(1, "s/a", b"9", dup=True)])
+    assert [[(t, p) for t, p, _ in burst] for burst in bursts] == [
+        [("s/a", b"1"), ("s/b", b"2"), ("s/q0", b"0")], [("s/c", b"3"), ("s/a", b"9")]]
+    assert link.redelivery.dropped == 1
+    assert 0 not in link.redelivery.recent  # QoS 0 has no resends to remember
+    link._on_burst([_message(2, "s/b", b"2", dup=True)])  # only resends: nothing handed over
+    assert len(bursts) == 2 and link.redelivery.dropped == 2
+    # Without on_messages, the per-message callback gets each one.
+    got: list[str] = []
+    single = MqttLink(config.mqtt, lambda t, p, ts: got.append(t), "edge-ml/status")
+    single._on_burst([_message(5, "s/x", b"1"), _message(6, "s/y", b"2")])
+    assert got == ["s/x", "s/y"]
+
+
 def test_a_backlog_arrives_in_bursts_every_message_once_and_in_order(
     broker: LocalBroker,
 ) -> None:

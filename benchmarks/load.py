@@ -9,7 +9,9 @@ Measurements
 ------------
 - **drain rate**: a persistent QoS 1 session is created for each consumer, the broker is
   pre-filled with N readings, then the consumer is started and drains them. Every consumer
-  runs paho's own network thread (``loop_start``), and every rate is computed the same way
+  runs the daemon's own client class (``edge_ml.mqtt.BurstClient``: paho's network thread,
+  ``loop_start``, reading every waiting packet per wake-up and handing the messages over a
+  burst at a time), and every rate is computed the same way
   (:func:`drain_rate`): the slope of a count sampled every 0.5 s, between the first and the last
   sample strictly inside the drain, so neither the start (connecting, the first message) nor the
   tail counts. The daemon's count is ``readings_total`` in its retained health
@@ -19,6 +21,10 @@ Measurements
   ``naive_daemon.py``). The daemon and the bare counter drain the same pre-fill in
   turn, and which goes first alternates from one repeat to the next. The daemon's CPU per
   reading comes from ``/proc/<pid>/stat`` (utime+stime) sampled with each health message.
+- **4-field payloads**: the same drain with JSON ``{"current", "flow", "pressure",
+  "vibration"}`` messages (one device, four field streams and its joint stream per topic),
+  daemon and bare counter in turn on the same pre-fill: messages/s for both, readings/s for
+  the daemon.
 - **sustained**: the publisher at a fixed rate, the daemon live; the backlog (``queue_depth``,
   lag of ``readings_total`` behind what was published) must not grow, nothing dropped.
 - **latency**: 1,000 readings/s as JSON with ``"ts"`` = publish time over 24 streams, one
@@ -28,10 +34,13 @@ Measurements
   publish-to-alert (same clock: one machine). ``debounce = 1``, ``cooldown_s = 0`` and
   ``cooldown_readings = 10`` (the default 150 would allow one alert per stream in 150 readings:
   ~7 alerts a second at 1,000 readings/s, whatever the number of streams).
-- **10,000 streams**: one reading each, three rounds, then VmRSS of the daemon; again after
-  it has taken checkpoints (every 2 s here) of all of them, with the longest checkpoint
-  pause it logged. The summary's ``rss_mb_10k_streams`` is the figure after the checkpoints
-  (what a daemon that has run for a while holds).
+- **10,000 streams**: one reading each, three rounds, then VmRSS of the daemon before any
+  checkpoint; then three checkpoints asked for one at a time (SIGUSR1), the highest RSS while
+  they are taken (a snapshot copy of the state and its blob are in flight) and the RSS after
+  them, with the longest checkpoint pause it logged. The summary's ``rss_mb_10k_streams`` is
+  the figure after the checkpoints (what a daemon that has run for a while holds). Mapped-file
+  pages count in full in RSS: those of libllvmlite that another process on the machine also
+  maps stay resident (``kernels.release_compiler_pages`` leaves shared pages alone).
 - **replay**: ``edge-ml replay`` over a generated CSV (``YYYY-MM-DD HH:MM:SS,value``), after an
   untimed replay of its first 1,000 rows (which fills Numba's cache for the replay kernels).
   The rate is rows over the process's wall time, interpreter start and imports included (what
@@ -71,6 +80,9 @@ PUBLISHER = str(ROOT / "benchmarks" / "publisher.py")
 NAIVE = str(ROOT / "benchmarks" / "naive_daemon.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DAEMON_ID = "edge-ml-bench-daemon"
+# Every consumer's count is sampled this often (the daemon's health interval here, its
+# lowest allowed value); the drains are long enough for several samples inside them.
+SAMPLE_S = 0.5
 COUNTER_ID = "edge-ml-bench-counter"
 NAIVE_ID = "edge-ml-bench-naive"
 
@@ -108,7 +120,7 @@ def write_config(path: Path, port: int, db: Path, **sections: dict[str, Any]) ->
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": DAEMON_ID,
                  "topics": ["sensors/#"], "qos": 1, "reconnect_max_s": 2.0},
         "storage": {"db": str(db)},
-        "daemon": {"health_interval_s": 0.5},
+        "daemon": {"health_interval_s": SAMPLE_S},
     }
     for name, values in sections.items():
         tables.setdefault(name, {}).update(values)
@@ -295,15 +307,18 @@ def daemon_drain(config: Path, watcher: Watcher, log: Path, readings: int) -> di
 
 
 def consumer_drain(port: int, mode: str, client_id: str, n: int, db: Path,
-                   topic: str = "sensors/load/#") -> dict[str, Any]:
+                   topic: str = "sensors/load/#", timed: bool = True) -> dict[str, Any]:
+    """One reference consumer drains its queued session (``timed=False``: only to empty it)."""
     out = run_json([NAIVE, "--mode", mode, "--port", str(port), "--client-id", client_id,
-                    "--topic", topic, "--expect", str(n), "--seconds", "300", "--db", str(db)],
-                   320)
+                    "--topic", topic, "--expect", str(n), "--seconds", "300", "--db", str(db),
+                    "--sample-s", str(SAMPLE_S)], 320)
     if out["messages"] < n:
         raise RuntimeError(f"{mode} consumer got {out['messages']} of {n}")
     out["cpu_us"] = out["cpu_s"] / n * 1e6
     out["first_to_last"] = out["rate"]
-    out["rate"] = drain_rate([(t, c) for t, c in out.pop("samples")], n)
+    samples = out.pop("samples")
+    if timed:
+        out["rate"] = drain_rate([(t, c) for t, c in samples], n)
     return out
 
 
@@ -381,23 +396,44 @@ def relay_latency(port: int, watcher: Watcher, seconds: float) -> dict[str, Any]
             "p99": float(np.percentile(lat, 99)), "max": lat[-1]}
 
 
-def many_streams(port: int, config: Path, watcher: Watcher, log: Path,
-                 streams: int) -> dict[str, Any]:
+def many_streams(port: int, config: Path, watcher: Watcher, log: Path, streams: int,
+                 checkpoints: int = 3) -> dict[str, Any]:
+    """RSS with ``streams`` streams held: before any checkpoint, at the highest while
+    checkpoints are taken, and after them.
+
+    The config's timer never fires within the phase (an hour): the checkpoints are asked for
+    with SIGUSR1 (as ``edge-ml checkpoints save`` does) once the readings are in, one at a
+    time, so "before" is not taken with a checkpoint's snapshot copy and blob in flight.
+    """
     with daemon(config, watcher, log) as proc:
         base = watcher.base()
         pub = publish(port, streams * 3, "--streams", str(streams), "--form", "number",
                       "--client-id", "edge-ml-bench-streams", "--prefix", "sensors/many")
         end = watcher.wait_readings(watcher.base() + pub["readings"], timeout=120)
-        time.sleep(1.0)  # a flush of every stream row, then measure
+        time.sleep(1.0)  # settled: the worker idle, then measure
         rss = rss_mb(proc.pid)
         anon, file = rss_mb(proc.pid, "RssAnon"), rss_mb(proc.pid, "RssFile")
-        time.sleep(5.0)  # checkpoints of every stream (config: every 2 s), then measure again
+        peak = rss
+        for i in range(checkpoints):
+            proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 60
+            while len(_saved(log)) <= i and time.monotonic() < deadline:
+                peak = max(peak, rss_mb(proc.pid))
+                time.sleep(0.02)
+        time.sleep(1.0)
         rss_ckpt = rss_mb(proc.pid)
-    pauses = [float(ms) for ms in re.findall(r"checkpoint \d+ saved \(timer.*?worker paused "
-                                             r"([\d.]+) ms", log.read_text())]
+        anon_ckpt, file_ckpt = rss_mb(proc.pid, "RssAnon"), rss_mb(proc.pid, "RssFile")
+    pauses = _saved(log)
     return {"streams": streams, "readings": end.readings - base if end else 0, "rss_mb": rss,
-            "anon_mb": anon, "file_mb": file, "rss_ckpt_mb": rss_ckpt,
+            "anon_mb": anon, "file_mb": file, "rss_ckpt_mb": rss_ckpt, "peak_mb": peak,
+            "anon_ckpt_mb": anon_ckpt, "file_ckpt_mb": file_ckpt,
             "checkpoints": len(pauses), "max_pause_ms": max(pauses, default=0.0)}
+
+
+def _saved(log: Path) -> list[float]:
+    """The worker pause of each requested checkpoint the daemon logged, in order."""
+    return [float(ms) for ms in re.findall(r"checkpoint \d+ saved \(request.*?worker paused "
+                                           r"([\d.]+) ms", log.read_text())]
 
 
 def replay(workdir: Path, rows: int) -> dict[str, Any]:
@@ -438,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=0, help="drain repeats (best is kept)")
     args = parser.parse_args(argv)
     quick = args.quick
-    n_drain = 60_000 if quick else 200_000
+    # A bare counter takes 40-50k messages/s here when the machine is quiet: 150,000 keep
+    # several 0.5 s samples inside its drain.
+    n_drain = 150_000 if quick else 400_000
     n_naive = 12_000 if quick else 30_000  # ~2-4 s: a few samples inside the drain
     repeats = args.repeats or (2 if quick else 3)
     lat_s = 32.0 if quick else 60.0  # 40 spikes/s after 4 s: 1,120 or 2,240 spikes
@@ -491,9 +529,26 @@ def main(argv: list[str] | None = None) -> int:
         forms = ("json", "msgpack", "frame") if not quick else ("frame",)
         for form in forms:
             publish(port, n_drain // 2, "--streams", "10", "--form", form)
-            consumer_drain(port, "count", COUNTER_ID, n_drain // 2, workdir / "x")
+            consumer_drain(port, "count", COUNTER_ID, n_drain // 2, workdir / "x", timed=False)
             per_msg = 2 if form == "frame" else 1
             results["forms"][form] = daemon_drain(fresh(), watcher, log, n_drain // 2 * per_msg)
+
+        # Four fields a message (a device): the daemon and the bare counter drain the same
+        # pre-fill in turn, the order alternating as above.
+        n4 = n_drain
+        four_daemon, four_count = [], []
+        for i in range(repeats):
+            publish(port, n4, "--streams", "10", "--form", "json4")
+            for consumer in ("count", "daemon") if i % 2 == 0 else ("daemon", "count"):
+                if consumer == "count":
+                    four_count.append(consumer_drain(port, "count", COUNTER_ID, n4,
+                                                     workdir / "x"))
+                else:
+                    four_daemon.append(daemon_drain(fresh(), watcher, log, n4 * 4))
+        results["four"] = {"daemon": max(four_daemon, key=lambda r: r["rate"]),
+                           "count": max(four_count, key=lambda r: r["rate"]),
+                           "daemon_runs": [round(r["rate"] / 4) for r in four_daemon],
+                           "count_runs": [round(r["rate"]) for r in four_count]}
 
         drop_sessions(port, COUNTER_ID, NAIVE_ID, DAEMON_ID)
 
@@ -516,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
 
         many_cfg = write_config(workdir / "many.toml", port, workdir / "many.db",
                                 mqtt={"client_id": "edge-ml-bench-many"},
-                                storage={"checkpoint_interval_s": 2.0})
+                                storage={"checkpoint_interval_s": 3600.0})
         results["many"] = many_streams(port, many_cfg, watcher, log, 10_000)
     results["replay"] = replay(workdir, replay_rows)
     results["seconds"] = time.monotonic() - t0
@@ -547,6 +602,21 @@ def print_report(r: dict[str, Any], quick: bool) -> None:
     for form, f in r["forms"].items():
         lines.append(f"| edge-ml daemon, {form} payloads | {f['rate']:,.0f} | "
                      f"{f['cpu_us']:.1f} | {f['rss_mb']:.0f} |")
+    four = r["four"]
+    fd, fc = four["daemon"], four["count"]
+    lines += [
+        "",
+        "| 4-field JSON payloads (a device: 4 readings a message) | messages/s | readings/s "
+        "| CPU µs/message |",
+        "| --- | ---: | ---: | ---: |",
+        f"| bare paho-mqtt v2 subscriber, counts only (runs: {four['count_runs']} msg/s) | "
+        f"{fc['rate']:,.0f} | - | {fc['cpu_us']:.1f} |",
+        f"| edge-ml daemon (runs: {four['daemon_runs']} msg/s) | {fd['rate'] / 4:,.0f} | "
+        f"{fd['rate']:,.0f} ({fd['rate'] / 4:,.0f} per field) | {fd['cpu_us'] * 4:.1f} |",
+        "",
+        f"4-field messages: daemon / bare subscriber = {fd['rate'] / 4 / fc['rate']:.2f} "
+        f"(messages/s)",
+    ]
     s, lat, m, rp = r["sustained"], r["latency"], r["many"], r["replay"]
     lines += [
         "",
@@ -566,9 +636,11 @@ def print_report(r: dict[str, Any], quick: bool) -> None:
         f"transport floor, bare paho relay, same traffic: {r['relay']['alerts']} alerts, "
         f"p50 {r['relay']['p50']:.2f} ms, p99 {r['relay']['p99']:.2f} ms, "
         f"max {r['relay']['max']:.2f} ms",
-        f"{m['streams']:,} streams ({m['readings']:,} readings): daemon RSS {m['rss_mb']:.0f} MB "
-        f"(anonymous {m['anon_mb']:.0f} MB, mapped files {m['file_mb']:.0f} MB); after "
-        f"{m['checkpoints']} timer checkpoints {m['rss_ckpt_mb']:.0f} MB, longest worker pause "
+        f"{m['streams']:,} streams ({m['readings']:,} readings): daemon RSS before any "
+        f"checkpoint {m['rss_mb']:.0f} MB (anonymous {m['anon_mb']:.0f} MB, mapped files "
+        f"{m['file_mb']:.0f} MB); highest during {m['checkpoints']} checkpoints "
+        f"{m['peak_mb']:.0f} MB; after them {m['rss_ckpt_mb']:.0f} MB (anonymous "
+        f"{m['anon_ckpt_mb']:.0f}, mapped files {m['file_ckpt_mb']:.0f}), longest worker pause "
         f"{m['max_pause_ms']:.0f} ms",
         f"replay: {rp['rows']:,} CSV rows in {rp['wall_s']:.2f} s of process wall time "
         f"(interpreter start and imports included): {rp['rate']:,.0f} readings/s; the CLI's "

@@ -17,15 +17,16 @@ arrived (or ``--seconds`` passed) and print one JSON line: messages, seconds fro
 the last message, CPU seconds of the process from the first message on, and ``samples``: the
 count every ``--sample-s`` seconds (``[seconds since start, messages]``).
 
-Like the daemon, every mode runs paho's own network thread (``loop_start``) and handles messages
-in ``on_message``; the main thread only samples the count. The samples are taken on the
-daemon's health schedule (0.5 s in ``load.py``), so ``load.py`` computes every consumer's drain
-rate the same way, from samples strictly inside the drain. Each sample is also published (QoS 1,
-``edge-ml-bench/<client id>/count``) as the daemon publishes its health: this matters to paho,
-which reads up to one packet per unacknowledged outgoing message per wake-up (``loop_read``).
-During a drain the broker's acknowledgements of the daemon's health queue behind the backlog,
-so the daemon read 2-10 packets per ``select`` and the silent counter one (strace: 0.2 vs 1.0
-``pselect6`` per message). Loopback only.
+Like the daemon, every mode runs the daemon's own client class, ``edge_ml.mqtt.BurstClient``,
+on paho's network thread (``loop_start``): every packet waiting is read per wake-up, and the
+messages of a wake-up are handled together (``on_burst``); the main thread only samples the
+count. The samples are taken on the daemon's health schedule (0.5 s in ``load.py``), so
+``load.py`` computes every consumer's drain rate the same way, from samples strictly inside the
+drain. Each sample is also published (QoS 1, ``edge-ml-bench/<client id>/count``) as the daemon
+publishes its health. (With paho's plain client this mattered: it reads up to one packet per
+unacknowledged outgoing message per wake-up, so the daemon, whose health acks queued behind
+the backlog, read 2-10 packets per ``select`` and a silent counter one. The burst client reads
+what is there either way.) Loopback only.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ import msgpack
 import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from edge_ml.mqtt import BurstClient
 
 LOOPBACK = "127.0.0.1"
 WINDOW = 32
@@ -142,27 +145,31 @@ def main(argv: list[str] | None = None) -> int:
     def on_subscribe(client: paho.Client, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
         subscribed.set()
 
-    def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+    def on_burst(messages: list[paho.MQTTMessage]) -> None:
         if state["n"] == 0:
             state["first"] = time.perf_counter()
             state["cpu0"] = cpu_seconds()
         if model is not None:
-            model.process(msg.topic, msg.payload)
+            for msg in messages:
+                model.process(msg.topic, msg.payload)
         elif args.mode == "relay":
-            body = json.loads(msg.payload)
-            if abs(float(body["value"])) > args.threshold:
-                client.publish("edge-ml/alerts/relay",
-                               json.dumps({"state": "open", "ts": body.get("ts")}), qos=1)
-        state["n"] += 1
+            for msg in messages:
+                body = json.loads(msg.payload)
+                if abs(float(body["value"])) > args.threshold:
+                    client.publish("edge-ml/alerts/relay",
+                                   json.dumps({"state": "open", "ts": body.get("ts")}), qos=1)
+        state["n"] += len(messages)
         state["last"] = time.perf_counter()
         if args.expect and state["n"] >= args.expect:
             done.set()
 
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id,
-                         protocol=MQTTProtocolVersion.MQTTv311, clean_session=False)
+    # The daemon's own client class and network loop (edge_ml.mqtt.BurstClient on paho's
+    # loop_start thread): the same reads per wake-up, messages handed over a burst at a time.
+    client = BurstClient(CallbackAPIVersion.VERSION2, client_id=args.client_id,
+                         protocol=MQTTProtocolVersion.MQTTv311, clean_session=False,
+                         on_burst=on_burst)
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
-    client.on_message = on_message
     client.connect(args.host, args.port, keepalive=60)
     started = time.perf_counter()
     client.loop_start()

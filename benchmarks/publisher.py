@@ -5,9 +5,11 @@ charged to the consumer being measured. Loopback only: ``--host`` must be 127.0.
 
 Payload forms (``--form``): ``number`` (bare text), ``json`` (``{"value": v}``), ``msgpack``
 (the same map), ``frame`` (firmware frame v1 with two measurements, so two readings per
-message). ``--with-ts`` adds ``"ts"`` = the publish time (JSON/msgpack/frame), which the daemon
-copies into the alert: the load script times publish-to-alert from it. ``--spike-every-s`` turns
-one reading (round-robin over the streams) into a large spike at that interval;
+message), ``json4`` (``{"current": .., "flow": .., "pressure": .., "vibration": ..}``: four
+readings per message, which the daemon takes as a device of four fields). ``--with-ts``
+adds ``"ts"`` = the publish time (JSON/msgpack/frame), which the daemon copies into the alert:
+the load script times publish-to-alert from it. ``--spike-every-s`` turns one reading
+(round-robin over the streams) into a large spike at that interval;
 ``--spike-every-n`` makes every n-th message a spike instead (a count that does not depend on
 how well the publisher keeps its rate; with n and ``--streams`` coprime, every stream in turn).
 
@@ -30,7 +32,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 LOOPBACK = "127.0.0.1"
-FORMS = ("number", "json", "msgpack", "frame")
+FORMS = ("number", "json", "msgpack", "frame", "json4")
 # Normal readings: stationary unit Gaussian noise plus a small sine per stream (no drift).
 NOISE = 1.0
 WAVE = 0.3
@@ -48,6 +50,12 @@ def payload(form: str, value: float, ts: float | None, seq: int, stream: int) ->
              "ts": ts if ts is not None else time.time(),
              "m": {"temperature": value, "vibration": value * 0.5}}
         )
+    if form == "json4":  # a pump: four related fields
+        four = {"current": round(4.0 + value, 5), "flow": round(12.0 + 2.0 * value, 5),
+                "pressure": round(2.5 + 0.1 * value, 5), "vibration": round(0.3 * value, 5)}
+        if ts is not None:
+            four["ts"] = ts
+        return json.dumps(four).encode()
     body: dict[str, float] = {"value": value}
     if ts is not None:
         body["ts"] = ts
@@ -57,7 +65,7 @@ def payload(form: str, value: float, ts: float | None, seq: int, stream: int) ->
 
 
 def readings_per_message(form: str) -> int:
-    return 2 if form == "frame" else 1
+    return {"frame": 2, "json4": 4}.get(form, 1)
 
 
 def main(argv: list[str] | None = None) -> int:

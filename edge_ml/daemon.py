@@ -75,7 +75,8 @@ class Daemon:
         ha_on = config.alerts.homeassistant
         self._ha_online = threading.Event()
         self.link = MqttLink(config.mqtt, self.inbox.put,
-                             status_topic(config.alerts.topic_prefix), source=config.source)
+                             status_topic(config.alerts.topic_prefix), source=config.source,
+                             on_messages=self.inbox.put_many)
         self.homeassistant: HomeAssistant | None = None
         if ha_on:
             self.homeassistant = HomeAssistant(

@@ -3,11 +3,11 @@
 Startup never fails because the broker is late: ``connect_async`` + ``loop_start`` and paho's
 reconnect with backoff. Subscriptions are made in ``on_connect`` so every reconnect restores
 them; the session is persistent (clean_session false / MQTT 5 session expiry) so QoS 1
-readings published while we were away are delivered when we come back. ``on_message`` runs on
-paho's network thread and only hands the message over. A subscription the broker refuses (an
-ACL: SUBACK 0x80) is logged and kept in the state, so the health record shows why nothing
-arrives. What is pending (sent, not yet acknowledged) is counted here from paho's public
-callbacks, not read from its private queues.
+readings published while we were away are delivered when we come back. Messages are read a
+burst at a time on paho's network thread (:class:`BurstClient`) and only handed over. A
+subscription the broker refuses (an ACL: SUBACK 0x80) is logged and kept in the state, so the
+health record shows why nothing arrives. What is pending (sent, not yet acknowledged) is
+counted here from paho's public callbacks, not read from its private queues.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ from edge_ml.errors import ConfigError, MqttError
 log = logging.getLogger(__name__)
 
 OnMessage = Callable[[str, bytes, float], None]
+# A burst of messages (topic, payload, received_at), in arrival order.
+OnMessages = Callable[[list[tuple[str, bytes, float]]], None]
+# Packets read per wake-up of the network loop at most (see BurstClient).
+BURST_PACKETS = 512
 
 # While the broker stays unreachable, the same failure is logged again at most this often (a
 # reconnect every few seconds for a day must not flood the journal); a new reason at once.
@@ -83,9 +87,67 @@ class RedeliveryFilter:
             self.recent.popitem(last=False)
         return False
 
+    def remember(self, mids: list[int], keys: list[tuple[str, bytes]]) -> None:
+        """Remember a burst of messages none of which is flagged DUP, as ``is_redelivery``
+        would one by one (a packet id seen again moves to the newest end), in bulk."""
+        recent = self.recent
+        for mid in recent.keys() & mids:  # reused packet ids: their new message is the newest
+            del recent[mid]
+        recent.update(zip(mids, keys, strict=True))
+        for _ in range(len(recent) - self.size):
+            recent.popitem(last=False)
+
     def forget(self) -> None:
         """A new session (the broker kept nothing): old packet ids mean nothing now."""
         self.recent.clear()
+
+
+class BurstClient(paho.Client):
+    """paho's client, reading every packet waiting on the socket per wake-up of its network loop.
+
+    paho's loop (``loop_start`` / ``loop_forever``) calls :meth:`loop_read` once per ``select``
+    wake-up, and that reads ``max(1, messages awaiting an ack)`` packets: a subscriber that
+    publishes little pays a ``select``, a wake-up pipe read and a loop pass per message. Here
+    ``loop_read`` goes on reading while packets keep delivering messages (up to
+    ``burst_packets``), and the messages of one wake-up go to ``on_burst`` as one list, after
+    paho has queued their acknowledgements (sent when ``loop_read`` returns, as before).
+    Reconnects, keep-alives and callbacks stay paho's own. Messages routed by
+    ``message_callback_add`` still go to their callbacks one by one.
+
+    ``load.py``'s bare counter runs this same client, so the daemon is compared with a
+    consumer driven the same way.
+    """
+
+    def __init__(self, *args: Any, on_burst: Callable[[list[paho.MQTTMessage]], None],
+                 burst_packets: int = BURST_PACKETS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._arrived: list[paho.MQTTMessage] = []
+        self._on_burst = on_burst
+        self.burst_packets = burst_packets
+        self.on_message = self._arrive
+
+    def _arrive(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._arrived.append(message)
+
+    def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
+        arrived = self._arrived
+        n = len(arrived)
+        rc = super().loop_read(max_packets)
+        reads = 1
+        # A read that delivered no message: the socket is empty (or it was an ack): stop.
+        while rc == paho.MQTT_ERR_SUCCESS and len(arrived) > n and reads < self.burst_packets:
+            n = len(arrived)
+            rc = super().loop_read(max_packets)
+            reads += 1
+        if arrived:
+            self._arrived = []
+            try:
+                self._on_burst(arrived)
+            except Exception:
+                # As paho does for on_message with suppress_exceptions: an exception here
+                # would end the network thread (no more readings, no reconnects).
+                log.exception("handling %d received messages failed", len(arrived))
+        return rc
 
 
 class PendingPublishes:
@@ -276,6 +338,10 @@ class MqttLink:
     on_message
         Called on paho's network thread with ``(topic, payload, received_at)``; must not block
         for long.
+    on_messages
+        When given, called instead of ``on_message`` with every burst of messages read in one
+        wake-up of the network loop, a list of ``(topic, payload, received_at)`` (one lock and
+        one hand-over per burst rather than per message).
     status_topic
         Where ``online``/``offline`` (retained) and the last will go.
     source
@@ -284,7 +350,7 @@ class MqttLink:
     """
 
     def __init__(self, config: MqttConfig, on_message: OnMessage, status_topic: str,
-                 source: str | None = None) -> None:
+                 source: str | None = None, on_messages: OnMessages | None = None) -> None:
         self.config = config
         self.status_topic = status_topic
         self.state = ConnectionState()
@@ -294,6 +360,7 @@ class MqttLink:
         self._takeover_logged_at = -CONNECT_FAIL_LOG_INTERVAL_S
         self._fails_unlogged = 0
         self._on_message_cb = on_message
+        self._on_messages_cb = on_messages
         self._connected = threading.Event()
         self._extra_on_connect: list[Callable[[], None]] = []
         self._subscriptions: list[tuple[str, int]] = [(t, config.qos) for t in config.topics]
@@ -311,11 +378,10 @@ class MqttLink:
         }
         if not v5:
             kwargs["clean_session"] = config.clean_session
-        client = paho.Client(**kwargs)
+        client = BurstClient(on_burst=self._on_burst, **kwargs)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
         client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
@@ -472,11 +538,32 @@ class MqttLink:
                         self._dropped_unlogged, self.broker_dropped.total or 0)
             self._dropped_logged_at, self._dropped_unlogged = now, 0
 
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if message.qos > 0 and self.redelivery.is_redelivery(
-                message.mid, message.topic, message.payload, bool(message.dup)):
+    def _on_burst(self, messages: list[paho.MQTTMessage]) -> None:
+        """The messages of one wake-up: resends dropped, the rest handed over in order."""
+        now = time.time()
+        topics = [m.topic for m in messages]
+        payloads = [m.payload for m in messages]
+        if any([m.dup for m in messages]):  # a resend among them: one by one, exactly
+            redelivered = self.redelivery.is_redelivery
+            batch = [(t, p, now) for m, t, p in zip(messages, topics, payloads, strict=True)
+                     if not (m.qos > 0 and redelivered(m.mid, t, p, bool(m.dup)))]
+        else:
+            qos = [m.qos for m in messages]
+            if all(qos):  # QoS 1/2, every one remembered for its possible resend
+                self.redelivery.remember([m.mid for m in messages],
+                                         list(zip(topics, payloads, strict=True)))
+            elif any(qos):
+                kept = [i for i, q in enumerate(qos) if q]
+                self.redelivery.remember([messages[i].mid for i in kept],
+                                         [(topics[i], payloads[i]) for i in kept])
+            batch = [(t, p, now) for t, p in zip(topics, payloads, strict=True)]
+        if not batch:
             return
-        self._on_message_cb(message.topic, message.payload, time.time())
+        if self._on_messages_cb is not None:
+            self._on_messages_cb(batch)
+        else:
+            for topic, payload, received_at in batch:
+                self._on_message_cb(topic, payload, received_at)
 
     # -- lifecycle (main thread) ----------------------------------------------------------
     def on_connect(self, callback: Callable[[], None]) -> None:

@@ -119,3 +119,57 @@ def test_unicode_topics() -> None:
                   "sensors/" + "é" * 300, "sensors/\ud800"):
         out = decode_batch([(topic, b"1.5", 1.0)], MAX_PAYLOAD)
         assert len(out) + len(out.rejects) == 1
+
+
+# -- the bulk paths (bare numbers, flat maps of numbers) against the general one ------------
+number_payloads = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(lambda f: repr(f).encode()),
+    st.integers(min_value=-(10**30), max_value=10**30).map(lambda i: str(i).encode()),
+    st.sampled_from([b" 2.5\n", b"+.5", b"1_000", b"-0", b"1e309", b"", b"  ", b"1.5x",
+                     b"Infinity", b"nan", b"\x31", b"0x10", b"1" + b"0" * 400]),
+)
+number_fields = st.one_of(st.floats(allow_nan=False), st.integers(-(2**70), 2**70),
+                          st.just(1e308))
+flat_maps = st.one_of(
+    st.dictionaries(st.sampled_from(["value", "current", "flow", "pressure", "a/b", "#", ""]),
+                    number_fields, max_size=5),
+    st.dictionaries(st.sampled_from(["value", "current", "flow", "ts"]),
+                    st.one_of(number_fields, st.none(), st.booleans(), st.text(max_size=5),
+                              st.just("2023-11-14T22:13:20Z"), st.just(2e10),
+                              st.lists(st.integers(), max_size=2)),
+                    max_size=4),
+    st.fixed_dictionaries(
+        {"ts": st.sampled_from([1.7e9, 1_700_000_000, 2e10, -1.0, 1.7e12, 10**400, True, None,
+                                "2023-11-14T22:13:20Z", "soon"]),
+         "current": number_fields, "flow": number_fields}),
+).map(_json_bytes)
+
+
+def _general(messages: list[tuple[str, bytes, float]]) -> object:
+    """decode_batch with the bulk paths turned off: the reference they must agree with."""
+    import edge_ml.decode as decode
+
+    flat, numbers = decode._flat_map, decode._bare_numbers
+    decode._flat_map, decode._bare_numbers = (lambda *a: False), (lambda *a: None)
+    try:
+        return decode_batch(messages, MAX_PAYLOAD)
+    finally:
+        decode._flat_map, decode._bare_numbers = flat, numbers
+
+
+def _same(a: object, b: object) -> None:
+    for name in ("streams", "ts", "values", "rejects", "frames", "devices"):
+        assert getattr(a, name) == getattr(b, name), name
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["sensors/a", "sensors/b", "s/\x00", "x" * 200]),
+                          st.one_of(number_payloads, flat_maps, payloads), st.floats(0, 2e9)),
+                min_size=1, max_size=12))
+def test_the_bulk_paths_decode_as_the_general_path(
+    messages: list[tuple[str, bytes, float]],
+) -> None:
+    _same(decode_batch(messages, MAX_PAYLOAD), _general(messages))
+    numbers_only = [(t, p, ts) for t, p, ts in messages if p[:1] != b"{"]
+    if numbers_only:
+        _same(decode_batch(numbers_only, MAX_PAYLOAD), _general(numbers_only))

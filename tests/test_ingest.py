@@ -143,3 +143,45 @@ def test_high_water_is_the_deepest_the_inbox_got(maxsize: int) -> None:
     inbox.drain(maxsize, 0.0)
     fill(inbox, 1)
     assert inbox.high_water == maxsize and inbox.dropped == 1
+
+
+def test_put_many_takes_a_burst_in_order_with_one_wake_up() -> None:
+    inbox = Inbox(maxsize=10)
+    assert inbox.put_many([(f"t/{i}", b"", float(i)) for i in range(4)]) == 4
+    assert inbox.put_many([]) == 0
+    assert inbox.put_many([("t/4", b"", 4.0)]) == 1
+    assert [m[0] for m in inbox.drain(10, 0.0)] == [f"t/{i}" for i in range(5)]
+    assert inbox.high_water == 5 and inbox.dropped == 0
+
+
+def test_a_burst_that_does_not_fit_waits_then_keeps_what_fits_and_counts_the_rest() -> None:
+    inbox = Inbox(maxsize=5, put_timeout_s=0.2)
+    fill(inbox, 3)
+    started = time.monotonic()
+    assert inbox.put_many([(f"b/{i}", b"", 0.0) for i in range(4)]) == 2
+    assert 0.19 <= time.monotonic() - started < 1.0  # waited for room first
+    assert inbox.dropped == 2
+    assert [m[0] for m in inbox.drain(10, 0.0)] == ["t/0", "t/1", "t/2", "b/0", "b/1"]
+
+
+def test_a_burst_waiting_for_room_gets_in_when_the_worker_drains() -> None:
+    inbox = Inbox(maxsize=4, put_timeout_s=5.0)
+    fill(inbox, 3)
+    taken: list[int] = []
+    producer = threading.Thread(
+        target=lambda: taken.append(inbox.put_many([("b/0", b"", 0.0), ("b/1", b"", 0.0)])))
+    producer.start()
+    time.sleep(0.1)
+    assert producer.is_alive() and not taken
+    assert len(inbox.drain(2, 0.0)) == 2
+    producer.join(2)
+    assert taken == [2] and inbox.dropped == 0
+    assert [m[0] for m in inbox.drain(10, 0.0)] == ["t/2", "b/0", "b/1"]
+
+
+def test_drain_of_the_whole_inbox_and_of_part_of_it_keep_the_order() -> None:
+    inbox = Inbox(maxsize=100)
+    fill(inbox, 6)
+    assert [m[0] for m in inbox.drain(4, 0.0)] == ["t/0", "t/1", "t/2", "t/3"]
+    assert [m[0] for m in inbox.drain(100, 0.0)] == ["t/4", "t/5"]
+    assert len(inbox) == 0

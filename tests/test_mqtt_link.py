@@ -158,6 +158,85 @@ def test_a_resend_of_a_message_already_received_is_dropped_and_counted() -> None
     assert f.dropped == 1
 
 
+def test_a_burst_remembered_in_bulk_is_remembered_as_one_by_one() -> None:
+    bulk, single = RedeliveryFilter(size=4), RedeliveryFilter(size=4)
+    bursts = [[(1, "a", b"1"), (2, "a", b"2")], [(3, "b", b"3"), (1, "a", b"4")],
+              [(5, "c", b"5"), (6, "c", b"6")]]
+    for burst in bursts:
+        bulk.remember([mid for mid, _, _ in burst], [(t, p) for _, t, p in burst])
+        for mid, topic, payload in burst:
+            assert not single.is_redelivery(mid, topic, payload, dup=False)
+    # Packet id 1 came again with a new message: that one is the newest, and only it.
+    assert list(bulk.recent.items()) == list(single.recent.items())
+    assert list(bulk.recent) == [3, 1, 5, 6]
+    assert bulk.is_redelivery(1, "a", b"4", dup=True)
+    assert not bulk.is_redelivery(2, "a", b"2", dup=True)  # fell out of the memory
+
+
+def _message(mid: int, topic: str, payload: bytes, qos: int = 1,
+             dup: bool = False) -> mqtt.MQTTMessage:
+    message = mqtt.MQTTMessage(mid=mid, topic=topic.encode())
+    message.payload, message.qos, message.dup = payload, qos, dup
+    return message
+
+
+def test_a_burst_hands_over_in_order_without_the_resends_it_holds() -> None:
+    bursts: list[list[tuple[str, bytes, float]]] = []
+    config = parse_config({"mqtt": {"client_id": "link-unit"}})
+    link = MqttLink(config.mqtt, lambda t, p, ts: None, "edge-ml/status",
+                    on_messages=bursts.append)
+    link._on_burst([_message(1, "s/a", b"1"), _message(2, "s/b", b"2"),
+                    _message(0, "s/q0", b"0", qos=0)])
+    # The broker sends 2 again (its PUBACK was lost), then a new message under a reused id.
+    link._on_burst([_message(2, "s/b", b"2", dup=True), _message(3, "s/c", b"3"),
+                    _message(1, "s/a", b"9", dup=True)])
+    assert [[(t, p) for t, p, _ in burst] for burst in bursts] == [
+        [("s/a", b"1"), ("s/b", b"2"), ("s/q0", b"0")], [("s/c", b"3"), ("s/a", b"9")]]
+    assert link.redelivery.dropped == 1
+    assert 0 not in link.redelivery.recent  # QoS 0 has no resends to remember
+    link._on_burst([_message(2, "s/b", b"2", dup=True)])  # only resends: nothing handed over
+    assert len(bursts) == 2 and link.redelivery.dropped == 2
+    # Without on_messages, the per-message callback gets each one.
+    got: list[str] = []
+    single = MqttLink(config.mqtt, lambda t, p, ts: got.append(t), "edge-ml/status")
+    single._on_burst([_message(5, "s/x", b"1"), _message(6, "s/y", b"2")])
+    assert got == ["s/x", "s/y"]
+
+
+def test_a_backlog_arrives_in_bursts_every_message_once_and_in_order(
+    broker: LocalBroker,
+) -> None:
+    """A persistent session's backlog is read many packets per wake-up and handed over as
+    lists (one hand-over per burst), every message once and in order."""
+    bursts: list[list[tuple[str, bytes, float]]] = []
+    config = parse_config({"mqtt": {"port": broker.port, "client_id": "link-burst",
+                                    "topics": ["sensors/#"]}})
+    link = MqttLink(config.mqtt, lambda t, p, ts: None, "edge-ml/status",
+                    on_messages=bursts.append)
+    link.start()
+    assert link.wait_connected(10), link.state
+    wait_for(lambda: not link.state.subscribe_refused and link.state.connects, 5, "subscribed")
+    time.sleep(0.3)
+    link.stop()
+    pub = Observer(broker, ["unused/#"], client_id="burst-pub")
+    try:
+        for i in range(2000):  # queued for the persistent session while it is away
+            pub.client.publish(f"sensors/s{i % 7}", str(i), qos=1)
+        pub.publish("sensors/last", "2000")
+        link = MqttLink(config.mqtt, lambda t, p, ts: None, "edge-ml/status",
+                        on_messages=bursts.append)
+        link.start()
+        wait_for(lambda: sum(map(len, bursts)) >= 2001, 20, "the backlog")
+    finally:
+        pub.close()
+        link.stop()
+    payloads = [int(p) for burst in bursts for _, p, _ in burst]
+    assert payloads == list(range(2001))
+    assert max(map(len, bursts)) > 1  # read in bursts, not one message per wake-up
+    assert len(bursts) < 2001
+    assert len(link.redelivery.recent) == 2001  # every one remembered for its resend
+
+
 # -- refused subscriptions ------------------------------------------------------------------
 @pytest.fixture
 def acl_broker(tmp_path: Path) -> Iterator[LocalBroker]:

@@ -8,6 +8,11 @@ lives in a folder named after a fingerprint of every kernel source file (this pa
 any kernel gives a fresh folder, and nothing stale can be loaded. The base folder is
 ``$NUMBA_CACHE_DIR`` (systemd's CacheDirectory in the unit) or this package's ``__pycache__``.
 A module of kernels elsewhere imports this package before its first ``@njit``.
+
+The kernels the pipeline calls from Python (``detect_batch``, ``joint_batch``, ``alert_batch``,
+the ``stats`` and ``page_hinkley`` batches) are ``nogil=True``: they touch only arrays, and while
+the worker thread is inside one, paho's network thread can go on reading the socket instead of
+waiting for the interpreter lock (the daemon's two threads overlap).
 """
 
 from __future__ import annotations

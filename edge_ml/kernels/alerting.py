@@ -22,7 +22,7 @@ RESOLVED = 2
 NEVER = 1 << 62
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def alert_batch(
     slots, levels, ts, warming, above, below, is_open, peak, closed_at, since_open,
     threshold, resolve_threshold, debounce, cooldown_s, cooldown_readings,

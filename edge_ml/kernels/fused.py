@@ -18,7 +18,7 @@ from edge_ml.kernels.hst import hst_step_into
 from edge_ml.kernels.window import N_FEATURES, N_Z, Z_RESIDUAL, feature_update, squash
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def detect_batch(
     slots, values, ts, period_s,
     prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol, lr_mean, lr_dev, prev,

@@ -247,7 +247,7 @@ def learn_row(x, mean, cov, rdev, k, rows, resid, weight, mean_weight):
             rdev[j] += b * (abs(resid[j]) - rdev[j])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def joint_batch(slot_device, slot_field, slots, values, ts, stale_s,
                 n_fields, last, last_ts, fresh, mean, cov, rows, rdev,
                 tree_of_k, tree_feature, tree_threshold, mass, ref, count, first_window,

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def block_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, size):
     """Add each reading (warming ones skipped) to its stream's open block of ``size`` readings.
 
@@ -49,7 +49,7 @@ def block_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, siz
     return out_slot[:k], out_sum[:k], out_sumsq[:k], out_ts[:k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def drift_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, ref_var, ref_blocks,
                 ph_n, ph_mean, ph_inc, ph_min_inc, ph_dec, ph_max_dec, size, min_blocks, delta,
                 threshold, alpha, min_scale):

@@ -6,7 +6,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def record_batch(slots, ts, values, levels, warming, readings, first_ts, last_ts, last_value,
                  last_level, last_warming):
     """Count each reading and keep the latest ts, value, level and warm-up flag per slot.
@@ -25,7 +25,7 @@ def record_batch(slots, ts, values, levels, warming, readings, first_ts, last_ts
         last_warming[s] = warming[i]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def recent_batch(slots, ts, levels, warming, ring, minute, steps):
     """Per slot, the maximum level of each of the last ``ring.shape[1]`` minutes (a ring).
 

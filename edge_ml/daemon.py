@@ -30,7 +30,7 @@ from edge_ml.kernels import release_compiler_pages
 from edge_ml.lockfile import DatabaseLock
 from edge_ml.metrics import MetricsServer
 from edge_ml.mqtt import MqttLink
-from edge_ml.pipeline import Pipeline
+from edge_ml.pipeline import Pipeline, warm_kernels
 from edge_ml.preflight import check_config
 from edge_ml.publish import AlertPublisher, status_topic
 from edge_ml.sdnotify import SystemdNotifier
@@ -346,6 +346,8 @@ class Daemon:
             except OSError as exc:
                 log.error("cannot serve metrics on 127.0.0.1:%d: %s (running without)",
                           self.config.daemon.metrics_port, exc)
+        # Before subscribing: a cold Numba cache compiled in the first batch dropped the backlog.
+        log.info("kernels ready in %.1f s", warm_kernels(self.config))
         self.worker.start()
         self.link.start()
         # Wait for the broker, but not past a refusal or a SIGTERM during startup.

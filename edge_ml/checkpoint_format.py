@@ -39,10 +39,12 @@ MAGIC = b"EDGEMLCK"
 #   2: ``persist``, the persistent view's EWMA and its spread (issue 13): zeros, the view
 #      learns again and scores after its first 100 readings;
 #   3: ``first_ts``, each stream's first-reading time (warm-up by time span): NaN, taken at
-#      the stream's next reading (a stream past its warm-up is not affected).
-SCHEMA_VERSION = 3
+#      the stream's next reading (a stream past its warm-up is not affected);
+#   4: ``discrete``, each stream's integrality, grid step and zero share (kernels.discrete):
+#      zeros, learned again from the next readings (no floor for the first 10).
+SCHEMA_VERSION = 4
 OLDEST_READABLE = 1
-DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",)}
+DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",)}
 _DIGEST = 32
 # Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
 # 1,000 streams at default parameters are about 21 MB, so this allows ~50,000 streams.
@@ -256,7 +258,7 @@ def detector_arrays_added_since(version: int) -> tuple[str, ...]:
     """Per-stream detector arrays a checkpoint of schema ``version`` lacks (added later).
 
     >>> detector_arrays_added_since(1)
-    ('persist', 'first_ts')
+    ('persist', 'first_ts', 'discrete')
     >>> detector_arrays_added_since(SCHEMA_VERSION)
     ()
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from edge_ml.kernels.calibration import (
@@ -199,3 +200,44 @@ def alert_codes(levels: list[float], ts: list[float], warming: list[int], thresh
             above = 0
         codes.append(code)
     return codes
+
+
+def discrete_rescaled(values: list[float], residuals: list[float],
+                      z_season: list[float]) -> list[float]:
+    """Seasonal z-scores with their scale floored by the stream's discrete structure.
+
+    Written from the rules, not the kernel: after 10 readings a residual's scale is at least
+    the rounding deviation q / sqrt(12) of the smallest nonzero step q seen; for a stream of
+    non-negative integers, when more than half of its readings were 0 (running share), the
+    spread of its nonzero values; and a count's z is at most its Anscombe z against the level
+    it was judged against, 2 (sqrt(v + 3/8) - sqrt(level + 3/8)).
+    """
+    alpha = 1.0 / 600.0
+    out = []
+    seen: list[float] = []
+    share_zero = nz_mean = nz_dev = 0.0
+    nz_n = 0
+    for v, r, z in zip(values, residuals, z_season, strict=True):
+        if z != 0.0 and r != 0.0 and len(seen) >= 10:
+            steps = [abs(b - a) for a, b in itertools.pairwise(seen) if b != a]
+            floor = min(steps) / 2.0 if steps else 0.0
+            count = all(x >= 0 and x == int(x) for x in seen)
+            if count and share_zero > 0.5:
+                floor = max(floor, 1.25 * nz_dev)
+            if floor > abs(r / z):
+                z = r / floor
+            if count:
+                za = 2.0 * (math.sqrt(v + 0.375) - math.sqrt(max(v - r, 0.0) + 0.375))
+                if za != 0.0 and abs(za) < abs(z):
+                    z = za
+        out.append(z)
+        a = max(alpha, 1.0 / (len(seen) + 1))
+        share_zero += a * ((v == 0.0) - share_zero)
+        if v != 0.0:
+            d = v - nz_mean
+            nz_mean += max(alpha, 1.0 / (nz_n + 1)) * d
+            if nz_n > 0:
+                nz_dev += max(alpha, 1.0 / nz_n) * (abs(d) - nz_dev)
+            nz_n += 1
+        seen.append(v)
+    return out

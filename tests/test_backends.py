@@ -31,6 +31,7 @@ from edge_ml.kernels.calibration import (
     warm_early,
     warming_up,
 )
+from edge_ml.kernels.discrete import discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
 from edge_ml.kernels.window import Z_RESIDUAL
@@ -122,6 +123,7 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
         slot = int(slots[i])
         Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
         residual[i] = R[0]
+        Z[0, 0] = discrete_rescale(s.discrete, slot, values[i], Z[0, Z_RESIDUAL], Z[0, 0])
         expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
         raw[i] = hst_step_into(st.split_feature, st.split_threshold, f.mass, f.ref, f.count,
                                f.first_window, slot, np.ascontiguousarray(X[0]), p.height,

@@ -15,6 +15,7 @@ from edge_ml.kernels.calibration import (
     persistent_level,
     tail_level,
 )
+from edge_ml.kernels.discrete import N_DISCRETE, discrete_rescale
 
 pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
 
@@ -167,3 +168,49 @@ def test_the_first_scored_window_is_not_an_anomaly() -> None:
     short, short_sum = np.zeros((1, CAL_SHORT)), np.zeros(1)
     levels = [calibrate(mean, var, n, short, short_sum, 0, r, 0.0, 0.0, 250) for r in raw]
     assert max(levels) < 0.3
+
+
+def _discrete_case(values: np.ndarray, level: float, scale: float) -> tuple[list, list, list]:
+    """Residuals against ``level`` and their z-scores at a too-small slot ``scale``."""
+    r = (values - level).tolist()
+    return values.tolist(), r, [x / scale for x in r]
+
+
+@pytest.mark.parametrize("case", ["poisson", "quantised", "sparse", "continuous"])
+def test_discrete_floors_match_reference(case: str) -> None:
+    """Counts, grid sensors and mostly-zero counters: a collapsed slot scale is floored by what
+    the stream's discrete structure shows; a continuous stream is left alone."""
+    rng = np.random.default_rng(13)
+    n = 2000
+    if case == "poisson":
+        values, level, scale = rng.poisson(0.7, n).astype(float), 0.7, 0.3
+        values[1500] = 5.0  # P(X >= 5) = 8e-4 at mean 0.7: ordinary over 10,000 readings
+    elif case == "quantised":
+        values = np.round(rng.normal(20.0, 0.2, n) / 0.5) * 0.5
+        level, scale = 20.0, 0.05  # a slot that saw mostly one grid value
+    elif case == "sparse":
+        bursts = rng.poisson(rng.uniform(5.0, 50.0, n))  # bursts of 5-50 counts
+        values = np.where(rng.random(n) < 0.03, bursts, 0).astype(float)
+        level, scale = 0.5, 0.5  # the slot deviation of a stream that is mostly 0
+    else:
+        values, level, scale = rng.normal(20.0, 1.0, n), 20.0, 1.0
+    values[:10] = values[10:20]  # the floors start after 10 readings
+    v, r, z = _discrete_case(values, level, scale)
+    z[5] = 0.0  # an unscored reading stays unscored
+    discrete = np.zeros((2, N_DISCRETE))
+    got = [discrete_rescale(discrete, 1, v[i], r[i], z[i]) for i in range(n)]
+    np.testing.assert_allclose(got, naive.discrete_rescaled(v, r, z), rtol=1e-12, atol=1e-12)
+    assert not discrete[0].any()  # one stream's state only
+    assert got[5] == 0.0
+    assert np.array_equal(np.sign(got), np.sign(z))  # never flips a residual's direction
+    assert np.all(np.abs(got) <= np.abs(z) + 1e-12)  # only ever less alarming
+    if case == "poisson":
+        assert abs(z[1500]) > 10.0 and abs(got[1500]) < 3.0
+    elif case == "quantised":
+        one_step = [i for i in range(100, n) if abs(r[i]) == 0.5]
+        assert one_step and max(abs(got[i]) for i in one_step) <= 2.0 + 1e-12  # q / 2
+    elif case == "sparse":
+        bursts = [i for i in range(500, n) if v[i] > 0]
+        assert max(abs(z[i]) for i in bursts) > 50 and max(abs(got[i]) for i in bursts) < 5
+    else:
+        np.testing.assert_array_equal(got[100:], z[100:])  # a continuous grid step is ~0

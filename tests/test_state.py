@@ -60,15 +60,18 @@ def test_resume_scores_exactly_as_uninterrupted() -> None:
     assert restored.readings_total == uninterrupted.readings_total == 3500
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_older_schema_checkpoint_is_upgraded_not_thrown_away(version: int) -> None:
-    """A checkpoint written before the persistent view (1) or the first-reading time (2) keeps
-    its streams' trees, profiles and counters; the state added since starts neutral."""
+    """A checkpoint written before the persistent view (1), the first-reading time (2) or the
+    discrete floors (3) keeps its streams' trees, profiles and counters; the state added since
+    starts neutral."""
     trained = make_pipeline()
     trained.process_readings(*readings(1500, seed=1))
     document = export_state(trained)
     document["header"]["schema_version"] = version
-    for name in {1: ("persist", "first_ts"), 2: ("first_ts",)}[version]:
+    added = {1: ("persist", "first_ts", "discrete"), 2: ("first_ts", "discrete"),
+             3: ("discrete",)}
+    for name in added[version]:
         del document["state"]["detector"][name]
     restored = make_pipeline()
     restore_state(restored, decode(encode(document).blob, compatibility(restored)))
@@ -76,7 +79,9 @@ def test_an_older_schema_checkpoint_is_upgraded_not_thrown_away(version: int) ->
     np.testing.assert_array_equal(restored.detector.forest.mass[:3],
                                   trained.detector.forest.mass[:3])
     state = restored.detector.state
-    assert np.isnan(state.first_ts[0])
+    assert not state.discrete[0].any()
+    if version < 3:
+        assert np.isnan(state.first_ts[0])
     if version == 1:
         assert not state.persist[0].any()
     else:
@@ -85,7 +90,8 @@ def test_an_older_schema_checkpoint_is_upgraded_not_thrown_away(version: int) ->
     expected = trained.process_readings(*later)
     result = restored.process_readings(*later)
     assert not result.warming.any()  # past its warm-up: still scored at once
-    if version == 2:  # the first-reading time matters only to a stream still warming up
+    if version >= 2:  # the first-reading time matters only to a stream still warming up, the
+        # discrete floors only to a discrete stream (these are continuous)
         np.testing.assert_array_equal(result.levels, expected.levels)
     else:  # the persistent view learns again; the spikes are found as before
         np.testing.assert_array_equal(result.levels >= 0.5, expected.levels >= 0.5)

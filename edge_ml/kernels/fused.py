@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit
 
 from edge_ml.kernels.calibration import calibrate, persistent_level, tail_level, warming_up
+from edge_ml.kernels.discrete import discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
 from edge_ml.kernels.window import N_FEATURES, N_Z, Z_RESIDUAL, feature_update, squash
@@ -26,7 +27,7 @@ def detect_batch(
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
     cal_mean, cal_var, cal_n, short, short_sum, persist,
-    first_ts, warmup, warm_early, warm_span_s,
+    first_ts, warmup, warm_early, warm_span_s, discrete,
 ):
     """Anomaly levels, raw HST scores, warm-up flags, profile residuals, and per reading the
     view that gave the level and the usual range ``expected[i] = [low, high]`` of a micro-batch.
@@ -53,9 +54,12 @@ def detect_batch(
         residual[i] = feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean,
                                      ddev, vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i],
                                      period_s, z)
+        # The trees see the features as the staged path computes them; the seasonal view's
+        # scale is floored by the stream's discrete structure (kernels.discrete).
+        squash(z, x)
+        z[0] = discrete_rescale(discrete, s, values[i], z[Z_RESIDUAL], z[0])
         # Issue 14 hook: the usual range, from the z-score and residual before learning.
         expected_range(values[i], z[Z_RESIDUAL], z[0], expected[i])
-        squash(z, x)
         score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,
                               x, height, window_size, paper_score, walk)
         raw[i] = score

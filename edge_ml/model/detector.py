@@ -29,6 +29,7 @@ from edge_ml.kernels.calibration import (
     warm_early,
     warming_up,
 )
+from edge_ml.kernels.discrete import N_DISCRETE, discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import detect_batch
 from edge_ml.kernels.window import Z_RESIDUAL
@@ -98,6 +99,7 @@ def _calibration_arrays(capacity: int) -> SlotArrays:
             SlotField("short_sum", np.float64),
             SlotField("persist", np.float64, 0.0, (N_PERSIST,)),
             SlotField("first_ts", np.float64, math.nan),  # time of the stream's first reading
+            SlotField("discrete", np.float64, 0.0, (N_DISCRETE,)),  # kernels.discrete
         ],
         capacity,
     )
@@ -127,7 +129,7 @@ class NumbaDetector:
             self.structure.split_feature, self.structure.split_threshold,
             f.mass, f.ref, f.count, f.first_window, p.height, p.window_size, p.paper_score,
             s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.persist,
-            s.first_ts, p.warmup, warm_early(p.warmup), WARM_SPAN_S,
+            s.first_ts, p.warmup, warm_early(p.warmup), WARM_SPAN_S, s.discrete,
         )
         return Detection(levels, raw, warming, residual, view, expected)
 
@@ -202,6 +204,7 @@ class RiverDetector:
         for i, slot in enumerate(slots.tolist()):
             Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
             residual[i] = R[0]
+            Z[0, 0] = discrete_rescale(s.discrete, slot, values[i], Z[0, Z_RESIDUAL], Z[0, 0])
             expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
             model = self._model(slot)
             x = dict(enumerate(X[0].tolist()))

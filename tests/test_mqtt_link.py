@@ -76,6 +76,7 @@ def test_refused_connections_are_logged_once_reported_and_cleared_on_connect(
 
 
 def test_unknown_host_is_reported_as_a_dns_failure(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="edge_ml.mqtt")
     link = _link({"host": "nonexistent.invalid"})  # .invalid never resolves (RFC 6761)
     link.start()
     try:

@@ -518,6 +518,22 @@ COLORS = {
 }
 
 
+def warmup_rows(scores: npt.NDArray[np.float64], warmup: int) -> int:
+    """Rows of a stream's warm-up, read from its levels: up to its first scored row, at most
+    ``[model] warmup``. A stream that spans two days is scored before ``warmup`` readings
+    (from a third of it, once its time-of-day slot is grown), and what the replay wrote is the
+    one record of when that happened; a level of exactly 0 is what a warming row carries.
+
+    >>> warmup_rows(np.array([0.0, 0.0, 0.3, 0.0, 0.6]), 300)
+    2
+    >>> warmup_rows(np.array([0.0, 0.0, 0.0]), 2), warmup_rows(np.zeros(0), 300)
+    (2, 0)
+    """
+    scored = np.flatnonzero(np.nan_to_num(scores) > 0.0)
+    first = int(scored[0]) if len(scored) else len(scores)
+    return min(first, warmup, len(scores))
+
+
 def _figure(stream: StreamReport, report: Report, x_all: list[str] | None,
             max_points: int) -> tuple[Any, int]:
     """The stream's two charts (values above, level below, one time axis); rows drawn."""
@@ -564,8 +580,9 @@ def _figure(stream: StreamReport, report: Report, x_all: list[str] | None,
                        "showlegend": name not in legend_seen, "legendgroup": name})
         legend_seen.add(name)
 
-    if report.warmup and n:
-        span(x(0), x(min(report.warmup, n) - 1), COLORS["warmup"], "warm-up (no alerts)", 0.10)
+    warm = warmup_rows(res.scores, report.warmup)
+    if warm:
+        span(x(0), x(warm - 1), COLORS["warmup"], "warm-up (no alerts)", 0.10)
     for start, stop in stream.window_rows:
         span(x(start), x(stop), COLORS["label"], "labelled anomaly window", 0.22)
     for a in stream.alerts:
@@ -708,7 +725,7 @@ def render_html(report: Report, max_points: int = CHART_POINTS) -> str:
             f"{sum(len(s.alerts) for s in report.streams)} alert(s)",
             f"open threshold {cfg.threshold:g}, resolve threshold "
             f"{cfg.resolve_threshold:g}, debounce {cfg.debounce}",
-            f"cooldown {cfg.cooldown_readings} readings", f"warm-up {report.warmup} readings",
+            f"cooldown {cfg.cooldown_readings} readings", f"warm-up up to {report.warmup} readings",
             f"written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")) + "</p>",
     ]
     if report.profile is not None:

@@ -28,6 +28,7 @@ from edge_ml.report import (
     chart_rows,
     load_stream,
     render_html,
+    warmup_rows,
 )
 
 pytest.importorskip("plotly", reason="the report extra (pip install 'edge-ml[report]')")
@@ -324,3 +325,20 @@ def test_edge_cases_render(tmp_path: Path) -> None:
     (figure,) = _figures(render_html(report))
     level = next(t for t in figure["data"] if t["name"] == "anomaly level")
     assert level["x"][0].startswith("2023-11-14 22:13:20")
+
+
+@pytest.mark.parametrize("step_s, expected", [(3600.0, 100), (60.0, 300)])
+def test_the_warm_up_shade_ends_where_the_stream_was_first_scored(step_s: float,
+                                                                   expected: int) -> None:
+    # An hourly stream spans two days long before 300 readings and is scored from reading 100;
+    # a 1-minute stream keeps its 300. The report reads that from the replayed levels, as
+    # written (rounded to 6 decimals).
+    from edge_ml.pipeline import Pipeline
+
+    n = 600
+    ts = 1_700_000_000.0 + step_s * np.arange(n)
+    values = 20.0 + np.random.default_rng(3).normal(0.0, 1.0, n)
+    out = Pipeline(CONFIG).process_readings(["s/x"] * n, ts, values)
+    first_scored = int(np.flatnonzero(out.warming == 0)[0])
+    assert first_scored == expected
+    assert warmup_rows(np.round(out.levels, 6), CONFIG.model.warmup) == first_scored

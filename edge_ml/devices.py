@@ -251,6 +251,42 @@ class Devices:
             target[tuple(slice(0, n) for n in restored.shape)] = restored
 
 
+def merge_exports(base: dict[str, object] | None,
+                  other: dict[str, object] | None) -> dict[str, object] | None:
+    """The devices of two :meth:`Devices.export` documents: ``other``'s replace ``base``'s of
+    the same name, the rest of both are kept (how ``edge-ml train`` grafts a device learned from
+    history onto a fleet). Devices are matched by name and their fields by stream name, so
+    the stream slots of either side do not matter here.
+    """
+    if not other or not other.get("names"):
+        return base
+    if not base or not base.get("names"):
+        return other
+    names = list(base["names"])  # type: ignore[call-overload]
+    fields = [list(f) for f in base["fields"]]  # type: ignore[attr-defined]
+    index = {name: d for d, name in enumerate(names)}
+    rows = []  # for each of other's devices, its row in the merged arrays
+    for name, members in zip(other["names"], other["fields"], strict=True):  # type: ignore[call-overload]
+        if name not in index:
+            index[name] = len(names)
+            names.append(name)
+            fields.append([])
+        fields[index[name]] = list(members)
+        rows.append(index[name])
+    arrays: dict[str, np.ndarray] = {}
+    theirs = other["arrays"]
+    for key, mine in base["arrays"].items():  # type: ignore[attr-defined]
+        incoming = np.asarray(theirs[key])  # type: ignore[index]
+        if incoming.shape[1:] != mine.shape[1:] or incoming.dtype != mine.dtype:
+            raise ValueError(f"{key}: {incoming.dtype}{incoming.shape} does not fit "
+                             f"{mine.dtype}{mine.shape}")
+        out = np.zeros((len(names), *mine.shape[1:]), dtype=mine.dtype)
+        out[:len(mine)] = mine
+        out[rows] = incoming
+        arrays[key] = out
+    return {"names": names, "fields": fields, "arrays": arrays}
+
+
 _FIELD_NAMES = ("n_fields", "last", "last_ts", "fresh", "mean", "cov", "rows", "rdev",
                 "mass", "ref", "count", "first_window", "forest_k", "smean", "sdev", "srows",
                 "evidence", "d2q90", "chronic", "unfit")

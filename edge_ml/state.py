@@ -20,7 +20,7 @@ import numpy as np
 from edge_ml import __version__
 from edge_ml.alerts import AlertTracker, stored_explanation
 from edge_ml.checkpoint_format import SCHEMA_VERSION, detector_arrays_added_since
-from edge_ml.devices import Devices
+from edge_ml.devices import Devices, merge_exports
 from edge_ml.drift import DriftMonitor
 from edge_ml.errors import CheckpointError, StorageError
 from edge_ml.features import FeatureState
@@ -125,7 +125,9 @@ def graft(pipeline: Pipeline, document: dict[str, Any]) -> list[str]:
 
     A stream ``pipeline`` does not have is added; one it has is replaced whole (model,
     features, statistics, alert and drift state). Every other stream, and the counters, stay
-    as they are: this is how ``edge-ml train`` adds a warm-started stream to a fleet. The
+    as they are: this is how ``edge-ml train`` adds a warm-started stream to a fleet. Devices
+    are merged by name the same way (a device learned from a multi-column history file joins
+    or replaces the fleet's device of that name, with its joint model). The
     grafted streams' alerts are dropped (history alerts are not live ones). Returns the
     grafted stream names.
     """
@@ -155,10 +157,11 @@ def graft(pipeline: Pipeline, document: dict[str, Any]) -> list[str]:
                 out[targets] = incoming
                 arrays[key] = out
             merged[section] = arrays
+        # Devices by name, their fields by stream name: the slots may move.
+        merged["devices"] = merge_exports(base.get("devices"), other.get("devices"))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot graft streams: {exc}") from exc
     replaced = set(targets)
-    merged["devices"] = base.get("devices")  # by stream name: the slots may move
     merged["open_alerts"] = [entry for entry in base["open_alerts"]
                              if entry[0] not in replaced]
     own["header"]["streams"] = len(names)

@@ -334,3 +334,47 @@ def test_train_without_a_checkpoint_starts_empty_and_skips_without_rejecting(
     second = train(Pipeline(other), storage, [history], "x", 10)
     assert (second.base_id, second.streams) == (None, 1)
     assert status_document(storage)["checkpoints_rejected"] == []
+
+
+def test_train_grafts_a_device_learned_from_history_beside_the_fleets_own(
+        tmp_path: Path) -> None:
+    # A multi-column history file is learned as one device (as replay reads it); the graft
+    # kept only the fleet's devices, so the trained joint model was thrown away.
+    storage = Storage(tmp_path / "state.db")
+    fleet = Pipeline(parse_config(ALERT_CONFIG))
+    rng = np.random.default_rng(5)
+    n = 400
+    ts = T0 + 60.0 * np.arange(n)
+    load = rng.normal(0.0, 1.0, n)
+    fleet.process_readings(["rig/a/x"] * n + ["rig/a/y"] * n, np.concatenate([ts, ts]),
+                           np.concatenate([load, 2.0 * load + rng.normal(0, 0.1, n)]),
+                           {"rig/a/x": "rig/a", "rig/a/y": "rig/a"})
+    encoded = encode(export_state(fleet))
+    storage.save_checkpoint(encoded.blob, encoded.header, "timer", encoded.checksum, 10)
+
+    history = tmp_path / "pump.csv"
+    flow = 50.0 + 5.0 * rng.normal(0.0, 1.0, n)
+    lines = ["timestamp,flow,current"] + [
+        f"{T0 + 60.0 * i:.0f},{f:.4f},{0.2 * f + rng.normal(0, 0.05):.4f}"
+        for i, f in enumerate(flow)]
+    history.write_text("\n".join(lines) + "\n")
+    result = train(Pipeline(parse_config(ALERT_CONFIG)), storage, [history], None, 10)
+
+    new = decode(storage.checkpoint_payload(result.checkpoint_id))
+    devices = new["state"]["devices"]
+    assert devices["names"] == ["rig/a", "pump"]
+    alone = Pipeline(parse_config(ALERT_CONFIG))
+    from edge_ml.replay import replay_csv
+
+    replay_csv(alone, history, None, None)
+    learned = alone.devices.export()
+    assert learned["names"] == ["pump"] and devices["fields"][1] == learned["fields"][0]
+    for key, array in learned["arrays"].items():
+        np.testing.assert_array_equal(devices["arrays"][key][1], array[0], err_msg=key)
+        np.testing.assert_array_equal(devices["arrays"][key][0],
+                                      fleet.devices.export()["arrays"][key][0], err_msg=key)
+    resumed = Pipeline(parse_config(ALERT_CONFIG))
+    restore_state(resumed, new)
+    assert resumed.devices.names == ["rig/a", "pump"]
+    for stream in devices["fields"][1]:  # each trained field is mapped to its device
+        assert resumed.devices.slot_device[resumed.streams.slot_of[stream]] == 1

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_ml.kernels.device_forest import JOINT_HEIGHT, JOINT_TREES, device_trees
 from edge_ml.kernels.joint import MAX_DEVICE_FIELDS, joint_batch
-from edge_ml.slots import SlotArrays, SlotField
+from edge_ml.slots import SlotArrays, SlotField, place_rows
 
 JOINT_SUFFIX = "/joint"
 # Seconds a field's last value may be old and still complete a row (fields at other rates).
@@ -276,14 +276,11 @@ def merge_exports(base: dict[str, object] | None,
     arrays: dict[str, np.ndarray] = {}
     theirs = other["arrays"]
     for key, mine in base["arrays"].items():  # type: ignore[attr-defined]
-        incoming = np.asarray(theirs[key])  # type: ignore[index]
-        if incoming.shape[1:] != mine.shape[1:] or incoming.dtype != mine.dtype:
-            raise ValueError(f"{key}: {incoming.dtype}{incoming.shape} does not fit "
-                             f"{mine.dtype}{mine.shape}")
-        out = np.zeros((len(names), *mine.shape[1:]), dtype=mine.dtype)
-        out[:len(mine)] = mine
-        out[rows] = incoming
-        arrays[key] = out
+        try:
+            arrays[key] = place_rows(mine, np.asarray(theirs[key]),  # type: ignore[index]
+                                     rows, len(names))
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
     return {"names": names, "fields": fields, "arrays": arrays}
 
 

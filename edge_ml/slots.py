@@ -29,6 +29,24 @@ def snapshot(array: np.ndarray, pool: SnapshotPool | None, key: str) -> np.ndarr
     return out
 
 
+def place_rows(array: np.ndarray, incoming: np.ndarray, rows: list[int],
+               size: int) -> np.ndarray:
+    """``array``'s rows grown to ``size``, with ``incoming``'s rows put at ``rows`` (how another
+    state's streams or devices are grafted onto these). New rows not in ``rows`` are zeros.
+    Raises ValueError naming both shapes when the rows do not fit.
+
+    >>> place_rows(np.array([1.0, 2.0]), np.array([9.0]), [2], 3)
+    array([1., 2., 9.])
+    """
+    if incoming.shape != (len(rows), *array.shape[1:]) or incoming.dtype != array.dtype:
+        raise ValueError(f"{incoming.dtype}{incoming.shape} does not fit "
+                         f"{array.dtype}{array.shape}")
+    out = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
+    out[:len(array)] = array
+    out[rows] = incoming
+    return out
+
+
 @dataclass(frozen=True)
 class SlotField:
     """One per-slot array: its name, trailing shape, dtype and the value of a fresh slot."""

@@ -15,8 +15,6 @@ import math
 import time
 from typing import Any
 
-import numpy as np
-
 from edge_ml import __version__
 from edge_ml.alerts import AlertTracker, stored_explanation
 from edge_ml.checkpoint_format import SCHEMA_VERSION, detector_arrays_added_since
@@ -27,7 +25,7 @@ from edge_ml.features import FeatureState
 from edge_ml.model.detector import describe, make_detector
 from edge_ml.pipeline import Pipeline, drift_params
 from edge_ml.records import AlertEvent
-from edge_ml.slots import SnapshotPool
+from edge_ml.slots import SnapshotPool, place_rows
 from edge_ml.streams import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -147,15 +145,10 @@ def graft(pipeline: Pipeline, document: dict[str, Any]) -> list[str]:
         for section in ("stats", "features", "detector", "alerts", "drift"):
             arrays = {}
             for key, array in base[section].items():
-                incoming = other[section][key]
-                if incoming.shape != (len(grafted), *array.shape[1:]) \
-                        or incoming.dtype != array.dtype:
-                    raise ValueError(f"{section}.{key}: {incoming.dtype}{incoming.shape} "
-                                     f"does not fit {array.dtype}{array.shape}")
-                out = np.empty((len(names), *array.shape[1:]), dtype=array.dtype)
-                out[:len(array)] = array
-                out[targets] = incoming
-                arrays[key] = out
+                try:
+                    arrays[key] = place_rows(array, other[section][key], targets, len(names))
+                except ValueError as exc:
+                    raise ValueError(f"{section}.{key}: {exc}") from None
             merged[section] = arrays
         # Devices by name, their fields by stream name: the slots may move.
         merged["devices"] = merge_exports(base.get("devices"), other.get("devices"))

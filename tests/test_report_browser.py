@@ -224,6 +224,7 @@ def _report(tmp_path: Path) -> Path:
         t = np.arange(n)
         values = 60 + 8 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 0.8, n)
         scores = np.clip(np.abs(rng.normal(0.08, 0.06, n)), 0, 1)
+        scores[:300] = 0.0  # a replay writes level 0 while a stream warms up
         opened = np.zeros(n, dtype=int)
         for s in spikes:
             values[s:s + 6] += 25

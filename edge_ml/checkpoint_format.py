@@ -6,8 +6,13 @@ Blob layout (all integers big-endian)::
 
 ``document`` is ``{"header": {...}, "state": {...}}`` (see :func:`edge_ml.state.export_state`);
 NumPy arrays are msgpack maps ``{"nd": 1, "dtype": "<u2", "shape": [...], "data": <bin>}`` with
-only bool/int/uint/float dtypes accepted back. No pickle anywhere: a checkpoint file from
-elsewhere (``edge-ml checkpoints import``) can at worst be rejected, never run code.
+only bool/int/uint/float dtypes accepted back. ``"nd": 2`` (schema 5 on, arrays of two or more
+axes) stores the same array with its first axis moved last: every array of the state is one row
+per stream, and a cell's values across all streams, side by side, compress far better than each
+stream's cells in turn (forest masses: 1.4 -> 0.6 MB at 1,000 streams).
+
+No pickle anywhere: a checkpoint file from elsewhere (``edge-ml checkpoints import``) can at
+worst be rejected, never run code.
 
 The checksum is verified before anything is decompressed, decompression is bounded
 (:data:`MAX_RAW_BYTES`) and msgpack decoding uses hard limits; every failure raises
@@ -42,7 +47,10 @@ MAGIC = b"EDGEMLCK"
 #      the stream's next reading (a stream past its warm-up is not affected);
 #   4: ``discrete``, each stream's integrality, grid step and zero share (kernels.discrete):
 #      zeros, learned again from the next readings (no floor for the first 10).
-SCHEMA_VERSION = 4
+#   5: no new state; smaller (issue 15): arrays of 2+ axes stored stream axis last ("nd": 2),
+#      forest masses as deltas (``forest.mass_deltas``, ``devices.mass_deltas``;
+#      edge_ml.heap_deltas). A build reading 4 at most would misread them, so it refuses them.
+SCHEMA_VERSION = 5
 OLDEST_READABLE = 1
 DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",)}
 _DIGEST = 32
@@ -74,10 +82,14 @@ def _pieces(obj: Any, packer: msgpack.Packer) -> Iterator[bytes | memoryview]:
         array = np.ascontiguousarray(obj)
         if array.dtype.kind not in _ALLOWED_KINDS:
             raise CheckpointError(f"cannot store an array of dtype {array.dtype}")
+        shape = list(array.shape)
+        rows_last = array.ndim >= 2
+        if rows_last:  # a copy: the one the layout costs
+            array = np.ascontiguousarray(np.moveaxis(array, 0, -1))
         yield packer.pack_map_header(4)
-        yield packer.pack("nd") + packer.pack(1)
+        yield packer.pack("nd") + packer.pack(2 if rows_last else 1)
         yield packer.pack("dtype") + packer.pack(array.dtype.str)
-        yield packer.pack("shape") + packer.pack(list(array.shape))
+        yield packer.pack("shape") + packer.pack(shape)
         yield packer.pack("data") + _bin_header(array.nbytes)
         if array.nbytes:
             yield memoryview(array.reshape(-1)).cast("B")
@@ -115,7 +127,8 @@ def encode(document: dict[str, Any]) -> EncodedCheckpoint:
 
 # -- decoding -----------------------------------------------------------------------------
 def _array_hook(obj: dict[Any, Any]) -> Any:
-    if obj.get("nd") != 1 or len(obj) != 4:
+    layout = obj.get("nd")
+    if layout not in (1, 2) or len(obj) != 4:
         return obj
     try:
         dtype = np.dtype(obj["dtype"])
@@ -129,6 +142,9 @@ def _array_hook(obj: dict[Any, Any]) -> Any:
         raise CheckpointError("malformed array payload")
     if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(data):
         raise CheckpointError(f"array of {dtype}{list(shape)} has {len(data)} bytes")
+    if layout == 2 and len(shape) >= 2:  # stored with the first axis last
+        stored = np.frombuffer(data, dtype=dtype).reshape(*shape[1:], shape[0])
+        return np.moveaxis(stored, -1, 0).copy()  # C order, writable (frombuffer is not)
     return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
 
 

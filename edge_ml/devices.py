@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_ml.heap_deltas import masses_from_deltas, node_deltas
 from edge_ml.kernels.device_forest import JOINT_HEIGHT, JOINT_TREES, device_trees
 from edge_ml.kernels.joint import MAX_DEVICE_FIELDS, joint_batch
 from edge_ml.slots import SlotArrays, SlotField, place_rows
@@ -216,6 +217,9 @@ class Devices:
         used = len(self.names)
         arrays = {f"devices.{name}": np.array(getattr(self.state, name)[:used])
                   for name in _FIELD_NAMES}
+        # As the streams' forests: masses leave as deltas, mostly zeros (edge_ml.heap_deltas).
+        masses = arrays.pop("devices.mass")
+        arrays["devices.mass_deltas"] = node_deltas(masses, out=masses)
         return {"names": list(self.names), "fields": [list(f) for f in self.fields],
                 "arrays": arrays}
 
@@ -223,7 +227,7 @@ class Devices:
         """Put exported devices back, with their streams at the slots ``slot_of`` names."""
         names = list(data["names"])  # type: ignore[call-overload]
         fields = [list(f) for f in data["fields"]]  # type: ignore[attr-defined]
-        arrays = data["arrays"]
+        arrays: dict[str, np.ndarray] = dict(data["arrays"])  # type: ignore[call-overload]
         self.names, self.fields, self.index = [], [], {}
         self.joint_slot = []
         self.state = _device_arrays(max(4, len(names)))
@@ -241,11 +245,14 @@ class Devices:
                     self.slot_field[slot] = j
         for members in fields:
             self._trees_for(len(members))
+        if "devices.mass_deltas" in arrays:  # schema 5 on; older checkpoints hold masses
+            arrays["devices.mass"] = masses_from_deltas(
+                np.asarray(arrays.pop("devices.mass_deltas")))
         for name in _FIELD_NAMES:
             key = f"devices.{name}"
-            if key not in arrays:  # type: ignore[operator]
+            if key not in arrays:
                 continue  # a checkpoint from before the device forest: it grows anew
-            restored = np.asarray(arrays[key])  # type: ignore[index]
+            restored = np.asarray(arrays[key])
             target = getattr(self.state, name)[:len(names)]
             # Checkpoints from before MAX_DEVICE_FIELDS grew (8) hold smaller field axes.
             target[tuple(slice(0, n) for n in restored.shape)] = restored

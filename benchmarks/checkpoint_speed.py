@@ -22,6 +22,15 @@ from edge_ml.state import compatibility, export_state
 from edge_ml.storage import Storage
 
 
+def _array_bytes(part: object) -> int:
+    """Bytes of every array in a document part (the devices part nests names and arrays)."""
+    if isinstance(part, np.ndarray):
+        return part.nbytes
+    if isinstance(part, dict):
+        return sum(_array_bytes(v) for v in part.values())
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--streams", type=int, default=1000)
@@ -59,8 +68,7 @@ def main() -> None:
         t5 = time.perf_counter()
         resume(fresh)
         t6 = time.perf_counter()
-        raw = sum(a.nbytes for part in document["state"].values() if isinstance(part, dict)
-                  for a in part.values())
+        raw = _array_bytes(document["state"])
         print("| streams | state (raw) | checkpoint | first snapshot | snapshot (worker) "
               "| encode (helper thread) "
               "| SQLite insert (worker) | decode | resume from DB |")

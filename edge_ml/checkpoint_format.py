@@ -49,7 +49,8 @@ MAGIC = b"EDGEMLCK"
 #      zeros, learned again from the next readings (no floor for the first 10).
 #   5: no new state; smaller (issue 15): arrays of 2+ axes stored stream axis last ("nd": 2),
 #      forest masses as deltas (``forest.mass_deltas``, ``devices.mass_deltas``;
-#      edge_ml.heap_deltas). A build reading 4 at most would misread them, so it refuses them.
+#      edge_ml.kernels.heap_deltas). A build reading 4 at most would misread them: it
+#      refuses them.
 SCHEMA_VERSION = 5
 OLDEST_READABLE = 1
 DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",)}

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_ml.heap_deltas import masses_from_deltas, node_deltas
 from edge_ml.kernels.device_forest import JOINT_HEIGHT, JOINT_TREES, device_trees
+from edge_ml.kernels.heap_deltas import masses_from_deltas, node_deltas
 from edge_ml.kernels.joint import MAX_DEVICE_FIELDS, joint_batch
 from edge_ml.slots import SlotArrays, SlotField, place_rows
 
@@ -217,7 +217,8 @@ class Devices:
         used = len(self.names)
         arrays = {f"devices.{name}": np.array(getattr(self.state, name)[:used])
                   for name in _FIELD_NAMES}
-        # As the streams' forests: masses leave as deltas, mostly zeros (edge_ml.heap_deltas).
+        # As the streams' forests, masses leave as deltas: mostly zeros
+        # (edge_ml.kernels.heap_deltas).
         masses = arrays.pop("devices.mass")
         arrays["devices.mass_deltas"] = node_deltas(masses, out=masses)
         return {"names": list(self.names), "fields": [list(f) for f in self.fields],

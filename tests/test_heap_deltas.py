@@ -1,4 +1,4 @@
-"""Forest masses as deltas (edge_ml.heap_deltas) and the schema-5 checkpoint built on them.
+"""Forest masses as deltas (edge_ml.kernels.heap_deltas) and the schema-5 checkpoint built on them.
 
 The round trip is checked on arbitrary arrays (where a node's mass is not its children's sum,
 as in a corrupt or foreign checkpoint), the zeros on real forests, and a real schema-4
@@ -18,27 +18,56 @@ from pipeline_helpers import make_pipeline, readings
 
 from edge_ml.checkpoint_format import decode, encode
 from edge_ml.config import parse_config
-from edge_ml.heap_deltas import masses_from_deltas, node_deltas
+from edge_ml.kernels.heap_deltas import masses_from_deltas, node_deltas
 from edge_ml.pipeline import Pipeline
 from edge_ml.state import compatibility, export_state, restore_state
+
+pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
 
 SCHEMA4_BLOB = Path(__file__).parent / "data" / "checkpoint_schema4.bin"
 CONFIG = {"model": {"n_trees": 5, "height": 6, "window_size": 50, "warmup": 60},
           "features": {"season_bins": 24}}
 
 
+def reference_deltas(mass: np.ndarray) -> np.ndarray:
+    """NumPy: every right child at once, wrapping in the masses' own type."""
+    deltas = mass.copy()
+    half = (mass.shape[-2] - 1) // 2
+    deltas[..., 2::2, :] = mass[..., :half, :] - mass[..., 1::2, :] - mass[..., 2::2, :]
+    return deltas
+
+
+def reference_masses(deltas: np.ndarray) -> np.ndarray:
+    """NumPy, a tree level at a time, top down (each level's parents are whole by then)."""
+    mass = deltas.copy()
+    first = 1
+    while first < deltas.shape[-2]:
+        last = 2 * first  # the level is nodes first .. last
+        mass[..., first + 1:last + 1:2, :] = (mass[..., (first - 1) // 2:first, :]
+                                              - mass[..., first:last:2, :]
+                                              - deltas[..., first + 1:last + 1:2, :])
+        first = last + 1
+    return mass
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32])
 @pytest.mark.parametrize("height", [0, 1, 4, 8])
-def test_any_masses_come_back_exactly(dtype: type, height: int) -> None:
+def test_the_kernels_match_numpy_and_any_masses_come_back_exactly(dtype: type,
+                                                                  height: int) -> None:
     rng = np.random.default_rng(height)
     nodes = 2 ** (height + 1) - 1
     mass = rng.integers(0, np.iinfo(dtype).max, (6, 4, nodes, 2), endpoint=True).astype(dtype)
     deltas = node_deltas(mass)
     assert deltas.dtype == mass.dtype and deltas.shape == mass.shape
+    np.testing.assert_array_equal(deltas, reference_deltas(mass))
+    np.testing.assert_array_equal(reference_masses(deltas), mass)
     np.testing.assert_array_equal(masses_from_deltas(deltas), mass)
     buffer = np.empty_like(mass)  # the checkpointer's reused snapshot buffer
     assert node_deltas(mass, out=buffer) is buffer
     np.testing.assert_array_equal(buffer, deltas)
+    in_place = mass.copy()
+    assert node_deltas(in_place, out=in_place) is in_place
+    np.testing.assert_array_equal(in_place, deltas)
 
 
 def test_a_learned_forest_is_half_zeros_as_deltas() -> None:

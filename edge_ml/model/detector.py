@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_ml.heap_deltas import masses_from_deltas, node_deltas
 from edge_ml.kernels.calibration import (
     CAL_SHORT,
     N_PERSIST,
@@ -33,6 +32,7 @@ from edge_ml.kernels.calibration import (
 from edge_ml.kernels.discrete import N_DISCRETE, discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import detect_batch
+from edge_ml.kernels.heap_deltas import masses_from_deltas, node_deltas
 from edge_ml.kernels.window import Z_RESIDUAL
 from edge_ml.model.forest import ForestState, TreeStructure
 from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
@@ -145,7 +145,7 @@ class NumbaDetector:
             f"forest.{name}": snapshot(getattr(self.forest, name)[:used], pool, f"forest.{name}")
             for name in self.forest._ARRAY_NAMES
         }
-        # Masses leave as deltas (edge_ml.heap_deltas): half the cells become zeros, and a
+        # Masses leave as deltas (edge_ml.kernels.heap_deltas): half the cells become zeros, and a
         # checkpoint of 1,000 streams shrinks from 2.4 to ~0.8 MB (issue 15).
         masses = arrays.pop("forest.mass")
         arrays["forest.mass_deltas"] = node_deltas(masses, out=masses)

@@ -368,8 +368,10 @@ class Pipeline:
 
         ``stats=True`` (a statistics flush: timer, checkpoint, stop) writes everything: the
         events, the rows of every stream with new readings, the reading counter and the
-        health record. ``stats=False`` writes only the events (alerts, drift, rejects, their
-        counters) and, for a stream whose alert opened or resolved, its row without adding
+        health record. ``stats=False`` writes only the events (alerts, drift, rejects and
+        their counts; ``alerts_total`` catches up with the alert rows in the next transaction
+        that writes counters, see ``Storage.counters``) and, for a stream whose alert opened
+        or resolved, its row without adding
         readings, so ``open_alert`` in ``streams`` follows the alerts table at once while the
         reading counts in ``streams`` and ``counters`` stay consistent with each other.
         """

@@ -110,9 +110,20 @@ def status(db: Path) -> dict[str, Any]:
 
 
 def counters(db: Path) -> dict[str, int]:
-    """The daemon's SQLite counters (readings_total, rejects_total, ...)."""
-    with sqlite3.connect(db) as conn:
-        return dict(conn.execute("SELECT name, value FROM counters").fetchall())
+    """The daemon's SQLite counters (readings_total, rejects_total, ...), as Storage.counters.
+
+    ``alerts_total`` stored counts the alert rows up to ``alerts_counted_id``; the rows after
+    it are added here, read in the same transaction (schema migration 6).
+    """
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("BEGIN")
+        found = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        counted = found.pop("alerts_counted_id", 0)
+        since = conn.execute("SELECT COUNT(*) FROM alerts WHERE id > ?", [counted]).fetchone()[0]
+        conn.execute("COMMIT")
+    if since or "alerts_total" in found:
+        found["alerts_total"] = found.get("alerts_total", 0) + since
+    return found
 
 
 def stored_health(db: Path) -> dict[str, Any]:

@@ -66,6 +66,12 @@ def snapshot(db: Path) -> Snapshot:
     try:
         conn.execute("BEGIN")  # one WAL snapshot for every query below
         counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        # alerts_total as stored counts the rows up to alerts_counted_id (it catches up in the
+        # statistics flushes); the rows since are added, so the alert counter compared below
+        # with the rows is the stored total plus those, as Storage.counters() reports it.
+        counted = counters.pop("alerts_counted_id", 0)
+        since = conn.execute("SELECT COUNT(*) FROM alerts WHERE id > ?", [counted]).fetchone()[0]
+        counters["alerts_total"] = counters.get("alerts_total", 0) + since
         readings = dict(conn.execute("SELECT stream, readings FROM streams").fetchall())
         alert_rows = conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
         dupes = conn.execute(

@@ -120,3 +120,127 @@ def test_a_file_that_is_not_a_database_is_a_path_error(tmp_path: Path) -> None:
     path.write_text("not a database, but long enough to have a header page\n" * 20)
     with pytest.raises(StoragePathError, match="cannot open the database"):
         Storage(path)
+
+
+def _stored_counters(path: Path) -> dict[str, int]:
+    """The counters table as written, without Storage's catch-up arithmetic."""
+    with closing(sqlite3.connect(path)) as conn:
+        return dict(conn.execute("SELECT name, value FROM counters").fetchall())
+
+
+def test_alerts_total_is_every_alert_event_across_flushes_prunes_and_reopens(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    storage = Storage(path)
+    written = 0
+
+    def alerts(n: int, at: float, prefix: str) -> list[AlertEvent]:
+        out = []
+        for i in range(n):
+            out += [_event(f"{prefix}{i}", "open", at + i), _event(f"{prefix}{i}", "resolved",
+                                                                      at + i + 0.5)]
+        return out
+
+    # Alert-only flushes, as the daemon writes single alerts: nothing caught up yet.
+    for i in range(3):
+        storage.write(PendingWrites(alerts=alerts(1, 100.0 + i, f"a{i}-")), [])
+        written += 2
+        assert storage.counters()["alerts_total"] == written
+    # A statistics flush catches up; alerts in the same flush count once.
+    storage.write(PendingWrites(alerts=alerts(2, 200.0, "b"), readings=10), [])
+    written += 4
+    assert storage.counters()["alerts_total"] == written
+    assert _stored_counters(path)["alerts_total"] == written
+    storage.write(PendingWrites(alerts=alerts(1, 300.0, "c")), [])
+    written += 2
+    storage.close()
+
+    storage = Storage(path)  # reopened: the rows not caught up are still counted
+    assert storage.counters()["alerts_total"] == written
+    # The prune deletes every row, the newest too: its ids are taken again by the next rows,
+    # which must count (alerts_counted_id moved down with MAX(id)).
+    assert storage.prune_alerts(older_than=1000.0) == written
+    assert storage.db["alerts"].count == 0
+    assert storage.counters()["alerts_total"] == written
+    storage.write(PendingWrites(alerts=alerts(1, 2000.0, "d")), [])
+    written += 2
+    assert storage.counters()["alerts_total"] == written
+    storage.write(PendingWrites(readings=1), [])
+    assert storage.counters()["alerts_total"] == written
+    # A prune with nothing to delete and nothing to count writes nothing.
+    before = _stored_counters(path)
+    assert storage.prune_alerts(older_than=1000.0) == 0
+    assert _stored_counters(path) == before
+    # A rejects-only flush writes counters too, so it catches up.
+    storage.write(PendingWrites(alerts=alerts(1, 3000.0, "e"),
+                                rejects_dropped={"malformed_msgpack": 1}), [])
+    written += 2
+    assert _stored_counters(path)["alerts_total"] == written
+    assert "alerts_counted_id" not in storage.counters()
+    storage.close()
+
+
+def test_an_alert_flush_does_not_write_the_counters(tmp_path: Path) -> None:
+    # The counters page was one of ~6 pages every alert wrote (issue 15).
+    path = tmp_path / "s.db"
+    storage = Storage(path)
+    storage.write(PendingWrites(readings=5), [])
+    before = _stored_counters(path)
+    statements: list[str] = []
+    storage.db.conn.set_trace_callback(statements.append)
+    storage.write(PendingWrites(alerts=[_event("a", "open", 1.0)]), [])
+    storage.write(PendingWrites(alerts=[_event("a", "resolved", 2.0)]), [])
+    assert not [s for s in statements if "counters" in s], statements
+    assert _stored_counters(path) == before
+    assert storage.counters()["alerts_total"] == 2
+    storage.close()
+
+
+def test_a_schema_5_file_keeps_its_alerts_counted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edge_ml.storage import schema
+
+    path = tmp_path / "old.db"
+    # A file as the build before migration 6 left it: every alert row counted in alerts_total
+    # (one more, 4 rows of 5, as after a prune: the total counts what was ever stored).
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:5])
+        old = Storage(path)
+        assert old.schema_version == 5
+        old.write(PendingWrites(alerts=[_event("x", "open", 1.0), _event("x", "resolved", 2.0),
+                                        _event("y", "open", 3.0), _event("z", "open", 4.0)]),
+                  [])
+        with old.db.conn:
+            old.db.execute("INSERT INTO counters (name, value) VALUES ('alerts_total', 5)")
+        old.close()
+    with closing(sqlite3.connect(path)) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = "
+                                              "'index' AND tbl_name = 'alerts'")}
+    assert "idx_alerts_alert_id" in indexes
+
+    storage = Storage(path)
+    assert storage.schema_version == 6
+    assert storage.counters()["alerts_total"] == 5
+    assert _stored_counters(path)["alerts_counted_id"] == 4
+    storage.write(PendingWrites(alerts=[_event("y", "resolved", 5.0)]), [])
+    assert storage.counters()["alerts_total"] == 6
+    storage.write(PendingWrites(readings=1), [])
+    assert storage.counters()["alerts_total"] == 6
+    assert _stored_counters(path)["alerts_total"] == 6
+    with closing(sqlite3.connect(path)) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = "
+                                              "'index' AND tbl_name = 'alerts'")}
+    assert indexes == {"idx_alerts_stream_ts"}
+    # The reads that used the dropped index still answer the same.
+    assert [r["alert_id"] for r in storage.alerts(open_only=True, limit=None)] == ["z"]
+    storage.close()
+
+
+def test_a_new_file_starts_with_nothing_counted() -> None:
+    storage = Storage(":memory:")
+    assert storage.counters() == {}
+    storage.write(PendingWrites(alerts=[_event("a", "open", 1.0)]), [])
+    assert storage.counters() == {"alerts_total": 1}
+    storage.close()

@@ -32,6 +32,16 @@ _PATH_ERRORS = ("SQLITE_CANTOPEN", "SQLITE_NOTADB", "SQLITE_PERM", "SQLITE_READO
 # WAL pages before SQLite copies them back into the database (its default: 1,000 pages).
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 
+# The counters table, plus how many alert rows ``alerts_total`` does not count yet (under the
+# name _UNCOUNTED), in one statement: one read snapshot. Every reader of ``alerts_total`` adds
+# the two (the tests that read the file with plain sqlite3 have their own query for it).
+_UNCOUNTED = "(alert rows since alerts_counted_id)"
+_COUNTERS_SQL = (
+    "SELECT name, value FROM counters UNION ALL "
+    f"SELECT '{_UNCOUNTED}', COUNT(*) FROM alerts WHERE id > "
+    "COALESCE((SELECT value FROM counters WHERE name = 'alerts_counted_id'), 0)"
+)
+
 # Another connection holds the lock beyond the busy timeout: the same write may succeed later.
 _BUSY_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED")
 
@@ -199,10 +209,14 @@ class Storage:
             if pending.drift:
                 _insert(db.conn, "drift_events",
                         [{**_vars_of(d), "ts_iso": iso_utc(d.ts)} for d in pending.drift])
-            self._add_counters(
+            # No alerts_total here: adding to it wrote the counters page with every alert, one
+            # of ~6 pages an alert cost (issue 15). Whenever the counters are written anyway,
+            # it catches up with the alert rows stored since (counters() adds the rest).
+            if self._add_counters(
                 {"readings_total": pending.readings, "rejects_total": sum(by_reason.values()),
-                 "alerts_total": len(pending.alerts), "pending_dropped": pending.dropped}
-            )
+                 "pending_dropped": pending.dropped}
+            ):
+                self._catch_up_alerts()
             if streams:
                 # readings accumulate in SQL so the count survives restarts without checkpoints.
                 db.conn.executemany(
@@ -220,12 +234,38 @@ class Storage:
                     else [{"recent_levels": None, **row} for row in streams],
                 )
 
-    def _add_counters(self, deltas: dict[str, int]) -> None:
+    def _add_counters(self, deltas: dict[str, int]) -> bool:
+        """Add the non-zero ``deltas``; whether there were any (the counters page written)."""
+        changes = [(k, v) for k, v in deltas.items() if v]
         self.db.conn.executemany(
             "INSERT INTO counters (name, value) VALUES (?, ?) "
             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-            [(k, v) for k, v in deltas.items() if v],
+            changes,
         )
+        return bool(changes)
+
+    def _catch_up_alerts(self) -> None:
+        """Count the alert rows stored since the last catch-up into ``alerts_total``.
+
+        Inside the caller's transaction. ``alerts_counted_id`` is the highest row id already
+        in ``alerts_total``; it moves to MAX(id) together with the count, so a row is counted
+        once. After a prune deleted the newest rows, MAX(id) is lower than before: the next
+        row takes MAX(id) + 1 (no AUTOINCREMENT), which must count, so it moves back with it.
+        Writes nothing when there is nothing to catch up.
+        """
+        conn = self.db.conn
+        counted, newest = conn.execute(
+            "SELECT (SELECT value FROM counters WHERE name = 'alerts_counted_id'), "
+            "(SELECT COALESCE(MAX(id), 0) FROM alerts)").fetchone()
+        counted = counted or 0
+        if counted == newest:
+            return
+        if newest > counted:
+            self._add_counters({"alerts_total": conn.execute(
+                "SELECT COUNT(*) FROM alerts WHERE id > ?", [counted]).fetchone()[0]})
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES ('alerts_counted_id', ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value", [newest])
 
     @_storage_errors
     def set_busy_timeout(self, seconds: float) -> None:
@@ -246,12 +286,17 @@ class Storage:
         Both rows of an alert go together: an alert still open at the cut-off is kept whole,
         so ``alerts --open`` never shows a resolve without its open or the other way round.
         """
-        with self.db.conn:
+        with self.db.atomic():
+            # Counted before they go: alerts_total counts every alert ever stored.
+            self._catch_up_alerts()
             cursor = self.db.execute(
                 "DELETE FROM alerts WHERE ts < ? AND alert_id IN "
                 "(SELECT alert_id FROM alerts WHERE state = 'resolved' AND ts < ?)",
                 [older_than, older_than],
             )
+            # Nothing is left to count; alerts_counted_id follows MAX(id) down if the newest
+            # rows went, so the ids the next rows take are counted.
+            self._catch_up_alerts()
         return cursor.rowcount
 
     def _trim_rejects(self) -> None:
@@ -278,7 +323,18 @@ class Storage:
     # -- reads ----------------------------------------------------------------------------
     @_storage_errors
     def counters(self) -> dict[str, int]:
-        return {r["name"]: r["value"] for r in self.db["counters"].rows}
+        """The counters as of one moment, ``alerts_total`` with the rows not caught up yet.
+
+        One statement, so one read snapshot: the stored total and the rows beyond
+        ``alerts_counted_id`` cannot straddle a catch-up (which would count rows twice).
+        ``alerts_counted_id`` itself is bookkeeping, not a count: not returned.
+        """
+        rows = dict(self.db.execute(_COUNTERS_SQL).fetchall())
+        uncounted = rows.pop(_UNCOUNTED, 0)
+        rows.pop("alerts_counted_id", None)
+        if uncounted or "alerts_total" in rows:
+            rows["alerts_total"] = rows.get("alerts_total", 0) + uncounted
+        return rows
 
     @_storage_errors
     def reject_counts(self) -> dict[str, int]:

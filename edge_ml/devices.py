@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_ml.kernels.device_forest import JOINT_HEIGHT, JOINT_TREES, device_trees
-from edge_ml.kernels.heap_deltas import masses_from_deltas, node_deltas
+from edge_ml.kernels.heap_deltas import arrays_with_deltas, arrays_with_masses
 from edge_ml.kernels.joint import MAX_DEVICE_FIELDS, joint_batch
 from edge_ml.slots import SlotArrays, SlotField, place_rows
 
@@ -217,10 +217,8 @@ class Devices:
         used = len(self.names)
         arrays = {f"devices.{name}": np.array(getattr(self.state, name)[:used])
                   for name in _FIELD_NAMES}
-        # As the streams' forests, masses leave as deltas: mostly zeros
-        # (edge_ml.kernels.heap_deltas).
-        masses = arrays.pop("devices.mass")
-        arrays["devices.mass_deltas"] = node_deltas(masses, out=masses)
+        # As the streams' forests, masses leave as deltas: mostly zeros.
+        arrays_with_deltas(arrays, "devices.mass")
         return {"names": list(self.names), "fields": [list(f) for f in self.fields],
                 "arrays": arrays}
 
@@ -228,7 +226,7 @@ class Devices:
         """Put exported devices back, with their streams at the slots ``slot_of`` names."""
         names = list(data["names"])  # type: ignore[call-overload]
         fields = [list(f) for f in data["fields"]]  # type: ignore[attr-defined]
-        arrays: dict[str, np.ndarray] = dict(data["arrays"])  # type: ignore[call-overload]
+        arrays = arrays_with_masses(data["arrays"], "devices.mass")  # type: ignore[arg-type]
         self.names, self.fields, self.index = [], [], {}
         self.joint_slot = []
         self.state = _device_arrays(max(4, len(names)))
@@ -246,9 +244,6 @@ class Devices:
                     self.slot_field[slot] = j
         for members in fields:
             self._trees_for(len(members))
-        if "devices.mass_deltas" in arrays:  # schema 5 on; older checkpoints hold masses
-            arrays["devices.mass"] = masses_from_deltas(
-                np.asarray(arrays.pop("devices.mass_deltas")))
         for name in _FIELD_NAMES:
             key = f"devices.{name}"
             if key not in arrays:

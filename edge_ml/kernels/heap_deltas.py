@@ -22,28 +22,25 @@ from numba import njit
 
 
 @njit(cache=True)
-def _deltas_into(mass, out, mask, in_place):
-    """``out`` = ``mass`` with right children as ``parent - left - right``, wrapped by ``mask``
-    (the dtype's all-ones: two's complement makes ``& mask`` the modulo of a negative too)."""
+def _deltas_in_place(mass, mask):
+    """Right children of ``mass`` as ``parent - left - right``, wrapped by ``mask`` (the
+    dtype's all-ones: two's complement makes ``& mask`` the modulo of a negative too).
+
+    Children before parents: a node is read as a parent only before its own delta is written.
+    """
     rows, nodes, windows = mass.shape
     for r in range(rows):
-        if not in_place:
-            for i in range(nodes):
-                for w in range(windows):
-                    out[r, i, w] = mass[r, i, w]
-        # Children before parents: a node is read as a parent only after its own delta, so
-        # ``out`` may be ``mass`` (a right child's parent is still a mass when it is read).
         for parent in range((nodes - 1) // 2 - 1, -1, -1):
             right = 2 * parent + 2
             for w in range(windows):
                 delta = (np.int64(mass[r, parent, w]) - np.int64(mass[r, right - 1, w])
                          - np.int64(mass[r, right, w]))
-                out[r, right, w] = delta & mask
+                mass[r, right, w] = delta & mask
 
 
 @njit(cache=True)
 def _masses_in_place(deltas, mask):
-    """Undo :func:`_deltas_into` in place; parents come first in BFS order, so each is
+    """Undo :func:`_deltas_in_place`; parents come first in BFS order, so each is
     whole before its right child is rebuilt from it."""
     rows, nodes, windows = deltas.shape
     for r in range(rows):
@@ -75,12 +72,13 @@ def node_deltas(mass: npt.NDArray[np.unsignedinteger],
     [5, 3, 0]
     """
     shape, mask = _rows(mass)
-    source = np.ascontiguousarray(mass)
     if out is None:
-        out = np.empty_like(source)
-    rows = source.reshape(shape)
-    in_place = out is source
-    _deltas_into(rows, rows if in_place else out.reshape(shape), mask, in_place)
+        out = np.array(mass, order="C")
+    elif out is not mass:
+        np.copyto(out, mass)
+    if not out.flags.c_contiguous:  # reshape would copy, and the deltas would go nowhere
+        raise ValueError("node_deltas needs a C-contiguous output")
+    _deltas_in_place(out.reshape(shape), mask)
     return out
 
 
@@ -96,3 +94,21 @@ def masses_from_deltas(deltas: npt.NDArray[np.unsignedinteger],
     mass = np.array(deltas, order="C")  # a copy: what a decode hands over stays as it was
     _masses_in_place(mass.reshape(shape), mask)
     return mass
+
+
+def arrays_with_deltas(arrays: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
+    """A checkpoint's ``arrays`` with the masses under ``key`` turned into deltas, in place
+    in that array, under ``key + "_deltas"`` (schema 5 on)."""
+    masses = arrays.pop(key)
+    arrays[key + "_deltas"] = node_deltas(masses, out=masses)
+    return arrays
+
+
+def arrays_with_masses(arrays: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
+    """The inverse of :func:`arrays_with_deltas` on a copy of the dict; a checkpoint from
+    before schema 5 holds the masses under ``key`` already and is returned as it is."""
+    if key + "_deltas" not in arrays:
+        return arrays
+    arrays = dict(arrays)
+    arrays[key] = masses_from_deltas(np.asarray(arrays.pop(key + "_deltas")))
+    return arrays

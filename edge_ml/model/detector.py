@@ -32,7 +32,7 @@ from edge_ml.kernels.calibration import (
 from edge_ml.kernels.discrete import N_DISCRETE, discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import detect_batch
-from edge_ml.kernels.heap_deltas import masses_from_deltas, node_deltas
+from edge_ml.kernels.heap_deltas import arrays_with_deltas, arrays_with_masses
 from edge_ml.kernels.window import Z_RESIDUAL
 from edge_ml.model.forest import ForestState, TreeStructure
 from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
@@ -147,17 +147,15 @@ class NumbaDetector:
         }
         # Masses leave as deltas (edge_ml.kernels.heap_deltas): half the cells become zeros, and a
         # checkpoint of 1,000 streams shrinks from 2.4 to ~0.8 MB (issue 15).
-        masses = arrays.pop("forest.mass")
-        arrays["forest.mass_deltas"] = node_deltas(masses, out=masses)
+        arrays_with_deltas(arrays, "forest.mass")
         arrays.update(self.state.export(used, pool, "detector."))
         return arrays
 
     def restore(self, arrays: dict[str, np.ndarray], absent_ok: Collection[str] = ()) -> None:
+        arrays = arrays_with_masses(arrays, "forest.mass")  # schema 5 stores deltas
         forest = {
             k.removeprefix("forest."): v for k, v in arrays.items() if k.startswith("forest.")
         }
-        if "mass_deltas" in forest:  # schema 5 on; older checkpoints hold the masses
-            forest["mass"] = masses_from_deltas(np.asarray(forest.pop("mass_deltas")))
         used = len(forest.get("ref", ()))
         capacity = max(self.forest.capacity, used)
         restored = ForestState.restore(self.structure, self.params.window_size, forest)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import struct
+import tracemalloc
 import zlib
+from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 import numpy as np
 import pytest
 from pipeline_helpers import make_pipeline, readings
 
+from edge_ml import checkpoint_format
 from edge_ml.checkpoint_format import MAGIC, SCHEMA_VERSION, decode, encode
 from edge_ml.errors import CheckpointError
 from edge_ml.state import compatibility, export_state
@@ -88,3 +93,75 @@ def test_params_mismatch_is_refused_with_the_difference() -> None:
     other = make_pipeline(n_trees=7)
     with pytest.raises(CheckpointError, match="n_trees: checkpoint 5, config 7"):
         decode(blob, compatibility(other))
+
+
+# -- the stream-axis-last layout, made in slices ----------------------------------------------
+def _reference_pieces(obj: Any, packer: msgpack.Packer) -> Iterator[bytes]:
+    """The schema-5 encoder as it shipped (756e723): one whole transposed copy per array."""
+    if isinstance(obj, np.ndarray):
+        array = np.ascontiguousarray(obj)
+        shape = list(array.shape)
+        rows_last = array.ndim >= 2
+        if rows_last:
+            array = np.ascontiguousarray(np.moveaxis(array, 0, -1))
+        yield packer.pack_map_header(4)
+        yield packer.pack("nd") + packer.pack(2 if rows_last else 1)
+        yield packer.pack("dtype") + packer.pack(array.dtype.str)
+        yield packer.pack("shape") + packer.pack(shape)
+        yield packer.pack("data") + b"\xc6" + struct.pack(">I", array.nbytes)
+        yield array.tobytes()
+    elif isinstance(obj, dict):
+        yield packer.pack_map_header(len(obj))
+        for key, value in obj.items():
+            yield packer.pack(key)
+            yield from _reference_pieces(value, packer)
+    elif isinstance(obj, list | tuple):
+        yield packer.pack_array_header(len(obj))
+        for value in obj:
+            yield from _reference_pieces(value, packer)
+    else:
+        yield packer.pack(obj.item() if isinstance(obj, np.generic) else obj)
+
+
+def _reference_blob(document: dict[str, Any]) -> bytes:
+    import hashlib
+
+    raw = b"".join(_reference_pieces(document, msgpack.Packer(use_bin_type=True)))
+    body = zlib.compress(raw, checkpoint_format.ZLIB_LEVEL)
+    return MAGIC + hashlib.sha256(body).digest() + body
+
+
+def _realistic_document() -> dict[str, Any]:
+    p = make_pipeline()
+    p.process_readings(*readings(4000, streams=7))
+    document = export_state(p)
+    document["state"]["extra"] = {  # shapes and dtypes the pipeline does not have (yet)
+        "fortran": np.asfortranarray(np.arange(60, dtype=">i4").reshape(5, 3, 4)),
+        "flags": np.arange(21).reshape(7, 3) % 2 == 0,
+        "one_stream": np.linspace(0, 1, 12).reshape(1, 3, 4),
+        "empty": np.zeros((0, 4)),
+    }
+    return document
+
+
+@pytest.mark.parametrize("slice_bytes", [1, 100, 4096, checkpoint_format.LAYOUT_SLICE_BYTES])
+def test_layout_slices_write_the_blob_the_whole_copy_wrote(monkeypatch, slice_bytes) -> None:
+    document = _realistic_document()
+    assert document["state"]["detector"]["forest.mass_deltas"].ndim == 4
+    monkeypatch.setattr(checkpoint_format, "LAYOUT_SLICE_BYTES", slice_bytes)
+    assert encode(document).blob == _reference_blob(document)
+
+
+def test_encoding_a_big_array_makes_no_whole_transposed_copy() -> None:
+    streams, cells = 4000, 8000  # 32 MB of uint8, like the forest's masses at 10,000 streams
+    array = (np.arange(streams * cells, dtype=np.uint32) % 7).astype(np.uint8)
+    document = {"header": {"schema_version": SCHEMA_VERSION},
+                "state": {"masses": array.reshape(streams, cells)}}
+    tracemalloc.start()  # NumPy reports its buffers to tracemalloc
+    try:
+        blob = encode(document).blob
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * checkpoint_format.LAYOUT_SLICE_BYTES < array.nbytes / 2
+    np.testing.assert_array_equal(decode(blob)["state"]["masses"], document["state"]["masses"])

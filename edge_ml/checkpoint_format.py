@@ -43,8 +43,8 @@ MAGIC = b"EDGEMLCK"
 # weeks of learning). A newer version than this build's is refused.
 #   2: ``persist``, the persistent view's EWMA and its spread (issue 13): zeros, the view
 #      learns again and scores after its first 100 readings;
-#   3: ``first_ts``, each stream's first-reading time (warm-up by time span): NaN, taken at
-#      the stream's next reading (a stream past its warm-up is not affected);
+#   3: ``first_ts``, each stream's first-reading time (warm-up by time span, and how far a
+#      young profile slot is trusted): the stream statistics' first reading;
 #   4: ``discrete``, each stream's integrality, grid step and zero share (kernels.discrete):
 #      zeros, learned again from the next readings (no floor for the first 10).
 #   5: no new state; smaller (issue 15): arrays of 2+ axes stored stream axis last ("nd": 2),

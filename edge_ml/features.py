@@ -63,7 +63,11 @@ class FeatureState:
         return (a.prof_mean, a.prof_mean_dev, a.prof_n, a.offset, a.mean, a.dev, a.dmean, a.ddev,
                 a.vol, a.lr_mean, a.lr_dev, a.prev, a.seen)
 
-    def update(self, slots: np.ndarray, values: np.ndarray,
-               ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """z-scores, tree features and profile residuals of a batch, learning as it goes."""
-        return features_batch(slots, values, ts, self.period_s, *self.kernel_args())
+    def update(self, slots: np.ndarray, values: np.ndarray, ts: np.ndarray,
+               first_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """z-scores, tree features and profile residuals of a batch, learning as it goes.
+
+        ``first_ts`` is each stream's first reading time, kept by the model stage (NaN for a
+        new stream: set here from its first reading).
+        """
+        return features_batch(slots, values, ts, self.period_s, first_ts, *self.kernel_args())

@@ -92,6 +92,10 @@ def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
             # An older schema's checkpoint lacks state added since: it starts neutral.
             added = detector_arrays_added_since(int(header["schema_version"]))
             detector.restore(state["detector"], added)
+            if "first_ts" in added:
+                # A stream's age decides how far its young profile slots are trusted
+                # (kernels.window.slot_covered): the stream statistics have its first reading.
+                detector.state.first_ts[:len(names)] = streams.stats.first_ts[:len(names)]
         alerts = AlertTracker(config.alerts, capacity)
         alerts.state.restore(state["alerts"])
         alerts.open_alerts = {int(slot): (str(alert_id), float(opened_at))

@@ -32,6 +32,28 @@ from edge_ml.kernels.window import (
 )
 
 
+def _covered(t: float, t_first: float, period_s: float, bins: int, back: int) -> float:
+    """Share of slot ``back`` slots before ``t``'s own that lies between the stream's first
+    reading and ``t`` (the whole slot once the stream is a period old)."""
+    if t - t_first >= period_s:
+        return 1.0
+    width = period_s / bins
+    b = min(bins - 1, int((t % period_s) / period_s * bins))
+    own_start = t - t % period_s + b * width
+    low, high = own_start - back * width, (t if back == 0 else own_start - (back - 1) * width)
+    return min(1.0, max(0.0, (high - max(low, t_first)) / width))
+
+
+def _slot_scale(prof_dev: list[float], prof_n: list[int], b: int, covered: float) -> float:
+    """A slot's deviation shrunk toward the pool of all slots (weighted by their residuals)."""
+    weights = [min(n - 1, (2.0 - ALPHA_BIN) / ALPHA_BIN) for n in prof_n]
+    pooled = sum(w * d for w, d in zip(weights, prof_dev, strict=True) if w > 0) / sum(
+        w for w in weights if w > 0)
+    k = (prof_n[b] - 1) * covered
+    return (k * prof_dev[b] + POOL_WEIGHT * pooled) / (k + POOL_WEIGHT) * math.sqrt(
+        1.0 + 1.0 / prof_n[b])
+
+
 def features(values: list[float], ts: list[float], period_s: float,
              bins: int) -> list[list[float]]:
     """The four z-scores of each reading against the history before it."""
@@ -53,19 +75,11 @@ def features(values: list[float], ts: list[float], period_s: float,
             z[3] = (log_ratio - lr_mean) / max(DEV_MULT * lr_dev, VOL_MIN_DEV)
         if n >= 2:
             if prof_n[b] >= MIN_BIN_COUNT:
-                grown = [prof_dev[j] for j in range(bins) if prof_n[j] >= 2]
-                pooled = sum(grown) / len(grown)
-                k = prof_n[b] - 1
-                scale = (k * prof_dev[b] + POOL_WEIGHT * pooled) / (k + POOL_WEIGHT)
-                scale *= math.sqrt(1.0 + 1.0 / prof_n[b])
+                scale = _slot_scale(prof_dev, prof_n, b, _covered(t, ts[0], period_s, bins, 0))
                 z[0] = res / max(DEV_MULT * scale, SD_FLOOR_FRAC * sd, floor)
             elif prof_n[(b - 1) % bins] >= MIN_BIN_COUNT:  # a young slot: the one before it
                 a = (b - 1) % bins
-                grown = [prof_dev[j] for j in range(bins) if prof_n[j] >= 2]
-                pooled = sum(grown) / len(grown)
-                k = prof_n[a] - 1
-                scale = (k * prof_dev[a] + POOL_WEIGHT * pooled) / (k + POOL_WEIGHT)
-                scale *= math.sqrt(1.0 + 1.0 / prof_n[a])
+                scale = _slot_scale(prof_dev, prof_n, a, _covered(t, ts[0], period_s, bins, 1))
                 z[0] = (v - prof_mean[a] - offset) / max(DEV_MULT * scale, SD_FLOOR_FRAC * sd,
                                                          floor)
             z[1] = (v - mean) / max(sd, floor)

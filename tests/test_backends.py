@@ -16,8 +16,6 @@ the first readings of every stream.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -121,7 +119,8 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
     walk = np.empty((p.height + 2, st.split_feature.shape[0]), dtype=np.int64)
     for i in range(n):
         slot = int(slots[i])
-        Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
+        Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1],
+                                  s.first_ts)
         residual[i] = R[0]
         Z[0, 0] = discrete_rescale(s.discrete, slot, values[i], Z[0, Z_RESIDUAL], Z[0, 0])
         expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
@@ -132,8 +131,6 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
         level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
                           season, Z[0, 3], p.window_size)
         view[i] = level_view(level, season, Z[0, 3])
-        if math.isnan(s.first_ts[slot]):
-            s.first_ts[slot] = ts[i]
         if warming_up(features.arrays.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], p.warmup,
                       warm_early(p.warmup), WARM_SPAN_S):
             warming[i] = 1

@@ -34,6 +34,12 @@ def _ts(n: int) -> np.ndarray:
     return 1.7e9 + 300.0 * np.arange(n)  # 5-minute readings, like NAB
 
 
+def one_stream(values: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, ...]:
+    """z-scores, tree features and residuals of one new stream (daily profile of 48 slots)."""
+    return FeatureState(86400.0, 48).update(np.zeros(len(values), np.int64), values, ts,
+                                            np.full(1, np.nan))
+
+
 @pytest.mark.parametrize("bins", [1, 48])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_features_match_reference(case: str, bins: int) -> None:
@@ -44,7 +50,8 @@ def test_features_match_reference(case: str, bins: int) -> None:
     state = FeatureState(86400.0, bins, capacity=1)
     state.arrays.grow(streams)
     slots = np.tile(np.arange(streams, dtype=np.int64), len(values))
-    Z, X, _ = state.update(slots, np.repeat(values, streams), np.repeat(ts, streams))
+    Z, X, _ = state.update(slots, np.repeat(values, streams), np.repeat(ts, streams),
+                           np.full(streams, np.nan))
     for s in range(streams):
         np.testing.assert_allclose(Z[slots == s, :4], expected, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(X[slots == 0], np.vectorize(naive.squash)(expected[:, :3]),
@@ -55,7 +62,7 @@ def test_features_match_reference(case: str, bins: int) -> None:
 def test_a_reading_off_its_daily_profile_stands_out() -> None:
     values = CASES["daily"].copy()
     values[1900] += 3.0  # ordinary for the day's range, not for that time of day
-    Z, _, _ = FeatureState(86400.0, 48).update(np.zeros(2000, np.int64), values, _ts(2000))
+    Z, _, _ = one_stream(values, _ts(2000))
     assert abs(Z[1900, 0]) > 4 * np.abs(Z[1600:1899, 0]).std()
 
 
@@ -68,10 +75,29 @@ def test_young_profile_slots_do_not_turn_noise_into_anomalies() -> None:
     for seed in range(8):
         values = np.random.default_rng(seed).normal(20.0, 0.1, 5000)
         ts = 1.7e9 + 60.0 * np.arange(5000)
-        Z, _, _ = FeatureState(86400.0, 48).update(np.zeros(5000, np.int64), values, ts)
+        Z, _, _ = one_stream(values, ts)
         assert np.abs(Z[:, 0]).max() < 6.0
         beyond += int((np.abs(Z[:, 0]) > 4.42).sum())
     assert beyond <= 8  # 46 before; 4 now, 0.4 expected of exact Gaussian z-scores
+
+
+def test_a_fast_streams_new_slot_scores_noise_as_noise() -> None:
+    # 1 Hz Gaussian noise on a stream's first day, crossing into a new half-hour slot: the
+    # slot's first readings all come from its first seconds, and their own deviation (two or
+    # three residuals) gave z-scores with tails 100-3,600 times a Gaussian's; the daemon raised
+    # a false alert on ~3 % of 1,000 such streams at every half hour of their first day.
+    streams, before, after = 400, 600, 60
+    boundary = 1.7e9 - 1.7e9 % 1800 + 1800  # a half-hour slot starts here
+    k = np.arange(-before, after, dtype=np.float64)
+    values = np.random.default_rng(3).normal(20.0, 1.0, (len(k), streams))
+    slots = np.tile(np.arange(streams, dtype=np.int64), len(k))
+    Z, _, _ = FeatureState(86400.0, 48, capacity=streams).update(
+        slots, values.ravel(), np.repeat(boundary + k, streams), np.full(streams, np.nan))
+    z = np.abs(Z[:, 0].reshape(len(k), streams))
+    first = z[(k >= 3) & (k < 6)]  # the new slot's third to fifth readings: it scores them
+    assert np.sqrt(np.mean(first * first)) < 1.07  # 1.11-1.13 before the fix (1 for Gaussian)
+    young = z[(k >= 3) & (k < 12)]
+    assert int((young > 3.0).sum()) <= 20  # 9.7 expected of Gaussian z; 26-40 before the fix
 
 
 def test_value_scale_is_robust_to_one_outlier() -> None:
@@ -79,10 +105,10 @@ def test_value_scale_is_robust_to_one_outlier() -> None:
     # huge reading does not squeeze every later z-score towards 0 as a variance would (a
     # variance with forgetting 1/600 would put the sd near 40 after this outlier).
     values = np.random.default_rng(5).normal(0.0, 1.0, 4000)
-    Z, _, _ = FeatureState(86400.0, 48).update(np.zeros(4000, np.int64), values.copy(), _ts(4000))
+    Z, _, _ = one_stream(values.copy(), _ts(4000))
     assert 0.9 < Z[3000:3500, 1].std() < 1.1
     values[3500] = 1e3
-    Z, _, _ = FeatureState(86400.0, 48).update(np.zeros(4000, np.int64), values, _ts(4000))
+    Z, _, _ = one_stream(values, _ts(4000))
     assert Z[3500, 1] > 100
     assert Z[3501:3700, 1].std() > 0.2  # ~0.3 here; ~0.025 with a variance
 
@@ -90,7 +116,7 @@ def test_value_scale_is_robust_to_one_outlier() -> None:
 def test_a_stuck_sensor_stands_out() -> None:
     values = np.random.default_rng(6).normal(20.0, 0.5, 3000)
     values[2500:2540] = values[2500]  # the sensor freezes on one value
-    Z, _, _ = FeatureState(86400.0, 48).update(np.zeros(3000, np.int64), values, _ts(3000))
+    Z, _, _ = one_stream(values, _ts(3000))
     assert Z[1000:2500, 3].min() > -6  # ordinary noise: no collapse
     assert Z[2525:2540, 3].max() < -9  # frozen for 25 readings: far in the lower tail
 
@@ -214,3 +240,19 @@ def test_discrete_floors_match_reference(case: str) -> None:
         assert max(abs(z[i]) for i in bursts) > 50 and max(abs(got[i]) for i in bursts) < 5
     else:
         np.testing.assert_array_equal(got[100:], z[100:])  # a continuous grid step is ~0
+
+
+def test_slot_coverage_matches_reference() -> None:
+    from edge_ml.kernels.window import slot_covered
+
+    gen = np.random.default_rng(5)
+    t_first = 1.7e9 + gen.uniform(0, 86400.0, 400)
+    ts = t_first + np.concatenate([gen.uniform(0, 2 * 86400.0, 390), np.zeros(5),
+                                   np.full(5, 86400.0)])
+    for bins in (1, 7, 48):
+        for back in (0, 1):
+            pairs = list(zip(ts.tolist(), t_first.tolist(), strict=True))
+            got = [slot_covered(t, f, 86400.0, bins, back) for t, f in pairs]
+            want = [naive._covered(t, f, 86400.0, bins, back) for t, f in pairs]
+            np.testing.assert_allclose(got, want, atol=1e-9)
+    assert slot_covered(1.7e9, np.nan, 86400.0, 48, 0) == 1.0  # no first reading known: old

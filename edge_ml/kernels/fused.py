@@ -51,9 +51,11 @@ def detect_batch(
     walk = np.empty((height + 2, split_feature.shape[0]), dtype=np.int64)  # HST scratch
     for i in range(n_readings):
         s = slots[i]
+        if math.isnan(first_ts[s]):
+            first_ts[s] = ts[i]
         residual[i] = feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean,
                                      ddev, vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i],
-                                     period_s, z)
+                                     period_s, first_ts[s], z)
         # The trees see the features as the staged path computes them; the seasonal view's
         # scale is floored by the stream's discrete structure (kernels.discrete).
         squash(z, x)
@@ -67,8 +69,6 @@ def detect_batch(
         level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, season, z[3],
                           window_size)
         view[i] = level_view(level, season, z[3])  # issue 14 hook: which view's tail it is
-        if math.isnan(first_ts[s]):
-            first_ts[s] = ts[i]
         if warming_up(seen[s], z[0], ts[i] - first_ts[s], warmup, warm_early, warm_span_s):
             warming[i] = 1
         else:

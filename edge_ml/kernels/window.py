@@ -89,33 +89,65 @@ def season_bin(ts, period_s, bins):
     return min(max(b, 0), bins - 1)
 
 
+# Residuals an EWMA at ALPHA_BIN effectively averages (its variance is a plain mean's of this
+# many).
+_M_EWMA = (2.0 - ALPHA_BIN) / ALPHA_BIN
+
+
 @njit(cache=True)
-def slot_scale(prof_mean_dev, prof_n, s, b):
+def slot_scale(prof_mean_dev, prof_n, s, b, covered):
     """Deviation to expect of a residual in profile slot ``b`` of stream ``s``.
 
     A young slot's own deviation comes from a handful of residuals and is often far too small
     (pure noise sampled once a minute raised ~3 alerts per 5,000 readings, at slots' first
     readings), so it is shrunk toward the deviation pooled over the stream's slots, as if the
-    pool were ``POOL_WEIGHT`` more residuals. It is also widened by ``sqrt(1 + 1/n)``: the
-    slot's mean is itself an estimate from ``n`` readings.
+    pool were ``POOL_WEIGHT`` more residuals. The slot's own residuals count in proportion to
+    the share of the slot's width they have ``covered`` (1 once the stream is a period old):
+    a fast stream's first readings of a new slot all come from its first seconds, and their
+    deviation, from two or three residuals, gave z-scores with tails 100 times a Gaussian's
+    (a false alert on ~3 % of 1 Hz streams at every new half hour of their first day). It is
+    also widened by ``sqrt(1 + 1/n)``: the slot's mean is itself an estimate from ``n``
+    readings.
     """
     pooled = 0.0
-    used = 0
+    used = 0.0
     for j in range(prof_n.shape[1]):
-        if prof_n[s, j] >= 2:  # a slot's deviation starts at its second reading
-            pooled += prof_mean_dev[s, j]
-            used += 1
+        # Each slot weighs in by the residuals its deviation averages (its second reading on,
+        # at most what the EWMA holds): a young slot's few residuals must not drag the pool of
+        # a young stream, which has only two or three slots, down with its own deviation.
+        w = min(prof_n[s, j] - 1.0, _M_EWMA)
+        if w > 0.0:
+            pooled += w * prof_mean_dev[s, j]
+            used += w
     n = prof_n[s, b]
     own = prof_mean_dev[s, b]
-    if used > 0:
-        own = ((n - 1.0) * own + POOL_WEIGHT * pooled / used) / (n - 1.0 + POOL_WEIGHT)
+    if used > 0.0:
+        weight = (n - 1.0) * covered
+        own = (weight * own + POOL_WEIGHT * pooled / used) / (weight + POOL_WEIGHT)
     return own * math.sqrt(1.0 + 1.0 / n)
 
 
 @njit(cache=True)
+def slot_covered(ts, t_first, period_s, bins, back):
+    """Share of the width of the slot ``back`` slots before ``ts``'s own that the stream's
+    readings span, in [0, 1]: 1 once the stream is a period old (its slots have each been
+    visited whole), else the part of the slot's width after the stream's first reading
+    ``t_first`` and before ``ts``."""
+    age = ts - t_first
+    if not age < period_s:  # (a NaN t_first counts as old)
+        return 1.0
+    width = period_s / bins
+    into = ts % period_s - season_bin(ts, period_s, bins) * width  # seconds into ts's slot
+    end = ts if back == 0 else ts - into - (back - 1) * width
+    start = ts - into - back * width
+    return min(max((end - max(start, t_first)) / width, 0.0), 1.0)
+
+
+@njit(cache=True)
 def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol,
-                   lr_mean, lr_dev, prev, seen, s, v, ts, period_s, z):
+                   lr_mean, lr_dev, prev, seen, s, v, ts, period_s, t_first, z):
     """Write the four z-scores of value ``v`` (time ``ts``) for slot ``s`` into ``z``; learn.
+    ``t_first`` is the time of the stream's first reading.
 
     Returns the profile residual, before ``v`` is learned: what the drift monitor watches (a
     daily cycle is not a drift; a level that stays shifted is, until the profile has learned
@@ -137,7 +169,8 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
     z[Z_RESIDUAL] = res
     if n >= 2:
         if prof_n[s, b] >= MIN_BIN_COUNT:
-            z[0] = res / max(DEV_MULT * slot_scale(prof_mean_dev, prof_n, s, b),
+            covered = slot_covered(ts, t_first, period_s, prof_n.shape[1], 0)
+            z[0] = res / max(DEV_MULT * slot_scale(prof_mean_dev, prof_n, s, b, covered),
                              max(SD_FLOOR_FRAC * sd, floor))
         else:
             # A slot too young to score: judge the reading by the slot just before it, when
@@ -147,8 +180,9 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
             a = (b - 1) % prof_n.shape[1]
             if prof_n[s, a] >= MIN_BIN_COUNT:
                 z[Z_RESIDUAL] = v - prof_mean[s, a] - offset[s]
+                covered = slot_covered(ts, t_first, period_s, prof_n.shape[1], 1)
                 z[0] = z[Z_RESIDUAL] / max(
-                    DEV_MULT * slot_scale(prof_mean_dev, prof_n, s, a),
+                    DEV_MULT * slot_scale(prof_mean_dev, prof_n, s, a, covered),
                     max(SD_FLOOR_FRAC * sd, floor))
         z[1] = (v - m) / max(sd, floor)
         z[2] = (d - dmean[s]) / max(DEV_MULT * ddev[s], floor)
@@ -199,17 +233,21 @@ def squash(z, x):
 
 
 @njit(cache=True)
-def features_batch(slots, values, ts, period_s, prof_mean, prof_mean_dev, prof_n, offset, mean,
-                   dev, dmean, ddev, vol, lr_mean, lr_dev, prev, seen):
+def features_batch(slots, values, ts, period_s, first_ts, prof_mean, prof_mean_dev, prof_n,
+                   offset, mean, dev, dmean, ddev, vol, lr_mean, lr_dev, prev, seen):
     """z-scores ``Z[B, 4]``, tree features ``X[B, 3]`` and profile residuals ``R[B]`` of a
-    batch, learning in order."""
+    batch, learning in order. ``first_ts`` holds each stream's first reading time (NaN: taken
+    from this batch)."""
     n_readings = slots.shape[0]
     Z = np.empty((n_readings, N_Z), dtype=np.float64)
     X = np.empty((n_readings, N_FEATURES), dtype=np.float64)
     R = np.empty(n_readings, dtype=np.float64)
     for i in range(n_readings):
+        s = slots[i]
+        if math.isnan(first_ts[s]):
+            first_ts[s] = ts[i]
         R[i] = feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev,
-                              vol, lr_mean, lr_dev, prev, seen, slots[i], values[i], ts[i],
-                              period_s, Z[i])
+                              vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i], period_s,
+                              first_ts[s], Z[i])
         squash(Z[i], X[i])
     return Z, X, R

@@ -73,12 +73,13 @@ class FeatureSource(Protocol):
     arrays: Any
 
     def kernel_args(self) -> tuple[np.ndarray, ...]: ...
-    def update(self, slots: np.ndarray, values: np.ndarray,
-               ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def update(self, slots: np.ndarray, values: np.ndarray, ts: np.ndarray,
+               first_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 class Detector(Protocol):
     params: ModelParams
+    state: SlotArrays  # per-stream calibration state (_calibration_arrays)
 
     def grow(self, capacity: int) -> None: ...
     def process(
@@ -207,7 +208,7 @@ class RiverDetector:
         # The same per-reading rules as the fused kernel, one reading at a time in Python: this
         # backend is the slow reference, not a hot path.
         for i, slot in enumerate(slots.tolist()):
-            Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1])
+            Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1], s.first_ts)
             residual[i] = R[0]
             Z[0, 0] = discrete_rescale(s.discrete, slot, values[i], Z[0, Z_RESIDUAL], Z[0, 0])
             expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
@@ -219,8 +220,6 @@ class RiverDetector:
             level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
                               season, Z[0, 3], self.params.window_size)
             view[i] = level_view(level, season, Z[0, 3])
-            if math.isnan(s.first_ts[slot]):
-                s.first_ts[slot] = ts[i]
             warmup = self.params.warmup
             if warming_up(f.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], warmup,
                           warm_early(warmup), WARM_SPAN_S):

@@ -8,7 +8,9 @@ judged against history it is not part of:
    by all slots, scaled by the slot's deviation. Most sensor streams have a daily cycle; a
    reading that is ordinary at noon may be an anomaly at midnight. A slot with fewer than
    ``MIN_BIN_COUNT`` readings is judged against the slot before it when that one has enough
-   (a fast stream entering a new half hour), else ``z_season`` is 0.
+   (a fast stream entering a new half hour), else ``z_season`` is 0. A young slot's scale
+   leans on the deviation pooled over the stream's slots until the stream's readings have
+   covered the slot's width (``slot_scale``).
 1. ``z_value``: the value against an EWMA mean and mean absolute deviation of the stream.
 2. ``z_diff``: the first difference against an EWMA mean and mean absolute deviation of the
    differences.

@@ -44,7 +44,6 @@ import calibration_suite as cs
 
 import edge_ml.model.detector as detector_module
 from edge_ml.config import parse_config
-from edge_ml.kernels.explain import EXPECTED_Z
 from edge_ml.evaluate import (
     PROFILES,
     _normalise,
@@ -53,6 +52,7 @@ from edge_ml.evaluate import (
     load_labels,
     load_results,
 )
+from edge_ml.kernels.explain import EXPECTED_Z
 from edge_ml.pipeline import Pipeline
 from edge_ml.replay import replay_csv
 

@@ -51,9 +51,11 @@ MAGIC = b"EDGEMLCK"
 #      forest masses as deltas (``forest.mass_deltas``, ``devices.mass_deltas``;
 #      edge_ml.kernels.heap_deltas). A build reading 4 at most would misread them: it
 #      refuses them.
-SCHEMA_VERSION = 5
+#   6: ``tail``, each stream's isolated extreme episodes (kernels.calibration, issue 13):
+#      zeros, learned again (the scale stays 1 until the stream's episodes outrun the prior).
+SCHEMA_VERSION = 6
 OLDEST_READABLE = 1
-DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",)}
+DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",), 6: ("tail",)}
 _DIGEST = 32
 # Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
 # 1,000 streams at default parameters are about 21 MB, so this allows ~50,000 streams.
@@ -294,7 +296,7 @@ def detector_arrays_added_since(version: int) -> tuple[str, ...]:
     """Per-stream detector arrays a checkpoint of schema ``version`` lacks (added later).
 
     >>> detector_arrays_added_since(1)
-    ('persist', 'first_ts', 'discrete')
+    ('persist', 'first_ts', 'discrete', 'tail')
     >>> detector_arrays_added_since(SCHEMA_VERSION)
     ()
     """

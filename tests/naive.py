@@ -17,6 +17,11 @@ from edge_ml.kernels.calibration import (
     P_FLOOR,
     P_MIN,
     QUIET_Z_DIVISOR,
+    TAIL_COOL,
+    TAIL_GAP,
+    TAIL_L0,
+    TAIL_PRIOR,
+    TAIL_RATE,
 )
 from edge_ml.kernels.window import (
     ALPHA_BIN,
@@ -148,10 +153,20 @@ def levels(raw: list[float], z_season: list[float], z_volatility: list[float],
     return out
 
 
-def persistent_levels(z_season: list[float]) -> list[float]:
+def _neglog_tail(zp: float) -> float:
+    """-ln P(|Z| >= |zp|): erfc while it is representable, then the asymptotic series."""
+    x = abs(zp)
+    if x < 8.0:
+        return -math.log(math.erfc(x / math.sqrt(2)))
+    t = x / math.sqrt(2)
+    return t * t + math.log(t * math.sqrt(math.pi)) - math.log(1 - 0.5 / t**2 + 0.75 / t**4)
+
+
+def persistent_zs(z_season: list[float]) -> list[float]:
     """The persistent view: an EWMA of clipped z-scores against its own mean and deviation.
 
-    Readings whose z-score is exactly 0 (a profile slot too young) are skipped and score 0.
+    Readings whose z-score is exactly 0 (a profile slot too young) are skipped and score 0, as
+    do the first ``P_MIN`` learned ones.
     """
     ew = mean = dev = 0.0
     n = 0
@@ -163,25 +178,16 @@ def persistent_levels(z_season: list[float]) -> list[float]:
             continue
         ew += P_ALPHA * (min(max(z, -P_CLIP), P_CLIP) - ew)
         d = ew - mean
-        level = 0.0
-        if n >= P_MIN:
-            zp = d / max(DEV_MULT_P * dev, floor)
-            # -ln P(|Z| >= |zp|) through mpmath-free means: erfc while it is representable,
-            # then the asymptotic series the kernel uses.
-            x = abs(zp)
-            if x < 8.0:
-                u = -math.log(math.erfc(x / math.sqrt(2)))
-            else:
-                t = x / math.sqrt(2)
-                u = (t * t + math.log(t * math.sqrt(math.pi))
-                     - math.log(1 - 0.5 / t**2 + 0.75 / t**4))
-            level = min(1.0, u / LN_1E10)
-        out.append(level)
+        out.append(d / max(DEV_MULT_P * dev, floor) if n >= P_MIN else 0.0)
         mean += max(P_ALPHA_SD, 1.0 / (n + 1)) * d
         if n > 0:
             dev += max(P_ALPHA_SD, 1.0 / n) * (abs(d) - dev)
         n += 1
     return out
+
+
+def persistent_levels(z_season: list[float]) -> list[float]:
+    return [min(1.0, _neglog_tail(zp) / LN_1E10) for zp in persistent_zs(z_season)]
 
 
 def alert_codes(levels: list[float], ts: list[float], warming: list[int], threshold: float,
@@ -255,3 +261,58 @@ def discrete_rescaled(values: list[float], residuals: list[float],
             nz_n += 1
         seen.append(v)
     return out
+
+
+def _gaussian_z(level: float) -> float:
+    """|z| with two-sided tail 1e-10 ** level, by Newton's method from the asymptotic guess."""
+    u = min(max(level, 0.0), 1.0) * LN_1E10
+    z = math.sqrt(2.0 * max(u, 1e-3))
+    for _ in range(100):
+        q = math.erfc(z / math.sqrt(2.0))
+        f = -math.log(q) - u
+        slope = math.sqrt(2.0 / math.pi) * math.exp(-z * z / 2.0) / q
+        z = max(z - f / slope, 1e-9)
+    return z
+
+
+def own_tail_levels(z_season: list[float], warming: list[int]) -> tuple[list[float], list[float]]:
+    """The seasonal view's levels scaled by the stream's own tail, and unscaled.
+
+    Isolated extreme episodes (one reading at >= TAIL_L0) give their rate ``lam`` per scored
+    reading and the Hill mean ``gamma`` of ln(peak / z0); the seasonal z-score (not the
+    persistent one) is scaled by z_alert / z*, z* = z0 (lam / rate)^gamma, when that is under 1.
+    """
+    z0, z_alert = _gaussian_z(TAIL_L0), _gaussian_z(0.5)
+    gamma0 = 1.0 / (z0 * z0)
+    n = episodes = run = 0
+    log_excess = peak = 0.0
+    start: int | None = None
+    scaled, unscaled = [], []
+    for z, zp, warm in zip(z_season, persistent_zs(z_season), warming, strict=True):
+
+        def season(f: float, z: float = z, zp: float = zp) -> float:
+            return max(_tail(z * f), min(1.0, _neglog_tail(zp) / LN_1E10))
+
+        level = season(1.0)
+        unscaled.append(level)
+        if warm:
+            scaled.append(level)
+            continue
+        n += 1
+        lam = (episodes + TAIL_PRIOR) / (n + TAIL_PRIOR / TAIL_RATE)
+        gamma = (log_excess + TAIL_PRIOR * gamma0) / (episodes + TAIL_PRIOR)
+        z_star = z0 * max(lam / TAIL_RATE, 1.0) ** gamma
+        scaled.append(season(min(1.0, z_alert / z_star)))
+        since = n - start if start is not None else math.inf
+        if level >= TAIL_L0:
+            here = max(_gaussian_z(level), abs(z))
+            if run == 0 and since > TAIL_COOL:
+                start, peak, run = n, here, 1
+            elif run > 0:
+                peak, run = max(peak, here), run + 1
+        elif run > 0 and since > TAIL_GAP:
+            if run == 1:
+                episodes += 1
+                log_excess += math.log(max(peak, z0) / z0)
+            run = 0
+    return scaled, unscaled

@@ -24,8 +24,8 @@ from edge_ml.features import FeatureState
 from edge_ml.kernels.calibration import (
     WARM_SPAN_S,
     calibrate,
-    persistent_level,
-    tail_level,
+    seasonal_views,
+    tail_learn,
     warm_early,
     warming_up,
 )
@@ -127,15 +127,17 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
         raw[i] = hst_step_into(st.split_feature, st.split_threshold, f.mass, f.ref, f.count,
                                f.first_window, slot, np.ascontiguousarray(X[0]), p.height,
                                p.window_size, p.paper_score, walk)
-        season = max(tail_level(Z[0, 0]), persistent_level(s.persist, slot, Z[0, 0]))
+        warm = warming_up(features.arrays.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot],
+                          p.warmup, warm_early(p.warmup), WARM_SPAN_S)
+        season, unscaled = seasonal_views(s.persist, s.tail, slot, Z[0, 0], warm)
         level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
                           season, Z[0, 3], p.window_size)
         view[i] = level_view(level, season, Z[0, 3])
-        if warming_up(features.arrays.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], p.warmup,
-                      warm_early(p.warmup), WARM_SPAN_S):
+        if warm:
             warming[i] = 1
         else:
             levels[i] = level
+            tail_learn(s.tail, slot, max(level, unscaled), Z[0, 0])
     return Detection(levels, raw, warming, residual, view, expected)
 
 

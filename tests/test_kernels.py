@@ -10,9 +10,15 @@ from edge_ml.features import FeatureState
 from edge_ml.kernels.alerting import NEVER, alert_batch
 from edge_ml.kernels.calibration import (
     CAL_SHORT,
+    N_TAIL,
+    TAIL_Z_ALERT,
     calibrate,
+    level_z,
     neglog_tail,
-    persistent_level,
+    persistent_tail,
+    persistent_z,
+    seasonal_views,
+    tail_learn,
     tail_level,
 )
 from edge_ml.kernels.discrete import N_DISCRETE, discrete_rescale
@@ -150,7 +156,7 @@ def test_persistent_view_matches_reference() -> None:
     z[2000:2100] += 2.5  # a held shift of 2.5 deviations: no single reading is rare
     z[2500:2520] = 0.0
     persist = np.zeros((1, 4))
-    got = [persistent_level(persist, 0, v) for v in z]
+    got = [persistent_tail(persistent_z(persist, 0, v)) for v in z]
     np.testing.assert_allclose(got, naive.persistent_levels(z.tolist()), atol=1e-12)
     assert max(got[:140]) == 0.0  # nothing scored before 100 learned readings
     assert got[1000] < 0.3 and max(got[1001:1010]) < 0.3  # a lone spike is not persistent
@@ -160,6 +166,59 @@ def test_persistent_view_matches_reference() -> None:
     # its tail: the asymptotic series takes over from erfc at |z| = 8 without a jump
     assert abs(neglog_tail(8.0 - 1e-9) - neglog_tail(8.0)) < 1e-4
     assert neglog_tail(40.0) > neglog_tail(39.0) > 700.0  # past where erfc underflows
+
+
+def _tail_run(z: np.ndarray, warming: np.ndarray) -> tuple[list[float], list[float]]:
+    """The seasonal views of one stream through the kernels: (scaled, unscaled) levels."""
+    persist, tail = np.zeros((1, 4)), np.zeros((1, N_TAIL))
+    scaled, unscaled = [], []
+    for v, warm in zip(z.tolist(), warming.tolist(), strict=True):
+        season, raw = seasonal_views(persist, tail, 0, v, bool(warm))
+        if not warm:
+            tail_learn(tail, 0, raw, v)
+        scaled.append(season)
+        unscaled.append(raw)
+    return scaled, unscaled
+
+
+TAIL_CASES = {
+    "gaussian": lambda r: r.normal(0.0, 1.0, 30000),
+    "student_t3": lambda r: r.standard_t(3, 30000),
+    "runs": lambda r: np.where(np.arange(30000) % 700 < 30, 6.0, r.normal(0.0, 1.0, 30000)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAIL_CASES))
+def test_own_tail_matches_reference(case: str) -> None:
+    z = TAIL_CASES[case](np.random.default_rng(11))
+    z[:200] = 0.0  # a young profile
+    warming = np.zeros(len(z), dtype=np.uint8)
+    warming[:300] = 1
+    scaled, unscaled = _tail_run(z, warming)
+    want_scaled, want_unscaled = naive.own_tail_levels(z.tolist(), warming.tolist())
+    np.testing.assert_allclose(unscaled, want_unscaled, atol=1e-12)
+    np.testing.assert_allclose(scaled, want_scaled, atol=1e-9)
+    assert all(a <= b for a, b in zip(scaled, unscaled, strict=True))  # never raised
+
+
+def test_a_heavy_tailed_stream_learns_its_own_extremes() -> None:
+    """Student-t (3 degrees of freedom) z-scores: read as Gaussian, 0.9 % of them reach level
+    0.5; scaled by the stream's own tail, under 0.1 %. A Gaussian stream, and one whose
+    extremes come as runs (as NAB's anomalies do), keep every level."""
+    rng = np.random.default_rng(5)
+    flagged = {}
+    for case, make in TAIL_CASES.items():
+        z = make(rng) / (1.38 if case == "student_t3" else 1.0)  # t3 over 1.25 x its MAD
+        scaled, unscaled = _tail_run(z, np.zeros(len(z), dtype=np.uint8))
+        late = slice(10000, None)  # after the stream has met its tail
+        flagged[case] = (np.mean(np.array(unscaled[late]) >= 0.5),
+                         np.mean(np.array(scaled[late]) >= 0.5))
+    before, after = flagged["student_t3"]
+    assert before > 5e-3 and after < 1e-3
+    assert flagged["gaussian"][1] == flagged["gaussian"][0]  # untouched
+    assert flagged["runs"][1] == flagged["runs"][0] > 0.04  # runs are not learned
+    assert abs(level_z(0.5) - TAIL_Z_ALERT) < 1e-12
+    assert abs(tail_level(TAIL_Z_ALERT) - 0.5) < 1e-6
 
 
 @pytest.mark.parametrize("debounce,cooldown_s,cooldown_n", [(1, 0.0, 0), (3, 0.0, 40),

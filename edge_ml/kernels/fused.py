@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import njit
 
-from edge_ml.kernels.calibration import calibrate, persistent_level, tail_level, warming_up
+from edge_ml.kernels.calibration import calibrate, seasonal_views, tail_learn, warming_up
 from edge_ml.kernels.discrete import discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
@@ -26,7 +26,7 @@ def detect_batch(
     seen,
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
-    cal_mean, cal_var, cal_n, short, short_sum, persist,
+    cal_mean, cal_var, cal_n, short, short_sum, persist, tail,
     first_ts, warmup, warm_early, warm_span_s, discrete,
 ):
     """Anomaly levels, raw HST scores, warm-up flags, profile residuals, and per reading the
@@ -65,12 +65,14 @@ def detect_batch(
         score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,
                               x, height, window_size, paper_score, walk)
         raw[i] = score
-        season = max(tail_level(z[0]), persistent_level(persist, s, z[0]))
+        warm = warming_up(seen[s], z[0], ts[i] - first_ts[s], warmup, warm_early, warm_span_s)
+        season, unscaled = seasonal_views(persist, tail, s, z[0], warm)
         level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, season, z[3],
                           window_size)
         view[i] = level_view(level, season, z[3])  # issue 14 hook: which view's tail it is
-        if warming_up(seen[s], z[0], ts[i] - first_ts[s], warmup, warm_early, warm_span_s):
+        if warm:
             warming[i] = 1
         else:
             levels[i] = level
+            tail_learn(tail, s, max(level, unscaled), z[0])
     return levels, raw, warming, residual, view, expected

@@ -22,10 +22,11 @@ import numpy as np
 from edge_ml.kernels.calibration import (
     CAL_SHORT,
     N_PERSIST,
+    N_TAIL,
     WARM_SPAN_S,
     calibrate,
-    persistent_level,
-    tail_level,
+    seasonal_views,
+    tail_learn,
     warm_early,
     warming_up,
 )
@@ -102,6 +103,7 @@ def _calibration_arrays(capacity: int) -> SlotArrays:
             SlotField("persist", np.float64, 0.0, (N_PERSIST,)),
             SlotField("first_ts", np.float64, math.nan),  # time of the stream's first reading
             SlotField("discrete", np.float64, 0.0, (N_DISCRETE,)),  # kernels.discrete
+            SlotField("tail", np.float64, 0.0, (N_TAIL,)),  # the stream's own extremes
         ],
         capacity,
     )
@@ -130,7 +132,7 @@ class NumbaDetector:
             *features.kernel_args(),
             self.structure.split_feature, self.structure.split_threshold,
             f.mass, f.ref, f.count, f.first_window, p.height, p.window_size, p.paper_score,
-            s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.persist,
+            s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.persist, s.tail,
             s.first_ts, p.warmup, warm_early(p.warmup), WARM_SPAN_S, s.discrete,
         )
         return Detection(levels, raw, warming, residual, view, expected)
@@ -216,16 +218,18 @@ class RiverDetector:
             x = dict(enumerate(X[0].tolist()))
             raw[i] = model.score_one(x)
             model.learn_one(x)
-            season = max(tail_level(Z[0, 0]), persistent_level(s.persist, slot, Z[0, 0]))
+            warmup = self.params.warmup
+            warm = warming_up(f.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], warmup,
+                              warm_early(warmup), WARM_SPAN_S)
+            season, unscaled = seasonal_views(s.persist, s.tail, slot, Z[0, 0], warm)
             level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
                               season, Z[0, 3], self.params.window_size)
             view[i] = level_view(level, season, Z[0, 3])
-            warmup = self.params.warmup
-            if warming_up(f.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], warmup,
-                          warm_early(warmup), WARM_SPAN_S):
+            if warm:
                 warming[i] = 1
             else:
                 levels[i] = level
+                tail_learn(s.tail, slot, max(level, unscaled), Z[0, 0])
         return Detection(levels, raw, warming, residual, view, expected)
 
     def reset(self, slot: int) -> None:

@@ -1,27 +1,36 @@
-"""Experiment (issue 13, not shipped): the shipped levels recalibrated per stream from the peaks
-of the stream's own *isolated* extreme episodes, then re-alerted and scored.
+"""Experiment (issue 13): the levels recalibrated per stream from the peaks of the stream's own
+*isolated* extreme episodes, then re-alerted and scored; round 5's rule was chosen with it.
 
-The kernel's levels do not depend on alerts, so this replays every NAB file and every
-calibration-suite stream through the shipped pipeline (``replay_csv``, recording each batch's
-levels, warm-up flags and views), then per stream, online and in reading order:
+The kernel's levels do not depend on alerts, so ``--record`` replays every NAB file and every
+calibration-suite stream once through the pipeline (``replay_csv``, recording each batch's
+levels, warm-up flags, views and z), and each variant is then scored from the recording,
+per stream, online and in reading order. Record from a build *before* round 5 (commit
+00fe126, for example in a ``git worktree``): main's levels already include the shipped tail,
+and recalibrating them again would count it twice.
 
-- an episode opens at a level >= ``L0`` (no sooner than ``cool`` readings after the last one)
-  and closes ``ep_len`` readings later once the level is under ``L0``; with ``max_run`` only
-  episodes with at most that many readings at >= L0 are learned (isolated extremes, as a
-  heavy-tailed sensor has; NAB's labelled anomalies come as runs);
-- episode rate ``lam = (episodes + n0 * rate) / (readings + n0)`` and mean excess of the peak
-  over L0 in ``-ln p`` units ``beta = (excess + k0 * beta0) / (episodes + k0)``;
-- the alert threshold on ``-ln p`` is ``u* = L0 * ln(1e10) + beta * ln(max(lam / rate, 1))``:
-  a stream whose extreme episodes come more often than ``rate`` per reading needs rarer readings
-  to alert; every level is lowered by ``max(0, u* / ln(1e10) - 0.5)`` (with ``seasonal_only``,
-  levels of the stuck and model views are left alone).
+Modes (``"mode"`` in a variant):
+
+- ``hill`` (shipped as ``kernels.calibration.tail_*`` with ``k0 = 1``, ``n0 = 1 / rate``,
+  ``max_run = 1``): an episode opens at a level >= ``L0`` (no sooner than ``cool`` readings
+  after the last one) and closes ``ep_len`` readings later once the level is under ``L0``;
+  only episodes with at most ``max_run`` readings at >= L0 are learned (a heavy-tailed sensor's
+  extremes are isolated; anomalies come as runs). Episodes come at ``lam`` per reading and
+  their peaks, as Gaussian-equivalent |z|, have a Pareto (Hill) tail ``gamma``; a seasonal
+  reading's |z| is scaled by ``z_alert / z*`` when below 1, where ``z*`` is the peak that
+  comes at ``rate``. See ``hill_tail``.
+- ``isolated``: the same tail from single isolated exceedances rather than episodes
+  (rejected: K 43.8-45.4).
+- default: an exponential tail of the episode peaks' excess in ``-ln p`` units, every level
+  lowered by it (rejected: leave-one-group-out fails on K and S).
 
 The alert rule is the shipped one (0.5 / 0.4, cooldown 150). Prints the NAB groups (standard
-profile, alert decisions), the suite score S (100 x mean recall - mean false alerts / 10k) and
-false alerts per kind. No argument: the shipped levels (reproduces nab_groups.py and the suite).
+profile, alert decisions), the suite score S (100 x mean recall - mean false alerts / 10k),
+false alerts per kind and, for several variants, the leave-one-group-out choice.
 
-Usage: python benchmarks/episode_tail.py --nab ../shared/data/nab '{"L0": 0.4, "cool": 150,
-       "rate": 1e-4, "n0": 20000, "k0": 10, "beta0": 1.0, "max_run": 1, "seasonal_only": 1}'
+Usage: python benchmarks/episode_tail.py --cache /tmp/et/cache --record nab
+       python benchmarks/episode_tail.py --cache /tmp/et/cache --record suite
+       python benchmarks/episode_tail.py --cache /tmp/et/cache '[null, {"mode": "hill",
+         "L0": 0.4, "cool": 150, "rate": 1e-4, "n0": 10000, "k0": 1, "max_run": 1}]'
 """
 
 from __future__ import annotations

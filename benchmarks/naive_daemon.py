@@ -9,7 +9,8 @@ SQLite insert (and commit) per reading, in WAL mode with ``synchronous=NORMAL`` 
 
 ``--mode relay``: the transport floor of the latency benchmark: a bare subscriber that
 publishes ``{"state": "open", "ts": <reading ts>}`` (QoS 1, ``edge-ml/alerts/relay``) for every
-JSON reading above ``--threshold``: publish-to-alert without any model or storage.
+JSON reading above ``--threshold`` whose topic's reading before was not (an alert opens once
+per spike, however many readings it lasts): publish-to-alert without any model or storage.
 
 All subscribe QoS 1 with a persistent session (``--prepare`` connects once, subscribes and
 leaves, so the broker queues what is published next), count until ``--expect`` messages have
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = NaiveModel(args.db) if args.mode == "naive" and not args.prepare else None
     state = {"n": 0, "first": 0.0, "last": 0.0, "cpu0": 0.0}
+    topic_high: dict[str, bool] = {}  # relay: was the topic's last reading above threshold
     subscribed = threading.Event()
     done = threading.Event()
 
@@ -155,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.mode == "relay":
             for msg in messages:
                 body = json.loads(msg.payload)
-                if abs(float(body["value"])) > args.threshold:
+                high = abs(float(body["value"])) > args.threshold
+                was_high = topic_high.get(msg.topic, False)
+                topic_high[msg.topic] = high
+                if high and not was_high:
                     client.publish("edge-ml/alerts/relay",
                                    json.dumps({"state": "open", "ts": body.get("ts")}), qos=1)
         state["n"] += len(messages)

@@ -12,6 +12,9 @@ the load script times publish-to-alert from it. ``--spike-every-s`` turns one re
 (round-robin over the streams) into a large spike at that interval;
 ``--spike-every-n`` makes every n-th message a spike instead (a count that does not depend on
 how well the publisher keeps its rate; with n and ``--streams`` coprime, every stream in turn).
+``--spike-readings k`` holds each spike for k of its stream's own consecutive readings (one
+spike counted): the detector learns a stream's *isolated* extremes as its normal tail, so a
+stream spiking alone every few dozen readings stops alerting, as it should; a run of two does not.
 
 The last line on stdout is a JSON summary: messages, readings, seconds, spikes.
 """
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spike-every-n", type=int, default=0)
     parser.add_argument("--spike-after-s", type=float, default=0.0,
                         help="no spikes before this (warm-up)")
+    parser.add_argument("--spike-readings", type=int, default=1,
+                        help="each spike lasts this many of its stream's readings")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--client-id", default="edge-ml-bench-publisher")
     args = parser.parse_args(argv)
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     next_spike = started + max(args.spike_after_s, 0.0)
     spike_stream = 0
     spikes = 0
+    spike_left = [0] * args.streams  # readings of an open spike still to send, per stream
     sent = 0
     last_info = None
     while sent < args.count:
@@ -140,13 +146,18 @@ def main(argv: list[str] | None = None) -> int:
             stream = sent % args.streams
             k = sent // args.streams  # this stream's reading number
             value = WAVE * math.sin(k / 50.0 + phase[stream]) + noise[sent & 0xFFFF]
-            if args.spike_every_n > 0:
+            if spike_left[stream] > 0:
+                value += SPIKE
+                spike_left[stream] -= 1
+            elif args.spike_every_n > 0:
                 if now >= next_spike and sent % args.spike_every_n == 0:
                     value += SPIKE
                     spikes += 1
+                    spike_left[stream] = args.spike_readings - 1
             elif args.spike_every_s > 0 and stream == spike_stream and now >= next_spike:
                 value += SPIKE
                 spikes += 1
+                spike_left[stream] = args.spike_readings - 1
                 next_spike = now + args.spike_every_s
                 spike_stream = (spike_stream + 1) % args.streams
             ts = time.time() if args.with_ts else None

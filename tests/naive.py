@@ -246,7 +246,7 @@ def discrete_rescaled(values: list[float], residuals: list[float],
                 floor = max(floor, 1.25 * nz_dev)
             if floor > abs(r / z):
                 z = r / floor
-            if count:
+            if count and v >= 0.0:
                 za = 2.0 * (math.sqrt(v + 0.375) - math.sqrt(max(v - r, 0.0) + 0.375))
                 if za != 0.0 and abs(za) < abs(z):
                     z = za

@@ -301,6 +301,18 @@ def test_discrete_floors_match_reference(case: str) -> None:
         np.testing.assert_array_equal(got[100:], z[100:])  # a continuous grid step is ~0
 
 
+def test_a_negative_reading_on_a_count_stream_is_no_count() -> None:
+    """Found by hypothesis under NUMBA_DISABLE_JIT: ten zeros, then -1. The count's Poisson z
+    took the square root of -0.625 (a ValueError in Python, NaN quietly skipped in Numba);
+    a negative reading is scored as it is, and the stream stops being a count."""
+    discrete = np.zeros((1, N_DISCRETE))
+    for _ in range(12):
+        discrete_rescale(discrete, 0, 0.0, -0.1, -1.0)
+    got = discrete_rescale(discrete, 0, -1.0, -1.1, -11.0)
+    assert got == -11.0 == naive.discrete_rescaled([0.0] * 12 + [-1.0], [-0.1] * 12 + [-1.1],
+                                                   [-1.0] * 12 + [-11.0])[-1]
+
+
 def test_slot_coverage_matches_reference() -> None:
     from edge_ml.kernels.window import slot_covered
 

@@ -102,7 +102,8 @@ def discrete_rescale(discrete, s, v, residual, z):
         if floor > scale:
             out = residual / floor
         row = discrete[s]
-        if row[D_N] >= D_MIN and row[D_NONCOUNT] == 0.0:
+        # A negative reading on a count stream is no count (and has no square root).
+        if row[D_N] >= D_MIN and row[D_NONCOUNT] == 0.0 and v >= 0.0:
             # A count: its deviation from the level mu it was judged against is at most as
             # rare as a Poisson(mu) count's, read on Anscombe's variance-stabilised scale
             # 2 sqrt(x + 3/8) (unit deviation; a Gaussian z on the raw scale made a 5 against

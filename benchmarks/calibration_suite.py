@@ -19,9 +19,11 @@ Usage: python benchmarks/calibration_suite.py [--seeds 3] [--readings 15000] [--
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -179,26 +181,38 @@ def alert_rows(path: Path) -> np.ndarray:
     return np.flatnonzero(out)
 
 
+def alert_views(path: Path) -> Counter[str]:
+    """How many alerts each view opened (the explanation's first word), from a replay output."""
+    with path.open(newline="") as handle:
+        return Counter(row["explanation"].split(" ", 1)[0] or "?"
+                       for row in csv.DictReader(handle) if row["alert"] == "1")
+
+
 def replay(config, source: Path, out: Path) -> np.ndarray:
     replay_csv(Pipeline(config), source, out)
     return alert_rows(out)
 
 
-def calibration(config, seeds: int, readings: int, folder: Path) -> dict[str, float]:
-    rates = {}
+def calibration(config, seeds: int, readings: int,
+                folder: Path) -> tuple[dict[str, float], dict[str, Counter[str]]]:
+    """False alerts per 10,000 readings per kind, and which view opened them."""
+    rates, views = {}, {}
     for name, (kind, fixed) in KINDS.items():
         if name in LABELLED_ONLY:
             continue
         alerts = total = 0
+        views[name] = Counter()
         for seed in range(seeds):
             n = fixed or readings
             ts, values, _ = kind(n, np.random.default_rng(1000 + seed))
             source = folder / f"{name}_{seed}.csv"
+            out = folder / f"{name}_{seed}.out.csv"
             write_csv(source, ts, values)
-            alerts += len(replay(config, source, folder / f"{name}_{seed}.out.csv"))
+            alerts += len(replay(config, source, out))
+            views[name] += alert_views(out)
             total += n
         rates[name] = 1e4 * alerts / total
-    return rates
+    return rates, views
 
 
 def inject(kind: str, anomaly: str, ts: np.ndarray, values: np.ndarray, signal: np.ndarray,
@@ -276,10 +290,12 @@ def main() -> None:
     config = parse_config({})
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        rates = calibration(config, args.seeds, args.readings, folder)
-        print(f"false alerts per 10,000 readings ({args.seeds} seeds, shipped defaults):")
+        rates, views = calibration(config, args.seeds, args.readings, folder)
+        print(f"false alerts per 10,000 readings ({args.seeds} seeds, shipped defaults), "
+              "and the views that opened them:")
         for name, rate in rates.items():
-            print(f"  {name:24s} {rate:6.2f}")
+            opened = ", ".join(f"{view} {n}" for view, n in views[name].most_common())
+            print(f"  {name:24s} {rate:6.2f}" + (f"  ({opened})" if opened else ""))
         worst = max(rates, key=rates.get)
         print(f"worst kind: {worst} {rates[worst]:.2f}; mean {np.mean(list(rates.values())):.2f}")
         result = {"false_alerts_per_10k": rates}
@@ -294,6 +310,10 @@ def main() -> None:
             print(f"false alerts outside the windows: {fa:.2f} per 10,000 readings")
             result |= {"recall_by_type": by_type, "recall_by_kind": by_kind,
                        "labelled_false_alerts_per_10k": fa}
+        if args.recall_seeds:
+            # S: the suite's one number in docs/benchmarks.md (leave one group out)
+            score = 100.0 * np.mean(list(by_type.values())) - np.mean(list(rates.values()))
+            print(f"suite score S = 100 x mean recall - mean false alerts / 10k: {score:.2f}")
         print(f"summary: worst_false_per_10k={rates[worst]:.2f} "
               f"mean_recall={np.mean(list(result.get('recall_by_type', {0: 0}).values())):.2f}")
         if args.json:

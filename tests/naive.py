@@ -275,44 +275,60 @@ def _gaussian_z(level: float) -> float:
     return z
 
 
-def own_tail_levels(z_season: list[float], warming: list[int]) -> tuple[list[float], list[float]]:
-    """The seasonal view's levels scaled by the stream's own tail, and unscaled.
+class _EpisodeTail:
+    """A stream's tail of extreme episodes (Pareto, Hill estimate), one view's worth."""
 
-    Isolated extreme episodes (one reading at >= TAIL_L0) give their rate ``lam`` per scored
-    reading and the Hill mean ``gamma`` of ln(peak / z0); the seasonal z-score (not the
-    persistent one) is scaled by z_alert / z*, z* = z0 (lam / rate)^gamma, when that is under 1.
+    def __init__(self, isolated: bool) -> None:
+        self.isolated = isolated
+        self.z0 = _gaussian_z(TAIL_L0)
+        self.n = self.episodes = self.run = 0
+        self.log_excess = self.peak = 0.0
+        self.start: int | None = None
+
+    def scale(self) -> float:
+        """Count a scored reading; z_alert / z*, z* = z0 (lam / rate)^gamma, at most 1."""
+        self.n += 1
+        lam = (self.episodes + TAIL_PRIOR) / (self.n + TAIL_PRIOR / TAIL_RATE)
+        gamma = (self.log_excess + TAIL_PRIOR / self.z0 ** 2) / (self.episodes + TAIL_PRIOR)
+        z_star = self.z0 * max(lam / TAIL_RATE, 1.0) ** gamma
+        return min(1.0, _gaussian_z(0.5) / z_star)
+
+    def learn(self, level: float, z: float) -> None:
+        since = self.n - self.start if self.start is not None else math.inf
+        if level >= TAIL_L0:
+            peak = max(_gaussian_z(level), abs(z))
+            if self.run == 0 and since > TAIL_COOL:
+                self.start, self.peak, self.run = self.n, peak, 1
+            elif self.run > 0:
+                self.peak, self.run = max(self.peak, peak), self.run + 1
+        elif self.run > 0 and since > TAIL_GAP:
+            if self.run == 1 or not self.isolated:
+                self.episodes += 1
+                self.log_excess += math.log(max(self.peak, self.z0) / self.z0)
+            self.run = 0
+
+
+def own_tail_levels(z_season: list[float], warming: list[int]) -> tuple[list[float], list[float]]:
+    """The seasonal view's levels scaled by the stream's own tails, and unscaled.
+
+    Isolated extreme episodes of the level (one reading at >= TAIL_L0) scale the seasonal
+    z-score; every episode of the persistent view's own level scales the persistent z-score.
+    Each tail: episodes at ``lam`` per scored reading with Hill mean ``gamma`` of ln(peak / z0);
+    the z is scaled by z_alert / z*, z* = z0 (lam / rate)^gamma, when that is under 1.
     """
-    z0, z_alert = _gaussian_z(TAIL_L0), _gaussian_z(0.5)
-    gamma0 = 1.0 / (z0 * z0)
-    n = episodes = run = 0
-    log_excess = peak = 0.0
-    start: int | None = None
+    reading, persistent = _EpisodeTail(isolated=True), _EpisodeTail(isolated=False)
     scaled, unscaled = [], []
     for z, zp, warm in zip(z_season, persistent_zs(z_season), warming, strict=True):
 
-        def season(f: float, z: float = z, zp: float = zp) -> float:
-            return max(_tail(z * f), min(1.0, _neglog_tail(zp) / LN_1E10))
+        def season(f: float, fp: float, z: float = z, zp: float = zp) -> float:
+            return max(_tail(z * f), min(1.0, _neglog_tail(zp * fp) / LN_1E10))
 
-        level = season(1.0)
+        level = season(1.0, 1.0)
         unscaled.append(level)
         if warm:
             scaled.append(level)
             continue
-        n += 1
-        lam = (episodes + TAIL_PRIOR) / (n + TAIL_PRIOR / TAIL_RATE)
-        gamma = (log_excess + TAIL_PRIOR * gamma0) / (episodes + TAIL_PRIOR)
-        z_star = z0 * max(lam / TAIL_RATE, 1.0) ** gamma
-        scaled.append(season(min(1.0, z_alert / z_star)))
-        since = n - start if start is not None else math.inf
-        if level >= TAIL_L0:
-            here = max(_gaussian_z(level), abs(z))
-            if run == 0 and since > TAIL_COOL:
-                start, peak, run = n, here, 1
-            elif run > 0:
-                peak, run = max(peak, here), run + 1
-        elif run > 0 and since > TAIL_GAP:
-            if run == 1:
-                episodes += 1
-                log_excess += math.log(max(peak, z0) / z0)
-            run = 0
+        scaled.append(season(reading.scale(), persistent.scale()))
+        persistent.learn(min(1.0, _neglog_tail(zp) / LN_1E10), zp)
+        reading.learn(level, z)
     return scaled, unscaled

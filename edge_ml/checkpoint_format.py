@@ -53,11 +53,12 @@ MAGIC = b"EDGEMLCK"
 #      refuses them.
 #   6: ``tail``, each stream's isolated extreme episodes (kernels.calibration, issue 13):
 #      zeros, learned again (the scale stays 1 until the stream's episodes outrun the prior).
-#   7: ``ptail``, the persistent view's episodes (the same columns): zeros, learned again.
+#   7: ``ptail`` and ``mtail``, the persistent and HST views' episodes (the same columns):
+#      zeros, learned again.
 SCHEMA_VERSION = 7
 OLDEST_READABLE = 1
 DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",), 6: ("tail",),
-                         7: ("ptail",)}
+                         7: ("ptail", "mtail")}
 _DIGEST = 32
 # Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
 # 1,000 streams at default parameters are about 21 MB, so this allows ~50,000 streams.
@@ -298,7 +299,7 @@ def detector_arrays_added_since(version: int) -> tuple[str, ...]:
     """Per-stream detector arrays a checkpoint of schema ``version`` lacks (added later).
 
     >>> detector_arrays_added_since(1)
-    ('persist', 'first_ts', 'discrete', 'tail', 'ptail')
+    ('persist', 'first_ts', 'discrete', 'tail', 'ptail', 'mtail')
     >>> detector_arrays_added_since(SCHEMA_VERSION)
     ()
     """

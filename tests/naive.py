@@ -129,17 +129,26 @@ def _tail(z: float) -> float:
 
 def levels(raw: list[float], z_season: list[float], z_volatility: list[float],
            warm: int) -> list[float]:
-    """max(seasonal tail, quiet tail, likelihood of the short average of raw scores)."""
+    """max(seasonal tail, quiet tail, likelihood of the short average of raw scores), the
+    likelihood's z scaled by the model view's own tail of episodes (all learned)."""
     mean = var = 0.0
     recent: list[float] = []
     out = []
+    model = _EpisodeTail(isolated=False)
+
+    def likelihood_of(z: float) -> float:
+        p = 0.5 * math.erfc(z / math.sqrt(2))
+        return min(1.0, max(0.0, -math.log(p + 1e-10) / LN_1E10))
+
     for n, (r, zs, zv) in enumerate(zip(raw, z_season, z_volatility, strict=True)):
         recent = [*recent, r][-CAL_SHORT:]
         likelihood = 0.0
         if n >= warm + CAL_MIN_SCORES:
             z = (sum(recent) / len(recent) - mean) / (math.sqrt(var) + 1e-9)
-            p = 0.5 * math.erfc(z / math.sqrt(2))
-            likelihood = min(1.0, max(0.0, -math.log(p + 1e-10) / LN_1E10))
+            unscaled = likelihood_of(z)
+            scale = model.scale()
+            likelihood = likelihood_of(z * scale) if scale < 1.0 and z > 0.0 else unscaled
+            model.learn(unscaled, z)
         quiet = _tail(min(zv, 0.0) / QUIET_Z_DIVISOR)
         out.append(max(_tail(zs), quiet, likelihood))
         if n < warm:  # the model's first window: not scores

@@ -137,8 +137,8 @@ def test_calibration_matches_reference() -> None:
     z_volatility[600] = -12.0  # the readings stopped moving
     z_volatility[700] = +12.0  # a burst of noise: left to the other views
     mean, var, n = np.zeros(1), np.zeros(1), np.zeros(1, dtype=np.int64)
-    short, short_sum = np.zeros((1, CAL_SHORT)), np.zeros(1)
-    got = [calibrate(mean, var, n, short, short_sum, 0, r, tail_level(zs), zv, 50)
+    short, short_sum, mtail = np.zeros((1, CAL_SHORT)), np.zeros(1), np.zeros((1, N_TAIL))
+    got = [calibrate(mean, var, n, short, short_sum, mtail, 0, r, tail_level(zs), zv, 50, False)
            for r, zs, zv in zip(raw, z_season, z_volatility, strict=True)]
     expected = naive.levels(raw.tolist(), z_season.tolist(), z_volatility.tolist(), 50)
     np.testing.assert_allclose(got, expected, atol=1e-12)
@@ -244,6 +244,34 @@ def test_a_bursty_stream_learns_its_persistent_episodes() -> None:
     assert not (scaled[5000:20000] >= 0.5).any()
 
 
+def test_a_stream_whose_model_view_bursts_learns_it() -> None:
+    """Raw HST scores that jump to 0.99 for 6 readings every 97 (a sparse counter's bursts, as
+    the trees see them): the HST view's likelihood flags the first jumps; scaled by the view's
+    own tail of episodes, none once the stream has met them. The reference holds every level,
+    and a stream with one such jump keeps it."""
+    rng = np.random.default_rng(9)
+    raw = rng.uniform(0.65, 0.75, 30000)
+    starts = np.arange(400, len(raw), 97)
+    for b in starts:
+        raw[b:b + 6] = 0.99
+    zeros = [0.0] * len(raw)
+
+    def run(raw: np.ndarray) -> np.ndarray:
+        mean, var, n = np.zeros(1), np.zeros(1), np.zeros(1, dtype=np.int64)
+        short, short_sum, mtail = np.zeros((1, CAL_SHORT)), np.zeros(1), np.zeros((1, N_TAIL))
+        return np.array([calibrate(mean, var, n, short, short_sum, mtail, 0, r, 0.0, 0.0, 250,
+                                   False) for r in raw])
+
+    got = run(raw)
+    np.testing.assert_allclose(got, naive.levels(raw.tolist(), zeros, zeros, 250), atol=1e-9)
+    assert got[starts[0]:starts[0] + 10].max() > 0.5  # the first jump is news
+    late = starts[starts > 10000]
+    assert not any(got[b:b + 10].max() >= 0.5 for b in late)
+    once = rng.uniform(0.65, 0.75, 30000)
+    once[20000:20006] = 0.99
+    assert run(once)[20000:20010].max() > 0.5
+
+
 @pytest.mark.parametrize("debounce,cooldown_s,cooldown_n", [(1, 0.0, 0), (3, 0.0, 40),
                                                             (2, 50.0, 0), (1, 10.0, 150)])
 def test_alert_state_machine_matches_reference(debounce: int, cooldown_s: float,
@@ -274,7 +302,9 @@ def test_the_first_scored_window_is_not_an_anomaly() -> None:
     raw = np.concatenate([np.zeros(250), rng.uniform(0.45, 0.55, 400)])
     mean, var, n = np.zeros(1), np.zeros(1), np.zeros(1, dtype=np.int64)
     short, short_sum = np.zeros((1, CAL_SHORT)), np.zeros(1)
-    levels = [calibrate(mean, var, n, short, short_sum, 0, r, 0.0, 0.0, 250) for r in raw]
+    mtail = np.zeros((1, N_TAIL))
+    levels = [calibrate(mean, var, n, short, short_sum, mtail, 0, r, 0.0, 0.0, 250, False)
+              for r in raw]
     assert max(levels) < 0.3
 
 

@@ -49,14 +49,18 @@ def tail_level(z):
 
 
 @njit(cache=True)
-def calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, raw, season, z_volatility, warm):
+def calibrate(cal_mean, cal_var, cal_n, short, short_sum, mtail, s, raw, season, z_volatility,
+              warm, warming):
     """Level of slot ``s`` for raw HST score ``raw`` and seasonal level ``season``; learn ``raw``.
 
     The first ``warm`` raw scores are the model's first window, which it does not score (they
     are 0): they are kept out of the mean and variance, or the first real score would stand
     thousands of deviations above a mean of zeros and read as an anomaly on every stream (it
     did, whenever ``[model] warmup`` was set below the window). The likelihood waits for
-    ``CAL_MIN_SCORES`` real scores.
+    ``CAL_MIN_SCORES`` real scores. Its z is scaled by the model view's own tail ``mtail``
+    (every episode learned, as the persistent view's: the short average makes them runs);
+    a reading still ``warming`` up is not counted there. The likelihood's z is one-sided and
+    the tail's constants two-sided Gaussian z: at these levels they differ by under 4 %.
     """
     n = cal_n[s]
     k = n % CAL_SHORT
@@ -66,7 +70,13 @@ def calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, raw, season, z_vola
     likelihood = 0.0
     if n >= warm + CAL_MIN_SCORES:
         z = (short_sum[s] / width - cal_mean[s]) / (math.sqrt(cal_var[s]) + 1e-9)
-        likelihood = probability_level(0.5 * math.erfc(z / _SQRT2))
+        unscaled = probability_level(0.5 * math.erfc(z / _SQRT2))
+        likelihood = unscaled
+        if not warming:
+            scale = tail_scale(mtail, s)
+            if scale < 1.0 and z > 0.0:
+                likelihood = probability_level(0.5 * math.erfc(z * scale / _SQRT2))
+            episode_learn(mtail[s], unscaled, z, False)
     if n >= warm:
         scored = n - warm  # real scores learned before this one
         if scored == 0:
@@ -176,8 +186,9 @@ def seasonal_level(z_season, zp, scale, pscale):
 # episodes are rarer than TAIL_RATE: its scale stays 1. Labelled anomalies in NAB come as runs
 # of high readings, which are not learned: learning every exceedance explained them away
 # (docs/benchmarks.md, rounds 1 and 5).
-# The persistent view has a tail of its own (``ptail``, same columns, round 6): its episodes are
-# runs by nature (an EWMA), so all are learned. A mostly-zero counter's bursts raise it every
+# The persistent view has a tail of its own (``ptail``, same columns, round 6), and so has the
+# HST view (``mtail``, in :func:`calibrate`): their episodes are runs by nature (an EWMA, a
+# short average), so all are learned. A mostly-zero counter's bursts raise it every
 # hundred readings or so and it learns them as normal; a stream with a labelled level shift
 # every few thousand readings barely moves from the prior (NAB unchanged, docs/benchmarks.md).
 # Columns of the per-stream ``tail`` array:

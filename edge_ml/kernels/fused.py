@@ -26,7 +26,7 @@ def detect_batch(
     seen,
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
-    cal_mean, cal_var, cal_n, short, short_sum, persist, tail, ptail,
+    cal_mean, cal_var, cal_n, short, short_sum, persist, tail, ptail, mtail,
     first_ts, warmup, warm_early, warm_span_s, discrete,
 ):
     """Anomaly levels, raw HST scores, warm-up flags, profile residuals, and per reading the
@@ -67,8 +67,8 @@ def detect_batch(
         raw[i] = score
         warm = warming_up(seen[s], z[0], ts[i] - first_ts[s], warmup, warm_early, warm_span_s)
         season, unscaled = seasonal_views(persist, tail, ptail, s, z[0], warm)
-        level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, s, score, season, z[3],
-                          window_size)
+        level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, mtail, s, score, season,
+                          z[3], window_size, warm)
         view[i] = level_view(level, season, z[3])  # issue 14 hook: which view's tail it is
         if warm:
             warming[i] = 1

@@ -105,6 +105,7 @@ def _calibration_arrays(capacity: int) -> SlotArrays:
             SlotField("discrete", np.float64, 0.0, (N_DISCRETE,)),  # kernels.discrete
             SlotField("tail", np.float64, 0.0, (N_TAIL,)),  # the stream's own extremes
             SlotField("ptail", np.float64, 0.0, (N_TAIL,)),  # its persistent view's episodes
+            SlotField("mtail", np.float64, 0.0, (N_TAIL,)),  # its HST view's episodes
         ],
         capacity,
     )
@@ -134,6 +135,7 @@ class NumbaDetector:
             self.structure.split_feature, self.structure.split_threshold,
             f.mass, f.ref, f.count, f.first_window, p.height, p.window_size, p.paper_score,
             s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.persist, s.tail, s.ptail,
+            s.mtail,
             s.first_ts, p.warmup, warm_early(p.warmup), WARM_SPAN_S, s.discrete,
         )
         return Detection(levels, raw, warming, residual, view, expected)
@@ -223,8 +225,8 @@ class RiverDetector:
             warm = warming_up(f.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], warmup,
                               warm_early(warmup), WARM_SPAN_S)
             season, unscaled = seasonal_views(s.persist, s.tail, s.ptail, slot, Z[0, 0], warm)
-            level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, slot, raw[i],
-                              season, Z[0, 3], self.params.window_size)
+            level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.mtail, slot,
+                              raw[i], season, Z[0, 3], self.params.window_size, warm)
             view[i] = level_view(level, season, Z[0, 3])
             if warm:
                 warming[i] = 1

@@ -310,7 +310,6 @@ def main() -> None:
             print(f"false alerts outside the windows: {fa:.2f} per 10,000 readings")
             result |= {"recall_by_type": by_type, "recall_by_kind": by_kind,
                        "labelled_false_alerts_per_10k": fa}
-        if args.recall_seeds:
             # S: the suite's one number in docs/benchmarks.md (leave one group out)
             score = 100.0 * np.mean(list(by_type.values())) - np.mean(list(rates.values()))
             print(f"suite score S = 100 x mean recall - mean false alerts / 10k: {score:.2f}")

@@ -188,9 +188,10 @@ def seasonal_level(z_season, zp, scale, pscale):
 # (docs/benchmarks.md, rounds 1 and 5).
 # The persistent view has a tail of its own (``ptail``, same columns, round 6), and so has the
 # HST view (``mtail``, in :func:`calibrate`): their episodes are runs by nature (an EWMA, a
-# short average), so all are learned. A mostly-zero counter's bursts raise it every
-# hundred readings or so and it learns them as normal; a stream with a labelled level shift
-# every few thousand readings barely moves from the prior (NAB unchanged, docs/benchmarks.md).
+# short average), so all are learned. A mostly-zero counter's bursts raise both views every
+# hundred readings or so and their tails learn the bursts as normal; a stream with a labelled
+# level shift every few thousand readings barely moves from the prior (NAB unchanged,
+# docs/benchmarks.md).
 # Columns of the per-stream ``tail`` array:
 T_N = 0  # scored readings
 T_EPISODES = 1  # isolated episodes learned

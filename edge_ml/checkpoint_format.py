@@ -55,10 +55,12 @@ MAGIC = b"EDGEMLCK"
 #      zeros, learned again (the scale stays 1 until the stream's episodes outrun the prior).
 #   7: ``ptail`` and ``mtail``, the persistent and HST views' episodes (the same columns):
 #      zeros, learned again.
-SCHEMA_VERSION = 7
+#   8: ``visit``, how each stream's profile-slot visits begin (kernels.visits): zeros,
+#      learned again (no rescaling for the next 20 visits).
+SCHEMA_VERSION = 8
 OLDEST_READABLE = 1
 DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",), 6: ("tail",),
-                         7: ("ptail", "mtail")}
+                         7: ("ptail", "mtail"), 8: ("visit",)}
 _DIGEST = 32
 # Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
 # 1,000 streams at default parameters are about 21 MB, so this allows ~50,000 streams.
@@ -299,7 +301,7 @@ def detector_arrays_added_since(version: int) -> tuple[str, ...]:
     """Per-stream detector arrays a checkpoint of schema ``version`` lacks (added later).
 
     >>> detector_arrays_added_since(1)
-    ('persist', 'first_ts', 'discrete', 'tail', 'ptail', 'mtail')
+    ('persist', 'first_ts', 'discrete', 'tail', 'ptail', 'mtail', 'visit')
     >>> detector_arrays_added_since(SCHEMA_VERSION)
     ()
     """

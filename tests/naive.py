@@ -341,3 +341,43 @@ def own_tail_levels(z_season: list[float], warming: list[int]) -> tuple[list[flo
         persistent.learn(min(1.0, _neglog_tail(zp) / LN_1E10), zp)
         reading.learn(level, z)
     return scaled, unscaled
+
+
+def visit_rescaled(slots: list[int], z_season: list[float]) -> list[float]:
+    """Seasonal z-scores divided by how much larger |z| runs at their position of a profile
+    slot's visit than in the steady rest of the visits, when more than 1.25 times.
+
+    Written from the rules, not the kernel: a visit begins when the slot differs from the last
+    reading's; positions 0-6 each keep a mean of min(|z|, 3) over visits (weight
+    max(0.02, 1/visits)), later positions one steady mean (weight max(1/600, 1/count)); a z
+    at a position whose mean exceeds 1.25 times the steady one is divided by their ratio once
+    more than
+    20 visits began and more than 100 steady readings were learned. Unscored (0) and NaN z
+    are passed through and not learned.
+    """
+    out = []
+    last = None
+    k = visits = 0
+    means = [0.0] * 7
+    steady = 0.0
+    steady_n = 0
+    for b, z in zip(slots, z_season, strict=True):
+        if b != last:
+            last, k = b, 0
+            visits += 1
+        else:
+            k += 1
+        if z == 0.0 or math.isnan(z):
+            out.append(z)
+            continue
+        a = min(abs(z), 3.0)
+        if k >= 7:
+            steady_n += 1
+            steady += max(1.0 / 600.0, 1.0 / steady_n) * (a - steady)
+            out.append(z)
+            continue
+        if visits > 20 and steady_n > 100 and means[k] > 1.25 * max(steady, 1e-9):
+            z = z / (means[k] / max(steady, 1e-9))
+        out.append(z)
+        means[k] += max(0.02, 1.0 / visits) * (a - means[k])
+    return out

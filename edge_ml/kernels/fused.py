@@ -16,7 +16,15 @@ from edge_ml.kernels.calibration import calibrate, seasonal_views, tail_learn, w
 from edge_ml.kernels.discrete import discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
-from edge_ml.kernels.window import N_FEATURES, N_Z, Z_RESIDUAL, feature_update, squash
+from edge_ml.kernels.visits import visit_rescale
+from edge_ml.kernels.window import (
+    N_FEATURES,
+    N_Z,
+    Z_RESIDUAL,
+    feature_update,
+    season_bin,
+    squash,
+)
 
 
 @njit(cache=True, nogil=True)
@@ -27,7 +35,7 @@ def detect_batch(
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
     cal_mean, cal_var, cal_n, short, short_sum, persist, tail, ptail, mtail,
-    first_ts, warmup, warm_early, warm_span_s, discrete,
+    first_ts, warmup, warm_early, warm_span_s, discrete, visit,
 ):
     """Anomaly levels, raw HST scores, warm-up flags, profile residuals, and per reading the
     view that gave the level and the usual range ``expected[i] = [low, high]`` of a micro-batch.
@@ -57,9 +65,11 @@ def detect_batch(
                                      ddev, vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i],
                                      period_s, first_ts[s], z)
         # The trees see the features as the staged path computes them; the seasonal view's
-        # scale is floored by the stream's discrete structure (kernels.discrete).
+        # scale is floored by the stream's discrete structure (kernels.discrete) and by how
+        # its slot visits begin (kernels.visits).
         squash(z, x)
         z[0] = discrete_rescale(discrete, s, values[i], z[Z_RESIDUAL], z[0])
+        z[0] = visit_rescale(visit, s, season_bin(ts[i], period_s, prof_n.shape[1]), z[0])
         # Issue 14 hook: the usual range, from the z-score and residual before learning.
         expected_range(values[i], z[Z_RESIDUAL], z[0], expected[i])
         score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,

@@ -34,7 +34,8 @@ from edge_ml.kernels.discrete import N_DISCRETE, discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import detect_batch
 from edge_ml.kernels.heap_deltas import arrays_with_deltas, arrays_with_masses
-from edge_ml.kernels.window import Z_RESIDUAL
+from edge_ml.kernels.visits import N_VISIT, visit_rescale
+from edge_ml.kernels.window import Z_RESIDUAL, season_bin
 from edge_ml.model.forest import ForestState, TreeStructure
 from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
 
@@ -71,6 +72,7 @@ class FeatureSource(Protocol):
     """What the model needs from the feature stage (``edge_ml.features.FeatureState``)."""
 
     period_s: float
+    bins: int
     arrays: Any
 
     def kernel_args(self) -> tuple[np.ndarray, ...]: ...
@@ -106,6 +108,7 @@ def _calibration_arrays(capacity: int) -> SlotArrays:
             SlotField("tail", np.float64, 0.0, (N_TAIL,)),  # the stream's own extremes
             SlotField("ptail", np.float64, 0.0, (N_TAIL,)),  # its persistent view's episodes
             SlotField("mtail", np.float64, 0.0, (N_TAIL,)),  # its HST view's episodes
+            SlotField("visit", np.float64, 0.0, (N_VISIT,)),  # kernels.visits
         ],
         capacity,
     )
@@ -136,7 +139,7 @@ class NumbaDetector:
             f.mass, f.ref, f.count, f.first_window, p.height, p.window_size, p.paper_score,
             s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.persist, s.tail, s.ptail,
             s.mtail,
-            s.first_ts, p.warmup, warm_early(p.warmup), WARM_SPAN_S, s.discrete,
+            s.first_ts, p.warmup, warm_early(p.warmup), WARM_SPAN_S, s.discrete, s.visit,
         )
         return Detection(levels, raw, warming, residual, view, expected)
 
@@ -216,6 +219,8 @@ class RiverDetector:
             Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1], s.first_ts)
             residual[i] = R[0]
             Z[0, 0] = discrete_rescale(s.discrete, slot, values[i], Z[0, Z_RESIDUAL], Z[0, 0])
+            Z[0, 0] = visit_rescale(s.visit, slot,
+                                    season_bin(ts[i], features.period_s, features.bins), Z[0, 0])
             expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
             model = self._model(slot)
             x = dict(enumerate(X[0].tolist()))

@@ -348,15 +348,17 @@ def visit_rescaled(slots: list[int], z_season: list[float]) -> list[float]:
     slot's visit than in the steady rest of the visits, when more than 1.25 times.
 
     Written from the rules, not the kernel: a visit begins when the slot differs from the last
-    reading's; positions 0-6 each keep a mean of min(|z|, 3) over visits (weight
-    max(0.02, 1/visits)), later positions one steady mean (weight max(1/600, 1/count)); a z
-    at a position whose mean exceeds 1.25 times the steady one is divided by their ratio once
-    more than
-    20 visits began and more than 100 steady readings were learned. Unscored (0) and NaN z
-    are passed through and not learned.
+    reading's; a slot's first visit ever is neither rescaled nor learned at positions 0-6;
+    positions 0-6 each keep a mean of min(|z|, 3) over the other visits (weight
+    max(0.02, 1/visits)), later positions (of every visit) one steady mean (weight
+    max(1/600, 1/count)); a z at a position whose mean exceeds 1.25 times the steady one is
+    divided by their ratio once more than 20 such visits began and more than 100 steady
+    readings were learned. Unscored (0) and NaN z are passed through and not learned.
     """
     out = []
     last = None
+    seen_slots: set[int] = set()
+    first_visit = False
     k = visits = 0
     means = [0.0] * 7
     steady = 0.0
@@ -364,9 +366,11 @@ def visit_rescaled(slots: list[int], z_season: list[float]) -> list[float]:
     for b, z in zip(slots, z_season, strict=True):
         if b != last:
             last, k = b, 0
-            visits += 1
+            first_visit = b not in seen_slots
+            visits += 0 if first_visit else 1
         else:
             k += 1
+        seen_slots.add(b)
         if z == 0.0 or math.isnan(z):
             out.append(z)
             continue
@@ -374,6 +378,9 @@ def visit_rescaled(slots: list[int], z_season: list[float]) -> list[float]:
         if k >= 7:
             steady_n += 1
             steady += max(1.0 / 600.0, 1.0 / steady_n) * (a - steady)
+            out.append(z)
+            continue
+        if first_visit:
             out.append(z)
             continue
         if visits > 20 and steady_n > 100 and means[k] > 1.25 * max(steady, 1e-9):

@@ -69,7 +69,8 @@ def detect_batch(
         # its slot visits begin (kernels.visits).
         squash(z, x)
         z[0] = discrete_rescale(discrete, s, values[i], z[Z_RESIDUAL], z[0])
-        z[0] = visit_rescale(visit, s, season_bin(ts[i], period_s, prof_n.shape[1]), z[0])
+        b = season_bin(ts[i], period_s, prof_n.shape[1])
+        z[0] = visit_rescale(visit, s, b, z[0], prof_n[s, b])
         # Issue 14 hook: the usual range, from the z-score and residual before learning.
         expected_range(values[i], z[Z_RESIDUAL], z[0], expected[i])
         score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,

@@ -12,7 +12,8 @@ of a visit, and none that a labelled anomaly explained.
 So each stream learns, per position ``k`` of a visit (its first ``VISIT_POSITIONS``
 readings), the mean |z_season| there, and the same in the rest of its visits (the steady
 part); a seasonal z-score at position ``k`` is divided by their ratio when that is above
-``VISIT_MARGIN``.
+``VISIT_MARGIN``. A slot's first visit (the stream's first day: no day-old mean
+to be stale) is left out of the positions' means.
 A stream whose visits begin like their steady part (white noise, a real daily cycle) keeps
 its z-scores. A stream with fewer readings per visit than ``VISIT_POSITIONS`` (5-minute and
 slower sampling, so every NAB file) never has a steady part and is never rescaled. Each
@@ -31,9 +32,10 @@ from numba import njit
 
 V_SLOT = 0  # the profile slot of the last reading, plus 1 (0: none yet)
 V_K = 1  # readings into the current visit before this one
-V_VISITS = 2  # visits begun
+V_VISITS = 2  # visits begun to a slot visited before
 V_STEADY_N = 3  # steady readings learned
-V_MEAN = 4  # mean clipped |z| at positions 0 .. VISIT_POSITIONS - 1 of a visit
+V_NEW = 4  # 1 while the visit is its slot's first (the slot has no older mean to be stale)
+V_MEAN = 5  # mean clipped |z| at positions 0 .. VISIT_POSITIONS - 1 of a visit
 VISIT_POSITIONS = 7
 V_STEADY = V_MEAN + VISIT_POSITIONS  # mean clipped |z| in the rest of the visits
 N_VISIT = V_STEADY + 1
@@ -45,8 +47,8 @@ VISIT_CLIP = 3.0
 # over 1, 1.25 and 1.5 (docs/benchmarks.md, round 7); an AR(1) walk's first readings run
 # ~1.8 times its steady part.
 VISIT_MARGIN = 1.25
-# Visits begun, and steady readings learned, before the ratio is used: a new stream's first
-# day (its young slots are judged by the slot before them, kernels.window) is left alone.
+# Visits begun (to slots visited before), and steady readings learned, before the ratio is
+# used.
 VISIT_MIN_VISITS = 20
 VISIT_MIN_STEADY = 100
 # Learning rates: a position learns once a visit at a profile slot's rate
@@ -57,11 +59,15 @@ STEADY_ALPHA = 1.0 / 600.0
 
 
 @njit(cache=True)
-def visit_rescale(visit, s, b, z):
-    """Seasonal z-score ``z`` of stream ``s``'s reading in profile slot ``b``, divided by how
-    much larger |z| runs at this position of a visit than in the steady part (when more than
+def visit_rescale(visit, s, b, z, slot_readings):
+    """Seasonal z-score ``z`` of stream ``s``'s reading in profile slot ``b`` (which has now
+    learned ``slot_readings`` readings, this one included), divided by how much larger |z|
+    runs at this position of a visit than in the steady part (when more than
     ``VISIT_MARGIN`` times); learn.
 
+    A slot's first visit (the stream's first day) is neither rescaled nor learned: its
+    first readings are judged by the slot before it, with no day-old mean to be stale, and
+    averaging them in made the positions' means lag a whole day behind the pattern.
     Only ever lowers |z|, never flips its sign, and leaves an unscored z (0) at 0 (not
     learned either).
     """
@@ -69,7 +75,9 @@ def visit_rescale(visit, s, b, z):
     if row[V_SLOT] != b + 1.0:
         row[V_SLOT] = b + 1.0
         row[V_K] = 0.0
-        row[V_VISITS] += 1.0
+        row[V_NEW] = 1.0 if slot_readings <= 1 else 0.0
+        if row[V_NEW] == 0.0:
+            row[V_VISITS] += 1.0
     else:
         row[V_K] += 1.0
     if z == 0.0 or z != z:  # not scored (or NaN: left for the caller's checks)
@@ -79,6 +87,8 @@ def visit_rescale(visit, s, b, z):
     if k >= VISIT_POSITIONS:
         row[V_STEADY_N] += 1.0
         row[V_STEADY] += max(STEADY_ALPHA, 1.0 / row[V_STEADY_N]) * (a - row[V_STEADY])
+        return z
+    if row[V_NEW] == 1.0:
         return z
     j = V_MEAN + k
     out = z

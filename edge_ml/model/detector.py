@@ -219,8 +219,8 @@ class RiverDetector:
             Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1], s.first_ts)
             residual[i] = R[0]
             Z[0, 0] = discrete_rescale(s.discrete, slot, values[i], Z[0, Z_RESIDUAL], Z[0, 0])
-            Z[0, 0] = visit_rescale(s.visit, slot,
-                                    season_bin(ts[i], features.period_s, features.bins), Z[0, 0])
+            b = season_bin(ts[i], features.period_s, features.bins)
+            Z[0, 0] = visit_rescale(s.visit, slot, b, Z[0, 0], f.prof_n[slot, b])
             expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
             model = self._model(slot)
             x = dict(enumerate(X[0].tolist()))

@@ -12,15 +12,14 @@ of a visit, and none that a labelled anomaly explained.
 So each stream learns, per position ``k`` of a visit (its first ``VISIT_POSITIONS``
 readings), the mean |z_season| there, and the same in the rest of its visits (the steady
 part); a seasonal z-score at position ``k`` is divided by their ratio when that is above
-``VISIT_MARGIN``. A slot's first visit (the stream's first day: no day-old mean
-to be stale) is left out of the positions' means.
-A stream whose visits begin like their steady part (white noise, a real daily cycle) keeps
-its z-scores. A stream with fewer readings per visit than ``VISIT_POSITIONS`` (5-minute and
-slower sampling, so every NAB file) never has a steady part and is never rescaled. Each
-|z| is clipped at ``VISIT_CLIP`` before it is learned, so that a burst or a spike cannot
-carry a position's mean (without the clip, a mostly-zero counter's bursts lowered a stuck
-value's z enough to miss it). Only the seasonal view reads the result; the trees see the
-staged features unchanged.
+``VISIT_MARGIN``. A slot's first visit (the stream's first day: no day-old mean to be stale)
+is left out of the positions' means. A stream whose visits begin like their steady part
+(white noise, a real daily cycle) keeps its z-scores. A stream with at most
+``VISIT_POSITIONS`` readings a visit (5-minute and slower sampling: every NAB file) has no
+steady part and is never rescaled. Each |z| is clipped at ``VISIT_CLIP`` before it is
+learned, so that a burst or a spike cannot carry a position's mean (without the clip, a
+mostly-zero counter's bursts lowered a stuck value's z enough to miss it). Only the seasonal
+view reads the result; the trees see the staged features unchanged.
 
 State per stream, ``visit[s, :]`` (zeros: unknown, learned again; an older checkpoint is
 upgraded with zeros).
@@ -39,7 +38,8 @@ V_MEAN = 5  # mean clipped |z| at positions 0 .. VISIT_POSITIONS - 1 of a visit
 VISIT_POSITIONS = 7
 V_STEADY = V_MEAN + VISIT_POSITIONS  # mean clipped |z| in the rest of the visits
 N_VISIT = V_STEADY + 1
-# |z| is clipped here before it is learned (the persistent view's clip, kernels.calibration).
+# |z| is clipped here before it is learned (the value of the persistent view's clip,
+# kernels.calibration.P_CLIP; 2 and no clip measured in docs/benchmarks.md, round 7).
 VISIT_CLIP = 3.0
 # A position's ratio is used only beyond this: a mean over ~100 visits of a heavy-tailed |z|
 # (Student-t3) strays ~10 % from the steady one by chance, and dividing by that noise cost
@@ -48,7 +48,7 @@ VISIT_CLIP = 3.0
 # ~1.8 times its steady part.
 VISIT_MARGIN = 1.25
 # Visits begun (to slots visited before), and steady readings learned, before the ratio is
-# used.
+# used (after 5 or 10 visits, a young ratio cost the suite a stuck counter's detection).
 VISIT_MIN_VISITS = 20
 VISIT_MIN_STEADY = 100
 # Learning rates: a position learns once a visit at a profile slot's rate

@@ -32,7 +32,8 @@ from edge_ml.kernels.calibration import (
 from edge_ml.kernels.discrete import discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
-from edge_ml.kernels.window import Z_RESIDUAL
+from edge_ml.kernels.visits import visit_rescale
+from edge_ml.kernels.window import Z_RESIDUAL, season_bin
 from edge_ml.model.detector import Detection, NumbaDetector, make_detector
 from edge_ml.pipeline import Pipeline, model_params
 
@@ -123,6 +124,8 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
                                   s.first_ts)
         residual[i] = R[0]
         Z[0, 0] = discrete_rescale(s.discrete, slot, values[i], Z[0, Z_RESIDUAL], Z[0, 0])
+        b = season_bin(ts[i], features.period_s, features.bins)
+        Z[0, 0] = visit_rescale(s.visit, slot, b, Z[0, 0], features.arrays.prof_n[slot, b])
         expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
         raw[i] = hst_step_into(st.split_feature, st.split_threshold, f.mass, f.ref, f.count,
                                f.first_window, slot, np.ascontiguousarray(X[0]), p.height,

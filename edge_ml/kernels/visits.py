@@ -33,8 +33,7 @@ V_SLOT = 0  # the profile slot of the last reading, plus 1 (0: none yet)
 V_K = 1  # readings into the current visit before this one
 V_VISITS = 2  # visits begun to a slot visited before
 V_STEADY_N = 3  # steady readings learned
-V_NEW = 4  # 1 while the visit is its slot's first (the slot has no older mean to be stale)
-V_MEAN = 5  # mean clipped |z| at positions 0 .. VISIT_POSITIONS - 1 of a visit
+V_MEAN = 4  # mean clipped |z| at positions 0 .. VISIT_POSITIONS - 1 of a visit
 VISIT_POSITIONS = 7
 V_STEADY = V_MEAN + VISIT_POSITIONS  # mean clipped |z| in the rest of the visits
 N_VISIT = V_STEADY + 1
@@ -75,11 +74,12 @@ def visit_rescale(visit, s, b, z, slot_readings):
     if row[V_SLOT] != b + 1.0:
         row[V_SLOT] = b + 1.0
         row[V_K] = 0.0
-        row[V_NEW] = 1.0 if slot_readings <= 1 else 0.0
-        if row[V_NEW] == 0.0:
-            row[V_VISITS] += 1.0
     else:
         row[V_K] += 1.0
+    # The slot's first visit: every reading the slot has learned is this visit's.
+    first_visit = slot_readings == row[V_K] + 1.0
+    if row[V_K] == 0.0 and not first_visit:
+        row[V_VISITS] += 1.0
     if z == 0.0 or z != z:  # not scored (or NaN: left for the caller's checks)
         return z
     k = int(row[V_K])
@@ -88,7 +88,7 @@ def visit_rescale(visit, s, b, z, slot_readings):
         row[V_STEADY_N] += 1.0
         row[V_STEADY] += max(STEADY_ALPHA, 1.0 / row[V_STEADY_N]) * (a - row[V_STEADY])
         return z
-    if row[V_NEW] == 1.0:
+    if first_visit:
         return z
     j = V_MEAN + k
     out = z

@@ -350,6 +350,7 @@ def replay(source: str, config_path: str | None, out: str | None) -> None:
             seconds = time.perf_counter() - started
             click.echo(f"{len(results)} files, {rows} rows, "
                        f"{sum(r.alerts for _, r in results)} alerts, "
+                       f"{sum(r.drifts for _, r in results)} drift events, "
                        f"{rows / max(seconds, 1e-9):,.0f} rows/s", err=True)
             return
         target = Path(out) if out else Path("/dev/stdout")
@@ -360,7 +361,8 @@ def replay(source: str, config_path: str | None, out: str | None) -> None:
         raise click.ClickException(str(exc)) from exc
     seconds = time.perf_counter() - started
     click.echo(
-        f"{summary.rows} rows, {summary.alerts} alerts, {summary.skipped} skipped values, "
+        f"{summary.rows} rows, {summary.alerts} alerts, {summary.drifts} drift events, "
+        f"{summary.skipped} skipped values, "
         f"{summary.readings / max(seconds, 1e-9):,.0f} readings/s", err=True,
     )
 

@@ -149,6 +149,7 @@ class Pipeline:
         # not even when a reload or rollback brings back an older state.
         self.readings_seen = 0
         self.rejects_seen = 0
+        self.drifts_seen = 0  # drift events (replay reports them per file)
         self.frames = FrameGaps()  # firmware frames missing from their devices' seq
         self._gaps_logged_at = 0.0
         self.storage_faults = 0
@@ -318,6 +319,7 @@ class Pipeline:
             log.warning("drift on %s at %s: %s (reaction: %s)", event.stream, iso_utc(event.ts),
                         event.statistic, event.reaction)
         events = [event for _, event in found]
+        self.drifts_seen += len(events)
         if self.storage is not None:
             self.pending.drift.extend(events)
         if self.publisher is not None:

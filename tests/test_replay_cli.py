@@ -42,6 +42,7 @@ def test_replay_writes_one_scored_row_per_input_row(tmp_path: Path) -> None:
          "--out", str(out)], capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
+    assert "1500 rows, " in result.stderr and " 0 drift events, " in result.stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 1500
     assert list(rows[0]) == ["timestamp", "value", "anomaly_score", "alert", "alert_open",

@@ -54,3 +54,18 @@ def test_errors_of_the_reader_and_writer_threads_reach_the_caller(
     with pytest.raises(ReplayError, match=r"series.csv:3002: expected 2 fields"):
         replay_csv(Pipeline(parse_config(CONFIG)), source, tmp_path / "out.csv")
     assert threading.active_count() == before
+
+
+def test_replay_counts_the_drift_events_of_its_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    values = rng.normal(10.0, 1.0, 6000)
+    steady = tmp_path / "steady.csv"
+    _write_series(steady, values)
+    values[3000:] += 12.0  # a new regime that stays
+    shifted = tmp_path / "shifted.csv"
+    _write_series(shifted, values)
+    pipeline = Pipeline(parse_config(CONFIG))
+    assert replay_csv(pipeline, steady, None).drifts == 0
+    # The count is the file's own, not the pipeline's running total
+    assert replay_csv(pipeline, shifted, None).drifts == 1
+    assert replay_csv(Pipeline(parse_config(CONFIG)), shifted, None).drifts == 1

@@ -29,6 +29,7 @@ class ReplaySummary:
     alerts: int
     skipped: int
     seconds: float
+    drifts: int = 0  # drift events (each a reset of its stream under the default reaction)
 
 
 def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
@@ -54,6 +55,7 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
     and line named), and ReplayOutputError for an ``out`` that cannot be opened.
     """
     started = time.perf_counter()
+    drifts_before = pipeline.drifts_seen
     header = read_header(source)
     streams = header.streams(stream_prefix or source.stem)
     output = ReplayOutput(source, out, device=len(streams) > 1) if out else None
@@ -108,7 +110,8 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
     finally:
         if output:
             output.discard()
-    return ReplaySummary(rows, readings, alerts, skipped, time.perf_counter() - started)
+    return ReplaySummary(rows, readings, alerts, skipped, time.perf_counter() - started,
+                         pipeline.drifts_seen - drifts_before)
 
 
 def explanation_texts(columns: list[str]) -> tuple[str, ...]:

@@ -57,10 +57,14 @@ MAGIC = b"EDGEMLCK"
 #      zeros, learned again.
 #   8: ``visit``, how each stream's profile-slot visits begin (kernels.visits): zeros,
 #      learned again (no rescaling for the next 20 visits).
-SCHEMA_VERSION = 8
+#   9: the drift monitor's ``ref_mean`` and ``ref_mean_m2`` (the spread of its reference
+#      block means, edge_ml.drift): zeros, so a stream's drift scale is the within-block
+#      spread alone, as before, until its next drift reset.
+SCHEMA_VERSION = 9
 OLDEST_READABLE = 1
 DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",), 6: ("tail",),
                          7: ("ptail", "mtail"), 8: ("visit",)}
+DRIFT_ARRAYS_ADDED = {9: ("ref_mean", "ref_mean_m2")}
 _DIGEST = 32
 # Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
 # 1,000 streams at default parameters are about 21 MB, so this allows ~50,000 streams.
@@ -305,5 +309,20 @@ def detector_arrays_added_since(version: int) -> tuple[str, ...]:
     >>> detector_arrays_added_since(SCHEMA_VERSION)
     ()
     """
+    return _added_since(DETECTOR_ARRAYS_ADDED, version)
+
+
+def drift_arrays_added_since(version: int) -> tuple[str, ...]:
+    """Per-stream drift-monitor arrays a checkpoint of schema ``version`` lacks.
+
+    >>> drift_arrays_added_since(8)
+    ('ref_mean', 'ref_mean_m2')
+    >>> drift_arrays_added_since(SCHEMA_VERSION)
+    ()
+    """
+    return _added_since(DRIFT_ARRAYS_ADDED, version)
+
+
+def _added_since(added: dict[int, tuple[str, ...]], version: int) -> tuple[str, ...]:
     return tuple(name for v in range(version + 1, SCHEMA_VERSION + 1)
-                 for name in DETECTOR_ARRAYS_ADDED.get(v, ()))
+                 for name in added.get(v, ()))

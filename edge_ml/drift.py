@@ -13,17 +13,22 @@ operation for operation (tests compare the two): river's class in Python cost ~2
 a sixth of replay time, and its import ~90 ms and ~10 MB in every process.
 
 Scale: the first ``drift_min_blocks`` blocks after a (re)start only measure the stream's own
-spread (mean within-block variance); later block means are fed in units of that spread, so one
-``drift_threshold``/``drift_delta`` fits every stream whatever its unit. (The anomaly level was
-tried first: the z-scored features adapt within ~100 readings to a new level, so the level of
-a held shift does not stay high and never showed the change.)
+spread: the mean within-block variance, or the variance of those blocks' means if that is
+larger (a stream that wanders slower than a block, such as a 10-minute sine read at 1 Hz, has
+tight blocks whose means swing widely, and that swing is its normal behaviour). Later block
+means are fed in units of that spread, so one ``drift_threshold``/``drift_delta`` fits every
+stream whatever its unit. (The anomaly level was tried first: the z-scored features adapt
+within ~100 readings to a new level, so the level of a held shift does not stay high and never
+showed the change.) A wander slower than the reference itself (``drift_min_blocks`` blocks)
+is not seen by it: a slowly wandering AR(1) stream is still reset now and then
+(docs/benchmarks.md, round 8).
 
 Bound (defaults ``drift_block = 50``, ``drift_threshold = 5``, ``drift_delta = 0.5``,
-``drift_min_blocks = 10``): a step of ``k`` sd in the block mean adds about ``k - 0.5`` per
-block, so it is detected after ``ceil(5 / (k - 0.5))`` blocks: one block (50 readings) for a
-step of 6 sd or more, 10 blocks for 1 sd; smaller steps are not drift. A stream must have
-scored ``2 * drift_min_blocks`` blocks (1,000 readings) since its start or last reset before a
-drift can be reported.
+``drift_min_blocks = 10``): a step of ``k`` sd (of that scale) in the block mean adds about
+``k - 0.5`` per block, so it is detected after ``ceil(5 / (k - 0.5))`` blocks: one block (50
+readings) for a step of 6 sd or more, 10 blocks for 1 sd; smaller steps are not drift. A
+stream must have scored ``2 * drift_min_blocks`` blocks (1,000 readings) since its start or
+last reset before a drift can be reported.
 
 Reaction (``[model] drift_reaction``):
 
@@ -36,7 +41,9 @@ Reaction (``[model] drift_reaction``):
 - ``"none"``: the event is recorded and published; the model keeps adapting on its own.
 
 State is per-slot arrays (block accumulators, reference spread, Page-Hinkley sums) so it is
-exported into checkpoints like every other stage.
+exported into checkpoints like every other stage. ``ref_mean`` and ``ref_mean_m2`` came with
+checkpoint schema 9: an older checkpoint's streams get zeros (their scale is the within-block
+spread alone, as it was, until their next reset).
 """
 
 from __future__ import annotations
@@ -95,6 +102,8 @@ class DriftMonitor:
                 SlotField("block_sum", np.float64),
                 SlotField("block_sumsq", np.float64),
                 SlotField("ref_var", np.float64),
+                SlotField("ref_mean", np.float64),
+                SlotField("ref_mean_m2", np.float64),
                 SlotField("ref_blocks", np.int64),
                 SlotField("block_n", np.int64),
                 SlotField("ph_n", np.float64),
@@ -123,9 +132,9 @@ class DriftMonitor:
         st, p = self.state, self.params
         found, means, scales, running, block_slots, last_ts = drift_batch(
             slots, levels, warming, ts, st.block_sum, st.block_sumsq, st.block_n, st.ref_var,
-            st.ref_blocks, st.ph_n, st.ph_mean, st.ph_inc, st.ph_min_inc, st.ph_dec,
-            st.ph_max_dec, int(p.block), int(p.min_blocks), float(p.delta), float(p.threshold),
-            PH_ALPHA, MIN_SCALE,
+            st.ref_mean, st.ref_mean_m2, st.ref_blocks, st.ph_n, st.ph_mean, st.ph_inc,
+            st.ph_min_inc, st.ph_dec, st.ph_max_dec, int(p.block), int(p.min_blocks),
+            float(p.delta), float(p.threshold), PH_ALPHA, MIN_SCALE,
         )
         if not len(found):
             return []

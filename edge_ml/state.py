@@ -17,7 +17,11 @@ from typing import Any
 
 from edge_ml import __version__
 from edge_ml.alerts import AlertTracker, stored_explanation
-from edge_ml.checkpoint_format import SCHEMA_VERSION, detector_arrays_added_since
+from edge_ml.checkpoint_format import (
+    SCHEMA_VERSION,
+    detector_arrays_added_since,
+    drift_arrays_added_since,
+)
 from edge_ml.devices import Devices, merge_exports
 from edge_ml.drift import DriftMonitor
 from edge_ml.errors import CheckpointError, StorageError
@@ -101,7 +105,8 @@ def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
         alerts.open_alerts = {int(slot): (str(alert_id), float(opened_at))
                               for slot, alert_id, opened_at in state["open_alerts"]}
         drift = DriftMonitor(drift_params(config), capacity)
-        drift.state.restore(state["drift"])
+        drift.state.restore(state["drift"],
+                            drift_arrays_added_since(int(header["schema_version"])))
         devices = Devices(pipeline.devices.patterns, pipeline.devices.stale_s)
         if state.get("devices"):
             devices.restore(state["devices"], {name: i for i, name in enumerate(names)})

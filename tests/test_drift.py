@@ -90,6 +90,7 @@ def _river_monitor(params: DriftParams, batches: list[tuple], names: list[str]) 
     """The monitor as it was written with river's own PageHinkley, one per stream."""
     import importlib.util
     import math
+    import statistics
     from pathlib import Path
 
     import river
@@ -100,6 +101,7 @@ def _river_monitor(params: DriftParams, batches: list[tuple], names: list[str]) 
     spec.loader.exec_module(module)
     state = DriftMonitor(params).state
     detectors: dict[int, object] = {}
+    means: dict[int, list[float]] = {}
     events = []
     for slots, values, warming, ts in batches:
         from edge_ml.kernels.page_hinkley import block_batch
@@ -115,9 +117,13 @@ def _river_monitor(params: DriftParams, batches: list[tuple], names: list[str]) 
             var = max(float(sumsqs[k]) / params.block - mean * mean, 0.0)
             if state.ref_blocks[slot] < params.min_blocks:
                 state.ref_var[slot] += (var - state.ref_var[slot]) / (state.ref_blocks[slot] + 1)
+                means.setdefault(slot, []).append(mean)
                 state.ref_blocks[slot] += 1
                 continue
-            scale = max(math.sqrt(state.ref_var[slot]), 1e-9)
+            # The spread of the reference's block means, by the textbook formula (the kernel
+            # keeps a running Welford sum instead).
+            means_var = statistics.variance(means[slot]) if len(means[slot]) > 1 else 0.0
+            scale = max(math.sqrt(max(state.ref_var[slot], means_var)), 1e-9)
             ph = detectors.setdefault(slot, module.PageHinkley(
                 min_instances=params.min_blocks, delta=params.delta,
                 threshold=params.threshold, mode="both"))
@@ -132,6 +138,7 @@ def _river_monitor(params: DriftParams, batches: list[tuple], names: list[str]) 
                 drifted.add(slot)
                 state.reset(slot)
                 detectors.pop(slot)
+                means.pop(slot)
                 events.append((slot, names[slot], float(last_ts[k]),
                                f"block mean {mean:.6g} over {params.block} readings = "
                                f"{mean / scale:.2f} sd (running mean {ph._x_mean.get():.2f} sd)"))
@@ -145,6 +152,8 @@ def test_kernel_is_rivers_page_hinkley_exactly() -> None:
     n = 40_000
     slots = rng.integers(0, 4, n)
     values = rng.normal(0, 1, n) + np.repeat(rng.normal(0, 3, n // 500), 500)  # level steps
+    # A wander slower than a block, so that many references take the block means' spread
+    values += 3.0 * np.sin(np.arange(n) * 2 * np.pi / 400)
     values[::997] = 0.0  # some constant stretches: var 0, the scale floor
     warming = (rng.random(n) < 0.05).astype(np.uint8)
     ts = np.arange(n, dtype=np.float64)
@@ -158,4 +167,35 @@ def test_kernel_is_rivers_page_hinkley_exactly() -> None:
     assert len(expected) > 20
     assert got == expected
     for name, array in reference.export(4).items():
+        if name in ("ref_mean", "ref_mean_m2"):  # the reference keeps a list instead
+            continue
         np.testing.assert_array_equal(monitor.state.export(4)[name], array, err_msg=name)
+
+
+def _sine(n: int, seed: int) -> np.ndarray:
+    """A 10-minute cycle read at 1 Hz: each 50-reading block sees a twelfth of it."""
+    rng = np.random.default_rng(seed)
+    return 5.0 * np.sin(np.arange(n) * 2 * np.pi / 600) + rng.normal(0.0, 0.3, n)
+
+
+def _drifts(values: np.ndarray) -> list[float]:
+    monitor = DriftMonitor(DriftParams())
+    n = len(values)
+    found = []
+    for lo in range(0, n, 256):
+        hi = min(lo + 256, n)
+        found += [event.ts for _, event in monitor.update(
+            np.zeros(hi - lo, dtype=np.int64), values[lo:hi], np.zeros(hi - lo, np.uint8),
+            np.arange(lo, hi, dtype=np.float64), ["sine"])]
+    return found
+
+
+def test_a_wander_slower_than_a_block_is_not_drift_but_a_step_on_it_is() -> None:
+    """Tight blocks whose means swing with the cycle: the scale is the swing (the block means'
+    spread in the reference), not the within-block spread, which made the cycle a drift."""
+    for seed in range(3):
+        assert _drifts(_sine(30_000, seed)) == []
+    stepped = _sine(30_000, 7)
+    stepped[20_000:] += 40.0  # far outside the cycle's +-5
+    (at,) = _drifts(stepped)
+    assert 20_000 <= at <= 20_000 + 5 * 50

@@ -101,6 +101,27 @@ def test_an_older_schema_checkpoint_is_upgraded_not_thrown_away(version: int) ->
         restore_state(fresh, decode(encode(document).blob, compatibility(fresh)))
 
 
+def test_a_schema_8_checkpoint_keeps_its_drift_state_without_the_means_spread() -> None:
+    """Schema 9 added the drift reference's block-mean spread: a schema-8 checkpoint loads
+    with zeros there (the within-block scale alone, as that build had), the rest as saved."""
+    trained = make_pipeline()
+    trained.process_readings(*readings(3000, seed=1))
+    document = export_state(trained)
+    document["header"]["schema_version"] = 8
+    for name in ("ref_mean", "ref_mean_m2"):
+        del document["state"]["drift"][name]
+    restored = make_pipeline()
+    restore_state(restored, decode(encode(document).blob, compatibility(restored)))
+    drift = restored.drift.state
+    assert not drift.ref_mean.any() and not drift.ref_mean_m2.any()
+    assert drift.ref_blocks[0] == trained.drift.state.ref_blocks[0] > 0
+    np.testing.assert_array_equal(drift.ph_inc[:3], trained.drift.state.ph_inc[:3])
+    fresh = make_pipeline()
+    document["header"]["schema_version"] = 9  # a current checkpoint must have them
+    with pytest.raises(CheckpointError, match="missing arrays"):
+        restore_state(fresh, decode(encode(document).blob, compatibility(fresh)))
+
+
 def test_empty_pipeline_round_trips() -> None:
     p = make_pipeline()
     q = make_pipeline()

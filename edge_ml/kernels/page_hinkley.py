@@ -50,16 +50,23 @@ def block_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, siz
 
 
 @njit(cache=True, nogil=True)
-def drift_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, ref_var, ref_blocks,
-                ph_n, ph_mean, ph_inc, ph_min_inc, ph_dec, ph_max_dec, size, min_blocks, delta,
-                threshold, alpha, min_scale):
+def drift_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, ref_var, ref_mean,
+                ref_mean_m2, ref_blocks, ph_n, ph_mean, ph_inc, ph_min_inc, ph_dec, ph_max_dec,
+                size, min_blocks, delta, threshold, alpha, min_scale):
     """Block sums (:func:`block_batch`), then each completed block into its stream's drift test.
 
-    A stream's first ``min_blocks`` blocks only set its scale (``ref_var``, the mean
-    within-block variance); each later block mean, in units of that scale, goes to a two-sided
-    Page-Hinkley test with river's ``PageHinkley.update`` arithmetic, operation for operation
-    (its ``stats.Mean``, ``alpha``-faded sums, ``min_instances = min_blocks``). Once a stream
-    drifts, its later blocks in this batch are ignored (the caller resets its state).
+    A stream's first ``min_blocks`` blocks only set its scale: the larger of the mean
+    within-block variance (``ref_var``) and the variance of those blocks' means (Welford:
+    ``ref_mean``, ``ref_mean_m2``). Each later block mean, in units of that scale, goes to a
+    two-sided Page-Hinkley test with river's ``PageHinkley.update`` arithmetic, operation for
+    operation (its ``stats.Mean``, ``alpha``-faded sums, ``min_instances = min_blocks``). Once
+    a stream drifts, its later blocks in this batch are ignored (the caller resets its state).
+
+    Why the second term: on white noise the block means vary far less than the readings within
+    a block (by ``1 / size`` in variance), so the within-block spread sets the scale. A stream
+    whose normal wander is slower than a block (a 10-minute sine read at 1 Hz) has tight blocks
+    whose means swing by the wander's whole amplitude: scaled by the within-block spread alone,
+    its normal swing looked like a drift (round 7: 6 resets of such a sine in 45,000 readings).
 
     Returns ``(block index, block mean, scale, running mean)`` of each drift, in block order:
     ``(int64[D], float64[D], float64[D], float64[D])``, and the blocks' ``last_ts`` and slots.
@@ -84,10 +91,16 @@ def drift_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, ref
         spread = sumsqs[k] / size - mean * mean
         var = 0.0 if spread < 0.0 else spread  # Python's max(spread, 0.0)
         if ref_blocks[s] < min_blocks:
-            ref_var[s] += (var - ref_var[s]) / (ref_blocks[s] + 1)
-            ref_blocks[s] += 1
+            seen = ref_blocks[s] + 1
+            ref_var[s] += (var - ref_var[s]) / seen
+            step = mean - ref_mean[s]
+            ref_mean[s] += step / seen
+            ref_mean_m2[s] += step * (mean - ref_mean[s])
+            ref_blocks[s] = seen
             continue
-        root = math.sqrt(ref_var[s])
+        # Sample variance of the reference block means (one block: none).
+        means_var = ref_mean_m2[s] / (ref_blocks[s] - 1) if ref_blocks[s] > 1 else 0.0
+        root = math.sqrt(ref_var[s] if ref_var[s] > means_var else means_var)
         scale = min_scale if min_scale > root else root  # max(root, min_scale)
         x = mean / scale
         # river.drift.PageHinkley.update(x), mode "both"

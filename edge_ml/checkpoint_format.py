@@ -60,7 +60,9 @@ MAGIC = b"EDGEMLCK"
 #   9: the drift monitor's ``ref_mean`` and ``ref_mean_m2`` (the spread of its reference
 #      block means, edge_ml.drift): zeros, so a stream's drift scale is the within-block
 #      spread alone, as before, until its next drift reset.
-SCHEMA_VERSION = 9
+#  10: the ``scales`` section, each stream's value scale (edge_ml.scales): absent, every stream
+#      is raw for good (its model learned raw values; a new stream decides as usual).
+SCHEMA_VERSION = 10
 OLDEST_READABLE = 1
 DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",), 6: ("tail",),
                          7: ("ptail", "mtail"), 8: ("visit",)}

@@ -29,6 +29,7 @@ from edge_ml.features import FeatureState
 from edge_ml.model.detector import describe, make_detector
 from edge_ml.pipeline import Pipeline, drift_params
 from edge_ml.records import AlertEvent
+from edge_ml.scales import ValueScales
 from edge_ml.slots import SnapshotPool, place_rows
 from edge_ml.streams import StreamRegistry
 
@@ -65,6 +66,7 @@ def export_state(pipeline: Pipeline, pool: SnapshotPool | None = None) -> dict[s
         "names": list(pipeline.streams.names),
         "stats": pipeline.streams.stats.export(used, pool, "stats."),
         "features": pipeline.features.arrays.export(used, pool, "features."),
+        "scales": pipeline.scales.arrays.export(used, pool, "scales."),
         "detector": pipeline.detector.export(used, pool),
         "alerts": pipeline.alerts.state.export(used, pool, "alerts."),
         "open_alerts": [[slot, alert_id, opened_at]
@@ -91,6 +93,12 @@ def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
         streams.restore(names, state["stats"])
         features = FeatureState(config.features.season_s, config.features.season_bins, capacity)
         features.arrays.restore(state["features"])
+        scales = ValueScales(capacity)
+        if int(header["schema_version"]) >= 10:
+            scales.arrays.restore(state["scales"])
+        else:  # before scales: every stream learned raw values and stays raw
+            scales.arrays.grow(len(names))
+            scales.settle(len(names))
         detector = make_detector(pipeline.params, capacity)
         if names:  # an empty forest cannot be restored (nor needs to be)
             # An older schema's checkpoint lacks state added since: it starts neutral.
@@ -110,7 +118,7 @@ def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
         devices = Devices(pipeline.devices.patterns, pipeline.devices.stale_s)
         if state.get("devices"):
             devices.restore(state["devices"], {name: i for i, name in enumerate(names)})
-        for part in (features.arrays, alerts.state, drift.state):
+        for part in (features.arrays, scales.arrays, alerts.state, drift.state):
             part.grow(streams.capacity)
         detector.grow(streams.capacity)
         readings_total = int(header["readings_total"])
@@ -119,6 +127,7 @@ def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
     except (KeyError, TypeError, ValueError, NotImplementedError) as exc:
         raise CheckpointError(f"state does not fit this pipeline: {exc}") from exc
     pipeline.streams, pipeline.features, pipeline.detector = streams, features, detector
+    pipeline.scales = scales
     pipeline.alerts, pipeline.drift, pipeline.devices = alerts, drift, devices
     pipeline.readings_total = readings_total
     pipeline.rejects_total = int(header.get("rejects_total", 0))
@@ -151,7 +160,7 @@ def graft(pipeline: Pipeline, document: dict[str, Any]) -> list[str]:
         targets.append(slot_of[name])
     merged: dict[str, Any] = {"names": names}
     try:
-        for section in ("stats", "features", "detector", "alerts", "drift"):
+        for section in ("stats", "features", "scales", "detector", "alerts", "drift"):
             arrays = {}
             for key, array in base[section].items():
                 try:

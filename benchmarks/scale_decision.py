@@ -1,0 +1,67 @@
+"""How often each kind of stream turns logarithmic (``edge_ml.kernels.scale``), by how many
+readings the decision waits for.
+
+Draws many short streams of each distribution and applies the shipped test to them (the
+kernel's ``skewness`` and limits, on the draw's central moments, which the kernel's running
+moments equal to rounding), for each decision length. Prints the share of draws that turn
+logarithmic (docs/benchmarks.md, round 10; the kernel decides at ``SCALE_READINGS``).
+
+Usage: python benchmarks/scale_decision.py [--draws 2000] [--readings 30 50 100 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import numpy as np
+
+from edge_ml.kernels.scale import LOG_SKEW_MAX, RAW_SKEW_MIN, SCALE_READINGS, skewness
+
+Draw = Callable[[np.random.Generator, int], np.ndarray]
+
+KINDS: dict[str, Draw] = {
+    "log-normal sigma 0.5": lambda rng, n: rng.lognormal(0.0, 0.5, n),
+    "log-normal sigma 1": lambda rng, n: rng.lognormal(0.0, 1.0, n),
+    "log-normal sigma 1.5": lambda rng, n: rng.lognormal(0.0, 1.5, n),
+    "Gaussian 20 +- 1": lambda rng, n: 20.0 + rng.normal(0.0, 1.0, n),
+    "Pareto a=3, plus 1": lambda rng, n: rng.pareto(3.0, n) + 1.0,
+    "exponential": lambda rng, n: rng.exponential(1.0, n),
+    "gamma k=2": lambda rng, n: rng.gamma(2.0, 1.0, n),
+    "Weibull k=1.5": lambda rng, n: rng.weibull(1.5, n),
+    "Poisson mean 5, plus 1": lambda rng, n: rng.poisson(5.0, n) + 1.0,
+    "Poisson mean 5 (zeros)": lambda rng, n: rng.poisson(5.0, n).astype(float),
+    "log-normal counts (rounded)": lambda rng, n: np.round(rng.lognormal(3.0, 1.0, n)) + 1.0,
+}
+
+
+def turns(values: np.ndarray) -> bool:
+    """The shipped test on these readings, with central moments as the kernel keeps them."""
+    if values.min() <= 0.0 or np.all(values == np.floor(values)):
+        return False
+    n = float(len(values))
+    raw = values - values.mean()
+    logs = np.log(values)
+    low = logs - logs.mean()
+    raw_skew = skewness(n, float((raw ** 2).sum()), float((raw ** 3).sum()))
+    log_skew = skewness(n, float((low ** 2).sum()), float((low ** 3).sum()))
+    return bool(raw_skew > RAW_SKEW_MIN and abs(log_skew) < LOG_SKEW_MAX)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--draws", type=int, default=2000)
+    parser.add_argument("--readings", type=int, nargs="+", default=[30, 50, 100, 200])
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"share of {args.draws} draws that turn logarithmic, by readings before the decision "
+          f"(shipped: {SCALE_READINGS}):")
+    print(f"  {'distribution':30s}" + "".join(f"{n:>8d}" for n in args.readings))
+    for name, draw in KINDS.items():
+        shares = [np.mean([turns(draw(rng, n)) for _ in range(args.draws)])
+                  for n in args.readings]
+        print(f"  {name:30s}" + "".join(f"{share:8.3f}" for share in shares))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Each stream's value scale (kernels.scale, edge_ml.scales): the decision against a plain-NumPy
+reference, and on the streams it exists for, through the real pipeline."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_ml.checkpoint_format import decode, encode
+from edge_ml.config import parse_config
+from edge_ml.kernels.scale import (
+    LOG,
+    LOG_FLOOR_SDS,
+    LOG_SKEW_MAX,
+    N_SCALE,
+    RAW,
+    RAW_SKEW_MIN,
+    S_LM2,
+    S_M2,
+    S_M3,
+    S_MEAN,
+    S_MODE,
+    S_N,
+    SCALE_READINGS,
+    UNDECIDED,
+    scale_batch,
+)
+from edge_ml.pipeline import Pipeline
+from edge_ml.replay import replay_csv
+from edge_ml.state import compatibility, export_state, restore_state
+
+pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
+
+T0 = 1_700_000_000.0
+
+
+def _skew(x: np.ndarray) -> float:
+    d = x - x.mean()
+    m2 = float(np.mean(d * d))
+    return 0.0 if m2 <= 0.0 else float(np.mean(d ** 3) / m2 ** 1.5)
+
+
+def _reference(values: list[float]) -> tuple[float, int | None, list[float]]:
+    """The rule in plain Python: (mode, index of the switch, the values as scored)."""
+    learned: list[float] = []
+    mode, switched, floor = UNDECIDED, None, 0.0
+    out = []
+    for i, v in enumerate(values):
+        if mode == UNDECIDED and math.isfinite(v):
+            if v <= 0.0:
+                mode = RAW
+            else:
+                learned.append(v)
+                if len(learned) == SCALE_READINGS:
+                    x = np.array(learned)
+                    fractional = bool(np.any(x != np.floor(x)))
+                    if (fractional and _skew(x) > RAW_SKEW_MIN
+                            and abs(_skew(np.log(x))) < LOG_SKEW_MAX):
+                        logs = np.log(x)
+                        floor = float(logs.min() - LOG_FLOOR_SDS * logs.std())
+                        mode, switched = LOG, i
+                    else:
+                        mode = RAW
+        if mode == LOG and math.isfinite(v):
+            out.append(max(math.log(v), floor) if v > 0.0 else floor)
+        else:
+            out.append(v)
+    return mode, switched, out
+
+
+def _run(values: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list]:
+    """The kernel over one stream (slot 1 of 3) in micro-batches of random sizes."""
+    state = np.zeros((3, N_SCALE))
+    out, switched, at = [], [], 0
+    while at < len(values):
+        size = int(rng.integers(1, 40))
+        chunk = values[at:at + size]
+        scaled = np.empty_like(chunk)
+        switched += (at + scale_batch(state, np.ones(len(chunk), dtype=np.int64), chunk,
+                                      scaled)).tolist()
+        out.append(scaled)
+        at += size
+    return state[1], np.concatenate(out), switched
+
+
+STREAMS = {
+    "lognormal": lambda rng, n: rng.lognormal(0.0, 1.0, n),
+    "gaussian": lambda rng, n: 20.0 + rng.normal(0.0, 1.0, n),
+    "exponential": lambda rng, n: rng.exponential(1.0, n),
+    "poisson": lambda rng, n: rng.poisson(3.0, n).astype(float),  # has zeros
+    # Whole numbers, no zero yet, skewed like a log-normal stream: a counter all the same.
+    "counts": lambda rng, n: np.round(rng.lognormal(3.0, 1.0, n)) + 1.0,
+    "constant": lambda rng, n: np.full(n, 7.0),
+    "far_from_zero": lambda rng, n: 1e6 + rng.lognormal(0.0, 1.0, n),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STREAMS))
+def test_the_decision_matches_the_reference(kind: str) -> None:
+    modes = set()
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        values = STREAMS[kind](rng, 300)
+        values[rng.random(300) < 0.05] = np.nan  # not learned, passed through
+        if kind == "lognormal" and seed % 3 == 0:
+            values[200] = 0.0  # after the decision: scored at the floor
+            values[201] = -4.0
+        state, got, switched = _run(values, rng)
+        mode, at, want = _reference(values.tolist())
+        assert state[S_MODE] == mode
+        assert switched == ([] if at is None else [at])
+        np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+        modes.add(mode)
+    if kind in ("gaussian", "poisson", "constant", "far_from_zero", "counts"):
+        assert modes == {RAW}  # symmetric, not all positive, a counter, or the logarithm
+        # keeps the skew
+    if kind == "lognormal":  # logarithmic 87 % of the time at 50 readings
+        assert LOG in modes
+
+
+def test_the_moments_are_central_far_from_zero() -> None:
+    """Values near 1e6 with a spread of 1: power sums would lose the skewness to rounding."""
+    rng = np.random.default_rng(5)
+    values = 1e6 + rng.lognormal(0.0, 0.7, SCALE_READINGS - 1)
+    state = np.zeros((1, N_SCALE))
+    scale_batch(state, np.zeros(len(values), dtype=np.int64), values, np.empty_like(values))
+    row = state[0]
+    assert row[S_N] == len(values) and row[S_MODE] == UNDECIDED
+    d = values - values.mean()
+    assert row[S_MEAN] == pytest.approx(values.mean(), rel=1e-15)
+    assert row[S_M2] == pytest.approx(float(np.sum(d * d)), rel=1e-9)
+    assert row[S_M3] == pytest.approx(float(np.sum(d ** 3)), rel=1e-6)
+    logs = np.log(values)
+    assert row[S_LM2] == pytest.approx(float(np.sum((logs - logs.mean()) ** 2)), rel=1e-6)
+
+
+def _lognormal_csv(path: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    ts = T0 + 60.0 * np.arange(n)
+    values = rng.lognormal(0.0, 1.0, n)
+    path.write_text("timestamp,value\n" + "".join(
+        f"{t:.0f},{v!r}\n" for t, v in zip(ts.tolist(), values.tolist(), strict=True)))
+    return path
+
+
+def _alerts(out: Path) -> int:
+    return int(np.loadtxt(out, delimiter=",", skiprows=1, usecols=3, dtype=np.int64).sum())
+
+
+@pytest.mark.needs_jit
+def test_a_log_normal_stream_is_calm_on_its_logarithms(tmp_path: Path) -> None:
+    """Log-normal noise once a minute, no anomaly, shipped defaults (the calibration suite's
+    ``lognormal``): scored raw it alerts every few hundred readings, on its logarithms not."""
+    source = _lognormal_csv(tmp_path / "ln.csv", 8000, seed=11)
+    logs = Pipeline(parse_config({}))
+    replay_csv(logs, source, tmp_path / "log.out.csv")
+    assert logs.scales.logarithmic(0)
+    raw = Pipeline(parse_config({}))
+    raw.scales.settle(raw.scales.arrays.capacity)  # every slot raw for good: the old build
+    replay_csv(raw, source, tmp_path / "raw.out.csv")
+    assert not raw.scales.logarithmic(0)
+    assert _alerts(tmp_path / "raw.out.csv") >= 5
+    assert _alerts(tmp_path / "log.out.csv") <= 1
+
+
+def _stream(n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    values = rng.lognormal(2.0, 0.8, n)
+    values[700] = 5000.0  # far beyond anything the stream does: an alert
+    return ["plant/pm25"] * n, T0 + 60.0 * np.arange(n), values
+
+
+@pytest.mark.parametrize("size", [1, 7, 64])
+def test_the_switch_does_not_depend_on_the_batching(size: int) -> None:
+    """The stream restarts its learning at the reading where it turned logarithmic, however the
+    readings were batched: every level is the same as in one batch."""
+    names, ts, values = _stream(1000, seed=3)
+    whole = Pipeline(parse_config({}))
+    expected = whole.process_readings(names, ts, values)
+    assert whole.scales.logarithmic(0)
+    cut = Pipeline(parse_config({}))
+    levels = np.concatenate([cut.process_readings(names[i:i + size], ts[i:i + size],
+                                                  values[i:i + size]).levels
+                             for i in range(0, len(names), size)])
+    np.testing.assert_array_equal(levels, expected.levels)
+    assert expected.levels[700] >= 0.5
+
+
+def test_an_alert_on_a_log_stream_reports_raw_values() -> None:
+    """The value, and the usual range beside it, are in the stream's own units."""
+    names, ts, values = _stream(1000, seed=3)
+    pipeline = Pipeline(parse_config({}))
+    out = pipeline.process_readings(names, ts, values)
+    (event,) = [e for e in out.events if e.state == "open" and e.value == 5000.0]
+    low, high = event.expected
+    median = float(np.exp(2.0))
+    assert 0.0 < low < median < high < 5000.0
+
+
+def test_a_reading_at_or_below_zero_on_a_log_stream_is_an_anomaly_not_an_error() -> None:
+    names, ts, values = _stream(2000, seed=4)
+    values[700] = 20.0  # ordinary there
+    values[800] = 0.0
+    values[1700] = -3.0  # past the first one's cooldown
+    pipeline = Pipeline(parse_config({}))
+    out = pipeline.process_readings(names, ts, values)
+    assert pipeline.scales.logarithmic(0)
+    opened = {round(float(e.value), 6) for e in out.events if e.state == "open"}
+    assert {0.0, -3.0} <= opened
+    assert np.isfinite(out.levels).all()
+
+
+def test_the_scale_survives_a_checkpoint_and_an_older_one_stays_raw() -> None:
+    names, ts, values = _stream(1000, seed=5)
+    trained = Pipeline(parse_config({}))
+    trained.process_readings(names, ts, values)
+    trained.process_readings(["plant/temperature"] * 200, ts[:200], 20.0 + np.sin(ts[:200]))
+    document = export_state(trained)
+    restored = Pipeline(parse_config({}))
+    restore_state(restored, decode(encode(document).blob, compatibility(restored)))
+    np.testing.assert_array_equal(restored.scales.arrays.scale[:2],
+                                  trained.scales.arrays.scale[:2])
+    assert restored.scales.logarithmic(0) and not restored.scales.logarithmic(1)
+
+    document["header"]["schema_version"] = 9  # before scales: learned raw, stays raw
+    del document["state"]["scales"]
+    old = Pipeline(parse_config({}))
+    restore_state(old, decode(encode(document).blob, compatibility(old)))
+    assert not old.scales.logarithmic(0)
+    np.testing.assert_array_equal(old.features.arrays.prof_mean[0],
+                                  trained.features.arrays.prof_mean[0])
+    more = old.process_readings(names[:300], ts[:300] + 1e5, values[:300])
+    assert not old.scales.logarithmic(0) and np.isfinite(more.levels).all()
+    old.process_readings(["plant/new"] * 100, ts[:100], values[:100])  # a new stream decides
+    assert old.scales.logarithmic(old.streams.slot_of["plant/new"])
+
+
+def test_a_drift_reset_keeps_the_streams_scale() -> None:
+    """A drift restarts what the stream learned, not how its readings are read: the
+    distribution's shape outlives a change of level."""
+    rng = np.random.default_rng(8)
+    n = 6000
+    values = rng.lognormal(1.0, 1.0, n)
+    values[3000:] *= 1000.0  # the level jumps and stays
+    ts = T0 + 60.0 * np.arange(n)
+    pipeline = Pipeline(parse_config({}))
+    pipeline.process_readings(["line/flow"] * 3000, ts[:3000], values[:3000])
+    assert pipeline.scales.logarithmic(0) and pipeline.drifts_seen == 0
+    pipeline.process_readings(["line/flow"] * 3000, ts[3000:], values[3000:])
+    assert pipeline.drifts_seen >= 1
+    assert pipeline.scales.logarithmic(0)

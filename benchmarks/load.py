@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     # A bare counter takes 40-50k messages/s here when the machine is quiet: 150,000 keep
     # several 0.5 s samples inside its drain.
     n_drain = 150_000 if quick else 400_000
-    n_naive = 12_000 if quick else 30_000  # ~2-4 s: a few samples inside the drain
+    n_naive = 30_000  # ~2-3 s at ~13k/s: a few samples inside the drain (12,000 left one)
     repeats = args.repeats or (2 if quick else 3)
     lat_s = 32.0 if quick else 60.0  # 40 spikes/s after 4 s: 1,120 or 2,240 spikes
     sus_s = 8.0 if quick else 20.0

@@ -269,7 +269,8 @@ def _status_text(status: dict[str, Any]) -> str:
         lines.append("daemon          never ran on this database")
     lines.append(f"database        {status['db']} (schema {status['schema_version']})")
     lines.append("")
-    lines.append(f"{'stream':<40} {'readings':>9} {'state':<10} {'score':>7}  {'open alert':<12}  "
+    lines.append(f"{'stream':<40} {'readings':>9} {'state':<10} {'scale':<5} {'score':>7}  "
+                 f"{'open alert':<12}  "
                  f"last hour (a minute a character, {BLOCKS[0]} 0 .. {BLOCKS[-1]} 1)")
     for s in status["streams"]:
         if s["set_aside"]:
@@ -279,7 +280,8 @@ def _status_text(status: dict[str, Any]) -> str:
         else:
             state = "warming" if s["warming_up"] else "scoring"
         score = "-" if s["last_score"] is None else f"{s['last_score']:.4f}"
-        lines.append(f"{s['stream']:<40} {s['readings']:>9} {state:<10} {score:>7}  "
+        lines.append(f"{s['stream']:<40} {s['readings']:>9} {state:<10} "
+                     f"{s.get('scale') or '-':<5} {score:>7}  "
                      f"{s['open_alert'] or '':<12}  {render(s['recent_levels'])}".rstrip())
     more = status["streams_matching"] - len(status["streams"])
     if more > 0:

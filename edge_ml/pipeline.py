@@ -379,6 +379,7 @@ class Pipeline:
         s, names = self.streams.stats, self.streams.names
         last_ts = s.last_ts[dirty].tolist()
         recent = self.streams.recent_rows(dirty)
+        scales = self.scales.names(dirty)
         new_readings = ((s.readings[dirty] - s.flushed_readings[dirty]).tolist() if readings
                         else [0] * dirty.size)
         return [
@@ -393,11 +394,12 @@ class Pipeline:
                 "warming_up": warming,
                 "open_alert": self.alerts.open_alert_id(slot),
                 "recent_levels": ring,
+                "scale": scale,
             }
-            for slot, first, last, new, value, level, warming, ring in zip(
+            for slot, first, last, new, value, level, warming, ring, scale in zip(
                 dirty.tolist(), s.first_ts[dirty].tolist(), last_ts, new_readings,
                 s.last_value[dirty].tolist(), s.last_level[dirty].tolist(),
-                s.last_warming[dirty].tolist(), recent, strict=True)
+                s.last_warming[dirty].tolist(), recent, scales, strict=True)
         ]
 
     def _alerting_slots(self) -> np.ndarray:

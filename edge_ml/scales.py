@@ -12,6 +12,8 @@ import numpy as np
 from edge_ml.kernels.scale import LOG, N_SCALE, RAW, S_MODE, scale_batch, unscale_range
 from edge_ml.slots import SlotArrays, SlotField
 
+SCALE_NAMES = {RAW: "raw", LOG: "log"}
+
 
 class ValueScales:
     """Per-stream scale decisions (``scale``: ``N_SCALE`` floats a stream)."""
@@ -36,3 +38,7 @@ class ValueScales:
 
     def logarithmic(self, slot: int) -> bool:
         return bool(self.arrays.scale[slot, S_MODE] == LOG)
+
+    def names(self, slots: np.ndarray) -> list[str | None]:
+        """``"log"``, ``"raw"`` or None (still deciding) for each slot, as stored."""
+        return [SCALE_NAMES.get(mode) for mode in self.arrays.scale[slots, S_MODE].tolist()]

@@ -3,6 +3,7 @@ reference, and on the streams it exists for, through the real pipeline."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from edge_ml.kernels.scale import (
 from edge_ml.pipeline import Pipeline
 from edge_ml.replay import replay_csv
 from edge_ml.state import compatibility, export_state, restore_state
+from edge_ml.storage import Storage
+from tests.test_cli import edge_ml
 
 pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
 
@@ -252,3 +255,23 @@ def test_a_drift_reset_keeps_the_streams_scale() -> None:
     pipeline.process_readings(["line/flow"] * 3000, ts[3000:], values[3000:])
     assert pipeline.drifts_seen >= 1
     assert pipeline.scales.logarithmic(0)
+
+
+def test_status_shows_each_streams_scale(tmp_path: Path) -> None:
+    """The stream rows say how each stream is scored, and ``edge-ml status`` shows it."""
+    db = tmp_path / "state.db"
+    storage = Storage(db)
+    pipeline = Pipeline(parse_config({}), storage)
+    names, ts, values = _stream(1000, seed=6)
+    pipeline.process_readings(names, ts, values)
+    pipeline.process_readings(["plant/temperature"] * 400, ts[:400], 20.0 + np.sin(ts[:400]))
+    pipeline.process_readings(["plant/new"] * 10, ts[:10], values[:10])  # still deciding
+    assert pipeline.flush()
+    storage.close()
+    doc = json.loads(edge_ml("status", "--db", str(db), "--json").stdout)
+    scales = {s["stream"]: s["scale"] for s in doc["streams"]}
+    assert scales == {"plant/pm25": "log", "plant/temperature": "raw", "plant/new": None}
+    text = edge_ml("status", "--db", str(db)).stdout
+    rows = {line.split()[0]: line.split()[3] for line in text.splitlines()
+            if line.startswith("plant/")}
+    assert rows == {"plant/pm25": "log", "plant/temperature": "raw", "plant/new": "-"}

@@ -196,7 +196,8 @@ def test_status_document_of_a_file_without_a_daemon() -> None:
     assert doc["streams"] == [{
         "stream": "s/x", "readings": 7, "warming_up": False, "last_score": 0.99,
         "open_alert": "a1", "last_value": 1.5, "last_seen": NOW, "last_seen_iso": "t",
-        "in_checkpoint": False, "set_aside": False, "recent_levels": [None] * 60}]
+        "in_checkpoint": False, "set_aside": False, "recent_levels": [None] * 60,
+        "scale": None}]
 
 
 @pytest.mark.timeout(30)

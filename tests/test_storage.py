@@ -221,7 +221,7 @@ def test_a_schema_5_file_keeps_its_alerts_counted_once(
     assert "idx_alerts_alert_id" in indexes
 
     storage = Storage(path)
-    assert storage.schema_version == 6
+    assert storage.schema_version == len(schema.MIGRATIONS)
     assert storage.counters()["alerts_total"] == 5
     assert _stored_counters(path)["alerts_counted_id"] == 4
     storage.write(PendingWrites(alerts=[_event("y", "resolved", 5.0)]), [])
@@ -244,3 +244,31 @@ def test_a_new_file_starts_with_nothing_counted() -> None:
     storage.write(PendingWrites(alerts=[_event("a", "open", 1.0)]), [])
     assert storage.counters() == {"alerts_total": 1}
     storage.close()
+
+
+def test_a_schema_6_file_gains_the_stream_scale_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Migration 7: stream rows from before keep their counts and have no scale (NULL) until
+    the daemon writes them again."""
+    from edge_ml.storage import schema
+
+    row = {"stream": "s/a", "first_seen": 1.0, "last_seen": 2.0, "last_seen_iso": "x",
+           "new_readings": 5, "last_value": 1.5, "last_score": 0.1, "warming_up": 0,
+           "open_alert": None}
+    path = tmp_path / "old.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:6])
+        old = Storage(path)
+        assert old.schema_version == 6
+        with old.db.conn:  # as the build before wrote it: no scale column to name
+            old.db["streams"].insert({k: v for k, v in row.items() if k != "new_readings"}
+                                     | {"readings": 5})
+        old.close()
+    storage = Storage(path)
+    assert storage.schema_version == 7
+    (before,) = storage.streams()
+    assert before["readings"] == 5 and before["scale"] is None
+    storage.write(PendingWrites(), [row | {"scale": "log"}])
+    (after,) = storage.streams()
+    assert after["readings"] == 10 and after["scale"] == "log"

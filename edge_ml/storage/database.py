@@ -221,17 +221,18 @@ class Storage:
                 # readings accumulate in SQL so the count survives restarts without checkpoints.
                 db.conn.executemany(
                     "INSERT INTO streams (stream, first_seen, last_seen, last_seen_iso, readings, "
-                    "last_value, last_score, warming_up, open_alert, recent_levels) VALUES "
-                    "(:stream, :first_seen, :last_seen, :last_seen_iso, :new_readings, "
-                    ":last_value, :last_score, :warming_up, :open_alert, :recent_levels) "
+                    "last_value, last_score, warming_up, open_alert, recent_levels, scale) "
+                    "VALUES (:stream, :first_seen, :last_seen, :last_seen_iso, :new_readings, "
+                    ":last_value, :last_score, :warming_up, :open_alert, :recent_levels, :scale) "
                     "ON CONFLICT(stream) DO UPDATE SET "
                     "last_seen = excluded.last_seen, last_seen_iso = excluded.last_seen_iso, "
                     "readings = readings + excluded.readings, last_value = excluded.last_value, "
                     "last_score = excluded.last_score, warming_up = excluded.warming_up, "
-                    "open_alert = excluded.open_alert, recent_levels = excluded.recent_levels",
-                    # Rows without a sparkline ring (written by hand, by tests) store none.
-                    streams if "recent_levels" in streams[0]
-                    else [{"recent_levels": None, **row} for row in streams],
+                    "open_alert = excluded.open_alert, recent_levels = excluded.recent_levels, "
+                    "scale = excluded.scale",
+                    # Rows without a sparkline ring or a scale (written by hand, by tests)
+                    # store none.
+                    [{"recent_levels": None, "scale": None, **row} for row in streams],
                 )
 
     def _add_counters(self, deltas: dict[str, int]) -> bool:

@@ -101,6 +101,12 @@ def _migration_6(db: sqlite_utils.Database) -> None:
                "ON CONFLICT(name) DO UPDATE SET value = excluded.value")
 
 
+def _migration_7(db: sqlite_utils.Database) -> None:
+    # How the stream's readings are scored (edge_ml.scales): "raw" or "log"; NULL while its
+    # first readings decide, and on rows written before.
+    db["streams"].add_column("scale", str)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("initial tables", _migration_1),
     ("checkpoints.error", _migration_2),
@@ -108,6 +114,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("streams.recent_levels", _migration_4),
     ("alerts.view/fields/expected", _migration_5),
     ("fewer pages per alert: no alert_id index, alerts_counted_id", _migration_6),
+    ("streams.scale", _migration_7),
 ]
 
 

@@ -1,10 +1,10 @@
 """How often each kind of stream turns logarithmic (``edge_ml.kernels.scale``), by how many
 readings the decision waits for.
 
-Draws many short streams of each distribution and applies the shipped test to them (the
-kernel's ``skewness`` and limits, on the draw's central moments, which the kernel's running
-moments equal to rounding), for each decision length. Prints the share of draws that turn
-logarithmic (docs/benchmarks.md, round 10; the kernel decides at ``SCALE_READINGS``).
+Draws many short streams of each distribution and feeds each, reading by reading, to the
+kernel's own ``scale_learn`` with the decision length under test (the pipeline decides at
+``SCALE_READINGS``). Prints the share of draws that turn logarithmic (docs/benchmarks.md,
+round 10).
 
 Usage: python benchmarks/scale_decision.py [--draws 2000] [--readings 30 50 100 200]
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge_ml.kernels.scale import LOG_SKEW_MAX, RAW_SKEW_MIN, SCALE_READINGS, skewness
+from edge_ml.kernels.scale import LOG, N_SCALE, S_MODE, SCALE_READINGS, UNDECIDED, scale_learn
 
 Draw = Callable[[np.random.Generator, int], np.ndarray]
 
@@ -35,17 +35,14 @@ KINDS: dict[str, Draw] = {
 }
 
 
-def turns(values: np.ndarray) -> bool:
-    """The shipped test on these readings, with central moments as the kernel keeps them."""
-    if values.min() <= 0.0 or np.all(values == np.floor(values)):
-        return False
-    n = float(len(values))
-    raw = values - values.mean()
-    logs = np.log(values)
-    low = logs - logs.mean()
-    raw_skew = skewness(n, float((raw ** 2).sum()), float((raw ** 3).sum()))
-    log_skew = skewness(n, float((low ** 2).sum()), float((low ** 3).sum()))
-    return bool(raw_skew > RAW_SKEW_MIN and abs(log_skew) < LOG_SKEW_MAX)
+def turns(values: np.ndarray, readings: int) -> bool:
+    """Whether the kernel's decision at ``readings`` readings turns this stream logarithmic."""
+    row = np.zeros(N_SCALE)
+    for v in values.tolist():
+        if row[S_MODE] != UNDECIDED:
+            break
+        scale_learn(row, v, readings)
+    return bool(row[S_MODE] == LOG)
 
 
 def main() -> None:
@@ -58,7 +55,7 @@ def main() -> None:
           f"(shipped: {SCALE_READINGS}):")
     print(f"  {'distribution':30s}" + "".join(f"{n:>8d}" for n in args.readings))
     for name, draw in KINDS.items():
-        shares = [np.mean([turns(draw(rng, n)) for _ in range(args.draws)])
+        shares = [np.mean([turns(draw(rng, n), n) for _ in range(args.draws)])
                   for n in args.readings]
         print(f"  {name:30s}" + "".join(f"{share:8.3f}" for share in shares))
 

@@ -97,7 +97,6 @@ def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
         if int(header["schema_version"]) >= 10:
             scales.arrays.restore(state["scales"])
         else:  # before scales: every stream learned raw values and stays raw
-            scales.arrays.grow(len(names))
             scales.settle(len(names))
         detector = make_detector(pipeline.params, capacity)
         if names:  # an empty forest cannot be restored (nor needs to be)

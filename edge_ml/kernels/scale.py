@@ -86,22 +86,21 @@ def skewness(n, m2, m3):
 
 
 @njit(cache=True)
-def scale_learn(row, v):
-    """Learn ``v`` into an undecided stream's ``row``; True when it turned logarithmic now."""
+def scale_learn(row, v, readings):
+    """Learn ``v`` into an undecided stream's ``row``, deciding at ``readings`` readings
+    (``SCALE_READINGS`` in the pipeline); True when it turned logarithmic now."""
     if v <= 0.0:
         row[S_MODE] = RAW  # the logarithm cannot hold it: raw for good
         return False
     n = row[S_N]
-    if n == 0.0:
-        row[S_MIN] = v
+    row[S_MIN] = v if n == 0.0 else min(row[S_MIN], v)
     if v != math.floor(v):
         row[S_FRACTIONAL] = 1.0
-    row[S_MIN] = min(row[S_MIN], v)
     moments_learn(row, S_MEAN, v, n)
     moments_learn(row, S_LMEAN, math.log(v), n)
     n += 1.0
     row[S_N] = n
-    if n < SCALE_READINGS:
+    if n < readings:
         return False
     raw_skew = skewness(n, row[S_M2], row[S_M3])
     log_skew = skewness(n, row[S_LM2], row[S_LM3])
@@ -135,7 +134,8 @@ def scale_batch(scale, slots, values, out):
     for i in range(slots.shape[0]):
         row = scale[slots[i]]
         v = values[i]
-        if row[S_MODE] == UNDECIDED and math.isfinite(v) and scale_learn(row, v):
+        if (row[S_MODE] == UNDECIDED and math.isfinite(v)
+                and scale_learn(row, v, SCALE_READINGS)):
             switched[k] = i
             k += 1
         out[i] = scaled_value(row, v)

@@ -33,11 +33,14 @@ last reset before a drift can be reported.
 Reaction (``[model] drift_reaction``):
 
 - ``"reset"`` (default): the stream's model, calibration and feature scaler start afresh
-  (``detector.reset(slot)`` and the feature slot reset) at the end of the micro-batch in which
-  the drift was found. The stream warms up again (no alerts; an open alert resolves after
-  ``debounce`` readings) and learns the new regime as normal, so alerting on a permanent change
-  stops at most one micro-batch after the detection above. The drift state restarts too (new
-  reference spread from the new regime), so one change gives one drift event.
+  (``detector.reset(slot)`` and the feature slot reset) from the reading after the one that
+  completed the drifting block (``Drift.at``): the pipeline scores that stream's later readings
+  in the same micro-batch again from the fresh state, so levels, alerts and drift events do
+  not depend on how readings were batched (a replay chunk of 8,192 readings used to delay the
+  reset by up to 8,192 readings, and the rest of the chunk's blocks went untested). The
+  stream warms up again (no alerts; an open alert resolves after ``debounce`` readings) and
+  learns the new regime as normal. The drift state restarts too (new reference spread from the
+  new regime), so one change gives one drift event.
 - ``"none"``: the event is recorded and published; the model keeps adapting on its own.
 
 State is per-slot arrays (block accumulators, reference spread, Page-Hinkley sums) so it is
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -75,6 +79,14 @@ class DriftParams:
     reaction: str = "reset"
 
 
+class Drift(NamedTuple):
+    """A drift found in a micro-batch."""
+
+    slot: int  # the stream's slot
+    at: int  # batch position of the reading that completed the drifting block
+    event: DriftEvent
+
+
 class DriftMonitor:
     """Block means of each stream's values into one Page-Hinkley test per stream.
 
@@ -91,8 +103,8 @@ class DriftMonitor:
     >>> slots = np.zeros(16, dtype=np.int64)
     >>> values = np.array([0.0, 1.0] * 6 + [20.0, 21.0] * 2)
     >>> found = m.update(slots, values, np.zeros(16, np.uint8), np.arange(16.0), ["s"])
-    >>> [(slot, event.stream, event.ts) for slot, event in found]
-    [(0, 's', 13.0)]
+    >>> [(d.slot, d.at, d.event.stream, d.event.ts) for d in found]
+    [(0, 13, 's', 13.0)]
     """
 
     def __init__(self, params: DriftParams, capacity: int = 16) -> None:
@@ -123,14 +135,15 @@ class DriftMonitor:
         self.state.reset(slot)
 
     def update(self, slots: np.ndarray, levels: np.ndarray, warming: np.ndarray,
-               ts: np.ndarray, names: list[str]) -> list[tuple[int, DriftEvent]]:
-        """Fold a micro-batch in; the drifts found, as ``(slot, event)`` in block order.
+               ts: np.ndarray, names: list[str]) -> list[Drift]:
+        """Fold a micro-batch in; the drifts found, in block order.
 
-        A stream that drifts has its drift state reset (and the rest of its blocks in this
-        batch ignored); the caller applies the model reaction.
+        A stream that drifts has its drift state reset, and its readings after ``Drift.at``
+        are not taken from this batch: the caller feeds them again (after the model reaction),
+        as if the batch had ended there.
         """
         st, p = self.state, self.params
-        found, means, scales, running, block_slots, last_ts = drift_batch(
+        found, means, scales, running, block_slots, last_ts, last = drift_batch(
             slots, levels, warming, ts, st.block_sum, st.block_sumsq, st.block_n, st.ref_var,
             st.ref_mean, st.ref_mean_m2, st.ref_blocks, st.ph_n, st.ph_mean, st.ph_inc,
             st.ph_min_inc, st.ph_dec, st.ph_max_dec, int(p.block), int(p.min_blocks),
@@ -138,15 +151,15 @@ class DriftMonitor:
         )
         if not len(found):
             return []
-        events: list[tuple[int, DriftEvent]] = []
+        drifts: list[Drift] = []
         for k, mean, scale, run in zip(found.tolist(), means.tolist(), scales.tolist(),
                                        running.tolist(), strict=True):
             slot = int(block_slots[k])
             self.reset(slot)
-            events.append((slot, DriftEvent(
+            drifts.append(Drift(slot, int(last[k]), DriftEvent(
                 names[slot], float(last_ts[k]), DETECTOR_NAME,
                 f"block mean {mean:.6g} over {p.block} readings = {mean / scale:.2f} sd "
                 f"(running mean {run:.2f} sd)",
                 p.reaction,
             )))
-        return events
+        return drifts

@@ -27,7 +27,7 @@ from edge_ml.features import FeatureState
 from edge_ml.kernels import prepare as prepare_kernels
 from edge_ml.model.detector import Detection, Detector, ModelParams, make_detector
 from edge_ml.publish import AlertPublisher
-from edge_ml.records import AlertEvent, Message, Reject, iso_utc
+from edge_ml.records import AlertEvent, DriftEvent, Message, Reject, iso_utc
 from edge_ml.scales import ValueScales
 from edge_ml.storage import PendingWrites, Storage
 from edge_ml.streams import StreamRegistry
@@ -260,6 +260,7 @@ class Pipeline:
         self._grow()
         scaled, switched = self.scales.apply(slots, values)
         detection = self._detect(slots, scaled, ts, switched)
+        drifts = self._drift(slots, scaled, ts, switched, detection)
         self.scales.unscale_range(slots, detection.expected)
         codes, cooling, events = self.alerts.evaluate(
             slots, detection.levels, values, ts, detection.warming, self.streams.names,
@@ -267,7 +268,7 @@ class Pipeline:
         )
         self.streams.record(slots, ts, values, detection.levels, detection.warming)
         joint, joint_levels, joint_codes = self._joint(slots, values, ts, events)
-        self._drift(slots, detection.residual, detection.warming, ts)
+        self._report_drifts(drifts)
         n = len(slots)
         self.readings_total += n
         self.readings_seen += n
@@ -347,19 +348,49 @@ class Pipeline:
         codes[at] = found
         return joint, levels, codes
 
-    def _drift(self, slots: np.ndarray, residual: np.ndarray, warming: np.ndarray,
-               ts: np.ndarray) -> None:
-        """Drift detection on block summaries, and the configured reaction (edge_ml.drift)."""
-        found = self.drift.update(slots, residual, warming, ts, self.streams.names)
-        if not found:
+    def _drift(self, slots: np.ndarray, scaled: np.ndarray, ts: np.ndarray,
+               switched: np.ndarray, detection: Detection) -> list[DriftEvent]:
+        """Drift detection on block means of the residuals (edge_ml.drift), and its reaction.
+
+        A drifted stream's reaction takes effect after the reading that completed its drifting
+        block: with ``reset``, that stream's later readings in this batch are scored again from
+        its fresh state and written over ``detection`` in place, then fed to the monitor again
+        (which may find the next drift among them), exactly as if the batch had ended there.
+        Drifts are rare: a batch without one costs one monitor call. The drift events found,
+        in order.
+        """
+        reset = self.drift.params.reaction == "reset"
+        events: list[DriftEvent] = []
+        at = np.arange(len(slots))  # batch positions of the readings fed to the monitor
+        residual, warming = detection.residual, detection.warming
+        while True:
+            found = self.drift.update(slots[at], residual, warming, ts[at], self.streams.names)
+            if not found:
+                return events
+            later = np.zeros(len(at), dtype=bool)
+            for drift in found:
+                events.append(drift.event)
+                if reset:
+                    self.detector.reset(drift.slot)
+                    self.features.arrays.reset(drift.slot)
+                later[drift.at + 1:] |= slots[at[drift.at + 1:]] == drift.slot
+            at = at[later]
+            if not at.size:
+                return events
+            if reset:
+                again = self._detect(slots[at], scaled[at], ts[at],
+                                     np.flatnonzero(np.isin(at, switched)))
+                for field in dataclasses.fields(Detection):
+                    getattr(detection, field.name)[at] = getattr(again, field.name)
+            residual, warming = detection.residual[at], detection.warming[at]
+
+    def _report_drifts(self, events: list[DriftEvent]) -> None:
+        """Log, store and publish the drift events of a batch."""
+        if not events:
             return
-        for slot, event in found:
-            if event.reaction == "reset":
-                self.detector.reset(slot)
-                self.features.arrays.reset(slot)
+        for event in events:
             log.warning("drift on %s at %s: %s (reaction: %s)", event.stream, iso_utc(event.ts),
                         event.statistic, event.reaction)
-        events = [event for _, event in found]
         self.drifts_seen += len(events)
         if self.storage is not None:
             self.pending.drift.extend(events)

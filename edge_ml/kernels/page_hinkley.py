@@ -18,7 +18,8 @@ def block_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, siz
     """Add each reading (warming ones skipped) to its stream's open block of ``size`` readings.
 
     Returns the blocks completed in this batch, in the order they completed:
-    ``(slot int64[K], sum float64[K], sum_of_squares float64[K], last_ts float64[K])``; the
+    ``(slot int64[K], sum float64[K], sum_of_squares float64[K], last_ts float64[K],
+    last int64[K])``, ``last`` the position in the batch of the block's last reading; the
     partial blocks stay in ``block_sum``, ``block_sumsq``, ``block_n``.
     """
     n = slots.shape[0]
@@ -28,6 +29,7 @@ def block_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, siz
     out_sum = np.empty(out_slot.shape[0], dtype=np.float64)
     out_sumsq = np.empty(out_slot.shape[0], dtype=np.float64)
     out_ts = np.empty(out_slot.shape[0], dtype=np.float64)
+    out_last = np.empty(out_slot.shape[0], dtype=np.int64)
     k = 0
     for i in range(n):
         if warming[i]:
@@ -42,11 +44,12 @@ def block_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, siz
             out_sum[k] = block_sum[s]
             out_sumsq[k] = block_sumsq[s]
             out_ts[k] = ts[i]
+            out_last[k] = i
             k += 1
             block_sum[s] = 0.0
             block_sumsq[s] = 0.0
             block_n[s] = 0
-    return out_slot[:k], out_sum[:k], out_sumsq[:k], out_ts[:k]
+    return out_slot[:k], out_sum[:k], out_sumsq[:k], out_ts[:k], out_last[:k]
 
 
 @njit(cache=True, nogil=True)
@@ -69,9 +72,10 @@ def drift_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, ref
     its normal swing looked like a drift (round 7: 6 resets of such a sine in 45,000 readings).
 
     Returns ``(block index, block mean, scale, running mean)`` of each drift, in block order:
-    ``(int64[D], float64[D], float64[D], float64[D])``, and the blocks' ``last_ts`` and slots.
+    ``(int64[D], float64[D], float64[D], float64[D])``, and the blocks' slots, ``last_ts`` and
+    batch positions of their last readings (where a drift's reaction takes effect).
     """
-    block_slots, sums, sumsqs, last_ts = block_batch(slots, values, warming, ts, block_sum,
+    block_slots, sums, sumsqs, last_ts, last = block_batch(slots, values, warming, ts, block_sum,
                                                      block_sumsq, block_n, size)
     k_blocks = block_slots.shape[0]
     found = np.empty(k_blocks, dtype=np.int64)
@@ -125,4 +129,4 @@ def drift_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, ref
             found_running[d] = running
             d += 1
     return (found[:d], found_mean[:d], found_scale[:d], found_running[:d], block_slots,
-            last_ts)
+            last_ts, last)

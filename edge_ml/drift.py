@@ -33,7 +33,8 @@ last reset before a drift can be reported.
 Reaction (``[model] drift_reaction``):
 
 - ``"reset"`` (default): the stream's model, calibration and feature scaler start afresh
-  (``detector.reset(slot)`` and the feature slot reset) from the reading after the one that
+  (``detector.reset(slot)`` and the feature slot reset; how the stream's slot visits begin is
+  kept, ``model.detector.KEPT_THROUGH_DRIFT``) from the reading after the one that
   completed the drifting block (``Drift.at``): the pipeline scores that stream's later readings
   in the same micro-batch again from the fresh state, so levels, alerts and drift events do
   not depend on how readings were batched (a replay chunk of 8,192 readings used to delay the

@@ -25,7 +25,13 @@ from edge_ml.drift import DriftMonitor, DriftParams
 from edge_ml.errors import StorageError
 from edge_ml.features import FeatureState
 from edge_ml.kernels import prepare as prepare_kernels
-from edge_ml.model.detector import Detection, Detector, ModelParams, make_detector
+from edge_ml.model.detector import (
+    KEPT_THROUGH_DRIFT,
+    Detection,
+    Detector,
+    ModelParams,
+    make_detector,
+)
 from edge_ml.publish import AlertPublisher
 from edge_ml.records import AlertEvent, DriftEvent, Message, Reject, iso_utc
 from edge_ml.scales import ValueScales
@@ -371,7 +377,7 @@ class Pipeline:
             for drift in found:
                 events.append(drift.event)
                 if reset:
-                    self.detector.reset(drift.slot)
+                    self.detector.reset(drift.slot, keep=KEPT_THROUGH_DRIFT)
                     self.features.arrays.reset(drift.slot)
                 later[drift.at + 1:] |= slots[at[drift.at + 1:]] == drift.slot
             at = at[later]

@@ -102,10 +102,11 @@ class SlotArrays:
         self.capacity = new
         return True
 
-    def reset(self, slot: int) -> None:
-        """Give one slot its fresh values again."""
+    def reset(self, slot: int, keep: Collection[str] = ()) -> None:
+        """Give one slot its fresh values again, except in the arrays named in ``keep``."""
         for name, array in self._arrays.items():
-            array[slot] = self._fields[name].fill
+            if name not in keep:
+                array[slot] = self._fields[name].fill
 
     def export(self, used: int, pool: SnapshotPool | None = None,
                prefix: str = "") -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_ml.config import parse_config
-from edge_ml.kernels.visits import N_VISIT, VISIT_POSITIONS, visit_rescale
+from edge_ml.kernels.visits import N_VISIT, V_VISITS, VISIT_POSITIONS, visit_rescale
 from edge_ml.pipeline import Pipeline
 from edge_ml.replay import replay_csv
 
@@ -120,3 +120,22 @@ def test_a_wandering_temperature_does_not_alert_at_its_slot_visits(tmp_path: Pat
     replay_csv(Pipeline(parse_config({"model": {"drift_reaction": "none"}})), source, out)
     alerts = np.loadtxt(out, delimiter=",", skiprows=1, usecols=3, dtype=np.int64).sum()
     assert alerts <= 3
+
+
+@pytest.mark.needs_jit
+def test_a_drift_reset_keeps_how_the_streams_visits_begin() -> None:
+    """A level step on a stream read once a minute: the drift resets its model and profile, but
+    not what it learned of its slot visits (the shape of its wander, not its level). Relearned
+    after every reset, a wandering AR(1) stream lost most of what the visits gave it."""
+    rng = np.random.default_rng(7)
+    n, step_at = 8000, 5000
+    values = 20.0 + rng.normal(0.0, 1.0, n)
+    values[step_at:] += 10.0
+    ts = 1_700_000_000.0 + 60.0 * np.arange(n)
+    pipeline = Pipeline(parse_config({}))
+    pipeline.process_readings(["room"] * step_at, ts[:step_at], values[:step_at])
+    visits_before = pipeline.detector.state.visit[0, V_VISITS]
+    pipeline.process_readings(["room"] * (n - step_at), ts[step_at:], values[step_at:])
+    assert pipeline.drifts_seen == 1
+    assert pipeline.detector.state.cal_n[0] < n - step_at  # the model did restart
+    assert pipeline.detector.state.visit[0, V_VISITS] > visits_before

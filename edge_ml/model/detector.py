@@ -88,10 +88,17 @@ class Detector(Protocol):
     def process(
         self, features: FeatureSource, slots: np.ndarray, values: np.ndarray, ts: np.ndarray
     ) -> Detection: ...
-    def reset(self, slot: int) -> None: ...
+    def reset(self, slot: int, keep: Collection[str] = ()) -> None: ...
     def export(self, used: int, pool: SnapshotPool | None = None) -> dict[str, np.ndarray]: ...
     def restore(self, arrays: dict[str, np.ndarray], absent_ok: Collection[str] = ()) -> None:
         ...
+
+
+# What a drift reset keeps of a stream's calibration state: how its slot visits begin
+# (kernels.visits) is the shape of its wander, which a new level does not change. Relearned
+# after each reset, it gave a wandering AR(1) stream back most of the false alerts the visits
+# had removed (docs/benchmarks.md, round 11).
+KEPT_THROUGH_DRIFT = ("visit",)
 
 
 def _calibration_arrays(capacity: int) -> SlotArrays:
@@ -143,9 +150,10 @@ class NumbaDetector:
         )
         return Detection(levels, raw, warming, residual, view, expected)
 
-    def reset(self, slot: int) -> None:
+    def reset(self, slot: int, keep: Collection[str] = ()) -> None:
+        """A fresh model and calibration for ``slot``, but for the state arrays in ``keep``."""
         self.forest.reset(slot)
-        self.state.reset(slot)
+        self.state.reset(slot, keep)
 
     def export(self, used: int, pool: SnapshotPool | None = None) -> dict[str, np.ndarray]:
         # Copy only the used slots: the forest is allocated by doubling, and copying every
@@ -240,13 +248,13 @@ class RiverDetector:
                 tail_learn(s.tail, slot, max(level, unscaled), Z[0, 0])
         return Detection(levels, raw, warming, residual, view, expected)
 
-    def reset(self, slot: int) -> None:
+    def reset(self, slot: int, keep: Collection[str] = ()) -> None:
         if slot < len(self.models):
             self.models[slot] = self._hst(
                 n_trees=self.params.n_trees, height=self.params.height,
                 window_size=self.params.window_size, seed=self.params.seed,
             )
-        self.state.reset(slot)
+        self.state.reset(slot, keep)
 
     def export(self, used: int, pool: SnapshotPool | None = None) -> dict[str, np.ndarray]:
         raise NotImplementedError("checkpoints need the numba backend")

@@ -367,28 +367,29 @@ class Pipeline:
         """
         reset = self.drift.params.reaction == "reset"
         events: list[DriftEvent] = []
-        at = np.arange(len(slots))  # batch positions of the readings fed to the monitor
-        residual, warming = detection.residual, detection.warming
-        while True:
-            found = self.drift.update(slots[at], residual, warming, ts[at], self.streams.names)
-            if not found:
-                return events
-            later = np.zeros(len(at), dtype=bool)
+        at: np.ndarray | None = None  # batch positions of the readings fed (None: all)
+        found = self.drift.update(slots, detection.residual, detection.warming, ts,
+                                  self.streams.names)
+        while found:
+            fed = slots if at is None else slots[at]
+            later = np.zeros(len(fed), dtype=bool)
             for drift in found:
                 events.append(drift.event)
                 if reset:
                     self.detector.reset(drift.slot, keep=KEPT_THROUGH_DRIFT)
                     self.features.arrays.reset(drift.slot)
-                later[drift.at + 1:] |= slots[at[drift.at + 1:]] == drift.slot
-            at = at[later]
+                later[drift.at + 1:] |= fed[drift.at + 1:] == drift.slot
+            at = np.flatnonzero(later) if at is None else at[later]
             if not at.size:
-                return events
+                break
             if reset:
                 again = self._detect(slots[at], scaled[at], ts[at],
                                      np.flatnonzero(np.isin(at, switched)))
                 for field in dataclasses.fields(Detection):
                     getattr(detection, field.name)[at] = getattr(again, field.name)
-            residual, warming = detection.residual[at], detection.warming[at]
+            found = self.drift.update(slots[at], detection.residual[at], detection.warming[at],
+                                      ts[at], self.streams.names)
+        return events
 
     def _report_drifts(self, events: list[DriftEvent]) -> None:
         """Log, store and publish the drift events of a batch."""

@@ -34,14 +34,17 @@ Reaction (``[model] drift_reaction``):
 
 - ``"reset"`` (default): the stream's model, calibration and feature scaler start afresh
   (``detector.reset(slot)`` and the feature slot reset; how the stream's slot visits begin is
-  kept, ``model.detector.KEPT_THROUGH_DRIFT``) from the reading after the one that
-  completed the drifting block (``Drift.at``): the pipeline scores that stream's later readings
-  in the same micro-batch again from the fresh state, so levels, alerts and drift events do
-  not depend on how readings were batched (a replay chunk of 8,192 readings used to delay the
-  reset by up to 8,192 readings, and the rest of the chunk's blocks went untested). The
-  stream warms up again (no alerts; an open alert resolves after ``debounce`` readings) and
-  learns the new regime as normal. The drift state restarts too (new reference spread from the
-  new regime), so one change gives one drift event.
+  kept, ``model.detector.KEPT_THROUGH_DRIFT``) from the reading after the one that completed
+  the drifting block. The stream warms up again (no alerts; an open alert resolves after
+  ``debounce`` readings) and learns the new regime as normal. The drift state restarts too
+  (new reference spread from the new regime), so one change gives one drift event.
+
+The reaction applies exactly there whatever the batching: the pipeline cuts each micro-batch
+after every reading that could complete a block (:func:`~edge_ml.kernels.page_hinkley.
+next_block_end`), so a drift is always found at the last reading of a piece. A replay chunk
+of 8,192 readings gives the daemon's levels, alerts and drift events; before, the reset waited
+for the end of the batch and the batch's later blocks went untested (docs/benchmarks.md,
+round 11).
 - ``"none"``: the event is recorded and published; the model keeps adapting on its own.
 
 State is per-slot arrays (block accumulators, reference spread, Page-Hinkley sums) so it is
@@ -54,11 +57,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
-from edge_ml.kernels.page_hinkley import drift_batch
+from edge_ml.kernels.page_hinkley import drift_batch, next_block_end
 from edge_ml.records import DriftEvent
 from edge_ml.slots import SlotArrays, SlotField
 
@@ -80,14 +82,6 @@ class DriftParams:
     reaction: str = "reset"
 
 
-class Drift(NamedTuple):
-    """A drift found in a micro-batch."""
-
-    slot: int  # the stream's slot
-    at: int  # batch position of the reading that completed the drifting block
-    event: DriftEvent
-
-
 class DriftMonitor:
     """Block means of each stream's values into one Page-Hinkley test per stream.
 
@@ -104,8 +98,8 @@ class DriftMonitor:
     >>> slots = np.zeros(16, dtype=np.int64)
     >>> values = np.array([0.0, 1.0] * 6 + [20.0, 21.0] * 2)
     >>> found = m.update(slots, values, np.zeros(16, np.uint8), np.arange(16.0), ["s"])
-    >>> [(d.slot, d.at, d.event.stream, d.event.ts) for d in found]
-    [(0, 13, 's', 13.0)]
+    >>> [(slot, event.stream, event.ts) for slot, event in found]
+    [(0, 's', 13.0)]
     """
 
     def __init__(self, params: DriftParams, capacity: int = 16) -> None:
@@ -135,16 +129,20 @@ class DriftMonitor:
     def reset(self, slot: int) -> None:
         self.state.reset(slot)
 
-    def update(self, slots: np.ndarray, levels: np.ndarray, warming: np.ndarray,
-               ts: np.ndarray, names: list[str]) -> list[Drift]:
-        """Fold a micro-batch in; the drifts found, in block order.
+    def piece_end(self, slots: np.ndarray, start: int) -> int:
+        """Where the piece of a batch from ``start`` must end for a drift's reaction to apply
+        from the next reading: after the first reading that could complete a block."""
+        return int(next_block_end(slots, start, self.state.block_n, int(self.params.block)))
 
-        A stream that drifts has its drift state reset, and its readings after ``Drift.at``
-        are not taken from this batch: the caller feeds them again (after the model reaction),
-        as if the batch had ended there.
+    def update(self, slots: np.ndarray, levels: np.ndarray, warming: np.ndarray,
+               ts: np.ndarray, names: list[str]) -> list[tuple[int, DriftEvent]]:
+        """Fold a micro-batch in; the drifts found, as ``(slot, event)`` in block order.
+
+        A stream that drifts has its drift state reset (and the rest of its blocks in this
+        batch ignored); the caller applies the model reaction.
         """
         st, p = self.state, self.params
-        found, means, scales, running, block_slots, last_ts, last = drift_batch(
+        found, means, scales, running, block_slots, last_ts = drift_batch(
             slots, levels, warming, ts, st.block_sum, st.block_sumsq, st.block_n, st.ref_var,
             st.ref_mean, st.ref_mean_m2, st.ref_blocks, st.ph_n, st.ph_mean, st.ph_inc,
             st.ph_min_inc, st.ph_dec, st.ph_max_dec, int(p.block), int(p.min_blocks),
@@ -152,15 +150,15 @@ class DriftMonitor:
         )
         if not len(found):
             return []
-        drifts: list[Drift] = []
+        events: list[tuple[int, DriftEvent]] = []
         for k, mean, scale, run in zip(found.tolist(), means.tolist(), scales.tolist(),
                                        running.tolist(), strict=True):
             slot = int(block_slots[k])
             self.reset(slot)
-            drifts.append(Drift(slot, int(last[k]), DriftEvent(
+            events.append((slot, DriftEvent(
                 names[slot], float(last_ts[k]), DETECTOR_NAME,
                 f"block mean {mean:.6g} over {p.block} readings = {mean / scale:.2f} sd "
                 f"(running mean {run:.2f} sd)",
                 p.reaction,
             )))
-        return drifts
+        return events

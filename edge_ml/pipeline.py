@@ -265,8 +265,7 @@ class Pipeline:
             self.devices.bind_joint(created, self.streams.resolve(created))
         self._grow()
         scaled, switched = self.scales.apply(slots, values)
-        detection = self._detect(slots, scaled, ts, switched)
-        drifts = self._drift(slots, scaled, ts, switched, detection)
+        detection, drifts = self._detect_and_drift(slots, scaled, ts, switched)
         self.scales.unscale_range(slots, detection.expected)
         codes, cooling, events = self.alerts.evaluate(
             slots, detection.levels, values, ts, detection.warming, self.streams.names,
@@ -354,42 +353,38 @@ class Pipeline:
         codes[at] = found
         return joint, levels, codes
 
-    def _drift(self, slots: np.ndarray, scaled: np.ndarray, ts: np.ndarray,
-               switched: np.ndarray, detection: Detection) -> list[DriftEvent]:
-        """Drift detection on block means of the residuals (edge_ml.drift), and its reaction.
+    def _detect_and_drift(self, slots: np.ndarray, scaled: np.ndarray, ts: np.ndarray,
+                          switched: np.ndarray) -> tuple[Detection, list[DriftEvent]]:
+        """The model stage, then the drift monitor on its residuals (edge_ml.drift), and the
+        reaction to each drift from the reading after the one that completed its block.
 
-        A drifted stream's reaction takes effect after the reading that completed its drifting
-        block: with ``reset``, that stream's later readings in this batch are scored again from
-        its fresh state and written over ``detection`` in place, then fed to the monitor again
-        (which may find the next drift among them), exactly as if the batch had ended there.
-        Drifts are rare: a batch without one costs one monitor call. The drift events found,
-        in order.
+        The batch goes in pieces that end after each reading that could complete a stream's
+        block (``DriftMonitor.piece_end``): a drift is only ever found at a piece's last
+        reading, and the next piece sees the stream as it is after the reaction, exactly as in
+        any other batching. Most of the daemon's micro-batches complete no block or a few; a
+        replay chunk of one stream is cut every ``drift_block`` readings. The drift events
+        found, in order, come with the detection.
         """
-        reset = self.drift.params.reaction == "reset"
+        parts: list[Detection] = []
         events: list[DriftEvent] = []
-        at: np.ndarray | None = None  # batch positions of the readings fed (None: all)
-        found = self.drift.update(slots, detection.residual, detection.warming, ts,
-                                  self.streams.names)
-        while found:
-            fed = slots if at is None else slots[at]
-            later = np.zeros(len(fed), dtype=bool)
-            for drift in found:
-                events.append(drift.event)
-                if reset:
-                    self.detector.reset(drift.slot, keep=KEPT_THROUGH_DRIFT)
-                    self.features.arrays.reset(drift.slot)
-                later[drift.at + 1:] |= fed[drift.at + 1:] == drift.slot
-            at = np.flatnonzero(later) if at is None else at[later]
-            if not at.size:
-                break
-            if reset:
-                again = self._detect(slots[at], scaled[at], ts[at],
-                                     np.flatnonzero(np.isin(at, switched)))
-                for field in dataclasses.fields(Detection):
-                    getattr(detection, field.name)[at] = getattr(again, field.name)
-            found = self.drift.update(slots[at], detection.residual[at], detection.warming[at],
-                                      ts[at], self.streams.names)
-        return events
+        start = 0
+        while start < len(slots):
+            end = self.drift.piece_end(slots, start)
+            piece = slice(start, end)
+            part = self._detect(slots[piece], scaled[piece], ts[piece],
+                                switched[(switched >= start) & (switched < end)] - start)
+            for slot, event in self.drift.update(slots[piece], part.residual, part.warming,
+                                                 ts[piece], self.streams.names):
+                events.append(event)
+                if event.reaction == "reset":
+                    self.detector.reset(slot, keep=KEPT_THROUGH_DRIFT)
+                    self.features.arrays.reset(slot)
+            parts.append(part)
+            start = end
+        if len(parts) == 1:
+            return parts[0], events
+        return Detection(*(np.concatenate([getattr(part, field.name) for part in parts])
+                           for field in dataclasses.fields(Detection))), events
 
     def _report_drifts(self, events: list[DriftEvent]) -> None:
         """Log, store and publish the drift events of a batch."""

@@ -18,8 +18,7 @@ def block_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, siz
     """Add each reading (warming ones skipped) to its stream's open block of ``size`` readings.
 
     Returns the blocks completed in this batch, in the order they completed:
-    ``(slot int64[K], sum float64[K], sum_of_squares float64[K], last_ts float64[K],
-    last int64[K])``, ``last`` the position in the batch of the block's last reading; the
+    ``(slot int64[K], sum float64[K], sum_of_squares float64[K], last_ts float64[K])``; the
     partial blocks stay in ``block_sum``, ``block_sumsq``, ``block_n``.
     """
     n = slots.shape[0]
@@ -29,7 +28,6 @@ def block_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, siz
     out_sum = np.empty(out_slot.shape[0], dtype=np.float64)
     out_sumsq = np.empty(out_slot.shape[0], dtype=np.float64)
     out_ts = np.empty(out_slot.shape[0], dtype=np.float64)
-    out_last = np.empty(out_slot.shape[0], dtype=np.int64)
     k = 0
     for i in range(n):
         if warming[i]:
@@ -44,12 +42,33 @@ def block_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, siz
             out_sum[k] = block_sum[s]
             out_sumsq[k] = block_sumsq[s]
             out_ts[k] = ts[i]
-            out_last[k] = i
             k += 1
             block_sum[s] = 0.0
             block_sumsq[s] = 0.0
             block_n[s] = 0
-    return out_slot[:k], out_sum[:k], out_sumsq[:k], out_ts[:k], out_last[:k]
+    return out_slot[:k], out_sum[:k], out_sumsq[:k], out_ts[:k]
+
+
+@njit(cache=True, nogil=True)
+def next_block_end(slots, start, block_n, size):
+    """The end (exclusive) of the piece of the batch from ``start`` that no stream's block
+    completes before its last reading: a drift can only be found there.
+
+    Every reading is counted, although :func:`block_batch` skips warming ones (unknown until
+    the model has scored them), so the piece never runs past a block's real completion; it may
+    end early, and the next piece goes on from there. ``block_n`` is counted up in place and
+    put back as it was.
+    """
+    n = slots.shape[0]
+    end = n
+    for i in range(start, n):
+        block_n[slots[i]] += 1
+        if block_n[slots[i]] >= size:
+            end = i + 1
+            break
+    for i in range(start, end):
+        block_n[slots[i]] -= 1
+    return end
 
 
 @njit(cache=True, nogil=True)
@@ -72,10 +91,9 @@ def drift_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, ref
     its normal swing looked like a drift (round 7: 6 resets of such a sine in 45,000 readings).
 
     Returns ``(block index, block mean, scale, running mean)`` of each drift, in block order:
-    ``(int64[D], float64[D], float64[D], float64[D])``, and the blocks' slots, ``last_ts`` and
-    batch positions of their last readings (where a drift's reaction takes effect).
+    ``(int64[D], float64[D], float64[D], float64[D])``, and the blocks' ``last_ts`` and slots.
     """
-    block_slots, sums, sumsqs, last_ts, last = block_batch(slots, values, warming, ts, block_sum,
+    block_slots, sums, sumsqs, last_ts = block_batch(slots, values, warming, ts, block_sum,
                                                      block_sumsq, block_n, size)
     k_blocks = block_slots.shape[0]
     found = np.empty(k_blocks, dtype=np.int64)
@@ -129,4 +147,4 @@ def drift_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, ref
             found_running[d] = running
             d += 1
     return (found[:d], found_mean[:d], found_scale[:d], found_running[:d], block_slots,
-            last_ts, last)
+            last_ts)

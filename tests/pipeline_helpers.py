@@ -1,6 +1,7 @@
 """Small pipelines, readings and a recording MQTT link for the state and checkpoint tests.
 
-Shared by test_checkpoint_format.py, test_state.py and test_checkpointer.py.
+Shared by test_checkpoint_format.py, test_state.py and test_checkpointer.py (and the
+wandering temperature by test_drift.py and test_visits.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ CONFIG = {"model": {"n_trees": 5, "height": 6, "window_size": 50, "warmup": 60},
 ALERT_CONFIG = {"model": {"n_trees": 5, "height": 6, "window_size": 50, "warmup": 20}}
 STREAM = "sensors/a"
 T0 = 1_700_000_000.0
+
+
+def wandering_temperature(n: int, seed: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """A room temperature read once a minute: a slow AR(1) wander, no daily cycle, no anomaly
+    (the calibration suite's ``ar1_temperature``). Returns ``(ts, values)``."""
+    rng = np.random.default_rng(seed)
+    wander = np.zeros(n)
+    for i in range(1, n):
+        wander[i] = 0.999 * wander[i - 1] + rng.normal(0.0, 0.05)
+    return T0 + 60.0 * np.arange(n), 21.0 + wander + rng.normal(0.0, 0.05, n)
 
 
 def readings(n: int, streams: int = 3, seed: int = 0, start: float = 0.0):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pipeline_helpers import wandering_temperature
 
 from edge_ml.config import parse_config
 from edge_ml.drift import DriftMonitor, DriftParams
@@ -118,13 +119,8 @@ def test_a_wandering_stream_scores_the_same_in_any_batching() -> None:
     each reset keeps the state of its slot visits (model.detector.KEPT_THROUGH_DRIFT). That
     state must be the one at the drift: a batch scored past the drift and then again would
     learn its later readings twice."""
-    rng = np.random.default_rng(1000)
     n = 8000
-    wander = np.zeros(n)
-    for i in range(1, n):
-        wander[i] = 0.999 * wander[i - 1] + rng.normal(0.0, 0.05)
-    values = 21.0 + wander + rng.normal(0.0, 0.05, n)
-    ts = 1_700_000_000.0 + 60.0 * np.arange(n)
+    ts, values = wandering_temperature(n)
     names = ["room"] * n
     runs = []
     for size in (n, 1, 7, 64):

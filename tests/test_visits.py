@@ -8,6 +8,7 @@ from pathlib import Path
 import naive
 import numpy as np
 import pytest
+from pipeline_helpers import wandering_temperature
 
 from edge_ml.config import parse_config
 from edge_ml.kernels.visits import N_VISIT, V_VISITS, VISIT_POSITIONS, visit_rescale
@@ -106,13 +107,7 @@ def test_a_wandering_temperature_does_not_alert_at_its_slot_visits(tmp_path: Pat
     this stream now and then (4 times here), and each reset restarts its profile and what the
     visits learned (5 alerts with the resets, 6 without visits): the reaction is set to
     ``none`` so that this test sees the visits alone."""
-    rng = np.random.default_rng(1000)
-    n = 8000
-    wander = np.zeros(n)
-    for i in range(1, n):
-        wander[i] = 0.999 * wander[i - 1] + rng.normal(0.0, 0.05)
-    values = 21.0 + wander + rng.normal(0.0, 0.05, n)
-    ts = 1_700_000_000.0 + 60.0 * np.arange(n)
+    ts, values = wandering_temperature(8000)
     source = tmp_path / "ar1.csv"
     source.write_text("timestamp,value\n" + "".join(
         f"{t:.0f},{v!r}\n" for t, v in zip(ts.tolist(), values.tolist(), strict=True)))

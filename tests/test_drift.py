@@ -139,6 +139,22 @@ def test_a_wandering_stream_scores_the_same_in_any_batching() -> None:
         np.testing.assert_array_equal(got_visit, visit)
 
 
+def test_a_reset_part_way_through_a_slot_visit_scores_on() -> None:
+    """A drift reset keeps the visit state while the profile starts afresh: a stream that
+    drifts in the middle of a slot's visit must not look as if it were on that slot's second
+    day (it did, and divided by its count of zero earlier visits: ZeroDivisionError).
+    Found by the replay property test with 3-reading blocks."""
+    config = parse_config({"model": {"n_trees": 5, "height": 4, "window_size": 10,
+                                     "warmup": 5, "drift_block": 3, "drift_min_blocks": 2}})
+    pipeline = Pipeline(config)
+    values = np.zeros(36)
+    values[31:33] = 1.0
+    ts = 1_704_067_200.0 + 60.0 * np.arange(36)
+    for i in range(36):
+        pipeline.process_readings(["in"], ts[i:i + 1], values[i:i + 1])
+    assert pipeline.drifts_seen >= 1
+
+
 def test_block_means_do_not_depend_on_batching() -> None:
     params = DriftParams(block=7, threshold=1e9, min_blocks=1)
     rng = np.random.default_rng(0)

@@ -96,5 +96,5 @@ def visit_rescale(visit, s, b, z, slot_readings):
         ratio = row[j] / max(row[V_STEADY], 1e-9)
         if ratio > VISIT_MARGIN:
             out = z / ratio
-    row[j] += max(VISIT_ALPHA, 1.0 / row[V_VISITS]) * (a - row[j])
+    row[j] += max(VISIT_ALPHA, 1.0 / max(row[V_VISITS], 1.0)) * (a - row[j])
     return out

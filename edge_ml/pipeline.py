@@ -368,7 +368,7 @@ class Pipeline:
         parts: list[Detection] = []
         events: list[DriftEvent] = []
         start = 0
-        while start < len(slots):
+        while True:  # one piece at least: an empty batch gives an empty detection
             end = self.drift.piece_end(slots, start)
             piece = slice(start, end)
             part = self._detect(slots[piece], scaled[piece], ts[piece],
@@ -381,6 +381,8 @@ class Pipeline:
                     self.features.arrays.reset(slot)
             parts.append(part)
             start = end
+            if start >= len(slots):
+                break
         if len(parts) == 1:
             return parts[0], events
         return Detection(*(np.concatenate([getattr(part, field.name) for part in parts])

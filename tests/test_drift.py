@@ -155,6 +155,13 @@ def test_a_reset_part_way_through_a_slot_visit_scores_on() -> None:
     assert pipeline.drifts_seen >= 1
 
 
+def test_an_empty_batch_is_one_empty_piece() -> None:
+    """Replay can hand over a chunk with no finite value: no piece to cut, nothing to
+    concatenate."""
+    out = Pipeline(parse_config({})).process_readings([], np.zeros(0), np.zeros(0))
+    assert len(out.levels) == 0 and not out.events
+
+
 def test_block_means_do_not_depend_on_batching() -> None:
     params = DriftParams(block=7, threshold=1e9, min_blocks=1)
     rng = np.random.default_rng(0)

@@ -76,8 +76,9 @@ def visit_rescale(visit, s, b, z, slot_readings):
         row[V_K] = 0.0
     else:
         row[V_K] += 1.0
-    # The slot's first visit: every reading the slot has learned is this visit's.
-    first_visit = slot_readings == row[V_K] + 1.0
+    # The slot's first visit: every reading the slot has learned is this visit's (or fewer,
+    # when the profile restarted part-way through it: a drift reset keeps this state).
+    first_visit = slot_readings <= row[V_K] + 1.0
     if row[V_K] == 0.0 and not first_visit:
         row[V_VISITS] += 1.0
     if z == 0.0 or z != z:  # not scored (or NaN: left for the caller's checks)

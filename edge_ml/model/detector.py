@@ -34,7 +34,7 @@ from edge_ml.kernels.discrete import N_DISCRETE, discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import detect_batch
 from edge_ml.kernels.heap_deltas import arrays_with_deltas, arrays_with_masses
-from edge_ml.kernels.visits import N_VISIT, V_K, V_SLOT, visit_rescale
+from edge_ml.kernels.visits import N_VISIT, visit_rescale
 from edge_ml.kernels.window import Z_RESIDUAL, season_bin
 from edge_ml.model.forest import ForestState, TreeStructure
 from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
@@ -101,18 +101,6 @@ class Detector(Protocol):
 KEPT_THROUGH_DRIFT = ("visit",)
 
 
-def reset_calibration(state: SlotArrays, slot: int, keep: Collection[str] = ()) -> None:
-    """Fresh calibration state for ``slot`` but for the arrays in ``keep``. A kept visit state
-    keeps how visits begin, not where the stream is in the current one: that position is
-    counted against the profile slot's readings, which start afresh (kept, a stream part-way
-    through a visit looked like one on its second day, and divided by its count of zero
-    earlier visits)."""
-    state.reset(slot, keep)
-    if "visit" in keep:
-        state.visit[slot, V_SLOT] = 0.0
-        state.visit[slot, V_K] = 0.0
-
-
 def _calibration_arrays(capacity: int) -> SlotArrays:
     return SlotArrays(
         [
@@ -165,7 +153,7 @@ class NumbaDetector:
     def reset(self, slot: int, keep: Collection[str] = ()) -> None:
         """A fresh model and calibration for ``slot``, but for the state arrays in ``keep``."""
         self.forest.reset(slot)
-        reset_calibration(self.state, slot, keep)
+        self.state.reset(slot, keep)
 
     def export(self, used: int, pool: SnapshotPool | None = None) -> dict[str, np.ndarray]:
         # Copy only the used slots: the forest is allocated by doubling, and copying every
@@ -266,7 +254,7 @@ class RiverDetector:
                 n_trees=self.params.n_trees, height=self.params.height,
                 window_size=self.params.window_size, seed=self.params.seed,
             )
-        reset_calibration(self.state, slot, keep)
+        self.state.reset(slot, keep)
 
     def export(self, used: int, pool: SnapshotPool | None = None) -> dict[str, np.ndarray]:
         raise NotImplementedError("checkpoints need the numba backend")

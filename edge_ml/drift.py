@@ -38,14 +38,13 @@ Reaction (``[model] drift_reaction``):
   the drifting block. The stream warms up again (no alerts; an open alert resolves after
   ``debounce`` readings) and learns the new regime as normal. The drift state restarts too
   (new reference spread from the new regime), so one change gives one drift event.
+- ``"none"``: the event is recorded and published; the model keeps adapting on its own.
 
 The reaction applies exactly there whatever the batching: the pipeline cuts each micro-batch
-after every reading that could complete a block (:func:`~edge_ml.kernels.page_hinkley.
-next_block_end`), so a drift is always found at the last reading of a piece. A replay chunk
-of 8,192 readings gives the daemon's levels, alerts and drift events; before, the reset waited
-for the end of the batch and the batch's later blocks went untested (docs/benchmarks.md,
-round 11).
-- ``"none"``: the event is recorded and published; the model keeps adapting on its own.
+after every reading that could complete a block (:meth:`DriftMonitor.piece_end`), so a drift
+is always found at the last reading of a piece. A replay chunk of 8,192 readings gives the
+daemon's levels, alerts and drift events; before, the reset waited for the end of the batch
+and the batch's later blocks went untested (docs/benchmarks.md, round 11).
 
 State is per-slot arrays (block accumulators, reference spread, Page-Hinkley sums) so it is
 exported into checkpoints like every other stage. ``ref_mean`` and ``ref_mean_m2`` came with

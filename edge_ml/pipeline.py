@@ -288,28 +288,6 @@ class Pipeline:
         return BatchOutput(slots, detection.levels, detection.raw, detection.warming, codes,
                            cooling, events, detection.view, joint, joint_levels, joint_codes)
 
-    def _detect(self, slots: np.ndarray, scaled: np.ndarray, ts: np.ndarray,
-                switched: np.ndarray) -> Detection:
-        """The model stage over a batch of values on their streams' scales.
-
-        A stream that turned logarithmic at reading ``i`` (``switched``, edge_ml.scales) starts
-        learning afresh there: what it learned before was in raw units. The batch is cut at
-        those readings so that every reading sees the state it would see in any batching.
-        """
-        if not switched.size:
-            return self.detector.process(self.features, slots, scaled, ts)
-        parts: list[Detection] = []
-        start = 0
-        for at in [*switched.tolist(), len(slots)]:
-            if at > start:
-                parts.append(self.detector.process(self.features, slots[start:at],
-                                                   scaled[start:at], ts[start:at]))
-            if at < len(slots):
-                self._restart_on_log_scale(int(slots[at]))
-            start = at
-        return Detection(*(np.concatenate([getattr(part, field.name) for part in parts])
-                           for field in dataclasses.fields(Detection)))
-
     def _restart_on_log_scale(self, slot: int) -> None:
         """Forget what ``slot`` learned in raw units, keeping its age: the decision comes
         within its warm-up, so the warm-up ends when it would have (restarting it cost NAB's
@@ -355,24 +333,30 @@ class Pipeline:
 
     def _detect_and_drift(self, slots: np.ndarray, scaled: np.ndarray, ts: np.ndarray,
                           switched: np.ndarray) -> tuple[Detection, list[DriftEvent]]:
-        """The model stage, then the drift monitor on its residuals (edge_ml.drift), and the
-        reaction to each drift from the reading after the one that completed its block.
+        """The model stage, then the drift monitor on its residuals (edge_ml.drift), each
+        restart exactly where it belongs.
 
-        The batch goes in pieces that end after each reading that could complete a stream's
-        block (``DriftMonitor.piece_end``): a drift is only ever found at a piece's last
-        reading, and the next piece sees the stream as it is after the reaction, exactly as in
-        any other batching. Most of the daemon's micro-batches complete no block or a few; a
-        replay chunk of one stream is cut every ``drift_block`` readings. The drift events
-        found, in order, come with the detection.
+        The batch goes in pieces. A piece ends after each reading that could complete a
+        stream's block (``DriftMonitor.piece_end``): a drift is only ever found at a piece's
+        last reading, and the reset applies before the next piece. A piece also ends before
+        each reading at which a stream turned logarithmic (``switched``, edge_ml.scales): that
+        stream restarts its learning there, since what it learned was in raw units. So every
+        reading sees the state it would see in any batching. Most of the daemon's micro-batches
+        are one piece or a few; a replay chunk of one stream is cut every ``drift_block``
+        readings. The drift events found, in order, come with the detection.
         """
         parts: list[Detection] = []
         events: list[DriftEvent] = []
+        turns = switched.tolist()  # ascending
         start = 0
         while True:  # one piece at least: an empty batch gives an empty detection
+            if turns and turns[0] == start:
+                self._restart_on_log_scale(int(slots[turns.pop(0)]))
             end = self.drift.piece_end(slots, start)
+            if turns and turns[0] < end:
+                end = turns[0]
             piece = slice(start, end)
-            part = self._detect(slots[piece], scaled[piece], ts[piece],
-                                switched[(switched >= start) & (switched < end)] - start)
+            part = self.detector.process(self.features, slots[piece], scaled[piece], ts[piece])
             for slot, event in self.drift.update(slots[piece], part.residual, part.warming,
                                                  ts[piece], self.streams.names):
                 events.append(event)

@@ -131,6 +131,16 @@ def sine_1hz(n, rng):
     return ts, signal + rng.normal(0.0, 0.3, n), signal
 
 
+def mention_counts(n, rng):
+    """Mentions counted every 5 minutes (like the held-out social-media streams): a daily
+    cycle, overdispersed (negative binomial of shape 3: a gamma-distributed rate, then
+    Poisson), so its upper tail is much longer than a Gaussian's of the same spread."""
+    ts = _regular(n, 300.0)
+    hour = (ts % DAY) / 3600.0
+    mu = 30.0 * (1.0 + 0.8 * np.sin(2 * np.pi * (hour - 14.0) / 24.0))
+    return ts, rng.poisson(rng.gamma(3.0, mu / 3.0)).astype(np.float64), mu
+
+
 def traffic_speed(n, rng):
     """Road speed every 5 minutes: free flow ~60 with rush-hour dips on weekdays, bounded."""
     ts = _regular(n, 300.0)
@@ -157,6 +167,7 @@ KINDS: dict[str, tuple[Kind, int]] = {
     "hourly_short_1500": (hourly_short, 1500),
     "sine_1hz": (sine_1hz, 0),
     "traffic_speed_5min": (traffic_speed, 0),
+    "mention_counts_5min": (mention_counts, 0),
     # The hourly metric again, labelled part only (anomaly at reading 255, where NAB's scoring
     # of a 1,500-reading file has begun but a 300-reading warm-up had not ended).
     "hourly_short_early": (hourly_short, 1500),
@@ -166,6 +177,9 @@ AT_SHARE = {"hourly_short_early": 0.17}
 # Kinds only in the labelled part (part 1 already has their anomaly-free streams).
 LABELLED_ONLY = ("hourly_short_early",)
 ISSUE_KINDS = list(KINDS)[:11]
+
+# Count kinds whose injected anomalies go up (a count cannot fall below 0).
+COUNTS_UP = ("poisson_mean0.7", "sparse_counter", "mention_counts_5min")
 
 ANOMALY_TYPES = ("spike", "level_shift", "stuck", "variance_burst", "slow_drift")
 
@@ -235,7 +249,7 @@ def inject(kind: str, anomaly: str, ts: np.ndarray, values: np.ndarray, signal: 
     q1, q3 = np.quantile(noise, [0.25, 0.75])
     scale = max((q3 - q1) / 1.349, 0.1 * spread, 1e-3)
     out = values.copy()
-    sign = 1.0 if rng.random() < 0.5 or kind in ("poisson_mean0.7", "sparse_counter") else -1.0
+    sign = 1.0 if rng.random() < 0.5 or kind in COUNTS_UP else -1.0
     if anomaly == "spike":
         out[at] = signal[at] + med + sign * 3.0 * spread
         return out, at + 5

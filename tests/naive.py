@@ -29,6 +29,7 @@ from edge_ml.kernels.window import (
     ALPHA_SD,
     DEV_MULT,
     MIN_BIN_COUNT,
+    ONE_PER_VISIT,
     POOL_WEIGHT,
     SD_FLOOR_FRAC,
     SQUASH,
@@ -59,6 +60,20 @@ def _slot_scale(prof_dev: list[float], prof_n: list[int], b: int, covered: float
         1.0 + 1.0 / prof_n[b])
 
 
+def student_as_gaussian(t: float, nu: float) -> float:
+    """Wallace's (1959) Gaussian equivalent of Student's t with ``nu`` degrees of freedom."""
+    z = (8 * nu + 1) / (8 * nu + 3) * math.sqrt(nu * math.log1p(t * t / nu))
+    return math.copysign(z, t)
+
+
+def _slot_z(res: float, prof_dev: list[float], prof_n: list[int], b: int, covered: float,
+            floor: float, one_per_visit: bool) -> float:
+    t = res / max(DEV_MULT * _slot_scale(prof_dev, prof_n, b, covered), floor)
+    if not one_per_visit:  # a fast stream: a Gaussian z
+        return t
+    return student_as_gaussian(t, (prof_n[b] - 1) * covered + POOL_WEIGHT)
+
+
 def features(values: list[float], ts: list[float], period_s: float,
              bins: int) -> list[list[float]]:
     """The four z-scores of each reading against the history before it."""
@@ -79,14 +94,16 @@ def features(values: list[float], ts: list[float], period_s: float,
         if n >= 3:
             z[3] = (log_ratio - lr_mean) / max(DEV_MULT * lr_dev, VOL_MIN_DEV)
         if n >= 2:
+            low = max(SD_FLOOR_FRAC * sd, floor)
+            # one reading a slot visit: the mean interval so far is about a slot's width
+            slow = (t - ts[0]) / n >= ONE_PER_VISIT * period_s / bins
             if prof_n[b] >= MIN_BIN_COUNT:
-                scale = _slot_scale(prof_dev, prof_n, b, _covered(t, ts[0], period_s, bins, 0))
-                z[0] = res / max(DEV_MULT * scale, SD_FLOOR_FRAC * sd, floor)
+                z[0] = _slot_z(res, prof_dev, prof_n, b, _covered(t, ts[0], period_s, bins, 0),
+                               low, slow)
             elif prof_n[(b - 1) % bins] >= MIN_BIN_COUNT:  # a young slot: the one before it
                 a = (b - 1) % bins
-                scale = _slot_scale(prof_dev, prof_n, a, _covered(t, ts[0], period_s, bins, 1))
-                z[0] = (v - prof_mean[a] - offset) / max(DEV_MULT * scale, SD_FLOOR_FRAC * sd,
-                                                         floor)
+                z[0] = _slot_z(v - prof_mean[a] - offset, prof_dev, prof_n, a,
+                               _covered(t, ts[0], period_s, bins, 1), low, slow)
             z[1] = (v - mean) / max(sd, floor)
             z[2] = (d - dmean) / max(DEV_MULT * ddev, floor)
         out.append(z)

@@ -36,8 +36,8 @@ CASES = {
 }
 
 
-def _ts(n: int) -> np.ndarray:
-    return 1.7e9 + 300.0 * np.arange(n)  # 5-minute readings, like NAB
+def _ts(n: int, step_s: float = 300.0) -> np.ndarray:
+    return 1.7e9 + step_s * np.arange(n)  # 5-minute readings by default, like NAB
 
 
 def one_stream(values: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -46,11 +46,12 @@ def one_stream(values: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, ...]:
                                             np.full(1, np.nan))
 
 
+@pytest.mark.parametrize("step_s", [300.0, 3600.0])  # an hourly stream reads young slots as t
 @pytest.mark.parametrize("bins", [1, 48])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_features_match_reference(case: str, bins: int) -> None:
+def test_features_match_reference(case: str, bins: int, step_s: float) -> None:
     values = CASES[case]
-    ts = _ts(len(values))
+    ts = _ts(len(values), step_s)
     expected = np.array(naive.features(values.tolist(), ts.tolist(), 86400.0, bins))
     streams = 3  # interleaved copies must not disturb each other
     state = FeatureState(86400.0, bins, capacity=1)
@@ -104,6 +105,41 @@ def test_a_fast_streams_new_slot_scores_noise_as_noise() -> None:
     assert np.sqrt(np.mean(first * first)) < 1.07  # 1.11-1.13 before the fix (1 for Gaussian)
     young = z[(k >= 3) & (k < 12)]
     assert int((young > 3.0).sum()) <= 20  # 9.7 expected of Gaussian z; 26-40 before the fix
+
+
+def test_an_hourly_streams_young_slots_score_noise_as_noise() -> None:
+    # An hourly metric visits each half-hour slot once a day, so a slot's deviation for its
+    # first weeks comes from a few days' residuals, and the seasonal z-score of its noise had
+    # the tails of a Student t: 20 of these readings past |z| 4 (7 past 4.5) as Gaussian
+    # z-scores, where 1.6 are expected. Read as a t with the slot's degrees of freedom:
+    residuals = 0
+    beyond = 0
+    for seed in range(40):
+        noise = np.random.default_rng(seed).lognormal(0.0, 0.1, 24 * 30)
+        ts = 1.7e9 + 3600.0 * np.arange(24 * 30)
+        daily = 50.0 + 30.0 * np.sin(2 * np.pi * ((ts % 86400.0) / 3600.0 - 9.0) / 24.0)
+        Z, _, _ = one_stream(daily * noise, ts)
+        days = np.arange(24 * 30) // 24  # readings each slot had before this one
+        young = np.abs(Z[days >= 3, 0])
+        residuals += len(young)
+        beyond += int((young > 4.0).sum())
+    assert residuals == 40 * 24 * 27
+    assert beyond <= 4  # 1 now, 20 before
+
+
+@pytest.mark.parametrize("nu", [3.0, 4.5, 10.0, 30.0, 100.0, 1000.0])
+def test_a_t_score_is_read_at_its_own_tail(nu: float) -> None:
+    from scipy.stats import norm
+    from scipy.stats import t as student
+
+    from edge_ml.kernels.window import student_as_gaussian
+
+    for t in (0.3, 1.0, 2.0, 4.0, 6.0, 10.0, 40.0, 100.0):
+        exact = norm.isf(student.sf(t, nu))
+        assert abs(student_as_gaussian(t, nu) - exact) <= 0.036 * exact
+        assert student_as_gaussian(-t, nu) == -student_as_gaussian(t, nu)
+        assert student_as_gaussian(t, nu) < t  # a t's tail is heavier: never a larger z
+    assert student_as_gaussian(0.0, nu) == 0.0
 
 
 def test_value_scale_is_robust_to_one_outlier() -> None:

@@ -180,6 +180,8 @@ ISSUE_KINDS = list(KINDS)[:11]
 
 # Count kinds whose injected anomalies go up (a count cannot fall below 0).
 COUNTS_UP = ("poisson_mean0.7", "sparse_counter", "mention_counts_5min")
+# Count kinds: their labelled streams are rounded to whole counts again after the injection.
+COUNTS = ("poisson_mean5", *COUNTS_UP)
 
 ANOMALY_TYPES = ("spike", "level_shift", "stuck", "variance_burst", "slow_drift")
 
@@ -307,7 +309,7 @@ def recall(config, seeds: int, readings: int, folder: Path) -> tuple[dict, dict,
                     write_csv(source, ts, values)
                     clean_rows[seed] = replay(config, source, folder / f"C_{name}_{seed}.out.csv")
                 values, end = inject(name, anomaly, ts, values, signal, at, rng)
-                if name in ("poisson_mean5", "poisson_mean0.7", "sparse_counter"):
+                if name in COUNTS:
                     values = np.maximum(np.round(values), 0.0)
                 source = folder / f"L_{name}_{anomaly}_{seed}.csv"
                 write_csv(source, ts, values)

@@ -13,15 +13,18 @@ operation for operation (tests compare the two): river's class in Python cost ~2
 a sixth of replay time, and its import ~90 ms and ~10 MB in every process.
 
 Scale: the first ``drift_min_blocks`` blocks after a (re)start only measure the stream's own
-spread: the mean within-block variance, or the variance of those blocks' means if that is
+spread: the mean within-block variance, or the variance of the blocks' means if that is
 larger (a stream that wanders slower than a block, such as a 10-minute sine read at 1 Hz, has
 tight blocks whose means swing widely, and that swing is its normal behaviour). Later block
 means are fed in units of that spread, so one ``drift_threshold``/``drift_delta`` fits every
-stream whatever its unit. (The anomaly level was tried first: the z-scored features adapt
-within ~100 readings to a new level, so the level of a held shift does not stay high and never
-showed the change.) A wander slower than the reference itself (``drift_min_blocks`` blocks)
-is not seen by it: a slowly wandering AR(1) stream is still reset now and then
-(docs/benchmarks.md, round 8).
+stream whatever its unit. The variance of the block means keeps learning from each later block
+once it is scored (an exponentially weighted variance over about 100 blocks,
+``kernels.page_hinkley.SPREAD_ALPHA``): the reference blocks come from a young profile, whose
+residuals swing more than a grown one's (docs/benchmarks.md, round 12). (The anomaly level
+was tried first: the z-scored features adapt within ~100 readings to a new level, so the
+level of a held shift does not stay high and never showed the change.) A wander slower than
+the reference itself (``drift_min_blocks`` blocks) is not seen by it: a slowly wandering
+AR(1) stream is still reset now and then (docs/benchmarks.md, round 8).
 
 Bound (defaults ``drift_block = 50``, ``drift_threshold = 5``, ``drift_delta = 0.5``,
 ``drift_min_blocks = 10``): a step of ``k`` sd (of that scale) in the block mean adds about

@@ -9,6 +9,7 @@ from pipeline_helpers import wandering_temperature
 from edge_ml.config import parse_config
 from edge_ml.drift import DriftMonitor, DriftParams
 from edge_ml.kernels.alerting import OPENED
+from edge_ml.kernels.page_hinkley import SPREAD_ALPHA
 from edge_ml.pipeline import Pipeline
 from edge_ml.storage import Storage
 
@@ -194,6 +195,7 @@ def _river_monitor(params: DriftParams, batches: list[tuple], names: list[str]) 
     state = DriftMonitor(params).state
     detectors: dict[int, object] = {}
     means: dict[int, list[float]] = {}
+    spread: dict[int, tuple[float, float, int]] = {}
     events = []
     for slots, values, warming, ts in batches:
         from edge_ml.kernels.page_hinkley import block_batch
@@ -212,10 +214,24 @@ def _river_monitor(params: DriftParams, batches: list[tuple], names: list[str]) 
                 means.setdefault(slot, []).append(mean)
                 state.ref_blocks[slot] += 1
                 continue
-            # The spread of the reference's block means, by the textbook formula (the kernel
-            # keeps a running Welford sum instead).
-            means_var = statistics.variance(means[slot]) if len(means[slot]) > 1 else 0.0
+            # The spread of the block means: the reference's by the textbook formula (the
+            # kernel keeps a running Welford sum instead), then an exponentially weighted
+            # variance of every later block mean, learned after the block is scored.
+            if slot not in spread:
+                history = means[slot]
+                spread[slot] = (statistics.fmean(history),
+                                statistics.variance(history) if len(history) > 1 else 0.0,
+                                len(history))
+            spread_mean, means_var, seen = spread[slot]
             scale = max(math.sqrt(max(state.ref_var[slot], means_var)), 1e-9)
+            rate = max(SPREAD_ALPHA, 1.0 / (seen + 1))
+            step = mean - spread_mean
+            spread[slot] = (spread_mean + rate * step,
+                            (1.0 - rate) * (means_var + rate * step * step), seen + 1)
+            state.ref_blocks[slot] = seen + 1
+            # The kernel's form of the same spread, for the comparison of states.
+            state.ref_mean[slot] = spread[slot][0]
+            state.ref_mean_m2[slot] = spread[slot][1] * seen
             ph = detectors.setdefault(slot, module.PageHinkley(
                 min_instances=params.min_blocks, delta=params.delta,
                 threshold=params.threshold, mode="both"))
@@ -231,6 +247,7 @@ def _river_monitor(params: DriftParams, batches: list[tuple], names: list[str]) 
                 state.reset(slot)
                 detectors.pop(slot)
                 means.pop(slot)
+                spread.pop(slot)
                 events.append((slot, names[slot], float(last_ts[k]),
                                f"block mean {mean:.6g} over {params.block} readings = "
                                f"{mean / scale:.2f} sd (running mean {ph._x_mean.get():.2f} sd)"))
@@ -258,8 +275,12 @@ def test_kernel_is_rivers_page_hinkley_exactly() -> None:
         got += [(slot, e.stream, e.ts, e.statistic) for slot, e in monitor.update(*batch, names)]
     assert len(expected) > 20
     assert got == expected
+    learning = reference.ref_blocks[:4] > params.min_blocks  # past the reference's list
+    assert learning.any()
     for name, array in reference.export(4).items():
-        if name in ("ref_mean", "ref_mean_m2"):  # the reference keeps a list instead
+        if name in ("ref_mean", "ref_mean_m2"):  # the reference keeps a list at first
+            np.testing.assert_allclose(monitor.state.export(4)[name][learning], array[learning],
+                                       rtol=1e-9, err_msg=name)
             continue
         np.testing.assert_array_equal(monitor.state.export(4)[name], array, err_msg=name)
 
@@ -291,3 +312,23 @@ def test_a_wander_slower_than_a_block_is_not_drift_but_a_step_on_it_is() -> None
     stepped[20_000:] += 40.0  # far outside the cycle's +-5
     (at,) = _drifts(stepped)
     assert 20_000 <= at <= 20_000 + 5 * 50
+
+
+def test_the_block_means_spread_keeps_learning_after_the_reference() -> None:
+    # A stream whose first blocks swing widely (a young profile's residuals) and then settle:
+    # frozen at the reference, the spread of the block means stayed ~3 sd wide, and a later
+    # step of 2 sd took ~40 blocks to report. Learned from every block, it is found in a few.
+    params = DriftParams(block=50, threshold=5.0, delta=0.5, min_blocks=10)
+    rng = np.random.default_rng(4)
+    swings = np.repeat(np.tile([3.0, -3.0], 5), 50)  # the reference: block means +-3
+    settled = np.zeros(300 * 50)
+    step = np.full(20 * 50, 2.0)
+    values = np.concatenate([swings, settled, step]) + rng.normal(0.0, 1.0, 320 * 50 + 500)
+    n = len(values)
+    monitor = DriftMonitor(params)
+    found = [e.ts for _, e in monitor.update(np.zeros(n, np.int64), values,
+                                             np.zeros(n, np.uint8), np.arange(n, dtype=float),
+                                             ["s"])]
+    start = 310 * 50  # the step's first reading
+    assert len(found) == 1
+    assert start < found[0] < start + 5 * 50

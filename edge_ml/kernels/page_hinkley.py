@@ -12,6 +12,13 @@ import math
 import numpy as np
 from numba import njit
 
+# After the reference, the spread of a stream's block means keeps learning at this rate (about
+# the last 100 blocks). Frozen after the first ``min_blocks`` blocks, it was the spread of a
+# young profile's residuals, which swing more than a grown one's, and drifts came hours late
+# (NAB realAWSCloudwatch +0.2, realKnownCause +0.2; every rate from 1/30 to 1/1,000 and a
+# plain running mean gave the same figures, docs/benchmarks.md round 12).
+SPREAD_ALPHA = 1.0 / 100.0
+
 
 @njit(cache=True, nogil=True)
 def block_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, size):
@@ -79,7 +86,8 @@ def drift_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, ref
 
     A stream's first ``min_blocks`` blocks only set its scale: the larger of the mean
     within-block variance (``ref_var``) and the variance of those blocks' means (Welford:
-    ``ref_mean``, ``ref_mean_m2``). Each later block mean, in units of that scale, goes to a
+    ``ref_mean``, ``ref_mean_m2``). The latter keeps learning from every later block, after the
+    block is scored (``SPREAD_ALPHA``). Each later block mean, in units of that scale, goes to a
     two-sided Page-Hinkley test with river's ``PageHinkley.update`` arithmetic, operation for
     operation (its ``stats.Mean``, ``alpha``-faded sums, ``min_instances = min_blocks``). Once
     a stream drifts, its later blocks in this batch are ignored (the caller resets its state).
@@ -139,6 +147,16 @@ def drift_batch(slots, values, warming, ts, block_sum, block_sumsq, block_n, ref
             ph_min_inc[s] = inc
         if dec > ph_max_dec[s]:
             ph_max_dec[s] = dec
+        # Then the block mean joins the spread of the block means, an exponentially weighted
+        # variance from the reference's on. It stays ``ref_mean_m2 / (ref_blocks - 1)`` (so a
+        # checkpoint written before keeps its meaning), and the block was scaled before it
+        # learned.
+        seen = ref_blocks[s] + 1
+        rate = max(SPREAD_ALPHA, 1.0 / seen)
+        step = mean - ref_mean[s]
+        ref_mean[s] += rate * step
+        ref_mean_m2[s] = (1.0 - rate) * (means_var + rate * step * step) * (seen - 1)
+        ref_blocks[s] = seen
         if n >= min_blocks and (inc - ph_min_inc[s] > threshold
                                 or ph_max_dec[s] - dec > threshold):
             found[d] = k

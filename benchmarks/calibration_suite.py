@@ -131,6 +131,23 @@ def sine_1hz(n, rng):
     return ts, signal + rng.normal(0.0, 0.3, n), signal
 
 
+def traffic_with_gaps(n, rng):
+    """The road-speed stream as field sensors deliver it: each reading's time jittered by up
+    to 30 % of a step, and outages (0.2 % of readings start one) of 1 hour to 3 days in which
+    nothing arrives. The values are the readings of the times that remain."""
+    ts, values, signal = traffic_speed(int(n * 1.6), rng)
+    keep = np.ones(len(ts), dtype=bool)
+    i = 0
+    while i < len(ts):
+        if rng.random() < 0.002:
+            skip = int(rng.uniform(3600.0, 3 * DAY) / 300.0)
+            keep[i:i + skip] = False
+            i += skip
+        i += 1
+    ts, values, signal = ts[keep][:n], values[keep][:n], signal[keep][:n]
+    return np.sort(ts + 90.0 * rng.uniform(-1.0, 1.0, len(ts))), values, signal
+
+
 def mention_counts(n, rng):
     """Mentions counted every 5 minutes (like the held-out social-media streams): a daily
     cycle, overdispersed (negative binomial of shape 3: a gamma-distributed rate, then
@@ -168,6 +185,7 @@ KINDS: dict[str, tuple[Kind, int]] = {
     "sine_1hz": (sine_1hz, 0),
     "traffic_speed_5min": (traffic_speed, 0),
     "mention_counts_5min": (mention_counts, 0),
+    "traffic_gaps_5min": (traffic_with_gaps, 0),
     # The hourly metric again, labelled part only (anomaly at reading 255, where NAB's scoring
     # of a 1,500-reading file has begun but a 300-reading warm-up had not ended).
     "hourly_short_early": (hourly_short, 1500),

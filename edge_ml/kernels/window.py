@@ -150,11 +150,11 @@ def slot_z(res, prof_mean_dev, prof_n, s, b, covered, floor_sd, one_per_visit):
     """The z-score of residual ``res`` in profile slot ``b`` of stream ``s``.
 
     The slot's scale (``slot_scale``) averages ``(n - 1) x covered`` of its own residuals and
-    ``POOL_WEIGHT`` pooled ones. On a stream that visits each slot with ``one_per_visit``
-    reading, a young slot's scale is an estimate from a handful of days, and ``res / scale``
-    is a Student t with that many degrees of freedom, not a Gaussian z: read as a Gaussian,
-    a 1,500-reading hourly metric raised 3.9 false alerts / 10k in its first weeks
-    (docs/benchmarks.md, round 12). On faster streams the same reading cost NAB's
+    ``POOL_WEIGHT`` pooled ones. On a stream with one reading per slot visit
+    (``one_per_visit``), a young slot's scale is an estimate from a handful of days, and
+    ``res / scale`` is a Student t with that many degrees of freedom, not a Gaussian z: read
+    as a Gaussian, a 1,500-reading hourly metric raised 3.9 false alerts / 10k in its first
+    weeks (docs/benchmarks.md, round 12). On faster streams the same reading cost NAB's
     realAWSCloudwatch files (14 days of 5-minute readings) 6-10 points, so they keep the
     Gaussian reading. A scale raised to ``floor_sd`` is read the same way: the floor stands in
     for a young slot's estimate that came out too small.

@@ -135,15 +135,22 @@ def traffic_with_gaps(n, rng):
     """The road-speed stream as field sensors deliver it: each reading's time jittered by up
     to 30 % of a step, and outages (0.2 % of readings start one) of 1 hour to 3 days in which
     nothing arrives. The values are the readings of the times that remain."""
-    ts, values, signal = traffic_speed(int(n * 1.6), rng)
-    keep = np.ones(len(ts), dtype=bool)
-    i = 0
-    while i < len(ts):
-        if rng.random() < 0.002:
-            skip = int(rng.uniform(3600.0, 3 * DAY) / 300.0)
-            keep[i:i + skip] = False
-            i += skip
-        i += 1
+    # Outages take about half of the time (an outage of 1.5 days on average starts every 500
+    # readings): three times the readings are drawn, more while fewer than n remain.
+    m = 3 * n
+    while True:
+        ts, values, signal = traffic_speed(m, rng)
+        keep = np.ones(m, dtype=bool)
+        i = 0
+        while i < m:
+            if rng.random() < 0.002:
+                skip = int(rng.uniform(3600.0, 3 * DAY) / 300.0)
+                keep[i:i + skip] = False
+                i += skip
+            i += 1
+        if keep.sum() >= n:
+            break
+        m *= 2
     ts, values, signal = ts[keep][:n], values[keep][:n], signal[keep][:n]
     return np.sort(ts + 90.0 * rng.uniform(-1.0, 1.0, len(ts))), values, signal
 

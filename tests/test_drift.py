@@ -332,3 +332,28 @@ def test_the_block_means_spread_keeps_learning_after_the_reference() -> None:
     start = 310 * 50  # the step's first reading
     assert len(found) == 1
     assert start < found[0] < start + 5 * 50
+
+
+def test_a_reset_stream_that_has_run_for_days_warms_up_briefly() -> None:
+    # A drift reset restarts the stream's profile, but the stream is not new: it keeps the time
+    # of its first reading (model.detector.KEPT_THROUGH_DRIFT), so it has the warm-up time
+    # span behind it and scores again after the early share of the warm-up (100 of 300
+    # readings), not after all 300 (25 hours at 5-minute sampling).
+    pipeline = Pipeline(parse_config({"alerts": {"cooldown_s": 0.0}}), Storage(":memory:"))
+    rng = np.random.default_rng(5)
+    n, shift_at = 4 * 288 + 600, 4 * 288  # four days of 5-minute readings, then a new level
+    ts = 1.7e9 + 300.0 * np.arange(n)
+    values = 20.0 + 3.0 * np.sin(2 * np.pi * ts / 86400.0) + rng.normal(0.0, 0.3, n)
+    values[shift_at:] += 15.0
+    warming = []
+    for lo in range(0, n, 64):
+        out = pipeline.process_readings(["s"] * len(ts[lo:lo + 64]), ts[lo:lo + 64],
+                                        values[lo:lo + 64])
+        warming.append(out.warming)
+    drift = pipeline.pending.drift
+    assert len(drift) == 1
+    reset_at = int(np.searchsorted(ts, drift[0].ts)) + 1  # the reset applies from here
+    after = np.concatenate(warming)[reset_at:]
+    warm = int(after.sum())
+    assert 100 <= warm <= 110, warm  # 300 when the reset forgot the stream's first reading
+    assert not after[warm:].any()

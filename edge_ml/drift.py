@@ -36,8 +36,9 @@ last reset before a drift can be reported.
 Reaction (``[model] drift_reaction``):
 
 - ``"reset"`` (default): the stream's model, calibration and feature scaler start afresh
-  (``detector.reset(slot)`` and the feature slot reset; how the stream's slot visits begin and
-  the time of its first reading are kept, ``model.detector.KEPT_THROUGH_DRIFT``) from the
+  (``detector.reset(slot)`` and the feature slot reset; how the stream's slot visits begin,
+  the time of its first reading and the tails of its seasonal and persistent z-scores are
+  kept, ``model.detector.KEPT_THROUGH_DRIFT``) from the
   reading after the one that completed the drifting block. The stream warms up again (no
   alerts; an open alert resolves after ``debounce`` readings), for the early share of the
   warm-up once it has run for the warm-up's time span (100 readings by default), and learns

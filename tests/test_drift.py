@@ -357,3 +357,29 @@ def test_a_reset_stream_that_has_run_for_days_warms_up_briefly() -> None:
     warm = int(after.sum())
     assert 100 <= warm <= 110, warm  # 300 when the reset forgot the stream's first reading
     assert not after[warm:].any()
+
+
+def test_a_drift_reset_keeps_the_streams_own_tails() -> None:
+    # Heavy-tailed noise read once a minute, then a level step: the drift restarts the model
+    # and profile, but how often this stream's own extremes come (its seasonal and persistent
+    # z-scores' tails, in units of its own spread) is the shape of its noise, not its level.
+    # The HST view's tail restarts with the forest whose scores it describes.
+    from edge_ml.kernels.calibration import T_EPISODES, T_N
+
+    rng = np.random.default_rng(8)
+    n, step_at = 9000, 6000
+    values = 20.0 + rng.standard_t(3, n)
+    values[step_at:] += 25.0
+    ts = 1_700_000_000.0 + 60.0 * np.arange(n)
+    pipeline = Pipeline(parse_config({}))
+    pipeline.process_readings(["room"] * step_at, ts[:step_at], values[:step_at])
+    state = pipeline.detector.state
+    before = {name: getattr(state, name)[0].copy() for name in ("tail", "ptail", "mtail")}
+    assert before["tail"][T_EPISODES] > 0 and before["ptail"][T_EPISODES] > 0
+    pipeline.process_readings(["room"] * (n - step_at), ts[step_at:], values[step_at:])
+    assert pipeline.drifts_seen == 1
+    assert state.cal_n[0] < n - step_at  # the model did restart
+    for name in ("tail", "ptail"):  # kept: still counting from before the step
+        assert getattr(state, name)[0, T_N] > before[name][T_N], name
+        assert getattr(state, name)[0, T_EPISODES] >= before[name][T_EPISODES], name
+    assert state.mtail[0, T_N] < n - step_at  # restarted

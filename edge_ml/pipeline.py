@@ -292,13 +292,9 @@ class Pipeline:
         """Forget what ``slot`` learned in raw units, keeping its age: the decision comes
         within its warm-up, so the warm-up ends when it would have (restarting it cost NAB's
         one stream that turns logarithmic a labelled window, docs/benchmarks.md round 10)."""
-        seen = int(self.features.arrays.seen[slot])
-        first_ts = float(self.detector.state.first_ts[slot])
-        self.detector.reset(slot)
-        self.features.arrays.reset(slot)
+        self.detector.reset(slot, keep=("first_ts",))
+        self.features.arrays.reset(slot, keep=("seen",))
         self.drift.reset(slot)
-        self.features.arrays.seen[slot] = seen
-        self.detector.state.first_ts[slot] = first_ts
         log.info("%s: positive, right-skewed readings: scored as their logarithms from now on",
                  self.streams.names[slot])
 

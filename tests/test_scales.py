@@ -192,6 +192,18 @@ def test_the_switch_does_not_depend_on_the_batching(size: int) -> None:
     assert expected.levels[700] >= 0.5
 
 
+def test_the_switch_restarts_the_learning_but_keeps_the_streams_age() -> None:
+    """What the stream learned in raw units is forgotten at the switch, but not how old it is:
+    its warm-up ends when it would have."""
+    names, ts, values = _stream(1000, seed=3)
+    pipeline = Pipeline(parse_config({}))
+    pipeline.process_readings(names, ts, values)
+    assert pipeline.scales.logarithmic(0)
+    assert pipeline.detector.state.cal_n[0] < len(values)  # the model restarted
+    assert pipeline.features.arrays.seen[0] == len(values)  # its age did not
+    assert pipeline.detector.state.first_ts[0] == ts[0]
+
+
 def test_an_alert_on_a_log_stream_reports_raw_values() -> None:
     """The value, and the usual range beside it, are in the stream's own units."""
     names, ts, values = _stream(1000, seed=3)

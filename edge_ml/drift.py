@@ -38,12 +38,12 @@ Reaction (``[model] drift_reaction``):
 - ``"reset"`` (default): the stream's model, calibration and feature scaler start afresh
   (``detector.reset(slot)`` and the feature slot reset; how the stream's slot visits begin,
   the time of its first reading and the tails of its seasonal and persistent z-scores are
-  kept, ``model.detector.KEPT_THROUGH_DRIFT``) from the
-  reading after the one that completed the drifting block. The stream warms up again (no
-  alerts; an open alert resolves after ``debounce`` readings), for the early share of the
-  warm-up once it has run for the warm-up's time span (100 readings by default), and learns
-  the new regime as normal. The drift state restarts too
-  (new reference spread from the new regime), so one change gives one drift event.
+  kept, ``model.detector.KEPT_THROUGH_DRIFT``) from the reading after the one that completed
+  the drifting block. The stream warms up again (no alerts; an open alert resolves after
+  ``debounce`` readings), for the early share of the warm-up once it has run for the
+  warm-up's time span (100 readings by default), and learns the new regime as normal. The
+  drift state restarts too (new reference spread from the new regime), so one change gives
+  one drift event.
 - ``"none"``: the event is recorded and published; the model keeps adapting on its own.
 
 The reaction applies exactly there whatever the batching: the pipeline cuts each micro-batch

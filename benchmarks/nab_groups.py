@@ -18,7 +18,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from edge_ml.config import parse_config
+from edge_ml.config import Config, load_config, parse_config
 from edge_ml.evaluate import (
     PROFILES,
     _normalise,
@@ -30,8 +30,9 @@ from edge_ml.evaluate import (
 from edge_ml.replay import replay_tree
 
 
-def group_scores(nab_dir: Path, detail: bool = False) -> dict[str, object]:
-    config = parse_config({})
+def group_scores(nab_dir: Path, detail: bool = False,
+                 config: Config | None = None) -> dict[str, object]:
+    config = config or parse_config({})
     profile = PROFILES["standard"]
     with tempfile.TemporaryDirectory() as out:
         replay_tree(config, nab_dir / "data", Path(out))
@@ -63,9 +64,12 @@ def main() -> None:
     parser.add_argument("--nab", type=Path, required=True, help="the NAB folder (data/, labels/)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--detail", action="store_true", help="one line per file")
+    parser.add_argument("--config", type=Path,
+                        help="a TOML configuration to measure instead of the shipped defaults")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    result = group_scores(args.nab, args.detail)
+    config = load_config(args.config) if args.config else parse_config({})
+    result = group_scores(args.nab, args.detail, config)
     print(f"pooled alert decisions {result['pooled']:.1f} "
           f"(best threshold {result['best_threshold']:.1f})")
     for group, g in result["groups"].items():  # type: ignore[attr-defined]

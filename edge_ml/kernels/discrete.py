@@ -92,9 +92,9 @@ def discrete_learn(discrete, s, v):
 
 
 @njit(cache=True)
-def discrete_rescale(discrete, s, v, residual, z):
+def discrete_z(discrete, s, v, residual, z):
     """``z`` (a seasonal z-score of ``residual``) rescaled so its scale is at least the
-    stream's discrete floor; then learn ``v``. A z of 0 (unscored) stays 0."""
+    stream's discrete floor. A z of 0 (unscored) stays 0. Learns nothing."""
     out = z
     if z != 0.0 and residual != 0.0:
         floor = discrete_floor(discrete, s, v, residual)
@@ -112,5 +112,12 @@ def discrete_rescale(discrete, s, v, residual, z):
             za = 2.0 * (math.sqrt(v + 0.375) - math.sqrt(mu + 0.375))
             if abs(za) < abs(out):
                 out = za
+    return out
+
+
+@njit(cache=True)
+def discrete_rescale(discrete, s, v, residual, z):
+    """:func:`discrete_z`, then learn ``v``."""
+    out = discrete_z(discrete, s, v, residual, z)
     discrete_learn(discrete, s, v)
     return out

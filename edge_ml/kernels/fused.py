@@ -13,18 +13,37 @@ import numpy as np
 from numba import njit
 
 from edge_ml.kernels.calibration import calibrate, seasonal_views, tail_learn, warming_up
-from edge_ml.kernels.discrete import discrete_rescale
+from edge_ml.kernels.discrete import discrete_rescale, discrete_z
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into
-from edge_ml.kernels.visits import visit_rescale
+from edge_ml.kernels.visits import judged_by_slot_before, visit_rescale
 from edge_ml.kernels.window import (
     N_FEATURES,
     N_Z,
     Z_RESIDUAL,
     feature_update,
     season_bin,
+    slot_before_z,
+    slot_floor_sd,
     squash,
 )
+
+
+@njit(cache=True)
+def young_visit_slot_before(visit, discrete, prof_mean, prof_mean_dev, prof_n, offset, mean,
+                            dev, s, b, v, ts, period_s, t_first):
+    """``(judged, z, residual)``: whether value ``v`` of stream ``s`` (profile slot ``b``) is
+    also judged by the slot before its own (a young visit's start on a fast stream,
+    :func:`edge_ml.kernels.visits.judged_by_slot_before`), and its seasonal z-score and
+    residual against that slot, floored as its own slot's z-score is. Call it before the
+    reading is learned; it learns nothing. The caller keeps the less alarming z-score."""
+    if not judged_by_slot_before(visit, s, b, prof_n[s, b]):
+        return False, 0.0, 0.0
+    grown, z, res = slot_before_z(prof_mean, prof_mean_dev, prof_n, offset, s, b, v, ts,
+                                  period_s, t_first, slot_floor_sd(mean, dev, s), False)
+    if not grown:
+        return False, 0.0, 0.0
+    return True, discrete_z(discrete, s, v, res, z), res
 
 
 @njit(cache=True, nogil=True)
@@ -61,6 +80,10 @@ def detect_batch(
         s = slots[i]
         if math.isnan(first_ts[s]):
             first_ts[s] = ts[i]
+        b = season_bin(ts[i], period_s, prof_n.shape[1])
+        before, z_before, res_before = young_visit_slot_before(
+            visit, discrete, prof_mean, prof_mean_dev, prof_n, offset, mean, dev, s, b,
+            values[i], ts[i], period_s, first_ts[s])
         residual[i] = feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean,
                                      ddev, vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i],
                                      period_s, first_ts[s], z)
@@ -69,8 +92,10 @@ def detect_batch(
         # its slot visits begin (kernels.visits).
         squash(z, x)
         z[0] = discrete_rescale(discrete, s, values[i], z[Z_RESIDUAL], z[0])
-        b = season_bin(ts[i], period_s, prof_n.shape[1])
         z[0] = visit_rescale(visit, s, b, z[0], prof_n[s, b])
+        if before and z[0] != 0.0 and abs(z_before) < abs(z[0]):  # the less alarming
+            z[0] = z_before
+            z[Z_RESIDUAL] = res_before
         # Issue 14 hook: the usual range, from the z-score and residual before learning.
         expected_range(values[i], z[Z_RESIDUAL], z[0], expected[i])
         score = hst_step_into(split_feature, split_threshold, mass, ref, count, first_window, s,

@@ -182,6 +182,33 @@ def slot_covered(ts, t_first, period_s, bins, back):
 
 
 @njit(cache=True)
+def value_floor(m):
+    """The smallest scale a stream of mean ``m`` is divided by (a constant stream has none)."""
+    return 1e-6 * (abs(m) + 1.0)
+
+
+@njit(cache=True)
+def slot_floor_sd(mean, dev, s):
+    """The least deviation a profile slot of stream ``s`` is scaled with: ``SD_FLOOR_FRAC`` of
+    the stream's overall deviation."""
+    return max(SD_FLOOR_FRAC * (DEV_MULT * dev[s]), value_floor(mean[s]))
+
+
+@njit(cache=True)
+def slot_before_z(prof_mean, prof_mean_dev, prof_n, offset, s, b, v, ts, period_s, t_first,
+                  floor_sd, one_per_visit):
+    """``(grown, z, residual)`` of value ``v`` against the profile slot just before slot ``b``
+    of stream ``s``: whether that slot has ``MIN_BIN_COUNT`` readings to judge by, the z-score
+    and the residual it was scaled from (0, 0 when not grown). Learns nothing."""
+    a = (b - 1) % prof_n.shape[1]
+    if prof_n[s, a] < MIN_BIN_COUNT:
+        return False, 0.0, 0.0
+    res = v - prof_mean[s, a] - offset[s]
+    covered = slot_covered(ts, t_first, period_s, prof_n.shape[1], 1)
+    return True, slot_z(res, prof_mean_dev, prof_n, s, a, covered, floor_sd, one_per_visit), res
+
+
+@njit(cache=True)
 def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol,
                    lr_mean, lr_dev, prev, seen, s, v, ts, period_s, t_first, z):
     """Write the four z-scores of value ``v`` (time ``ts``) for slot ``s`` into ``z``; learn.
@@ -198,7 +225,7 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
     b = season_bin(ts, period_s, prof_mean.shape[1])
     m = mean[s]
     sd = DEV_MULT * dev[s]
-    floor = 1e-6 * (abs(m) + 1.0)
+    floor = value_floor(m)
     res = v - prof_mean[s, b] - offset[s]
     z[0] = 0.0
     z[1] = 0.0
@@ -206,7 +233,7 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
     z[3] = 0.0
     z[Z_RESIDUAL] = res
     if n >= 2:
-        floor_sd = max(SD_FLOOR_FRAC * sd, floor)
+        floor_sd = slot_floor_sd(mean, dev, s)
         # (a NaN t_first: not known to be slow)
         one_per_visit = ts - t_first >= n * ONE_PER_VISIT * period_s / prof_n.shape[1]
         if prof_n[s, b] >= MIN_BIN_COUNT:
@@ -217,12 +244,12 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
             # that one is grown (a fast stream walking into a new half hour). Without this the
             # first readings of every new slot of a stream's first day were not scored at all:
             # a -20 dip on a 1 Hz sine scored 0.05 there and 1.0 four readings later.
-            a = (b - 1) % prof_n.shape[1]
-            if prof_n[s, a] >= MIN_BIN_COUNT:
-                z[Z_RESIDUAL] = v - prof_mean[s, a] - offset[s]
-                covered = slot_covered(ts, t_first, period_s, prof_n.shape[1], 1)
-                z[0] = slot_z(z[Z_RESIDUAL], prof_mean_dev, prof_n, s, a, covered, floor_sd,
-                              one_per_visit)
+            grown, z_before, res_before = slot_before_z(prof_mean, prof_mean_dev, prof_n,
+                                                        offset, s, b, v, ts, period_s,
+                                                        t_first, floor_sd, one_per_visit)
+            if grown:
+                z[0] = z_before
+                z[Z_RESIDUAL] = res_before
         z[1] = (v - m) / max(sd, floor)
         z[2] = (d - dmean[s]) / max(DEV_MULT * ddev[s], floor)
     log_ratio = math.log((vol[s] + floor) / (ddev[s] + floor))

@@ -32,7 +32,7 @@ from edge_ml.kernels.calibration import (
 )
 from edge_ml.kernels.discrete import N_DISCRETE, discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
-from edge_ml.kernels.fused import detect_batch
+from edge_ml.kernels.fused import detect_batch, young_visit_slot_before
 from edge_ml.kernels.heap_deltas import arrays_with_deltas, arrays_with_masses
 from edge_ml.kernels.visits import N_VISIT, visit_rescale
 from edge_ml.kernels.window import Z_RESIDUAL, season_bin
@@ -231,11 +231,17 @@ class RiverDetector:
         # The same per-reading rules as the fused kernel, one reading at a time in Python: this
         # backend is the slow reference, not a hot path.
         for i, slot in enumerate(slots.tolist()):
+            b = season_bin(ts[i], features.period_s, features.bins)
+            t_first = ts[i] if math.isnan(s.first_ts[slot]) else s.first_ts[slot]
+            before, z_before, res_before = young_visit_slot_before(
+                s.visit, s.discrete, f.prof_mean, f.prof_mean_dev, f.prof_n, f.offset, f.mean,
+                f.dev, slot, b, values[i], ts[i], features.period_s, t_first)
             Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1], s.first_ts)
             residual[i] = R[0]
             Z[0, 0] = discrete_rescale(s.discrete, slot, values[i], Z[0, Z_RESIDUAL], Z[0, 0])
-            b = season_bin(ts[i], features.period_s, features.bins)
             Z[0, 0] = visit_rescale(s.visit, slot, b, Z[0, 0], f.prof_n[slot, b])
+            if before and Z[0, 0] != 0.0 and abs(z_before) < abs(Z[0, 0]):
+                Z[0, 0], Z[0, Z_RESIDUAL] = z_before, res_before
             expected_range(values[i], Z[0, Z_RESIDUAL], Z[0, 0], expected[i])
             model = self._model(slot)
             x = dict(enumerate(X[0].tolist()))

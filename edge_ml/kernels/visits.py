@@ -22,16 +22,17 @@ mostly-zero counter's bursts lowered a stuck value's z enough to miss it). Only 
 view reads the result; the trees see the staged features unchanged.
 
 Until a stream has learned that ratio (its first ``VISIT_MIN_VISITS`` visits to slots
-visited before: the first ten hours of its second day at 1-minute sampling), a visit's first
-readings are judged by the less alarming of their own slot and the slot just before it
+visited before: the first ten hours of its second day at 1-minute sampling), and while a slot
+is young (its second visit after the profile started or a drift reset restarted it), a visit's
+first readings are judged by the less alarming of their own slot and the slot just before it
 (:func:`judged_by_slot_before`; the caller compares). The slot before was visited a moment
 ago: a wandering level is where it left it, while the reading's own slot holds yesterday's.
 A real daily cycle is judged by its own slot whenever that is the nearer one, and a reading
 far from both (a spike, a step) stays far. On the suite's wandering AR(1) temperature this
-took the false alerts from 4.28 to 1.67 / 10k (12 seeds), nearly all of them on the second
-day; every labelled anomaly of the suite was found as before, and no NAB file changes (none
-has a steady part). Doing it always, not only while the ratio is young, took AR(1) to 0.78
-but lost a stuck value and a slow drift; comparing before the positions learn (so they learn
+took the false alerts from 4.28 to 0.78 / 10k (12 seeds): on its second day and on the day
+after each drift reset. Every labelled anomaly of the suite was found as before, and no NAB
+file changes (none has a steady part). Doing it at every visit also took AR(1) to 0.78, but
+lost a stuck value and a slow drift; comparing before the positions learn (so that they learn
 the smaller |z|) left the ratio too small later (AR(1) 3.89) (docs/benchmarks.md, round 13).
 
 State per stream, ``visit[s, :]`` (zeros: unknown, learned again; an older checkpoint is
@@ -41,6 +42,8 @@ upgraded with zeros).
 from __future__ import annotations
 
 from numba import njit
+
+from edge_ml.kernels.window import ALPHA_BIN
 
 V_SLOT = 0  # the profile slot of the last reading, plus 1 (0: none yet)
 V_K = 1  # readings into the current visit before this one
@@ -68,6 +71,13 @@ VISIT_MIN_STEADY = 100
 # (kernels.window.ALPHA_SD); both average their first values equally.
 VISIT_ALPHA = 0.02
 STEADY_ALPHA = 1.0 / 600.0
+# A profile slot is young while its mean still averages its readings equally (fewer than
+# 1 / ALPHA_BIN of them): on a fast stream, its second visit after the profile (re)started.
+# After a drift reset the visits' ratio is kept but the profile is new, and its second day
+# raised most of the AR(1) stream's false alerts that the young ratio alone left (1.67 ->
+# 0.78 / 10k). Twice that (100 readings, the third visit too) lost a stuck value and a slow
+# drift (docs/benchmarks.md, round 13).
+YOUNG_SLOT_READINGS = 1.0 / ALPHA_BIN
 
 
 @njit(cache=True)
@@ -120,11 +130,13 @@ def judged_by_slot_before(visit, s, b, slot_readings):
     ``slot_readings`` readings, not this one yet), is to be judged by the less alarming of its
     own slot and the slot before it: one of the first ``VISIT_POSITIONS`` readings of a visit
     to a slot visited before, on a stream with a steady part (more than ``VISIT_POSITIONS``
-    readings a visit) whose visits' ratio :func:`visit_rescale` does not use yet. Learns
-    nothing (call it before the reading is learned anywhere)."""
+    readings a visit), while the visits' ratio :func:`visit_rescale` uses is not learned yet or
+    the slot is young (``YOUNG_SLOT_READINGS``). Learns nothing (call it before the reading is
+    learned anywhere)."""
     row = visit[s]
     k = 0.0 if row[V_SLOT] != b + 1.0 else row[V_K] + 1.0
     if k >= VISIT_POSITIONS or slot_readings <= k:  # the steady part, or the slot's first visit
         return False
     visits = row[V_VISITS] + (1.0 if k == 0.0 else 0.0)
-    return row[V_STEADY_N] > VISIT_MIN_STEADY and visits <= VISIT_MIN_VISITS
+    young = visits <= VISIT_MIN_VISITS or slot_readings < YOUNG_SLOT_READINGS
+    return row[V_STEADY_N] > VISIT_MIN_STEADY and young

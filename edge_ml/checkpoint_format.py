@@ -18,6 +18,13 @@ The checksum is verified before anything is decompressed, decompression is bound
 (:data:`MAX_RAW_BYTES`) and msgpack decoding uses hard limits; every failure raises
 :class:`~edge_ml.errors.CheckpointError` with the reason.
 
+Both directions work in bounded slices, so a checkpoint's memory is its arrays and a few MB: the
+encoder makes the stream-axis-last layout :data:`LAYOUT_SLICE_BYTES` at a time; the decoder
+inflates as it reads the document, and inflates each array's payload straight into the array it
+returns (the stream-axis-last layout through a scratch block of that size). Neither the whole
+inflated document nor a whole payload's bytes exist at once (10,000 streams: a decode's rise
+went from 322 to 110 MB, about the 116 MB of arrays it returns; docs/benchmarks.md).
+
 This module is the codec only: it knows nothing of the pipeline, storage or when to save (that
 is :mod:`edge_ml.checkpointer`), so it sits low enough for anything to use.
 """
@@ -25,6 +32,7 @@ is :mod:`edge_ml.checkpointer`), so it sits low enough for anything to use.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 import zlib
 from collections.abc import Iterator
@@ -159,26 +167,262 @@ def encode(document: dict[str, Any]) -> EncodedCheckpoint:
 
 
 # -- decoding -----------------------------------------------------------------------------
-def _array_hook(obj: dict[Any, Any]) -> Any:
-    layout = obj.get("nd")
-    if layout not in (1, 2) or len(obj) != 4:
-        return obj
+# msgpack's limits on what a document may hold, enforced here as msgpack would.
+_MAX_STR_LEN = 1 << 20
+_MAX_ARRAY_LEN = 1 << 24
+_MAX_MAP_LEN = 1 << 16
+# A checkpoint nests 6 deep (msgpack allows 1,024): a deeper document is refused here, before
+# the decoder's own recursion (two frames a level) could reach Python's limit.
+_MAX_DEPTH = 100
+# zlib is fed this much of the body at a time, and asked for at most _INFLATE_BYTES each time:
+# what is inflated but not yet read is never more than that.
+_FEED_BYTES = 16 << 10
+_INFLATE_BYTES = 256 << 10
+
+
+class _Inflating:
+    """A zlib body read as a file: inflated only as far as it is read, a bounded chunk at a time.
+
+    A corrupt body, one that stops before its zlib stream ends and one inflating beyond
+    :data:`MAX_RAW_BYTES` raise CheckpointError (bytes after the zlib stream are ignored, as
+    they always were). Reading past the end of the document raises ValueError.
+    """
+
+    def __init__(self, body: bytes | memoryview) -> None:
+        self._zlib = zlib.decompressobj()
+        self._body = memoryview(body)
+        self._fed = 0
+        self._inflated = 0
+        self._chunk = b""  # the last bytes inflated; those from self._at on are still unread
+        self._at = 0
+
+    def _inflate(self, most: int) -> bytes:
+        """Up to ``most`` more inflated bytes; b"" only where the zlib stream ends."""
+        while True:
+            data: bytes | memoryview = self._zlib.unconsumed_tail
+            if not data:
+                if self._zlib.eof:
+                    return b""
+                if self._fed == len(self._body):
+                    raise CheckpointError("truncated compressed body")
+                data = self._body[self._fed:self._fed + _FEED_BYTES]
+                self._fed += len(data)
+            try:
+                out = self._zlib.decompress(data, most)
+            except zlib.error as exc:
+                raise CheckpointError(f"cannot decompress: {exc}") from exc
+            if out:
+                self._inflated += len(out)
+                if self._inflated > MAX_RAW_BYTES:
+                    raise CheckpointError(f"decompresses beyond {MAX_RAW_BYTES} bytes")
+                return out
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes, b"" at the end (a file's ``read``, for msgpack.Unpacker)."""
+        if self._at == len(self._chunk):
+            self._chunk, self._at = self._inflate(max(n, _INFLATE_BYTES)), 0
+        out = self._chunk[self._at:self._at + n]
+        self._at += len(out)
+        return out
+
+    def byte(self) -> int:
+        """The next byte (ValueError where the document ends first)."""
+        if self._at == len(self._chunk):
+            self._chunk, self._at = self._inflate(_INFLATE_BYTES), 0
+            if not self._chunk:
+                raise ValueError("incomplete input")
+        self._at += 1
+        return self._chunk[self._at - 1]
+
+    def exact(self, n: int) -> bytes:
+        """The next ``n`` bytes (ValueError where the document ends first)."""
+        end = self._at + n
+        if end <= len(self._chunk):
+            self._at = end
+            return self._chunk[end - n:end]
+        parts = [self._chunk[self._at:]]
+        have = len(parts[0])
+        while have < n:
+            chunk = self._inflate(max(n - have, _INFLATE_BYTES))
+            if not chunk:
+                raise ValueError("incomplete input")
+            parts.append(chunk)
+            have += len(chunk)
+        self._chunk, self._at = parts[-1], len(parts[-1]) - (have - n)
+        parts[-1] = self._chunk[:self._at]
+        return b"".join(parts)
+
+    def readinto(self, view: memoryview) -> None:
+        """Fill ``view`` (bytes) entirely, inflating into it no more than it needs."""
+        have = min(len(view), len(self._chunk) - self._at)
+        view[:have] = memoryview(self._chunk)[self._at:self._at + have]
+        self._at += have
+        while have < len(view):
+            chunk = self._inflate(min(len(view) - have, _INFLATE_BYTES))
+            if not chunk:
+                raise ValueError("incomplete input")
+            view[have:have + len(chunk)] = chunk
+            have += len(chunk)
+
+    def at_end(self) -> bool:
+        """Whether all was read, the zlib stream checked to its end (its adler32 too)."""
+        return self._at == len(self._chunk) and not self._inflate(1)
+
+
+def _array_spec(obj: dict[Any, Any]) -> tuple[np.dtype[Any], tuple[int, ...]]:
+    """The dtype and shape of an array map, refused unless they are ones this codec writes."""
     try:
         dtype = np.dtype(obj["dtype"])
         shape = tuple(int(n) for n in obj["shape"])
-        data = obj["data"]
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"malformed array: {exc}") from exc
     if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject:
         raise CheckpointError(f"array dtype {dtype} is not allowed")
-    if not isinstance(data, bytes) or any(n < 0 for n in shape):
+    if any(n < 0 for n in shape):
         raise CheckpointError("malformed array payload")
-    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(data):
-        raise CheckpointError(f"array of {dtype}{list(shape)} has {len(data)} bytes")
+    return dtype, shape
+
+
+def _check_size(dtype: np.dtype[Any], shape: tuple[int, ...], size: int) -> None:
+    if math.prod(shape) * dtype.itemsize != size:
+        raise CheckpointError(f"array of {dtype}{list(shape)} has {size} bytes")
+
+
+def _array_hook(obj: dict[Any, Any]) -> Any:
+    """A map read whole, as the array it stands for if it is one.
+
+    Array maps are read so only when :func:`_map` cannot inflate them into place: their keys
+    in another order than this codec writes them, or a ``data`` that is not a bin (refused).
+    """
+    layout = obj.get("nd")
+    if layout not in (1, 2) or len(obj) != 4:
+        return obj
+    dtype, shape = _array_spec(obj)
+    data = obj.get("data")
+    if not isinstance(data, bytes):
+        raise CheckpointError("malformed array payload")
+    _check_size(dtype, shape, len(data))
     if layout == 2 and len(shape) >= 2:  # stored with the first axis last
         stored = np.frombuffer(data, dtype=dtype).reshape(*shape[1:], shape[0])
         return np.moveaxis(stored, -1, 0).copy()  # C order, writable (frombuffer is not)
     return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+
+
+def _read_array(source: _Inflating, layout: int, dtype: np.dtype[Any],
+                shape: tuple[int, ...]) -> np.ndarray:
+    """An array's payload inflated straight into the array returned.
+
+    The stream-axis-last layout comes back through a scratch block of ~LAYOUT_SLICE_BYTES of
+    stored rows, so neither the payload's bytes nor the stored layout exist whole beside it.
+    """
+    array = np.empty(shape, dtype)
+    if not array.size:
+        return array
+    if layout != 2 or len(shape) < 2:
+        source.readinto(memoryview(array.reshape(-1)).cast("B"))
+        return array
+    streams = shape[0]
+    cells = array.reshape(streams, -1)  # a view: the stored layout is its transpose
+    step = max(1, LAYOUT_SLICE_BYTES // (streams * dtype.itemsize))
+    stored = np.empty((min(step, cells.shape[1]), streams), dtype)
+    for lo in range(0, cells.shape[1], step):
+        block = stored[:cells.shape[1] - lo]
+        source.readinto(memoryview(block.reshape(-1)).cast("B"))
+        cells[:, lo:lo + len(block)] = block.T
+    return array
+
+
+_CONSTANTS = {0xc0: None, 0xc2: False, 0xc3: True}
+_NUMBERS = {lead: struct.Struct(fmt) for lead, fmt in (
+    (0xca, ">f"), (0xcb, ">d"), (0xcc, ">B"), (0xcd, ">H"), (0xce, ">I"), (0xcf, ">Q"),
+    (0xd0, ">b"), (0xd1, ">h"), (0xd2, ">i"), (0xd3, ">q"))}
+# Lead bytes followed by a big-endian length of so many bytes.
+_SIZED = {0xc4: ("bin", 1), 0xc5: ("bin", 2), 0xc6: ("bin", 4),
+          0xc7: ("ext", 1), 0xc8: ("ext", 2), 0xc9: ("ext", 4),
+          0xd9: ("str", 1), 0xda: ("str", 2), 0xdb: ("str", 4),
+          0xdc: ("list", 2), 0xdd: ("list", 4), 0xde: ("map", 2), 0xdf: ("map", 4)}
+
+
+def _item(source: _Inflating, lead: int, depth: int) -> Any:
+    """The msgpack object that begins with byte ``lead``, read as ``msgpack.unpackb`` would
+    with this module's limits (strict map keys, str as UTF-8, no ext)."""
+    if lead <= 0x7f:
+        return lead
+    if lead >= 0xe0:
+        return lead - 0x100
+    if lead >= 0xa0 and lead <= 0xbf:
+        return _str(source, lead & 0x1f)
+    if lead <= 0x8f:
+        return _map(source, lead & 0x0f, depth)
+    if lead <= 0x9f:
+        return _list(source, lead & 0x0f, depth)
+    if lead in _CONSTANTS:
+        return _CONSTANTS[lead]
+    if lead in _NUMBERS:
+        number = _NUMBERS[lead]
+        return number.unpack(source.exact(number.size))[0]
+    if lead not in _SIZED:
+        if 0xd4 <= lead <= 0xd8:  # fixext 1 to 16
+            raise ValueError(f"{1 << (lead - 0xd4)} exceeds max_ext_len(0)")
+        raise ValueError(f"invalid msgpack byte 0x{lead:02x}")
+    kind, width = _SIZED[lead]
+    n = int.from_bytes(source.exact(width), "big")
+    if kind == "str":
+        return _str(source, n)
+    if kind == "map":
+        return _map(source, n, depth)
+    if kind == "list":
+        return _list(source, n, depth)
+    if kind == "bin":
+        return source.exact(_bin_length(n))
+    if n:
+        raise ValueError(f"{n} exceeds max_ext_len(0)")
+    # An empty ext is all msgpack lets through: it says what becomes of it.
+    return msgpack.unpackb(bytes([lead]) + bytes(width) + source.exact(1), max_ext_len=0)
+
+
+def _bin_length(n: int) -> int:
+    if n > MAX_RAW_BYTES:
+        raise ValueError(f"{n} exceeds max_bin_len({MAX_RAW_BYTES})")
+    return n
+
+
+def _str(source: _Inflating, n: int) -> str:
+    if n > _MAX_STR_LEN:
+        raise ValueError(f"{n} exceeds max_str_len({_MAX_STR_LEN})")
+    return source.exact(n).decode("utf-8")
+
+
+def _list(source: _Inflating, n: int, depth: int) -> list[Any]:
+    if n > _MAX_ARRAY_LEN:
+        raise ValueError(f"{n} exceeds max_array_len({_MAX_ARRAY_LEN})")
+    if depth >= _MAX_DEPTH:
+        raise ValueError(f"nested deeper than {_MAX_DEPTH}")
+    return [_item(source, source.byte(), depth + 1) for _ in range(n)]
+
+
+def _map(source: _Inflating, n: int, depth: int) -> Any:
+    """A dict, or the array a map of this codec's (nd, dtype, shape, then data) stands for."""
+    if n > _MAX_MAP_LEN:
+        raise ValueError(f"{n} exceeds max_map_len({_MAX_MAP_LEN})")
+    if depth >= _MAX_DEPTH:
+        raise ValueError(f"nested deeper than {_MAX_DEPTH}")
+    out: dict[Any, Any] = {}
+    for i in range(n):
+        key = _item(source, source.byte(), depth + 1)
+        if type(key) is not str and type(key) is not bytes:
+            raise ValueError(f"{type(key).__name__} is not allowed for map key "
+                             "when strict_map_key=True")
+        lead = source.byte()
+        if (i == 3 and n == 4 and key == "data" and lead in (0xc4, 0xc5, 0xc6)
+                and len(out) == 3 and out.get("nd") in (1, 2) and "shape" in out
+                and "dtype" in out):
+            dtype, shape = _array_spec(out)
+            size = _bin_length(int.from_bytes(source.exact(1 << (lead - 0xc4)), "big"))
+            _check_size(dtype, shape, size)
+            return _read_array(source, out["nd"], dtype, shape)
+        out[key] = _item(source, lead, depth + 1)
+    return _array_hook(out)
 
 
 def checksum_of(blob: bytes) -> str:
@@ -206,27 +450,18 @@ def decode(blob: bytes, expect: dict[str, Any] | None = None) -> dict[str, Any]:
     blob = bytes(blob)
     if len(blob) < len(MAGIC) + _DIGEST or not blob.startswith(MAGIC):
         raise CheckpointError("not a checkpoint (bad magic or truncated header)")
-    digest, body = blob[len(MAGIC):len(MAGIC) + _DIGEST], blob[len(MAGIC) + _DIGEST:]
+    digest = blob[len(MAGIC):len(MAGIC) + _DIGEST]
+    body = memoryview(blob)[len(MAGIC) + _DIGEST:]  # not a copy of the body
     if hashlib.sha256(body).digest() != digest:
         raise CheckpointError("checksum mismatch (corrupt or truncated)")
-    decompressor = zlib.decompressobj()
+    source = _Inflating(body)
     try:
-        raw = decompressor.decompress(body, MAX_RAW_BYTES)
-    except zlib.error as exc:
-        raise CheckpointError(f"cannot decompress: {exc}") from exc
-    if decompressor.unconsumed_tail:
-        raise CheckpointError(f"decompresses beyond {MAX_RAW_BYTES} bytes")
-    if not decompressor.eof:
-        raise CheckpointError("truncated compressed body")
-    try:
-        document = msgpack.unpackb(
-            raw, raw=False, strict_map_key=True, object_hook=_array_hook,
-            max_bin_len=MAX_RAW_BYTES, max_str_len=1 << 20, max_array_len=1 << 24,
-            max_map_len=1 << 16, max_ext_len=0,
-        )
+        document = _item(source, source.byte(), 0)
+        if not source.at_end():
+            raise ValueError("extra data after the document")
     except CheckpointError:
         raise
-    except Exception as exc:  # msgpack raises several unrelated types on bad input
+    except Exception as exc:  # numpy, struct and UTF-8 decoding raise unrelated types too
         raise CheckpointError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("header"), dict) \
             or not isinstance(document.get("state"), dict):
@@ -252,25 +487,6 @@ def decode(blob: bytes, expect: dict[str, Any] | None = None) -> dict[str, Any]:
     return document
 
 
-class _Inflating:
-    """A file-like ``read(n)`` over a zlib body, decompressing only as far as it is read."""
-
-    def __init__(self, body: bytes) -> None:
-        self._decompressor = zlib.decompressobj()
-        self._body = memoryview(body)
-        self._at = 0
-        self._buffer = b""
-
-    def read(self, n: int = -1) -> bytes:
-        want = n if n >= 0 else MAX_RAW_BYTES
-        while len(self._buffer) < want and self._at < len(self._body):
-            chunk = self._body[self._at:self._at + 65536]
-            self._at += len(chunk)
-            self._buffer += self._decompressor.decompress(chunk)
-        out, self._buffer = self._buffer[:want], self._buffer[want:]
-        return out
-
-
 def read_names(blob: bytes) -> list[str]:
     """The stream names in a checkpoint, reading no further into the blob than they are.
 
@@ -281,9 +497,9 @@ def read_names(blob: bytes) -> list[str]:
     if not bytes(blob[:len(MAGIC)]) == MAGIC:
         raise CheckpointError("not a checkpoint (bad magic or truncated header)")
     unpacker = msgpack.Unpacker(
-        _Inflating(bytes(blob[len(MAGIC) + _DIGEST:])), raw=False, strict_map_key=True,
-        max_buffer_size=MAX_RAW_BYTES, max_str_len=1 << 20, max_array_len=1 << 24,
-        max_map_len=1 << 16, max_ext_len=0, max_bin_len=MAX_RAW_BYTES,
+        _Inflating(memoryview(blob)[len(MAGIC) + _DIGEST:]), raw=False, strict_map_key=True,
+        max_buffer_size=MAX_RAW_BYTES, max_str_len=_MAX_STR_LEN, max_array_len=_MAX_ARRAY_LEN,
+        max_map_len=_MAX_MAP_LEN, max_ext_len=0, max_bin_len=MAX_RAW_BYTES,
     )
     try:
         for _ in range(unpacker.read_map_header()):

@@ -165,3 +165,166 @@ def test_encoding_a_big_array_makes_no_whole_transposed_copy() -> None:
         tracemalloc.stop()
     assert peak < 3 * checkpoint_format.LAYOUT_SLICE_BYTES < array.nbytes / 2
     np.testing.assert_array_equal(decode(blob)["state"]["masses"], document["state"]["masses"])
+
+
+# -- decoding in bounded slices ---------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(4000, 8000), (4_000_000,)], ids=["nd2", "nd1"])
+def test_decoding_a_big_array_makes_no_whole_copy(shape: tuple[int, ...]) -> None:
+    # 32 MB either way: the forest's masses at 10,000 streams (stored stream axis last), and a
+    # flat array stored as it is.
+    dtype = np.uint8 if len(shape) == 2 else np.float64
+    array = (np.arange(int(np.prod(shape)), dtype=np.int64) % 251).astype(dtype).reshape(shape)
+    blob = encode({"header": {"schema_version": SCHEMA_VERSION},
+                   "state": {"big": array}}).blob
+    tracemalloc.start()
+    try:
+        back = decode(blob)["state"]["big"]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < array.nbytes + 3 * checkpoint_format.LAYOUT_SLICE_BYTES
+    assert back.dtype == array.dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+
+
+def _arrays(obj: Any) -> Iterator[np.ndarray]:
+    if isinstance(obj, np.ndarray):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _arrays(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            yield from _arrays(value)
+
+
+@pytest.mark.parametrize("slice_bytes", [1, 100, 4096, checkpoint_format.LAYOUT_SLICE_BYTES])
+def test_decoded_arrays_are_the_encoded_ones_writable_and_c_ordered(
+        monkeypatch, slice_bytes) -> None:
+    document = _realistic_document()
+    blob = encode(document).blob
+    monkeypatch.setattr(checkpoint_format, "LAYOUT_SLICE_BYTES", slice_bytes)
+    back = decode(blob)
+    assert back["header"] == document["header"]
+    assert back["state"]["names"] == document["state"]["names"]
+    for want, have in zip(_arrays(document), _arrays(back), strict=True):
+        assert have.dtype == want.dtype and have.shape == want.shape
+        np.testing.assert_array_equal(have, want)
+        assert have.flags.writeable and have.flags.c_contiguous
+    for array in _arrays(decode(_reference_blob(document))):  # as schema 5 first wrote them
+        assert array.flags.writeable and array.flags.c_contiguous
+
+
+def test_array_maps_in_another_order_and_old_layouts_still_decode() -> None:
+    masses = np.arange(24, dtype="<u2").reshape(2, 3, 4)
+    stored_last = np.ascontiguousarray(np.moveaxis(masses, 0, -1))
+    state = {
+        "shuffled": {"data": stored_last.tobytes(), "shape": [2, 3, 4], "dtype": "<u2", "nd": 2},
+        "schema_4": {"nd": 1, "dtype": "<u2", "shape": [2, 3, 4], "data": masses.tobytes()},
+        "not_an_array": {"nd": 3, "dtype": "<u2", "shape": [1], "data": b"12"},
+    }
+    back = decode(_signed(msgpack.packb({"header": {"schema_version": 4}, "state": state})))
+    np.testing.assert_array_equal(back["state"]["shuffled"], masses)
+    np.testing.assert_array_equal(back["state"]["schema_4"], masses)
+    assert back["state"]["not_an_array"] == state["not_an_array"]
+
+
+def test_read_names_reads_the_names_and_refuses_a_cut_blob() -> None:
+    document = _realistic_document()
+    blob = encode(document).blob
+    assert checkpoint_format.read_names(blob) == document["state"]["names"]
+    with pytest.raises(CheckpointError, match="stream names"):
+        checkpoint_format.read_names(blob[:60])
+
+
+def _signed_body(body: bytes) -> bytes:
+    import hashlib
+
+    return MAGIC + hashlib.sha256(body).digest() + body
+
+
+def test_bodies_cut_short_padded_or_too_big_are_refused(monkeypatch) -> None:
+    raw = msgpack.packb({"header": {"schema_version": SCHEMA_VERSION},
+                         "state": {"a": {"nd": 1, "dtype": "<f8", "shape": [1000],
+                                         "data": bytes(8000)}}})
+    body = zlib.compress(raw)
+    with pytest.raises(CheckpointError, match="truncated compressed body"):
+        decode(_signed_body(body[:-4]))  # the whole document, not the end of the zlib stream
+    with pytest.raises(CheckpointError, match="truncated compressed body"):
+        decode(_signed_body(body[:len(body) // 2]))
+    with pytest.raises(CheckpointError, match="cannot decode"):
+        decode(_signed(raw + b"\x00"))
+    with pytest.raises(CheckpointError, match="cannot decode"):
+        decode(_signed(raw[:-1]))
+    with pytest.raises(CheckpointError, match="cannot decompress"):
+        decode(_signed_body(body[:-1] + bytes([body[-1] ^ 1])))  # its adler32
+    monkeypatch.setattr(checkpoint_format, "MAX_RAW_BYTES", len(raw) - 1)
+    with pytest.raises(CheckpointError, match="decompresses beyond"):
+        decode(_signed(raw))
+    monkeypatch.setattr(checkpoint_format, "MAX_RAW_BYTES", len(raw))
+    assert decode(_signed(raw))["state"]["a"].shape == (1000,)
+
+
+def _nested(depth: int) -> list[Any]:
+    nested: list[Any] = []
+    for _ in range(depth):
+        nested = [nested]
+    return nested
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        ({"a": {"nd": 2, "dtype": "<f8", "shape": [2, 3], "data": bytes(47)}}, "has 47 bytes"),
+        ({"a": {"nd": 1, "dtype": "<U2", "shape": [1], "data": bytes(8)}}, "not allowed"),
+        ({"a": {"nd": 1, "dtype": "nonsense", "shape": [1], "data": bytes(8)}}, "malformed"),
+        ({"a": {"nd": 1, "dtype": "<f8", "shape": [-1], "data": b""}}, "malformed"),
+        ({"a": {"nd": 1, "dtype": "<f8", "shape": [1], "data": "12345678"}}, "malformed"),
+        ({"a": {"nd": 2, "dtype": "<f8", "shape": 7, "data": bytes(8)}}, "malformed"),
+        ({"s": "x" * ((1 << 20) + 1)}, "max_str_len"),
+        ({"m": {str(i): i for i in range((1 << 16) + 1)}}, "max_map_len"),
+        ({1: 2}, "map key"),
+        ({"e": msgpack.ExtType(1, b"x")}, "max_ext_len"),
+        ({"deep": _nested(200)}, "nested deeper"),
+    ],
+)
+def test_malformed_arrays_and_msgpack_beyond_its_limits_are_refused(state, reason) -> None:
+    raw = msgpack.packb({"header": {"schema_version": SCHEMA_VERSION}, "state": state})
+    with pytest.raises(CheckpointError, match=reason):
+        decode(_signed(raw))
+
+
+def _decodes(blob: bytes) -> bool:
+    """Whether ``blob`` decodes; False when it is refused (any other exception propagates)."""
+    try:
+        return isinstance(decode(blob), dict)
+    except CheckpointError:
+        return False
+
+
+def test_mangled_bodies_raise_checkpoint_error_and_nothing_else() -> None:
+    # Signed again after each change: the checksum passes, so zlib, msgpack and the array
+    # checks have to catch everything themselves.
+    rng = np.random.default_rng(7)
+    document = _realistic_document()
+    document["header"]["created_at"] = 0.0  # the same bytes, so the same flips, every run
+    body = encode(document).blob[len(MAGIC) + 32:]
+    raw = zlib.decompress(body)
+    for cut in rng.integers(0, len(body), 60):
+        with pytest.raises(CheckpointError):
+            decode(_signed_body(body[:cut]))
+    for cut in rng.integers(0, len(raw), 60):
+        with pytest.raises(CheckpointError):
+            decode(_signed(raw[:cut]))
+    flips = []
+    for data, sign in ((body, _signed_body), (raw, _signed)):
+        decoded = 0
+        for at in rng.integers(0, len(data), 300):
+            flipped = bytearray(data)
+            flipped[at] ^= int(rng.integers(1, 256))
+            decoded += _decodes(sign(bytes(flipped)))
+        flips.append(decoded)
+    # zlib's adler32 catches nearly every flip of the compressed body (the one of these 300
+    # that decodes inflates to the very same bytes); a flip inside an array's values or a
+    # name is a valid document.
+    assert flips[0] < 5 and 0 < flips[1] < 300

@@ -51,9 +51,10 @@ class AlertEvent:
     # state no longer holds the alert (edge_ml.state.reconcile_alerts). Stored in
     # the alerts table; not part of the MQTT payload, whose keys README documents.
     reason: str | None = None
-    # Why (issue 14): the view that raised the alert ("seasonal", "stuck", "model", "joint"),
-    # the fields that contributed and their shares (a per-field alert: its own stream, 1.0),
-    # and the stream's usual range [low, high] at that time of day (None when not known yet).
+    # Why (issue 14): the view that raised the alert ("seasonal", "shift", "stuck", "model",
+    # "joint"), the fields that contributed and their shares (a per-field alert: its own
+    # stream, 1.0), and the stream's usual range [low, high] at that time of day (None when not
+    # known yet).
     # A resolve repeats its open's. None on resolves whose open this process never saw.
     view: str | None = None
     fields: dict[str, float] | None = None

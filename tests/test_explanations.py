@@ -18,11 +18,20 @@ import pytest
 from daemon_helpers import DaemonProcess, Observer, wait_for
 
 from edge_ml.alerts import AlertTracker, explain
-from edge_ml.config import AlertsConfig
+from edge_ml.config import AlertsConfig, parse_config
 from edge_ml.homeassistant import ATTRIBUTES_TEMPLATE, HomeAssistant, StreamState
 from edge_ml.kernels.calibration import QUIET_Z_DIVISOR, tail_level
-from edge_ml.kernels.explain import EXPECTED_Z, MODEL, SEASONAL, STUCK, expected_range, level_view
+from edge_ml.kernels.explain import (
+    EXPECTED_Z,
+    MODEL,
+    SEASONAL,
+    SHIFT,
+    STUCK,
+    expected_range,
+    level_view,
+)
 from edge_ml.localbroker import LocalBroker
+from edge_ml.pipeline import Pipeline
 
 SPIKE = "sensors/rig/spike"
 STUCK_STREAM = "sensors/rig/stuck"
@@ -128,9 +137,9 @@ def test_every_alert_names_its_view_fields_and_expected_range(
 # -- the kernel hook, against the calibration it explains ------------------------------------
 
 def test_level_view_names_the_largest_tail() -> None:
-    def reference(level: float, z_season: float, z_vol: float) -> int:
+    def reference(level: float, z_season: float, shift: bool, z_vol: float) -> int:
         if level <= tail_level(z_season):
-            return SEASONAL
+            return SHIFT if shift else SEASONAL
         if level <= tail_level(min(z_vol, 0.0) / QUIET_Z_DIVISOR):
             return STUCK
         return MODEL
@@ -139,13 +148,36 @@ def test_level_view_names_the_largest_tail() -> None:
     for _ in range(500):
         z_season, z_vol = rng.normal(0, 4, 2)
         likelihood = rng.uniform(0, 1)
+        shift = bool(rng.random() < 0.5)
         level = max(tail_level(z_season), tail_level(min(z_vol, 0.0) / QUIET_Z_DIVISOR),
                     likelihood)
-        assert level_view(level, tail_level(z_season), z_vol) == reference(level, z_season,
-                                                                          z_vol)
-    assert level_view(0.9, tail_level(0.1), 0.0) == MODEL  # neither stream-level tail explains 0.9
-    assert level_view(tail_level(8.0), tail_level(8.0), -30.0) == SEASONAL
-    assert level_view(tail_level(-30.0 / QUIET_Z_DIVISOR), tail_level(0.5), -30.0) == STUCK
+        assert level_view(level, tail_level(z_season), shift, z_vol) == reference(
+            level, z_season, shift, z_vol)
+    assert level_view(0.9, tail_level(0.1), False, 0.0) == MODEL  # no stream-level tail is 0.9
+    assert level_view(tail_level(8.0), tail_level(8.0), False, -30.0) == SEASONAL
+    assert level_view(tail_level(8.0), tail_level(8.0), True, -30.0) == SHIFT
+    assert level_view(tail_level(-30.0 / QUIET_Z_DIVISOR), tail_level(0.5), True, -30.0) == STUCK
+
+
+def test_a_level_shift_is_explained_as_a_shift_and_a_spike_as_seasonal() -> None:
+    """A step of 2.5 deviations: each reading alone is ordinary (inside its usual range), their
+    run is not, and the persistent view raises the alert: its view is ``shift``. A spike of 12
+    deviations is one reading far off: ``seasonal``."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    ts = 1_700_000_000.0 + 300.0 * np.arange(n)
+    values = 20.0 + 2.0 * np.sin(2 * np.pi * ts / 86400.0) + rng.normal(0.0, 1.0, n)
+    values[3000] += 12.0
+    values[4500:] += 2.5
+    pipeline = Pipeline(parse_config({}))
+    out = pipeline.process_readings(["sensors/t"] * n, ts, values)
+    opens = {int(np.searchsorted(ts, e.ts)): e for e in out.events if e.state == "open"}
+    assert opens[3000].view == "seasonal"
+    after = sorted(i for i in opens if i >= 4500)
+    assert after and after[0] < 4560
+    shift = opens[after[0]]
+    assert shift.view == "shift"
+    assert shift.expected is not None and shift.expected[0] <= shift.value <= shift.expected[1]
 
 
 def test_expected_range_is_the_profile_plus_minus_its_deviation() -> None:

@@ -209,7 +209,7 @@ def _tail_run(z: np.ndarray, warming: np.ndarray) -> tuple[list[float], list[flo
     persist, tail, ptail = np.zeros((1, 4)), np.zeros((1, N_TAIL)), np.zeros((1, N_TAIL))
     scaled, unscaled = [], []
     for v, warm in zip(z.tolist(), warming.tolist(), strict=True):
-        season, raw = seasonal_views(persist, tail, ptail, 0, v, bool(warm))
+        season, raw, _ = seasonal_views(persist, tail, ptail, 0, v, bool(warm))
         if not warm:
             tail_learn(tail, 0, raw, v)
         scaled.append(season)

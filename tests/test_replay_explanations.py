@@ -76,7 +76,7 @@ def test_row_marks_carries_open_alerts_across_chunks() -> None:
     codes = np.array([[0, 0], [RESOLVED, 0], [0, 0]], dtype=np.int8)
     marks, still = row_marks(score[:3], codes, view[:3], None, np.array([True, False]), texts)
     assert marks.alert_open.tolist() == [True, False, False]
-    assert explanation_texts(["value"])[1:] == ("seasonal", "stuck", "model", "joint")
+    assert explanation_texts(["value"])[1:] == ("seasonal", "stuck", "model", "joint", "shift")
 
 
 def test_replay_cli_single_column_gets_the_columns(tmp_path: Path) -> None:
@@ -115,4 +115,4 @@ def test_a_multi_column_file_is_one_device_whose_joint_view_finds_a_broken_relat
     assert rows[fault]["alert"] == "1"
     assert rows[fault]["explanation"] in ("joint:current", "joint:flow")
     assert {r["explanation"].split(":")[0] for r in rows} <= {"", "seasonal", "stuck", "model",
-                                                               "joint"}
+                                                               "joint", "shift"}

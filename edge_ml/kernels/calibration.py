@@ -248,23 +248,26 @@ def tail_scale(tail, s):
 
 @njit(cache=True)
 def seasonal_views(persist, tail, ptail, s, z_season, warming):
-    """The seasonal level of stream ``s`` scaled by its own tails, and unscaled; learn the
-    persistent view and its tail ``ptail`` (the reading's ``tail`` learns in
-    :func:`tail_learn`, once the level of every view is known).
+    """``(level, unscaled, shift)``: the seasonal level of stream ``s`` scaled by its own
+    tails, the same unscaled, and whether the persistent view gave the scaled level (a run of
+    readings off their profile, not one reading far off it); learn the persistent view and its
+    tail ``ptail`` (the reading's ``tail`` learns in :func:`tail_learn`, once the level of
+    every view is known).
 
     A reading still ``warming`` up is not counted in the tails (its level is not reported).
     """
     zp = persistent_z(persist, s, z_season)
     unscaled = seasonal_level(z_season, zp, 1.0, 1.0)
     if warming:
-        return unscaled, unscaled
+        return unscaled, unscaled, False
     scale = tail_scale(tail, s)
     pscale = tail_scale(ptail, s)
     # Scored first, then learned; every episode of the persistent view counts (isolated=False).
     episode_learn(ptail[s], persistent_tail(zp), zp, False)
+    shift = persistent_tail(zp * pscale) > tail_level(z_season * scale)
     if scale == 1.0 and pscale == 1.0:
-        return unscaled, unscaled
-    return seasonal_level(z_season, zp, scale, pscale), unscaled
+        return unscaled, unscaled, shift
+    return seasonal_level(z_season, zp, scale, pscale), unscaled, shift
 
 
 @njit(cache=True)

@@ -12,8 +12,11 @@ stay right:
   of it, whichever is larger: :func:`level_view` takes it as ``season``), the "quiet" tail of
   ``z[3]`` and the HST likelihood.
 
-View codes (the ``VIEWS`` names are what alerts carry): 0 seasonal deviation, 1 stuck/quiet
-sensor, 2 the HST model's score likelihood, 3 a device's joint view.
+View codes (the ``VIEWS`` names are what alerts carry): 0 seasonal deviation (one reading
+far from its time-of-day profile), 1 stuck/quiet sensor, 2 the HST model's score likelihood, 3
+a device's joint view, 4 a shift (the seasonal view's persistent part: a run of readings each
+only moderately off their profile, as after a level shift; the reading itself may lie inside
+its usual range).
 """
 
 from __future__ import annotations
@@ -28,21 +31,23 @@ SEASONAL = 0
 STUCK = 1
 MODEL = 2
 JOINT = 3
-VIEWS = ("seasonal", "stuck", "model", "joint")
+SHIFT = 4
+VIEWS = ("seasonal", "stuck", "model", "joint", "shift")
 # The usual range is the time-of-day profile +- this many deviations (about 99.7% of readings
 # of a Gaussian stream fall inside): "what was expected", not the alert threshold.
 EXPECTED_Z = 3.0
 
 
 @njit(cache=True)
-def level_view(level, season, z_volatility):
-    """Which view gave ``level``: the seasonal level ``season``, the quiet tail, else the model's.
+def level_view(level, season, shift, z_volatility):
+    """Which view gave ``level``: the seasonal level ``season`` (a ``shift`` when its persistent
+    part gave it), the quiet tail, else the model's.
 
     Ties go to the seasonal view, then to the stuck one: they name something an operator can
     check on the stream itself.
     """
     if level <= season:
-        return SEASONAL
+        return SHIFT if shift else SEASONAL
     if level <= tail_level(min(z_volatility, 0.0) / QUIET_Z_DIVISOR):
         return STUCK
     return MODEL

@@ -102,10 +102,10 @@ def detect_batch(
                               x, height, window_size, paper_score, walk)
         raw[i] = score
         warm = warming_up(seen[s], z[0], ts[i] - first_ts[s], warmup, warm_early, warm_span_s)
-        season, unscaled = seasonal_views(persist, tail, ptail, s, z[0], warm)
+        season, unscaled, shift = seasonal_views(persist, tail, ptail, s, z[0], warm)
         level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, mtail, s, score, season,
                           z[3], window_size, warm)
-        view[i] = level_view(level, season, z[3])  # issue 14 hook: which view's tail it is
+        view[i] = level_view(level, season, shift, z[3])  # issue 14 hook: which view's tail it is
         if warm:
             warming[i] = 1
         else:

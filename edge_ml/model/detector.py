@@ -250,10 +250,11 @@ class RiverDetector:
             warmup = self.params.warmup
             warm = warming_up(f.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], warmup,
                               warm_early(warmup), WARM_SPAN_S)
-            season, unscaled = seasonal_views(s.persist, s.tail, s.ptail, slot, Z[0, 0], warm)
+            season, unscaled, shift = seasonal_views(s.persist, s.tail, s.ptail, slot, Z[0, 0],
+                                                     warm)
             level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.mtail, slot,
                               raw[i], season, Z[0, 3], self.params.window_size, warm)
-            view[i] = level_view(level, season, Z[0, 3])
+            view[i] = level_view(level, season, shift, Z[0, 3])
             if warm:
                 warming[i] = 1
             else:

@@ -79,8 +79,9 @@ def _migration_4(db: sqlite_utils.Database) -> None:
 
 
 def _migration_5(db: sqlite_utils.Database) -> None:
-    # Why an alert was raised (issue 14): the view ("seasonal", "stuck", "model", "joint"), the
-    # contributing fields as a JSON object {field: share}, and the usual range of the stream.
+    # Why an alert was raised (issue 14): the view ("seasonal", "shift", "stuck", "model",
+    # "joint"), the contributing fields as a JSON object {field: share}, and the usual range of
+    # the stream.
     # NULL on rows written before, and on resolves whose open a restart forgot.
     for column, kind in (("view", str), ("fields", str), ("expected_low", float),
                          ("expected_high", float)):

@@ -86,7 +86,7 @@ def detect_batch(
             values[i], ts[i], period_s, first_ts[s])
         residual[i] = feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean,
                                      ddev, vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i],
-                                     period_s, first_ts[s], z)
+                                     b, period_s, first_ts[s], z)
         # The trees see the features as the staged path computes them; the seasonal view's
         # scale is floored by the stream's discrete structure (kernels.discrete) and by how
         # its slot visits begin (kernels.visits).

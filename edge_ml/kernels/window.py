@@ -210,9 +210,10 @@ def slot_before_z(prof_mean, prof_mean_dev, prof_n, offset, s, b, v, ts, period_
 
 @njit(cache=True)
 def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol,
-                   lr_mean, lr_dev, prev, seen, s, v, ts, period_s, t_first, z):
-    """Write the four z-scores of value ``v`` (time ``ts``) for slot ``s`` into ``z``; learn.
-    ``t_first`` is the time of the stream's first reading.
+                   lr_mean, lr_dev, prev, seen, s, v, ts, b, period_s, t_first, z):
+    """Write the four z-scores of value ``v`` (time ``ts``, profile slot ``b``: its
+    :func:`season_bin`) for stream slot ``s`` into ``z``; learn. ``t_first`` is the time of the
+    stream's first reading.
 
     Returns the profile residual, before ``v`` is learned: what the drift monitor watches (a
     daily cycle is not a drift; a level that stays shifted is, until the profile has learned
@@ -222,7 +223,6 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
     """
     n = seen[s]
     d = v - prev[s] if n > 0 else 0.0
-    b = season_bin(ts, period_s, prof_mean.shape[1])
     m = mean[s]
     sd = DEV_MULT * dev[s]
     floor = value_floor(m)
@@ -312,8 +312,9 @@ def features_batch(slots, values, ts, period_s, first_ts, prof_mean, prof_mean_d
         s = slots[i]
         if math.isnan(first_ts[s]):
             first_ts[s] = ts[i]
+        b = season_bin(ts[i], period_s, prof_n.shape[1])
         R[i] = feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev,
-                              vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i], period_s,
-                              first_ts[s], Z[i])
+                              vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i], b,
+                              period_s, first_ts[s], Z[i])
         squash(Z[i], X[i])
     return Z, X, R

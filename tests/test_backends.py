@@ -31,8 +31,8 @@ from edge_ml.kernels.calibration import (
 )
 from edge_ml.kernels.discrete import discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
-from edge_ml.kernels.fused import young_visit_slot_before
-from edge_ml.kernels.hst import hst_step_into
+from edge_ml.kernels.fused import NOT_LEARNED_LEVEL, young_visit_slot_before
+from edge_ml.kernels.hst import hst_step_into, hst_unlearn
 from edge_ml.kernels.visits import visit_rescale
 from edge_ml.kernels.window import Z_RESIDUAL, season_bin
 from edge_ml.model.detector import Detection, NumbaDetector, make_detector
@@ -116,9 +116,11 @@ def test_river_and_numba_backends_give_identical_levels(seed: int, data: dict) -
 
 
 def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
-           values: np.ndarray, ts: np.ndarray, judged_before: list[int]) -> Detection:
+           values: np.ndarray, ts: np.ndarray, judged_before: list[int],
+           unlearned: list[int]) -> Detection:
     """The fused kernel's stages called one at a time, reading by reading, in arrival order;
-    counts in ``judged_before`` the readings a young visit's slot before judged."""
+    counts in ``judged_before`` the readings a young visit's slot before judged, and in
+    ``unlearned`` the anomalous readings the trees took back."""
     p, f, s = detector.params, detector.forest, detector.state
     st = detector.structure
     n = len(slots)
@@ -152,6 +154,8 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
         level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.mtail, slot,
                           raw[i], season, Z[0, 3], p.window_size, warm)
         view[i] = level_view(level, season, shift, Z[0, 3])
+        if not warm and level >= NOT_LEARNED_LEVEL:
+            unlearned[0] += hst_unlearn(f.mass, f.ref, f.count, slot, walk, p.height)
         if warm:
             warming[i] = 1
         else:
@@ -175,9 +179,10 @@ def test_fused_kernel_matches_its_stages_called_one_by_one(seed: int, data: dict
         params = model_params(config, features.n_features)
         detector = make_detector(params, capacity=len(lookup))
         assert isinstance(detector, NumbaDetector)
-        judged_before = [0]
+        judged_before, unlearned = [0], [0]
         parts = [detector.process(features, slots[c], values[c], ts[c]) if fused
-                 else staged(detector, features, slots[c], values[c], ts[c], judged_before)
+                 else staged(detector, features, slots[c], values[c], ts[c], judged_before,
+                             unlearned)
                  for c in batches(len(slots), seed)]
         results.append({k: np.concatenate([getattr(d, k) for d in parts])
                         for k in ("levels", "raw", "warming", "residual", "view", "expected")})
@@ -186,6 +191,7 @@ def test_fused_kernel_matches_its_stages_called_one_by_one(seed: int, data: dict
     assert (fused_out["warming"] == 0).sum() > 1500
     if data is FAST:
         assert judged_before[0] >= 20  # the slot before did judge (staged, the last run)
+    assert unlearned[0] >= 5  # anomalous readings were taken out of the trees
     assert (fused_out["levels"] > 0.5).sum() >= 5  # alert-worthy levels are compared too
     for key in ("warming", "residual", "raw", "levels", "view", "expected", "mass"):
         np.testing.assert_array_equal(fused_out[key], staged_out[key], err_msg=key)

@@ -438,3 +438,33 @@ def test_integer_size_limit_is_rivers_float_limit(window_size):
     got = score_learn(ForestState(structure, window_size), np.zeros(len(X), dtype=np.int64), X)
     expected = river_scores(X, seed, window_size, height=height, n_trees=n_trees)
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
+
+
+def test_unlearn_takes_back_exactly_the_last_step_unless_it_pivoted():
+    """hst_unlearn leaves the masses and the window count as they were before the step (the
+    same as never having learned the reading), and refuses to take back a step that pivoted
+    the window."""
+    from edge_ml.kernels.hst import hst_step_into, hst_unlearn
+
+    structure = TreeStructure.from_river(3, 4, 5, seed=2)
+    rng = np.random.default_rng(1)
+    X = make_readings(rng, 60, 3)
+    window = 17
+    mass = np.zeros((1, 4, 2**6 - 1, 2), dtype=np.uint8)
+    ref, count, first = np.zeros(1, np.uint8), np.zeros(1, np.int32), np.ones(1, np.uint8)
+    walk = np.empty((5 + 2, 4), dtype=np.int64)
+    args = (structure.split_feature, structure.split_threshold, mass, ref, count, first)
+    taken = pivots = 0
+    for i in range(len(X)):
+        before = (mass.copy(), ref.copy(), count.copy(), first.copy())
+        hst_step_into(*args, 0, X[i], 5, window, False, walk)
+        if i % 3:
+            continue  # learned for good
+        if hst_unlearn(mass, ref, count, 0, walk, 5):
+            taken += 1
+            for got, want in zip((mass, ref, count, first), before, strict=True):
+                np.testing.assert_array_equal(got, want)
+        else:
+            pivots += 1
+            assert count[0] == 0 and ref[0] != before[1][0]  # the step pivoted: kept
+    assert taken >= 10 and pivots >= 1

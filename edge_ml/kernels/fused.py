@@ -15,7 +15,7 @@ from numba import njit
 from edge_ml.kernels.calibration import calibrate, seasonal_views, tail_learn, warming_up
 from edge_ml.kernels.discrete import discrete_rescale, discrete_z
 from edge_ml.kernels.explain import expected_range, level_view
-from edge_ml.kernels.hst import hst_step_into
+from edge_ml.kernels.hst import hst_step_into, hst_unlearn
 from edge_ml.kernels.visits import judged_by_slot_before, visit_rescale
 from edge_ml.kernels.window import (
     N_FEATURES,
@@ -27,6 +27,12 @@ from edge_ml.kernels.window import (
     slot_floor_sd,
     squash,
 )
+
+# A scored reading at this level or above (the alert threshold's default) is taken back out
+# of its stream's trees: an anomaly must not teach them that it is normal (issue 13; river's
+# ThresholdFilter idea). The profile still learns it: gating the profile cost NAB 5-13 points
+# (docs/benchmarks.md, round 12), the trees' gate changes no NAB alert (round 13).
+NOT_LEARNED_LEVEL = 0.5
 
 
 @njit(cache=True)
@@ -106,6 +112,8 @@ def detect_batch(
         level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, mtail, s, score, season,
                           z[3], window_size, warm)
         view[i] = level_view(level, season, shift, z[3])  # issue 14 hook: which view's tail it is
+        if not warm and level >= NOT_LEARNED_LEVEL:
+            hst_unlearn(mass, ref, count, s, walk, height)
         if warm:
             warming[i] = 1
         else:

@@ -277,3 +277,23 @@ def hst_step_into(
         filled = 0
     count[slot] = filled
     return result
+
+
+@njit(cache=True)
+def hst_unlearn(mass, ref, count, slot, walk, height):
+    """Take back what :func:`hst_step_into` just learned for ``slot``: one off each node on the
+    path it left in ``walk``, and the reading off the window's count. Not when that step
+    pivoted the window (``count`` is back at 0): the reading is then in the reference window,
+    which the scores read; it stays learned. Returns whether it was taken back.
+
+    For a reading the calibration found anomalous (:func:`edge_ml.kernels.fused.detect_batch`):
+    the trees must not learn an anomaly as normal (issue 13).
+    """
+    if count[slot] == 0:
+        return False
+    latest = 1 - ref[slot]
+    for depth in range(height + 1):
+        for tree in range(walk.shape[1]):
+            mass[slot, tree, walk[depth, tree], latest] -= 1
+    count[slot] -= 1
+    return True

@@ -32,7 +32,7 @@ from edge_ml.kernels.calibration import (
 )
 from edge_ml.kernels.discrete import N_DISCRETE, discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
-from edge_ml.kernels.fused import detect_batch, young_visit_slot_before
+from edge_ml.kernels.fused import NOT_LEARNED_LEVEL, detect_batch, young_visit_slot_before
 from edge_ml.kernels.heap_deltas import arrays_with_deltas, arrays_with_masses
 from edge_ml.kernels.visits import N_VISIT, visit_rescale
 from edge_ml.kernels.window import Z_RESIDUAL, season_bin
@@ -246,7 +246,6 @@ class RiverDetector:
             model = self._model(slot)
             x = dict(enumerate(X[0].tolist()))
             raw[i] = model.score_one(x)
-            model.learn_one(x)
             warmup = self.params.warmup
             warm = warming_up(f.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], warmup,
                               warm_early(warmup), WARM_SPAN_S)
@@ -255,6 +254,11 @@ class RiverDetector:
             level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.mtail, slot,
                               raw[i], season, Z[0, 3], self.params.window_size, warm)
             view[i] = level_view(level, season, shift, Z[0, 3])
+            # As the fused kernel: an anomalous reading is not learned, unless learning it
+            # completes the window (the kernel cannot take a pivot back).
+            pivots = model.counter + 1 == model.window_size
+            if warm or level < NOT_LEARNED_LEVEL or pivots:
+                model.learn_one(x)
             if warm:
                 warming[i] = 1
             else:

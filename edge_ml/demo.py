@@ -138,7 +138,8 @@ def format_report(pairs: list[tuple[dict[str, Any], dict[str, Any] | None]],
              f"  {'stream':<34} {'kind':<12} {'at (s)':>7} {'for (s)':>8}   alert"]
     for anomaly, alert in pairs:
         found = (f"opened after {_s(alert['opened_at'] - anomaly['start']):+.1f} s, "
-                 f"score {alert['score']:.4f}, {alert['severity']}") if alert else "MISSED"
+                 f"score {alert['score']:.4f}, {alert['severity']}"
+                 + (f", view {alert['view']}" if alert.get("view") else "")) if alert else "MISSED"
         lines.append(
             f"  {anomaly['stream']:<34} {anomaly['kind']:<12} {_s(anomaly['start'] - t0):>7.1f} "
             f"{_s(anomaly['end'] - anomaly['start']):>8.1f}   {found}"

@@ -43,6 +43,9 @@ def test_the_demo_as_shipped_finds_its_anomalies_without_false_alarms(tmp_path: 
     assert injected == 8 and hits >= 7, run.stdout
     assert false_alarms == 0 and "No false alarms." in run.stdout, run.stdout
     assert run.stdout.count("MISSED") == injected - hits
+    # Each alert says which view raised it (kernels.explain.VIEWS).
+    assert len(re.findall(r"opened after .*, view (seasonal|shift|stuck|model|joint)$",
+                          run.stdout, re.MULTILINE)) == hits, run.stdout
     assert "kept" not in run.stdout  # a clean run leaves no temporary folder behind
     assert f"report     {report.resolve()} (the same readings replayed" in run.stdout
     page = report.read_text(encoding="utf-8")

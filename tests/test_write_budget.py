@@ -99,6 +99,13 @@ def test_statistics_wait_for_their_interval_checkpoint_and_stop_but_alerts_do_no
         assert doc["daemon"]["running"] is True, doc["daemon"]
         assert doc["health"]["stored_interval_s"] == 3600
 
+        # The readings are stamped on arrival. The spike must not be the first visit to a new
+        # half-hour profile slot: a stream's first visit to a slot judges its fourth reading by
+        # the slot's own first three, and a spike there resolves its alert at once (this test
+        # failed once at 04:00:00 UTC). So nothing is sent within 60 s of a slot boundary.
+        to_boundary = 1800.0 - time.time() % 1800.0
+        if to_boundary < 60.0:
+            time.sleep(to_boundary + 0.5)
         for _ in range(200):
             observer.client.publish(TOPIC, f"{rng.normal(20.0, 0.3):.4f}", qos=1)
         wait_for(lambda: _processed(observer, 200), 60, "200 readings processed")

@@ -165,16 +165,6 @@ def persistent_tail(zp):
     return min(1.0, max(0.0, neglog_tail(zp) / LN_1E10))
 
 
-@njit(cache=True)
-def seasonal_level(z_season, zp, scale, pscale):
-    """The seasonal view's level: the larger of the tails of the seasonal z-score scaled by
-    ``scale`` and the persistent z-score scaled by ``pscale`` (each its own tail,
-    :func:`tail_scale`: the isolated extremes of the reading, the episodes of the persistent
-    view). The persistent z is never scaled by the reading's tail: that cost level-shift recall
-    (docs/benchmarks.md, round 5)."""
-    return max(tail_level(z_season * scale), persistent_tail(zp * pscale))
-
-
 # -- the stream's own tail: isolated extreme episodes (issue 13, round 5) --------------------
 # A heavy-tailed sensor (log-normal, Student-t) puts readings far into a Gaussian's tail as its
 # normal behaviour, and a fixed Gaussian level alerts on them all day. Each stream learns how
@@ -248,26 +238,33 @@ def tail_scale(tail, s):
 
 @njit(cache=True)
 def seasonal_views(persist, tail, ptail, s, z_season, warming):
-    """``(level, unscaled, shift)``: the seasonal level of stream ``s`` scaled by its own
-    tails, the same unscaled, and whether the persistent view gave the scaled level (a run of
-    readings off their profile, not one reading far off it); learn the persistent view and its
-    tail ``ptail`` (the reading's ``tail`` learns in :func:`tail_learn`, once the level of
-    every view is known).
+    """``(level, unscaled, shift)`` of stream ``s``: the seasonal view's level, the larger of
+    the tails of the seasonal z-score and of the persistent z-score, each scaled by its own
+    tail (:func:`tail_scale`: the isolated extremes of the reading, the episodes of the
+    persistent view); the same unscaled; and whether the persistent view gave the level (a run
+    of readings off their profile, not one reading far off it). Learn the persistent view and
+    its tail ``ptail`` (the reading's ``tail`` learns in :func:`tail_learn`, once the level of
+    every view is known). The persistent z is never scaled by the reading's tail: that cost
+    level-shift recall (docs/benchmarks.md, round 5).
 
     A reading still ``warming`` up is not counted in the tails (its level is not reported).
     """
     zp = persistent_z(persist, s, z_season)
-    unscaled = seasonal_level(z_season, zp, 1.0, 1.0)
+    reading = tail_level(z_season)
+    run = persistent_tail(zp)
+    unscaled = max(reading, run)
     if warming:
         return unscaled, unscaled, False
     scale = tail_scale(tail, s)
     pscale = tail_scale(ptail, s)
     # Scored first, then learned; every episode of the persistent view counts (isolated=False).
-    episode_learn(ptail[s], persistent_tail(zp), zp, False)
-    shift = persistent_tail(zp * pscale) > tail_level(z_season * scale)
-    if scale == 1.0 and pscale == 1.0:
-        return unscaled, unscaled, shift
-    return seasonal_level(z_season, zp, scale, pscale), unscaled, shift
+    episode_learn(ptail[s], run, zp, False)
+    # Each tail is computed once more only where its scale moved it.
+    if scale != 1.0:
+        reading = tail_level(z_season * scale)
+    if pscale != 1.0:
+        run = persistent_tail(zp * pscale)
+    return max(reading, run), unscaled, run > reading
 
 
 @njit(cache=True)

@@ -1,10 +1,10 @@
-"""How often each kind of stream turns logarithmic (``edge_ml.kernels.scale``), by how many
-readings the decision waits for.
+"""How often each kind of stream turns logarithmic or root (``edge_ml.kernels.scale``), by how
+many readings the decision waits for.
 
 Draws many short streams of each distribution and feeds each, reading by reading, to the
 kernel's own ``scale_learn`` with the decision length under test (the pipeline decides at
-``SCALE_READINGS``). Prints the share of draws that turn logarithmic (docs/benchmarks.md,
-round 10).
+``SCALE_READINGS``). Prints the share of draws that turn logarithmic, and that turn root
+(docs/benchmarks.md, rounds 10 and 14).
 
 Usage: python benchmarks/scale_decision.py [--draws 2000] [--readings 30 50 100 200]
 """
@@ -16,7 +16,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge_ml.kernels.scale import LOG, N_SCALE, S_MODE, SCALE_READINGS, UNDECIDED, scale_learn
+from edge_ml.kernels.scale import (
+    LOG,
+    N_SCALE,
+    ROOT,
+    S_MODE,
+    SCALE_READINGS,
+    UNDECIDED,
+    scale_learn,
+)
 
 Draw = Callable[[np.random.Generator, int], np.ndarray]
 
@@ -32,17 +40,21 @@ KINDS: dict[str, Draw] = {
     "Poisson mean 5, plus 1": lambda rng, n: rng.poisson(5.0, n) + 1.0,
     "Poisson mean 5 (zeros)": lambda rng, n: rng.poisson(5.0, n).astype(float),
     "log-normal counts (rounded)": lambda rng, n: np.round(rng.lognormal(3.0, 1.0, n)) + 1.0,
+    "negative binomial, mean 30, shape 3": lambda rng, n: rng.poisson(rng.gamma(3.0, 10.0, n))
+    .astype(float),
+    "mostly 0, bursts of ~20": lambda rng, n: np.where(rng.random(n) < 0.1,
+                                                       rng.poisson(20.0, n), 0).astype(float),
 }
 
 
-def turns(values: np.ndarray, readings: int) -> bool:
-    """Whether the kernel's decision at ``readings`` readings turns this stream logarithmic."""
+def decision(values: np.ndarray, readings: int) -> float:
+    """The kernel's decision (``S_MODE``) for this stream at ``readings`` readings."""
     row = np.zeros(N_SCALE)
     for v in values.tolist():
         if row[S_MODE] != UNDECIDED:
             break
         scale_learn(row, v, readings)
-    return bool(row[S_MODE] == LOG)
+    return float(row[S_MODE])
 
 
 def main() -> None:
@@ -51,13 +63,15 @@ def main() -> None:
     parser.add_argument("--readings", type=int, nargs="+", default=[30, 50, 100, 200])
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    print(f"share of {args.draws} draws that turn logarithmic, by readings before the decision "
-          f"(shipped: {SCALE_READINGS}):")
-    print(f"  {'distribution':30s}" + "".join(f"{n:>8d}" for n in args.readings))
+    print(f"share of {args.draws} draws that turn logarithmic / root, by readings before the "
+          f"decision (shipped: {SCALE_READINGS}):")
+    print(f"  {'distribution':36s}" + "".join(f"{n:>14d}" for n in args.readings))
     for name, draw in KINDS.items():
-        shares = [np.mean([turns(draw(rng, n), n) for _ in range(args.draws)])
-                  for n in args.readings]
-        print(f"  {name:30s}" + "".join(f"{share:8.3f}" for share in shares))
+        cells = []
+        for n in args.readings:
+            modes = np.array([decision(draw(rng, n), n) for _ in range(args.draws)])
+            cells.append(f"{np.mean(modes == LOG):.3f} / {np.mean(modes == ROOT):.3f}")
+        print(f"  {name:36s}" + "".join(f"{cell:>14s}" for cell in cells))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ MAGIC = b"EDGEMLCK"
 #      spread alone, as before, until its next drift reset.
 #  10: the ``scales`` section, each stream's value scale (edge_ml.scales): absent, every stream
 #      is raw for good (its model learned raw values; a new stream decides as usual).
-SCHEMA_VERSION = 10
+#  11: four more columns of each stream's ``scale`` row (a count's root, edge_ml.scales):
+#      zeros; a decided stream keeps its decision, one still deciding starts it again.
+SCHEMA_VERSION = 11
 OLDEST_READABLE = 1
 DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",), 6: ("tail",),
                          7: ("ptail", "mtail"), 8: ("visit",)}

@@ -288,15 +288,19 @@ class Pipeline:
         return BatchOutput(slots, detection.levels, detection.raw, detection.warming, codes,
                            cooling, events, detection.view, joint, joint_levels, joint_codes)
 
-    def _restart_on_log_scale(self, slot: int) -> None:
+    def _restart_on_new_scale(self, slot: int) -> None:
         """Forget what ``slot`` learned in raw units, keeping its age: the decision comes
         within its warm-up, so the warm-up ends when it would have (restarting it cost NAB's
         one stream that turns logarithmic a labelled window, docs/benchmarks.md round 10)."""
         self.detector.reset(slot, keep=("first_ts",))
         self.features.arrays.reset(slot, keep=("seen",))
         self.drift.reset(slot)
-        log.info("%s: positive, right-skewed readings: scored as their logarithms from now on",
-                 self.streams.names[slot])
+        if self.scales.logarithmic(slot):
+            log.info("%s: positive, right-skewed readings: scored as their logarithms from now "
+                     "on", self.streams.names[slot])
+        else:
+            log.info("%s: right-skewed counts: scored as their roots from now on",
+                     self.streams.names[slot])
 
     def _joint(self, slots: np.ndarray, values: np.ndarray, ts: np.ndarray,
                events: list[AlertEvent]) -> tuple[JointOutput | None, np.ndarray | None,
@@ -335,7 +339,7 @@ class Pipeline:
         The batch goes in pieces. A piece ends after each reading that could complete a
         stream's block (``DriftMonitor.piece_end``): a drift is only ever found at a piece's
         last reading, and the reset applies before the next piece. A piece also ends before
-        each reading at which a stream turned logarithmic (``switched``, edge_ml.scales): that
+        each reading at which a stream turned log or root (``switched``, edge_ml.scales): that
         stream restarts its learning there, since what it learned was in raw units. So every
         reading sees the state it would see in any batching. Most of the daemon's micro-batches
         are one piece or a few; a replay chunk of one stream is cut every ``drift_block``
@@ -347,7 +351,7 @@ class Pipeline:
         start = 0
         while True:  # one piece at least: an empty batch gives an empty detection
             if turns and turns[0] == start:
-                self._restart_on_log_scale(int(slots[turns.pop(0)]))
+                self._restart_on_new_scale(int(slots[turns.pop(0)]))
             end = self.drift.piece_end(slots, start)
             if turns and turns[0] < end:
                 end = turns[0]

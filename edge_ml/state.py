@@ -95,7 +95,7 @@ def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
         features.arrays.restore(state["features"])
         scales = ValueScales(capacity)
         if int(header["schema_version"]) >= 10:
-            scales.arrays.restore(state["scales"])
+            scales.restore(state["scales"], int(header["schema_version"]))
         else:  # before scales: every stream learned raw values and stays raw
             scales.settle(len(names))
         detector = make_detector(pipeline.params, capacity)

@@ -90,7 +90,7 @@ def _stream_entry(row: dict[str, Any], in_checkpoint: bool, set_aside: bool) -> 
         "last_seen_iso": row["last_seen_iso"],
         "in_checkpoint": in_checkpoint, "set_aside": set_aside,
         "recent_levels": row.get("recent_levels"),  # decoded for the streams listed only
-        "scale": row.get("scale"),  # "raw", "log" (edge_ml.scales), None while deciding
+        "scale": row.get("scale"),  # "raw", "log", "root" (edge_ml.scales); None: deciding
     }
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from edge_ml.checkpoint_format import decode, encode
 from edge_ml.config import parse_config
+from edge_ml.errors import CheckpointError
 from edge_ml.kernels.scale import (
     LOG,
     LOG_FLOOR_SDS,
@@ -19,6 +20,8 @@ from edge_ml.kernels.scale import (
     N_SCALE,
     RAW,
     RAW_SKEW_MIN,
+    ROOT,
+    ROOT_SKEW_MIN,
     S_LM2,
     S_M2,
     S_M3,
@@ -27,7 +30,10 @@ from edge_ml.kernels.scale import (
     S_N,
     SCALE_READINGS,
     UNDECIDED,
+    count_root,
+    count_unroot,
     scale_batch,
+    unscale_range,
 )
 from edge_ml.pipeline import Pipeline
 from edge_ml.replay import replay_csv
@@ -46,6 +52,12 @@ def _skew(x: np.ndarray) -> float:
     return 0.0 if m2 <= 0.0 else float(np.mean(d ** 3) / m2 ** 1.5)
 
 
+def _anscombe(v: float) -> float:
+    """A count's root, in plain Python: 2 sqrt(v + 3/8), shifted to 0 at 0, odd below."""
+    root = 2.0 * (math.sqrt(abs(v) + 0.375) - math.sqrt(0.375))
+    return root if v >= 0.0 else -root
+
+
 def _reference(values: list[float]) -> tuple[float, int | None, list[float]]:
     """The rule in plain Python: (mode, index of the switch, the values as scored)."""
     learned: list[float] = []
@@ -53,22 +65,30 @@ def _reference(values: list[float]) -> tuple[float, int | None, list[float]]:
     out = []
     for i, v in enumerate(values):
         if mode == UNDECIDED and math.isfinite(v):
-            if v <= 0.0:
-                mode = RAW
+            seen = np.array([*learned, v])
+            fractional = bool(np.any(seen != np.floor(seen)))
+            if v < 0.0 or (fractional and bool(np.any(seen == 0.0))):
+                mode = RAW  # neither scale can hold it
             else:
                 learned.append(v)
                 if len(learned) == SCALE_READINGS:
                     x = np.array(learned)
-                    fractional = bool(np.any(x != np.floor(x)))
-                    if (fractional and _skew(x) > RAW_SKEW_MIN
-                            and abs(_skew(np.log(x))) < LOG_SKEW_MAX):
-                        logs = np.log(x)
-                        floor = float(logs.min() - LOG_FLOOR_SDS * logs.std())
-                        mode, switched = LOG, i
+                    if fractional:
+                        if _skew(x) > RAW_SKEW_MIN and abs(_skew(np.log(x))) < LOG_SKEW_MAX:
+                            logs = np.log(x)
+                            floor = float(logs.min() - LOG_FLOOR_SDS * logs.std())
+                            mode, switched = LOG, i
+                        else:
+                            mode = RAW
+                    elif (np.mean(x == 0.0) < 0.5 and _skew(x) > ROOT_SKEW_MIN
+                          and abs(_skew(np.array([_anscombe(c) for c in x]))) < _skew(x)):
+                        mode, switched = ROOT, i
                     else:
                         mode = RAW
         if mode == LOG and math.isfinite(v):
             out.append(max(math.log(v), floor) if v > 0.0 else floor)
+        elif mode == ROOT and math.isfinite(v):
+            out.append(_anscombe(v))
         else:
             out.append(v)
     return mode, switched, out
@@ -94,8 +114,14 @@ STREAMS = {
     "gaussian": lambda rng, n: 20.0 + rng.normal(0.0, 1.0, n),
     "exponential": lambda rng, n: rng.exponential(1.0, n),
     "poisson": lambda rng, n: rng.poisson(3.0, n).astype(float),  # has zeros
-    # Whole numbers, no zero yet, skewed like a log-normal stream: a counter all the same.
+    # Whole numbers, skewed like a log-normal stream: a counter, its roots nearly symmetric.
     "counts": lambda rng, n: np.round(rng.lognormal(3.0, 1.0, n)) + 1.0,
+    # Overdispersed counts (a gamma rate, then Poisson): the social-media mentions' kind.
+    "mentions": lambda rng, n: rng.poisson(rng.gamma(2.0, 15.0, n)).astype(float),
+    # Mostly 0, a burst now and then: raw (a burst's sizes must not be squeezed together).
+    "sparse": lambda rng, n: np.where(rng.random(n) < 0.1, rng.poisson(20.0, n), 0.0),
+    # Whole numbers and zeros, then a fraction: raw for good, as a negative count is.
+    "mixed": lambda rng, n: np.concatenate([[0.0, 3.0, 2.5], rng.poisson(5.0, n - 3)]),
     "constant": lambda rng, n: np.full(n, 7.0),
     "far_from_zero": lambda rng, n: 1e6 + rng.lognormal(0.0, 1.0, n),
 }
@@ -117,11 +143,29 @@ def test_the_decision_matches_the_reference(kind: str) -> None:
         assert switched == ([] if at is None else [at])
         np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
         modes.add(mode)
-    if kind in ("gaussian", "poisson", "constant", "far_from_zero", "counts"):
-        assert modes == {RAW}  # symmetric, not all positive, a counter, or the logarithm
-        # keeps the skew
+    if kind in ("gaussian", "constant", "far_from_zero", "sparse", "mixed"):
+        assert modes == {RAW}  # symmetric, mostly zero, or neither scale can hold it
     if kind == "lognormal":  # logarithmic 87 % of the time at 50 readings
         assert LOG in modes
+    if kind in ("counts", "mentions"):
+        assert ROOT in modes and LOG not in modes
+
+
+def test_a_counts_root_against_numpy_and_back() -> None:
+    """Anscombe's root (shifted to 0 at 0, odd below) and its inverse, over the whole line."""
+    v = np.concatenate([np.arange(0.0, 200.0), [1e6, 1e12, 0.5, -1.0, -7.0, -1e6]])
+    want = np.sign(v) * 2.0 * (np.sqrt(np.abs(v) + 0.375) - np.sqrt(0.375))
+    got = np.array([count_root(x) for x in v.tolist()])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert np.all(np.diff(got[np.argsort(v)]) > 0.0)  # monotone: the order of readings kept
+    np.testing.assert_allclose([count_unroot(y) for y in got.tolist()], v, rtol=1e-9,
+                               atol=1e-9)
+    state = np.zeros((2, N_SCALE))
+    state[0, S_MODE], state[1, S_MODE] = ROOT, RAW
+    expected = np.array([[got[4], got[9]], [4.0, 9.0], [-3.0, 1.0]])
+    unscale_range(state, np.array([0, 1, 0]), expected)
+    np.testing.assert_allclose(expected, [[4.0, 9.0], [4.0, 9.0], [0.0, count_unroot(1.0)]],
+                               rtol=1e-12)  # a count's usual range ends at 0
 
 
 def test_the_moments_are_central_far_from_zero() -> None:
@@ -278,12 +322,79 @@ def test_status_shows_each_streams_scale(tmp_path: Path) -> None:
     pipeline.process_readings(names, ts, values)
     pipeline.process_readings(["plant/temperature"] * 400, ts[:400], 20.0 + np.sin(ts[:400]))
     pipeline.process_readings(["plant/new"] * 10, ts[:10], values[:10])  # still deciding
+    counts_ts, counts = _mentions(400, 2)
+    pipeline.process_readings(["plant/visits"] * 400, counts_ts, counts)
     assert pipeline.flush()
     storage.close()
     doc = json.loads(edge_ml("status", "--db", str(db), "--json").stdout)
     scales = {s["stream"]: s["scale"] for s in doc["streams"]}
-    assert scales == {"plant/pm25": "log", "plant/temperature": "raw", "plant/new": None}
+    assert scales == {"plant/pm25": "log", "plant/temperature": "raw", "plant/new": None,
+                      "plant/visits": "root"}
     text = edge_ml("status", "--db", str(db)).stdout
     rows = {line.split()[0]: line.split()[3] for line in text.splitlines()
             if line.startswith("plant/")}
-    assert rows == {"plant/pm25": "log", "plant/temperature": "raw", "plant/new": "-"}
+    assert rows == {"plant/pm25": "log", "plant/temperature": "raw", "plant/new": "-",
+                    "plant/visits": "root"}
+
+
+def _mentions(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mentions counted every 5 minutes: a daily cycle, a gamma-distributed rate (shape 3),
+    then Poisson (the calibration suite's ``mention_counts_5min``)."""
+    rng = np.random.default_rng(seed)
+    ts = T0 + 300.0 * np.arange(n)
+    hour = (ts % 86400.0) / 3600.0
+    mu = 30.0 * (1.0 + 0.8 * np.sin(2.0 * np.pi * (hour - 14.0) / 24.0))
+    return ts, rng.poisson(rng.gamma(3.0, mu / 3.0)).astype(float)
+
+
+@pytest.mark.needs_jit
+def test_an_overdispersed_counter_is_calm_on_its_roots_and_a_burst_still_alerts() -> None:
+    """Anomaly-free mention counts, shipped defaults: raw, their gamma-shaped upper tail alerts
+    every day or two; on their roots (decided from the first 50 readings) about as often as
+    the bar allows. A burst far above the hour's usual count still opens an alert."""
+    opened = {"root": 0, "raw": 0}
+    for seed in (2, 3, 9):  # streams whose first 50 readings turn them
+        ts, values = _mentions(12000, seed)
+        for mode in opened:
+            pipeline = Pipeline(parse_config({}))
+            if mode == "raw":
+                pipeline.scales.settle(pipeline.scales.arrays.capacity)
+            out = pipeline.process_readings(["site/mentions"] * len(values), ts, values)
+            assert pipeline.scales.names(np.array([0])) == [mode]
+            opened[mode] += sum(e.state == "open" for e in out.events)
+    assert opened["raw"] >= 20
+    assert opened["root"] <= 3
+
+    ts, values = _mentions(6000, 2)
+    values[5000] = 8.0 * max(values[4990:5000].mean(), 10.0)
+    pipeline = Pipeline(parse_config({}))
+    out = pipeline.process_readings(["site/mentions"] * len(values), ts, values)
+    assert out.levels[5000] >= 0.5
+    (event,) = [e for e in out.events if e.state == "open" and e.value == values[5000]]
+    low, high = event.expected  # the usual range, back in counts
+    assert 0.0 <= low < values[4990:5000].mean() < high < values[5000]
+
+
+def test_a_schema_10_checkpoint_keeps_its_decisions_and_restarts_the_undecided() -> None:
+    """Schema 10 rows had 11 columns (no count roots): a decided stream keeps its scale; one
+    still deciding starts its decision again, since its moments stopped at any zero."""
+    names, ts, values = _stream(1000, seed=5)
+    trained = Pipeline(parse_config({}))
+    trained.process_readings(names, ts, values)
+    trained.process_readings(["plant/temperature"] * 200, ts[:200], 20.0 + np.sin(ts[:200]))
+    trained.process_readings(["plant/new"] * 20, ts[:20], values[:20])
+    document = export_state(trained)
+    document["header"]["schema_version"] = 10
+    document["state"]["scales"]["scale"] = document["state"]["scales"]["scale"][:, :11].copy()
+    old = Pipeline(parse_config({}))
+    restore_state(old, decode(encode(document).blob, compatibility(old)))
+    assert old.scales.names(np.arange(3)) == ["log", "raw", None]
+    np.testing.assert_array_equal(old.scales.arrays.scale[:2, :11],
+                                  trained.scales.arrays.scale[:2, :11])
+    assert not old.scales.arrays.scale[2].any()  # deciding again, from its next reading
+    old.process_readings(["plant/new"] * 60, ts[20:80], values[20:80])
+    assert old.scales.names(np.arange(3))[2] is not None
+
+    document["state"]["scales"]["scale"] = document["state"]["scales"]["scale"][:, :9].copy()
+    with pytest.raises(CheckpointError, match="scale"):
+        restore_state(old, decode(encode(document).blob, compatibility(old)))

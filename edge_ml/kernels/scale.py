@@ -1,4 +1,4 @@
-"""Each stream's value scale: its raw units, or their logarithm (issue 13, round 10).
+"""Each stream's value scale: its raw units, their logarithm, or a count's root (issue 13).
 
 A log-normal sensor (a cost, a rate, a concentration: noise that multiplies, not adds) puts
 readings far into a Gaussian's upper tail as a matter of course. Every z-score downstream is
@@ -7,16 +7,28 @@ suite's log-normal kind: 17.6 false alerts / 10,000 readings after round 9, the 
 its logarithm is Gaussian. No tail estimator fixed that without costing NAB's labelled spikes
 (docs/benchmarks.md, rounds 5 and 7), because it had to tell ordinary extremes from anomalous
 ones by their rate; the scale tells them apart by the shape of the stream's whole distribution.
+An overdispersed counter (mentions every 5 minutes: a gamma-distributed rate, then Poisson) is
+the same problem in whole numbers, which may be 0: its square root, as Anscombe's transform
+``2 sqrt(x + 3/8)``, makes its spread nearly even and its upper tail nearly Gaussian
+(round 14).
 
 Each stream decides once, from its first ``SCALE_READINGS`` finite readings (all warm-up at
-the default ``[model] warmup``): logarithmic when every one was positive, not all were whole
-numbers, their skewness was above ``RAW_SKEW_MIN`` (clearly right-skewed) and the skewness of
-their logarithms within ``LOG_SKEW_MAX`` of 0 (the logarithm makes them symmetric); raw
-otherwise. A counter stays raw: one that had no zero in its first readings may still count
-zero later, and on a log scale that would be an alert every time. The caller restarts
-the stream's learning at the reading where it turned logarithmic. A reading at or below zero
-(an outage, a negative glitch) is scored at a floor ``LOG_FLOOR_SDS`` below the smallest
-reading of the decision: far below anything the stream did, so an anomaly, not an error.
+the default ``[model] warmup``):
+
+- logarithmic when every one was positive, not all were whole numbers, their skewness was
+  above ``RAW_SKEW_MIN`` (clearly right-skewed) and the skewness of their logarithms within
+  ``LOG_SKEW_MAX`` of 0 (the logarithm makes them symmetric);
+- root when every one was a whole number >= 0, fewer than half were 0, their skewness was
+  above ``ROOT_SKEW_MIN`` and their roots' skewness smaller in size (the root makes them
+  more symmetric). A mostly-zero counter's bursts stay raw: its roots are no more symmetric
+  and the bursts' sizes would be squeezed together;
+- raw otherwise (a negative reading, a fractional one among zeros, a symmetric stream).
+
+The caller restarts the stream's learning at the reading where it turned. On a log stream a
+reading at or below zero (an outage, a negative glitch) is scored at a floor ``LOG_FLOOR_SDS``
+below the smallest reading of the decision: far below anything the stream did, so an anomaly,
+not an error. On a root stream the transform is extended to negative readings as an odd
+function (a negative count is scored below 0, never an error).
 
 Moments are learned with Welford/Terriberry updates (central, so a stream of values near 1e6
 with a spread of 1 keeps its skewness exact). State per stream: ``N_SCALE`` floats.
@@ -41,11 +53,16 @@ S_MIN = 7  # the smallest of them (the log scale's floor is a share of it)
 S_MODE = 8  # UNDECIDED, RAW or LOG
 S_FLOOR = 9  # a log stream's lowest scored value (a logarithm)
 S_FRACTIONAL = 10  # 1 once a learned reading was not a whole number
-N_SCALE = 11
+S_RMEAN = 11  # the mean, second and third central moment sums of their roots
+S_RM2 = 12
+S_RM3 = 13
+S_ZEROS = 14  # learned readings that were 0 (a log scale is then out)
+N_SCALE = 15
 
 UNDECIDED = 0.0
 RAW = 1.0
 LOG = 2.0
+ROOT = 3.0
 
 # Readings the decision waits for. The stream's learning restarts at a switch (its age kept),
 # so the decision must come early: at 100, NAB's one stream that turns logarithmic there
@@ -63,6 +80,13 @@ LOG_SKEW_MAX = 0.5
 # decision's logarithms) below the smallest of them: zero, a negative glitch or a reading of
 # 1e-9 on a stream of tens is then an alert whatever its spread, and never -inf.
 LOG_FLOOR_SDS = 4.0
+# Raw skewness a root stream must exceed: the log scale's own (docs/benchmarks.md, round 14:
+# lower thresholds turn more of the suite's mention counters, and NAB's elb_request_count,
+# whose labelled burst a root scale lowers under the threshold).
+ROOT_SKEW_MIN = RAW_SKEW_MIN
+# Anscombe's offset: the root of a Poisson count has a variance near 1/4 from a mean of ~1 up.
+ROOT_OFFSET = 0.375
+_ROOT_ZERO = math.sqrt(ROOT_OFFSET)
 
 
 @njit(cache=True)
@@ -86,27 +110,55 @@ def skewness(n, m2, m3):
 
 
 @njit(cache=True)
+def count_root(v):
+    """Anscombe's root of a count, ``2 (sqrt(v + 3/8) - sqrt(3/8))`` (0 at 0), extended to
+    negative ``v`` as an odd function: monotone, so a negative glitch scores below 0."""
+    if v >= 0.0:
+        return 2.0 * (math.sqrt(v + ROOT_OFFSET) - _ROOT_ZERO)
+    return -2.0 * (math.sqrt(ROOT_OFFSET - v) - _ROOT_ZERO)
+
+
+@njit(cache=True)
+def count_unroot(y):
+    """The inverse of :func:`count_root`."""
+    if y >= 0.0:
+        r = 0.5 * y + _ROOT_ZERO
+        return r * r - ROOT_OFFSET
+    r = -0.5 * y + _ROOT_ZERO
+    return ROOT_OFFSET - r * r
+
+
+@njit(cache=True)
 def scale_learn(row, v, readings):
     """Learn ``v`` into an undecided stream's ``row``, deciding at ``readings`` readings
-    (``SCALE_READINGS`` in the pipeline); True when it turned logarithmic now."""
-    if v <= 0.0:
-        row[S_MODE] = RAW  # the logarithm cannot hold it: raw for good
+    (``SCALE_READINGS`` in the pipeline); True when it turned logarithmic or root now."""
+    if v != math.floor(v):
+        row[S_FRACTIONAL] = 1.0
+    if v < 0.0 or (v == 0.0 and row[S_FRACTIONAL]) or (row[S_FRACTIONAL] and row[S_ZEROS]):
+        row[S_MODE] = RAW  # neither the logarithm nor a count's root can hold it: raw for good
         return False
     n = row[S_N]
     row[S_MIN] = v if n == 0.0 else min(row[S_MIN], v)
-    if v != math.floor(v):
-        row[S_FRACTIONAL] = 1.0
     moments_learn(row, S_MEAN, v, n)
-    moments_learn(row, S_LMEAN, math.log(v), n)
+    moments_learn(row, S_RMEAN, count_root(v), n)
+    if v == 0.0:
+        row[S_ZEROS] += 1.0
+    elif row[S_ZEROS] == 0.0:
+        moments_learn(row, S_LMEAN, math.log(v), n)
     n += 1.0
     row[S_N] = n
     if n < readings:
         return False
     raw_skew = skewness(n, row[S_M2], row[S_M3])
-    log_skew = skewness(n, row[S_LM2], row[S_LM3])
-    if row[S_FRACTIONAL] and raw_skew > RAW_SKEW_MIN and abs(log_skew) < LOG_SKEW_MAX:
-        row[S_MODE] = LOG
-        row[S_FLOOR] = math.log(row[S_MIN]) - LOG_FLOOR_SDS * math.sqrt(row[S_LM2] / n)
+    if row[S_FRACTIONAL]:
+        log_skew = skewness(n, row[S_LM2], row[S_LM3])
+        if raw_skew > RAW_SKEW_MIN and abs(log_skew) < LOG_SKEW_MAX:
+            row[S_MODE] = LOG
+            row[S_FLOOR] = math.log(row[S_MIN]) - LOG_FLOOR_SDS * math.sqrt(row[S_LM2] / n)
+            return True
+    elif (2.0 * row[S_ZEROS] < n and raw_skew > ROOT_SKEW_MIN
+          and abs(skewness(n, row[S_RM2], row[S_RM3])) < raw_skew):
+        row[S_MODE] = ROOT
         return True
     row[S_MODE] = RAW
     return False
@@ -115,7 +167,11 @@ def scale_learn(row, v, readings):
 @njit(cache=True)
 def scaled_value(row, v):
     """``v`` on the scale of the stream with state ``row`` (non-finite values pass unchanged)."""
-    if row[S_MODE] != LOG or not math.isfinite(v):
+    if not math.isfinite(v):
+        return v
+    if row[S_MODE] == ROOT:
+        return count_root(v)
+    if row[S_MODE] != LOG:
         return v
     if v <= 0.0:
         return row[S_FLOOR]
@@ -126,8 +182,8 @@ def scaled_value(row, v):
 def scale_batch(scale, slots, values, out):
     """Each reading's value on its stream's scale into ``out``; undecided streams learn.
 
-    Returns the indices of the readings at which a stream turned logarithmic, in order: the
-    reading itself and every later one of that stream are log values.
+    Returns the indices of the readings at which a stream turned logarithmic or root, in
+    order: the reading itself and every later one of that stream are on the new scale.
     """
     switched = np.empty(slots.shape[0], dtype=np.int64)
     k = 0
@@ -146,6 +202,10 @@ def scale_batch(scale, slots, values, out):
 def unscale_range(scale, slots, expected):
     """The usual ranges ``expected[i] = [low, high]`` back in the streams' own units."""
     for i in range(slots.shape[0]):
-        if scale[slots[i], S_MODE] == LOG:
+        mode = scale[slots[i], S_MODE]
+        if mode == LOG:
             expected[i, 0] = math.exp(expected[i, 0])
             expected[i, 1] = math.exp(expected[i, 1])
+        elif mode == ROOT:  # a count's usual range ends at 0 at the lowest
+            expected[i, 0] = max(count_unroot(expected[i, 0]), 0.0)
+            expected[i, 1] = max(count_unroot(expected[i, 1]), 0.0)

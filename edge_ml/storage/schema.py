@@ -103,7 +103,8 @@ def _migration_6(db: sqlite_utils.Database) -> None:
 
 
 def _migration_7(db: sqlite_utils.Database) -> None:
-    # How the stream's readings are scored (edge_ml.scales): "raw" or "log"; NULL while its
+    # How the stream's readings are scored (edge_ml.scales): "raw", "log" or "root" (since
+    # schema 11 of checkpoints; the column takes any string); NULL while its
     # first readings decide, and on rows written before.
     db["streams"].add_column("scale", str)
 

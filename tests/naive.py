@@ -306,6 +306,9 @@ class _EpisodeTail:
 
     def __init__(self, isolated: bool) -> None:
         self.isolated = isolated
+        # The reading's tail corrects its counted rate for the counter's dead time (an episode
+        # blocks the next for TAIL_COOL readings): r = m / (1 - m (TAIL_COOL + 1)).
+        self.dead = TAIL_COOL + 1 if isolated else 0
         self.z0 = _gaussian_z(TAIL_L0)
         self.n = self.episodes = self.run = 0
         self.log_excess = self.peak = 0.0
@@ -315,6 +318,7 @@ class _EpisodeTail:
         """Count a scored reading; z_alert / z*, z* = z0 (lam / rate)^gamma, at most 1."""
         self.n += 1
         lam = (self.episodes + TAIL_PRIOR) / (self.n + TAIL_PRIOR / TAIL_RATE)
+        lam /= 1.0 - lam * self.dead
         gamma = (self.log_excess + TAIL_PRIOR / self.z0 ** 2) / (self.episodes + TAIL_PRIOR)
         z_star = self.z0 * max(lam / TAIL_RATE, 1.0) ** gamma
         return min(1.0, _gaussian_z(0.5) / z_star)

@@ -11,6 +11,13 @@ from edge_ml.kernels.alerting import NEVER, alert_batch
 from edge_ml.kernels.calibration import (
     CAL_SHORT,
     N_TAIL,
+    T_EPISODES,
+    T_LOG_EXCESS,
+    T_N,
+    TAIL_DEAD,
+    TAIL_PRIOR,
+    TAIL_RATE,
+    TAIL_Z0,
     TAIL_Z_ALERT,
     calibrate,
     level_z,
@@ -20,6 +27,7 @@ from edge_ml.kernels.calibration import (
     seasonal_views,
     tail_learn,
     tail_level,
+    tail_scale,
 )
 from edge_ml.kernels.discrete import N_DISCRETE, discrete_rescale
 
@@ -239,8 +247,10 @@ def test_own_tail_matches_reference(case: str) -> None:
 
 def test_a_heavy_tailed_stream_learns_its_own_extremes() -> None:
     """Student-t (3 degrees of freedom) z-scores: read as Gaussian, 0.9 % of them reach level
-    0.5; scaled by the stream's own tail, under 0.1 %. A Gaussian stream keeps every level, and
-    one whose extremes come as runs (as NAB's anomalies do) keeps every reading of every run."""
+    0.5; scaled by the stream's own tail, 0.065 % (0.085 % before the tail's rate was corrected
+    for the dead time of its episode counter, round 14). A Gaussian stream keeps every level,
+    and one whose extremes come as runs (as NAB's anomalies do) keeps every reading of every
+    run."""
     rng = np.random.default_rng(5)
     flagged, runs = {}, None
     for case, make in TAIL_CASES.items():
@@ -252,7 +262,7 @@ def test_a_heavy_tailed_stream_learns_its_own_extremes() -> None:
         if case == "runs":
             runs = np.array(scaled[late])[z[late] == 6.0]
     before, after = flagged["student_t3"]
-    assert before > 5e-3 and after < 1e-3
+    assert before > 5e-3 and after < 7.5e-4
     assert flagged["gaussian"][1] == flagged["gaussian"][0]  # untouched
     assert runs is not None and len(runs) > 800 and runs.min() >= 0.5  # runs are not learned
     assert abs(level_z(0.5) - TAIL_Z_ALERT) < 1e-12
@@ -416,3 +426,23 @@ def test_slot_coverage_matches_reference() -> None:
             want = [naive._covered(t, f, 86400.0, bins, back) for t, f in pairs]
             np.testing.assert_allclose(got, want, atol=1e-9)
     assert slot_covered(1.7e9, np.nan, 86400.0, 48, 0) == 1.0  # no first reading known: old
+
+
+def test_the_readings_tail_corrects_its_rate_for_the_counters_dead_time() -> None:
+    """Episodes open at least TAIL_COOL + 1 readings apart, so a stream whose extremes come
+    every ~80 readings is counted every ~250: the reading's tail reads the rate as
+    m / (1 - m D), the views' tails (``dead`` 0) as counted."""
+    row = np.zeros((1, N_TAIL))
+    row[0, T_N], row[0, T_EPISODES] = 39_999.0, 120.0
+    row[0, T_LOG_EXCESS] = 120.0 * 0.35  # a Hill gamma of ~0.35, as Student-t3's
+    counted = (120.0 + TAIL_PRIOR) / (40_000.0 + TAIL_PRIOR / TAIL_RATE)
+    gamma = (120.0 * 0.35 + TAIL_PRIOR / TAIL_Z0 ** 2) / (120.0 + TAIL_PRIOR)
+    for dead, lam in ((0.0, counted), (TAIL_DEAD, counted / (1.0 - counted * TAIL_DEAD))):
+        state = row.copy()
+        want = TAIL_Z_ALERT / (TAIL_Z0 * (lam / TAIL_RATE) ** gamma)
+        assert tail_scale(state, 0, dead) == pytest.approx(want, rel=1e-12)
+        assert state[0, T_N] == 40_000.0  # the reading is counted
+    corrected = tail_scale(row.copy(), 0, TAIL_DEAD)
+    assert corrected < 0.9 * tail_scale(row.copy(), 0, 0.0)  # 0.32 against 0.375
+    young = np.zeros((1, N_TAIL))  # no episode yet: a Gaussian's scale, whatever the dead time
+    assert tail_scale(young, 0, TAIL_DEAD) == 1.0

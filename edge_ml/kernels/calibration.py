@@ -253,12 +253,11 @@ def seasonal_views(persist, tail, ptail, s, z_season, warming):
     """``(level, unscaled, shift)`` of stream ``s``: the seasonal view's level, the larger of
     the tails of the seasonal z-score and of the persistent z-score, each scaled by its own
     tail (:func:`tail_scale`: the isolated extremes of the reading at their dead-time corrected
-    rate, the episodes of the
-    persistent view); the same unscaled; and whether the persistent view gave the level (a run
-    of readings off their profile, not one reading far off it). Learn the persistent view and
-    its tail ``ptail`` (the reading's ``tail`` learns in :func:`tail_learn`, once the level of
-    every view is known). The persistent z is never scaled by the reading's tail: that cost
-    level-shift recall (docs/benchmarks.md, round 5).
+    rate, the episodes of the persistent view); the same unscaled; and whether the persistent
+    view gave the level (a run of readings off their profile, not one reading far off it).
+    Learn the persistent view and its tail ``ptail`` (the reading's ``tail`` learns in
+    :func:`tail_learn`, once the level of every view is known). The persistent z is never
+    scaled by the reading's tail: that cost level-shift recall (docs/benchmarks.md, round 5).
 
     A reading still ``warming`` up is not counted in the tails (its level is not reported).
     """

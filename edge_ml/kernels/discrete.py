@@ -30,6 +30,8 @@ import math
 
 from numba import njit
 
+from edge_ml.kernels.scale import count_root
+
 D_N = 0  # readings learned
 D_NONCOUNT = 1  # 1 once a value was negative or not an integer
 D_Q = 2  # grid step: the smallest nonzero |difference| so far (0: none yet)
@@ -109,7 +111,7 @@ def discrete_z(discrete, s, v, residual, z):
             # 2 sqrt(x + 3/8) (unit deviation; a Gaussian z on the raw scale made a 5 against
             # a mean of 0.7, P = 8e-4, look like p = 5e-6).
             mu = max(v - residual, 0.0)
-            za = 2.0 * (math.sqrt(v + 0.375) - math.sqrt(mu + 0.375))
+            za = count_root(v) - count_root(mu)
             if abs(za) < abs(out):
                 out = za
     return out

@@ -72,10 +72,12 @@ MAGIC = b"EDGEMLCK"
 #      is raw for good (its model learned raw values; a new stream decides as usual).
 #  11: four more columns of each stream's ``scale`` row (a count's root, edge_ml.scales):
 #      zeros; a decided stream keeps its decision, one still deciding starts it again.
-SCHEMA_VERSION = 11
+#  12: ``shoulder``, each stream's moderate extremes (kernels.calibration, issue 13 round 16):
+#      zeros, learned again (it scales nothing until ``[model] heavy_tail_floor`` is set).
+SCHEMA_VERSION = 12
 OLDEST_READABLE = 1
 DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",), 6: ("tail",),
-                         7: ("ptail", "mtail"), 8: ("visit",)}
+                         7: ("ptail", "mtail"), 8: ("visit",), 12: ("shoulder",)}
 DRIFT_ARRAYS_ADDED = {9: ("ref_mean", "ref_mean_m2")}
 _DIGEST = 32
 # Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
@@ -524,7 +526,7 @@ def detector_arrays_added_since(version: int) -> tuple[str, ...]:
     """Per-stream detector arrays a checkpoint of schema ``version`` lacks (added later).
 
     >>> detector_arrays_added_since(1)
-    ('persist', 'first_ts', 'discrete', 'tail', 'ptail', 'mtail', 'visit')
+    ('persist', 'first_ts', 'discrete', 'tail', 'ptail', 'mtail', 'visit', 'shoulder')
     >>> detector_arrays_added_since(SCHEMA_VERSION)
     ()
     """

@@ -105,6 +105,13 @@ class ModelConfig:
     drift_threshold: float = _f(5.0, low=0.0)  # Page-Hinkley lambda, in stream sd units
     drift_delta: float = _f(0.5, low=0.0)  # change of the block mean tolerated, in sd
     drift_min_blocks: int = _f(10, low=1)  # blocks before a drift can be reported
+    # How far a stream whose moderate extremes (|z| > 2.58) come more often than a Gaussian's
+    # may have its z-scores lowered, read from those within its first hundreds of readings
+    # (kernels/calibration.py, shoulder_scale): 1 = never (shipped; the stream's own tail
+    # alone, learned over ~10,000 readings), 0.5 = at most halved, 0 = as far as they say.
+    # Lower: fewer false alerts from heavy-tailed sensors, more labelled extremes missed on
+    # spiky ones (docs/benchmarks.md, round 16).
+    heavy_tail_floor: float = _f(1.0, low=0.0, high=1.0)
 
 
 @dataclass(frozen=True)

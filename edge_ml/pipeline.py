@@ -57,7 +57,7 @@ REJECT_FLUSH_MIN_S = 60.0
 def model_params(config: Config, n_features: int) -> ModelParams:
     m = config.model
     return ModelParams(m.backend, m.n_trees, m.height, m.window_size, m.seed, m.warmup,
-                       m.paper_score, n_features)
+                       m.paper_score, n_features, m.heavy_tail_floor)
 
 
 def drift_params(config: Config) -> DriftParams:

@@ -17,6 +17,8 @@ from edge_ml.kernels.calibration import (
     P_FLOOR,
     P_MIN,
     QUIET_Z_DIVISOR,
+    SH_LEVEL,
+    SH_PRIOR_READINGS,
     TAIL_COOL,
     TAIL_GAP,
     TAIL_L0,
@@ -338,15 +340,77 @@ class _EpisodeTail:
             self.run = 0
 
 
-def own_tail_levels(z_season: list[float], warming: list[int]) -> tuple[list[float], list[float]]:
+class _Shoulder:
+    """A stream's isolated exceedances of |z| = u (level SH_LEVEL) with their log excesses
+    censored at ln(z0 / u); the scale of its z-scores: the episode tail's margin
+    z_alert / z0 times z*_gaussian / z*, where z* = u (rate / TAIL_RATE)^gamma extrapolates the
+    exceedances (prior: SH_PRIOR_READINGS readings of a Gaussian stream)."""
+
+    def __init__(self) -> None:
+        self.u, self.z0 = _gaussian_z(SH_LEVEL), _gaussian_z(TAIL_L0)
+        self.cap = math.log(self.z0 / self.u)
+        q = math.erfc(self.u / math.sqrt(2.0))
+        self.rate0 = q * (1.0 - q) ** 2
+        self.excess0, self.uncensored0 = _gaussian_excess(self.u, self.cap)
+        self.seen = self.count = self.uncensored = 0
+        self.log_excess = self.prev = 0.0
+        self.pending: float | None = None
+
+    def learn(self, z: float) -> None:
+        a = abs(z)
+        if a == 0.0:
+            return
+        self.seen += 1
+        if self.pending is not None:
+            if a <= self.u:  # isolated on both sides
+                self.count += 1
+                self.log_excess += min(self.pending, self.cap)
+                self.uncensored += self.pending < self.cap
+            self.pending = None
+        if a > self.u >= self.prev:
+            self.pending = math.log(a / self.u)
+        self.prev = a
+
+    def scale(self, floor: float) -> float:
+        prior = SH_PRIOR_READINGS * self.rate0
+        rate = (self.count + prior) / (self.seen + SH_PRIOR_READINGS)
+        gamma0 = self.excess0 / self.uncensored0
+        gamma = (self.log_excess + prior * self.excess0) / (self.uncensored
+                                                             + prior * self.uncensored0)
+        z_star = self.u * (rate / TAIL_RATE) ** max(gamma, gamma0)
+        z_star0 = self.u * (self.rate0 / TAIL_RATE) ** gamma0
+        return max(floor, min(1.0, _gaussian_z(0.5) / self.z0 * z_star0 / z_star))
+
+
+def _gaussian_excess(u: float, cap: float) -> tuple[float, float]:
+    """E[min(ln(|z| / u), cap) | |z| > u] of a Gaussian, and P(ln(|z| / u) < cap | |z| > u):
+    Simpson's rule up to the censoring point, the rest in closed form."""
+    v = u * math.exp(cap)
+    n = 20000
+    h = (v - u) / n
+    body = 0.0
+    for i in range(n + 1):
+        x = u + i * h
+        weight = 1 if i in (0, n) else (4 if i % 2 else 2)
+        body += weight * math.log(x / u) * math.exp(-0.5 * x * x)
+    body *= h / 3.0
+    tail_u = math.sqrt(math.pi / 2.0) * math.erfc(u / math.sqrt(2.0))
+    tail_v = math.sqrt(math.pi / 2.0) * math.erfc(v / math.sqrt(2.0))
+    return (body + cap * tail_v) / tail_u, 1.0 - tail_v / tail_u
+
+
+def own_tail_levels(z_season: list[float], warming: list[int],
+                    floor: float = 1.0) -> tuple[list[float], list[float]]:
     """The seasonal view's levels scaled by the stream's own tails, and unscaled.
 
     Isolated extreme episodes of the level (one reading at >= TAIL_L0) scale the seasonal
     z-score; every episode of the persistent view's own level scales the persistent z-score.
     Each tail: episodes at ``lam`` per scored reading with Hill mean ``gamma`` of ln(peak / z0);
-    the z is scaled by z_alert / z*, z* = z0 (lam / rate)^gamma, when that is under 1.
+    the z is scaled by z_alert / z*, z* = z0 (lam / rate)^gamma, when that is under 1. With a
+    ``floor`` under 1 the seasonal z-score is also scaled by its shoulder, never below it.
     """
     reading, persistent = _EpisodeTail(isolated=True), _EpisodeTail(isolated=False)
+    shoulder = _Shoulder()
     scaled, unscaled = [], []
     for z, zp, warm in zip(z_season, persistent_zs(z_season), warming, strict=True):
 
@@ -358,7 +422,11 @@ def own_tail_levels(z_season: list[float], warming: list[int]) -> tuple[list[flo
         if warm:
             scaled.append(level)
             continue
-        scaled.append(season(reading.scale(), persistent.scale()))
+        f = reading.scale()
+        shoulder.learn(z)
+        if floor < 1.0:
+            f = min(f, shoulder.scale(floor))
+        scaled.append(season(f, persistent.scale()))
         persistent.learn(min(1.0, _neglog_tail(zp) / LN_1E10), zp)
         reading.learn(level, z)
     return scaled, unscaled

@@ -150,7 +150,8 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
                                p.window_size, p.paper_score, walk)
         warm = warming_up(features.arrays.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot],
                           p.warmup, warm_early(p.warmup), WARM_SPAN_S)
-        season, unscaled, shift = seasonal_views(s.persist, s.tail, s.ptail, slot, Z[0, 0], warm)
+        season, unscaled, shift = seasonal_views(s.persist, s.tail, s.ptail, s.shoulder, slot,
+                                                 Z[0, 0], warm, p.heavy_tail_floor)
         level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.mtail, slot,
                           raw[i], season, Z[0, 3], p.window_size, warm)
         view[i] = level_view(level, season, shift, Z[0, 3])

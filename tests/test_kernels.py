@@ -10,7 +10,10 @@ from edge_ml.features import FeatureState
 from edge_ml.kernels.alerting import NEVER, alert_batch
 from edge_ml.kernels.calibration import (
     CAL_SHORT,
+    N_SHOULDER,
     N_TAIL,
+    SH_COUNT,
+    SH_SEEN,
     T_EPISODES,
     T_LOG_EXCESS,
     T_N,
@@ -25,6 +28,8 @@ from edge_ml.kernels.calibration import (
     persistent_tail,
     persistent_z,
     seasonal_views,
+    shoulder_learn,
+    shoulder_scale,
     tail_learn,
     tail_level,
     tail_scale,
@@ -212,12 +217,15 @@ def test_persistent_view_matches_reference() -> None:
     assert neglog_tail(40.0) > neglog_tail(39.0) > 700.0  # past where erfc underflows
 
 
-def _tail_run(z: np.ndarray, warming: np.ndarray) -> tuple[list[float], list[float]]:
-    """The seasonal views of one stream through the kernels: (scaled, unscaled) levels."""
+def _tail_run(z: np.ndarray, warming: np.ndarray,
+              floor: float = 1.0) -> tuple[list[float], list[float]]:
+    """The seasonal views of one stream through the kernels: (scaled, unscaled) levels, the
+    reading's z scaled by its shoulder too, never below ``floor`` (1: not at all)."""
     persist, tail, ptail = np.zeros((1, 4)), np.zeros((1, N_TAIL)), np.zeros((1, N_TAIL))
+    shoulder = np.zeros((1, N_SHOULDER))
     scaled, unscaled = [], []
     for v, warm in zip(z.tolist(), warming.tolist(), strict=True):
-        season, raw, _ = seasonal_views(persist, tail, ptail, 0, v, bool(warm))
+        season, raw, _ = seasonal_views(persist, tail, ptail, shoulder, 0, v, bool(warm), floor)
         if not warm:
             tail_learn(tail, 0, raw, v)
         scaled.append(season)
@@ -267,6 +275,51 @@ def test_a_heavy_tailed_stream_learns_its_own_extremes() -> None:
     assert runs is not None and len(runs) > 800 and runs.min() >= 0.5  # runs are not learned
     assert abs(level_z(0.5) - TAIL_Z_ALERT) < 1e-12
     assert abs(tail_level(TAIL_Z_ALERT) - 0.5) < 1e-6
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.5])
+@pytest.mark.parametrize("case", sorted(TAIL_CASES))
+def test_shoulder_matches_reference(case: str, floor: float) -> None:
+    z = TAIL_CASES[case](np.random.default_rng(13))[:8000]
+    z[:200] = 0.0  # a young profile: no shoulder evidence
+    warming = np.zeros(len(z), dtype=np.uint8)
+    warming[:300] = 1
+    scaled, unscaled = _tail_run(z, warming, floor)
+    want_scaled, want_unscaled = naive.own_tail_levels(z.tolist(), warming.tolist(), floor)
+    np.testing.assert_allclose(unscaled, want_unscaled, atol=1e-12)
+    np.testing.assert_allclose(scaled, want_scaled, atol=1e-9)
+
+
+def test_a_heavy_tailed_stream_is_told_by_its_shoulder() -> None:
+    """Student-t3 z-scores in their first 5,000 scored readings, while the episode tail's prior
+    still reads them as Gaussian: 0.32 % reach level 0.5; scaled by the shoulder without a
+    floor, 0.06 %, and at floor 0.5, 0.18 %. A Gaussian stream's shoulder leaves every level
+    as it was."""
+    rng = np.random.default_rng(5)
+    t3 = rng.standard_t(3, 5000) / 1.38  # t3 over 1.25 x its MAD, as above
+    gauss = rng.normal(0.0, 1.0, 5000)
+    none = np.zeros(5000, dtype=np.uint8)
+
+    def flagged(z: np.ndarray, floor: float) -> float:
+        return float(np.mean(np.array(_tail_run(z, none, floor)[0]) >= 0.5))
+
+    shipped, halved, free = flagged(t3, 1.0), flagged(t3, 0.5), flagged(t3, 0.0)
+    assert shipped > 2.5e-3 and free < 0.25 * shipped and free < halved < shipped
+    scaled, unscaled = _tail_run(gauss, none, 0.0)
+    assert np.mean(np.array(scaled) == np.array(unscaled)) > 0.999
+
+
+def test_shoulder_scale_keeps_its_floor_and_a_young_stream_at_one() -> None:
+    row = np.zeros((1, N_SHOULDER))
+    assert shoulder_scale(row[0], 0.0) == 1.0  # the prior alone: a Gaussian stream
+    for z in np.random.default_rng(3).standard_t(2, 3000):
+        shoulder_learn(row[0], z)
+    assert row[0, SH_SEEN] == 3000 and row[0, SH_COUNT] > 60
+    assert shoulder_scale(row[0], 0.0) < 0.5
+    assert shoulder_scale(row[0], 0.5) == 0.5
+    before = row.copy()
+    shoulder_learn(row[0], 0.0)  # a slot too young to score: not evidence
+    np.testing.assert_array_equal(row, before)
 
 
 def test_a_bursty_stream_learns_its_persistent_episodes() -> None:

@@ -122,6 +122,41 @@ def test_a_schema_8_checkpoint_keeps_its_drift_state_without_the_means_spread() 
         restore_state(fresh, decode(encode(document).blob, compatibility(fresh)))
 
 
+def test_a_schema_11_checkpoint_resumes_exactly_without_the_shoulder() -> None:
+    """Schema 12 added each stream's shoulder (kernels.calibration): a schema-11 checkpoint
+    loads with zeros there and scores exactly as the uninterrupted pipeline (the shoulder
+    scales nothing at the shipped ``heavy_tail_floor``); a current one must have it."""
+    trained = make_pipeline()
+    trained.process_readings(*readings(3000, seed=1))
+    assert trained.detector.state.shoulder[0].any()  # it learned
+    document = export_state(trained)
+    document["header"]["schema_version"] = 11
+    del document["state"]["detector"]["shoulder"]
+    restored = make_pipeline()
+    restore_state(restored, decode(encode(document).blob, compatibility(restored)))
+    assert not restored.detector.state.shoulder.any()
+    later = readings(500, seed=2, start=3000.0)
+    np.testing.assert_array_equal(restored.process_readings(*later).levels,
+                                  trained.process_readings(*later).levels)
+    fresh = make_pipeline()
+    document["header"]["schema_version"] = 12
+    with pytest.raises(CheckpointError, match="missing arrays"):
+        restore_state(fresh, decode(encode(document).blob, compatibility(fresh)))
+
+
+def test_a_checkpoint_loads_under_another_heavy_tail_floor() -> None:
+    """The floor is how a stream is scored, not what it learned: a state saved at the shipped
+    floor resumes at another (and back), its shoulder as saved."""
+    trained = make_pipeline()
+    trained.process_readings(*readings(2000, seed=4))
+    quiet = make_pipeline(heavy_tail_floor=0.5)
+    blob = encode(export_state(trained)).blob
+    restore_state(quiet, decode(blob, compatibility(quiet)))
+    np.testing.assert_array_equal(quiet.detector.state.shoulder[:3],
+                                  trained.detector.state.shoulder[:3])
+    assert quiet.params.heavy_tail_floor == 0.5
+
+
 def test_empty_pipeline_round_trips() -> None:
     p = make_pipeline()
     q = make_pipeline()

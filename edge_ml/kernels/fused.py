@@ -60,7 +60,7 @@ def detect_batch(
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
     cal_mean, cal_var, cal_n, short, short_sum, persist, tail, ptail, mtail,
-    first_ts, warmup, warm_early, warm_span_s, discrete, visit,
+    first_ts, warmup, warm_early, warm_span_s, discrete, visit, shoulder, shoulder_floor,
 ):
     """Anomaly levels, raw HST scores, warm-up flags, profile residuals, and per reading the
     view that gave the level and the usual range ``expected[i] = [low, high]`` of a micro-batch.
@@ -108,7 +108,8 @@ def detect_batch(
                               x, height, window_size, paper_score, walk)
         raw[i] = score
         warm = warming_up(seen[s], z[0], ts[i] - first_ts[s], warmup, warm_early, warm_span_s)
-        season, unscaled, shift = seasonal_views(persist, tail, ptail, s, z[0], warm)
+        season, unscaled, shift = seasonal_views(persist, tail, ptail, shoulder, s, z[0], warm,
+                                                 shoulder_floor)
         level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, mtail, s, score, season,
                           z[3], window_size, warm)
         view[i] = level_view(level, season, shift, z[3])  # issue 14 hook: which view's tail it is

@@ -22,6 +22,7 @@ import numpy as np
 from edge_ml.kernels.calibration import (
     CAL_SHORT,
     N_PERSIST,
+    N_SHOULDER,
     N_TAIL,
     WARM_SPAN_S,
     calibrate,
@@ -42,7 +43,8 @@ from edge_ml.slots import SlotArrays, SlotField, SnapshotPool, snapshot
 
 @dataclass(frozen=True)
 class ModelParams:
-    """What a model is: everything a checkpoint must match to be loaded into it."""
+    """What a model is: everything a checkpoint must match to be loaded into it (but for
+    ``SCORING_ONLY``)."""
 
     backend: str
     n_trees: int
@@ -52,6 +54,14 @@ class ModelParams:
     warmup: int
     paper_score: bool
     n_features: int
+    # How far a stream's shoulder may lower its z-scores (1: not at all; ``[model]
+    # heavy_tail_floor``).
+    heavy_tail_floor: float = 1.0
+
+
+# How the model scores, not what it is: every stream learns its shoulder whatever the floor, so
+# a checkpoint loads under any floor (and one written before the floor existed loads at all).
+SCORING_ONLY = ("heavy_tail_floor",)
 
 
 @dataclass(frozen=True)
@@ -104,8 +114,9 @@ class Detector(Protocol):
 # the tails of its seasonal and persistent z-scores: how often the stream's own extremes come,
 # in units of its own spread, is the shape of its noise, not its level (realAWSCloudwatch
 # +0.8, artificialWithAnomaly +0.4; docs/benchmarks.md, round 12). The HST view's tail
-# (``mtail``) restarts with the forest whose scores it describes.
-KEPT_THROUGH_DRIFT = ("visit", "first_ts", "tail", "ptail")
+# (``mtail``) restarts with the forest whose scores it describes. The reading's shoulder is
+# the shape of its noise too.
+KEPT_THROUGH_DRIFT = ("visit", "first_ts", "tail", "ptail", "shoulder")
 
 
 def _calibration_arrays(capacity: int) -> SlotArrays:
@@ -123,6 +134,7 @@ def _calibration_arrays(capacity: int) -> SlotArrays:
             SlotField("ptail", np.float64, 0.0, (N_TAIL,)),  # its persistent view's episodes
             SlotField("mtail", np.float64, 0.0, (N_TAIL,)),  # its HST view's episodes
             SlotField("visit", np.float64, 0.0, (N_VISIT,)),  # kernels.visits
+            SlotField("shoulder", np.float64, 0.0, (N_SHOULDER,)),  # its moderate extremes
         ],
         capacity,
     )
@@ -154,6 +166,7 @@ class NumbaDetector:
             s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.persist, s.tail, s.ptail,
             s.mtail,
             s.first_ts, p.warmup, warm_early(p.warmup), WARM_SPAN_S, s.discrete, s.visit,
+            s.shoulder, p.heavy_tail_floor,
         )
         return Detection(levels, raw, warming, residual, view, expected)
 
@@ -249,8 +262,9 @@ class RiverDetector:
             warmup = self.params.warmup
             warm = warming_up(f.seen[slot], Z[0, 0], ts[i] - s.first_ts[slot], warmup,
                               warm_early(warmup), WARM_SPAN_S)
-            season, unscaled, shift = seasonal_views(s.persist, s.tail, s.ptail, slot, Z[0, 0],
-                                                     warm)
+            season, unscaled, shift = seasonal_views(s.persist, s.tail, s.ptail, s.shoulder,
+                                                     slot, Z[0, 0], warm,
+                                                     self.params.heavy_tail_floor)
             level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.mtail, slot,
                               raw[i], season, Z[0, 3], self.params.window_size, warm)
             view[i] = level_view(level, season, shift, Z[0, 3])
@@ -289,4 +303,6 @@ def make_detector(params: ModelParams, capacity: int = 16) -> Detector:
 
 
 def describe(params: ModelParams) -> dict[str, Any]:
-    return {k: getattr(params, k) for k in ModelParams.__dataclass_fields__}
+    """What a checkpoint of this model records, and must match to be loaded into it."""
+    return {k: getattr(params, k) for k in ModelParams.__dataclass_fields__
+            if k not in SCORING_ONLY}

@@ -101,6 +101,7 @@ def test_young_profile_slots_do_not_turn_noise_into_anomalies() -> None:
     assert beyond <= 8  # 46 before; 4 now, 0.4 expected of exact Gaussian z-scores
 
 
+@pytest.mark.needs_jit  # 264,000 readings: 45 s as plain Python (the JIT run has it)
 def test_a_fast_streams_new_slot_scores_noise_as_noise() -> None:
     # 1 Hz Gaussian noise on a stream's first day, crossing into a new half-hour slot: the
     # slot's first readings all come from its first seconds, and their own deviation (two or

@@ -353,6 +353,8 @@ def replay(source: str, config_path: str | None, out: str | None) -> None:
             click.echo(f"{len(results)} files, {rows} rows, "
                        f"{sum(r.alerts for _, r in results)} alerts, "
                        f"{sum(r.drifts for _, r in results)} drift events, "
+                       f"{sum(r.heavy_tailed for _, r in results)} of "
+                       f"{sum(r.streams for _, r in results)} streams heavy-tailed, "
                        f"{rows / max(seconds, 1e-9):,.0f} rows/s", err=True)
             return
         target = Path(out) if out else Path("/dev/stdout")
@@ -365,6 +367,7 @@ def replay(source: str, config_path: str | None, out: str | None) -> None:
     click.echo(
         f"{summary.rows} rows, {summary.alerts} alerts, {summary.drifts} drift events, "
         f"{summary.skipped} skipped values, "
+        f"{summary.heavy_tailed} of {summary.streams} streams heavy-tailed, "
         f"{summary.readings / max(seconds, 1e-9):,.0f} readings/s", err=True,
     )
 

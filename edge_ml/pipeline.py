@@ -30,6 +30,7 @@ from edge_ml.model.detector import (
     Detection,
     Detector,
     ModelParams,
+    heavy_tailed,
     make_detector,
 )
 from edge_ml.publish import AlertPublisher
@@ -527,6 +528,14 @@ class Pipeline:
         if not self.flush_due():
             return True
         return self.flush(stats=bool(self._retry_delay) or self._stats_due())
+
+    def heavy_tailed_streams(self) -> list[str]:
+        """The streams whose shoulder reads a heavy tail (``model.detector.heavy_tailed``):
+        the ones a ``[model] heavy_tail_floor`` under 1 would score differently."""
+        used = len(self.streams)
+        flags = heavy_tailed(self.detector.state, used)
+        return [name for name, flag in zip(self.streams.names[:used], flags.tolist(),
+                                           strict=True) if flag]
 
     def open_alert_count(self) -> int:
         """Alerts open now, over every stream."""

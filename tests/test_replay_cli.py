@@ -43,6 +43,7 @@ def test_replay_writes_one_scored_row_per_input_row(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "1500 rows, " in result.stderr and " 0 drift events, " in result.stderr
+    assert " 0 of 1 streams heavy-tailed, " in result.stderr  # Gaussian noise
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 1500
     assert list(rows[0]) == ["timestamp", "value", "anomaly_score", "alert", "alert_open",
@@ -62,7 +63,8 @@ def test_replay_writes_one_scored_row_per_input_row(tmp_path: Path) -> None:
 def test_a_heavy_tail_floor_quiets_a_heavy_tailed_sensor(tmp_path: Path) -> None:
     """A 1 Hz Student-t3 sensor (no anomaly at all) replayed with the shipped settings and with
     ``[model] heavy_tail_floor = 0``: its shoulder tells the heavy tail within its first
-    minutes, and its false alerts fall to a quarter (12 -> 3 on this seed)."""
+    minutes (the replay says so on stderr, whatever the floor), and its false alerts fall to a
+    quarter (12 -> 3 on this seed)."""
     source = tmp_path / "t3.csv"
     _write_series(source, 20.0 + np.random.default_rng(0).standard_t(3, 8000))
     alerts = []
@@ -75,6 +77,7 @@ def test_a_heavy_tail_floor_quiets_a_heavy_tailed_sensor(tmp_path: Path) -> None
              "--out", str(out)], capture_output=True, text=True, timeout=120,
         )
         assert result.returncode == 0, result.stderr
+        assert " 1 of 1 streams heavy-tailed, " in result.stderr  # at any floor
         alerts.append(sum(row["alert"] == "1" for row in csv.DictReader(out.open())))
     shipped, quiet = alerts
     assert shipped >= 6 and 3 * quiet <= shipped

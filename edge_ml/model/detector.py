@@ -27,6 +27,7 @@ from edge_ml.kernels.calibration import (
     WARM_SPAN_S,
     calibrate,
     seasonal_views,
+    shoulder_scale,
     tail_learn,
     warm_early,
     warming_up,
@@ -293,6 +294,18 @@ class RiverDetector:
 
     def restore(self, arrays: dict[str, np.ndarray], absent_ok: Collection[str] = ()) -> None:
         raise NotImplementedError("checkpoints need the numba backend")
+
+
+# A stream whose shoulder alone would at least halve its z-scores reads as heavy-tailed: any
+# ``heavy_tail_floor`` under 1 changes its levels (replay reports how many streams are).
+HEAVY_TAIL_SCALE = 0.5
+
+
+def heavy_tailed(state: SlotArrays, used: int) -> np.ndarray:
+    """Which of the first ``used`` streams read as heavy-tailed by their shoulder."""
+    shoulder = state.shoulder
+    return np.array([shoulder_scale(shoulder[i], 0.0) <= HEAVY_TAIL_SCALE for i in range(used)],
+                    dtype=bool)
 
 
 def make_detector(params: ModelParams, capacity: int = 16) -> Detector:

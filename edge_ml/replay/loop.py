@@ -30,6 +30,8 @@ class ReplaySummary:
     skipped: int
     seconds: float
     drifts: int = 0  # drift events (each a reset of its stream under the default reaction)
+    streams: int = 0
+    heavy_tailed: int = 0  # streams whose shoulder reads a heavy tail (docs/deploy.md)
 
 
 def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
@@ -111,7 +113,8 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
         if output:
             output.discard()
     return ReplaySummary(rows, readings, alerts, skipped, time.perf_counter() - started,
-                         pipeline.drifts_seen - drifts_before)
+                         pipeline.drifts_seen - drifts_before, len(pipeline.streams),
+                         len(pipeline.heavy_tailed_streams()))
 
 
 def explanation_texts(columns: list[str]) -> tuple[str, ...]:

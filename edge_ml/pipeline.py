@@ -529,13 +529,10 @@ class Pipeline:
             return True
         return self.flush(stats=bool(self._retry_delay) or self._stats_due())
 
-    def heavy_tailed_streams(self) -> list[str]:
-        """The streams whose shoulder reads a heavy tail (``model.detector.heavy_tailed``):
+    def heavy_tailed_count(self) -> int:
+        """How many streams' shoulders read a heavy tail (``model.detector.heavy_tailed``):
         the ones a ``[model] heavy_tail_floor`` under 1 would score differently."""
-        used = len(self.streams)
-        flags = heavy_tailed(self.detector.state, used)
-        return [name for name, flag in zip(self.streams.names[:used], flags.tolist(),
-                                           strict=True) if flag]
+        return int(heavy_tailed(self.detector.state, len(self.streams)).sum())
 
     def open_alert_count(self) -> int:
         """Alerts open now, over every stream."""

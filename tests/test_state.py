@@ -146,7 +146,7 @@ def test_a_schema_11_checkpoint_resumes_exactly_without_the_shoulder() -> None:
 
 def test_a_checkpoint_loads_under_another_heavy_tail_floor() -> None:
     """The floor is how a stream is scored, not what it learned: a state saved at the shipped
-    floor resumes at another (and back), its shoulder as saved."""
+    floor resumes at another, its shoulder as saved."""
     trained = make_pipeline()
     trained.process_readings(*readings(2000, seed=4))
     quiet = make_pipeline(heavy_tail_floor=0.5)

@@ -30,7 +30,7 @@ class ReplaySummary:
     skipped: int
     seconds: float
     drifts: int = 0  # drift events (each a reset of its stream under the default reaction)
-    streams: int = 0
+    streams: int = 0  # streams the file held
     heavy_tailed: int = 0  # streams whose shoulder reads a heavy tail (docs/deploy.md)
 
 
@@ -114,7 +114,7 @@ def replay_csv(pipeline: Pipeline, source: Path, out: Path | None,
             output.discard()
     return ReplaySummary(rows, readings, alerts, skipped, time.perf_counter() - started,
                          pipeline.drifts_seen - drifts_before, len(pipeline.streams),
-                         len(pipeline.heavy_tailed_streams()))
+                         pipeline.heavy_tailed_count())
 
 
 def explanation_texts(columns: list[str]) -> tuple[str, ...]:

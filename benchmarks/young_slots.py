@@ -44,6 +44,7 @@ def z_tails(streams: int, seconds: int) -> list[tuple[int, int, float, float, fl
     state.arrays.grow(streams)
     slots = np.arange(streams, dtype=np.int64)
     first_ts = np.full(streams, np.nan)
+    age = np.zeros(streams)
     phase = rng.uniform(0, 2 * math.pi, streams)
     offset = rng.integers(0, int(SLOT_S), streams).astype(np.float64)
     edges = np.array([*AGES, 10**9])
@@ -52,9 +53,12 @@ def z_tails(streams: int, seconds: int) -> list[tuple[int, int, float, float, fl
         ts = START + k + offset
         values = publisher_values(k, phase, rng)
         try:
-            z = state.update(slots, values, ts, first_ts)[0][:, 0]
-        except TypeError:  # a build before the feature stage took first_ts
-            z = state.update(slots, values, ts)[0][:, 0]
+            z = state.update(slots, values, ts, first_ts, age)[0][:, 0]
+        except TypeError:  # a build before the feature stage took the age, or first_ts
+            try:
+                z = state.update(slots, values, ts, first_ts)[0][:, 0]
+            except TypeError:
+                z = state.update(slots, values, ts)[0][:, 0]
         if k < 600:  # past the publisher streams' 300-reading warm-up and their first slot
             continue
         age = np.minimum((ts - START + 300.0) % SLOT_S, k)  # seconds since entering the slot

@@ -74,10 +74,14 @@ MAGIC = b"EDGEMLCK"
 #      zeros; a decided stream keeps its decision, one still deciding starts it again.
 #  12: ``shoulder``, each stream's moderate extremes (kernels.calibration, issue 13 round 16):
 #      zeros, learned again (it scales nothing until ``[model] heavy_tail_floor`` is set).
-SCHEMA_VERSION = 12
+#  13: ``age_readings``, each stream's readings since its first (with ``first_ts``, its
+#      sampling interval, which a fast stream's profile learns by; kernels.window.slot_alpha):
+#      the stream statistics' reading count.
+SCHEMA_VERSION = 13
 OLDEST_READABLE = 1
 DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",), 6: ("tail",),
-                         7: ("ptail", "mtail"), 8: ("visit",), 12: ("shoulder",)}
+                         7: ("ptail", "mtail"), 8: ("visit",), 12: ("shoulder",),
+                         13: ("age_readings",)}
 DRIFT_ARRAYS_ADDED = {9: ("ref_mean", "ref_mean_m2")}
 _DIGEST = 32
 # Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
@@ -525,8 +529,10 @@ def read_names(blob: bytes) -> list[str]:
 def detector_arrays_added_since(version: int) -> tuple[str, ...]:
     """Per-stream detector arrays a checkpoint of schema ``version`` lacks (added later).
 
-    >>> detector_arrays_added_since(1)
-    ('persist', 'first_ts', 'discrete', 'tail', 'ptail', 'mtail', 'visit', 'shoulder')
+    >>> detector_arrays_added_since(1)[:5]
+    ('persist', 'first_ts', 'discrete', 'tail', 'ptail')
+    >>> detector_arrays_added_since(1)[5:]
+    ('mtail', 'visit', 'shoulder', 'age_readings')
     >>> detector_arrays_added_since(SCHEMA_VERSION)
     ()
     """

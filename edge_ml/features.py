@@ -64,10 +64,12 @@ class FeatureState:
                 a.vol, a.lr_mean, a.lr_dev, a.prev, a.seen)
 
     def update(self, slots: np.ndarray, values: np.ndarray, ts: np.ndarray,
-               first_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               first_ts: np.ndarray, age: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """z-scores, tree features and profile residuals of a batch, learning as it goes.
 
-        ``first_ts`` is each stream's first reading time, kept by the model stage (NaN for a
-        new stream: set here from its first reading).
+        ``first_ts`` is each stream's first reading time and ``age`` the readings it has had
+        since, both kept by the model stage through drift resets (NaN and 0 for a new stream:
+        set and counted here).
         """
-        return features_batch(slots, values, ts, self.period_s, first_ts, *self.kernel_args())
+        return features_batch(slots, values, ts, self.period_s, first_ts, age,
+                              *self.kernel_args())

@@ -293,7 +293,7 @@ class Pipeline:
         """Forget what ``slot`` learned in raw units, keeping its age: the decision comes
         within its warm-up, so the warm-up ends when it would have (restarting it cost NAB's
         one stream that turns logarithmic a labelled window, docs/benchmarks.md round 10)."""
-        self.detector.reset(slot, keep=("first_ts",))
+        self.detector.reset(slot, keep=("first_ts", "age_readings"))
         self.features.arrays.reset(slot, keep=("seen",))
         self.drift.reset(slot)
         if self.scales.logarithmic(slot):

@@ -107,6 +107,10 @@ def restore_state(pipeline: Pipeline, document: dict[str, Any]) -> None:
                 # A stream's age decides how far its young profile slots are trusted
                 # (kernels.window.slot_covered): the stream statistics have its first reading.
                 detector.state.first_ts[:len(names)] = streams.stats.first_ts[:len(names)]
+            if "age_readings" in added:
+                # With first_ts, the stream's sampling interval (kernels.window.slot_alpha):
+                # the stream statistics have its readings since.
+                detector.state.age_readings[:len(names)] = streams.stats.readings[:len(names)]
         alerts = AlertTracker(config.alerts, capacity)
         alerts.state.restore(state["alerts"])
         alerts.open_alerts = {int(slot): (str(alert_id), float(opened_at))

@@ -34,6 +34,7 @@ from edge_ml.kernels.window import (
     ONE_PER_VISIT,
     POOL_WEIGHT,
     SD_FLOOR_FRAC,
+    SLOT_RATE_INTERVAL_S,
     SQUASH,
     VOL_ALPHA,
     VOL_MIN_DEV,
@@ -112,7 +113,10 @@ def features(values: list[float], ts: list[float], period_s: float,
         if prof_n[b] == 0:
             prof_mean[b] = v - offset
         else:
-            a = max(ALPHA_BIN, 1.0 / (prof_n[b] + 1))
+            # a stream faster than SLOT_RATE_INTERVAL_S learns per that much time, not per
+            # reading
+            interval = (t - ts[0]) / n if n >= 2 and t > ts[0] else math.inf
+            a = max(ALPHA_BIN * min(1.0, interval / SLOT_RATE_INTERVAL_S), 1.0 / (prof_n[b] + 1))
             prof_dev[b] += a * (abs(res) - prof_dev[b])
             prof_mean[b] += a * res
         prof_n[b] += 1

@@ -137,7 +137,7 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
             s.visit, s.discrete, a.prof_mean, a.prof_mean_dev, a.prof_n, a.offset, a.mean,
             a.dev, slot, b, values[i], ts[i], features.period_s, t_first)
         Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1],
-                                  s.first_ts)
+                                  s.first_ts, s.age_readings)
         residual[i] = R[0]
         Z[0, 0] = discrete_rescale(s.discrete, slot, values[i], Z[0, Z_RESIDUAL], Z[0, 0])
         Z[0, 0] = visit_rescale(s.visit, slot, b, Z[0, 0], a.prof_n[slot, b])

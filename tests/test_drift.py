@@ -357,6 +357,9 @@ def test_a_reset_stream_that_has_run_for_days_warms_up_briefly() -> None:
     warm = int(after.sum())
     assert 100 <= warm <= 110, warm  # 300 when the reset forgot the stream's first reading
     assert not after[warm:].any()
+    # And its age in readings, so a fast stream's profile still learns by its sampling interval
+    # (kernels.window.slot_alpha), not by the readings since the reset.
+    assert pipeline.detector.state.age_readings[0] == n
 
 
 def test_a_drift_reset_keeps_the_streams_own_tails() -> None:

@@ -56,10 +56,11 @@ def _ts(n: int, step_s: float = 300.0) -> np.ndarray:
 def one_stream(values: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, ...]:
     """z-scores, tree features and residuals of one new stream (daily profile of 48 slots)."""
     return FeatureState(86400.0, 48).update(np.zeros(len(values), np.int64), values, ts,
-                                            np.full(1, np.nan))
+                                            np.full(1, np.nan), np.zeros(1))
 
 
-@pytest.mark.parametrize("step_s", [300.0, 3600.0])  # an hourly stream reads young slots as t
+# An hourly stream reads young slots as t; a 20 Hz one's slots learn per second, not per reading.
+@pytest.mark.parametrize("step_s", [300.0, 3600.0, 0.05])
 @pytest.mark.parametrize("bins", [1, 48])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_features_match_reference(case: str, bins: int, step_s: float) -> None:
@@ -71,7 +72,7 @@ def test_features_match_reference(case: str, bins: int, step_s: float) -> None:
     state.arrays.grow(streams)
     slots = np.tile(np.arange(streams, dtype=np.int64), len(values))
     Z, X, _ = state.update(slots, np.repeat(values, streams), np.repeat(ts, streams),
-                           np.full(streams, np.nan))
+                           np.full(streams, np.nan), np.zeros(streams))
     for s in range(streams):
         np.testing.assert_allclose(Z[slots == s, :4], expected, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(X[slots == 0], np.vectorize(naive.squash)(expected[:, :3]),
@@ -113,7 +114,8 @@ def test_a_fast_streams_new_slot_scores_noise_as_noise() -> None:
     values = np.random.default_rng(3).normal(20.0, 1.0, (len(k), streams))
     slots = np.tile(np.arange(streams, dtype=np.int64), len(k))
     Z, _, _ = FeatureState(86400.0, 48, capacity=streams).update(
-        slots, values.ravel(), np.repeat(boundary + k, streams), np.full(streams, np.nan))
+        slots, values.ravel(), np.repeat(boundary + k, streams), np.full(streams, np.nan),
+        np.zeros(streams))
     z = np.abs(Z[:, 0].reshape(len(k), streams))
     first = z[(k >= 3) & (k < 6)]  # the new slot's third to fifth readings: it scores them
     assert np.sqrt(np.mean(first * first)) < 1.07  # 1.11-1.13 before the fix (1 for Gaussian)
@@ -480,6 +482,20 @@ def test_slot_coverage_matches_reference() -> None:
             want = [naive._covered(t, f, 86400.0, bins, back) for t, f in pairs]
             np.testing.assert_allclose(got, want, atol=1e-9)
     assert slot_covered(1.7e9, np.nan, 86400.0, 48, 0) == 1.0  # no first reading known: old
+
+
+def test_a_fast_streams_profile_learns_per_second_not_per_reading() -> None:
+    from edge_ml.kernels.window import ALPHA_BIN, slot_alpha
+
+    t0 = 1.7e9
+    assert slot_alpha(t0 + 600.0, t0, 10.0) == ALPHA_BIN  # a minute between readings
+    assert slot_alpha(t0 + 10.0, t0, 10.0) == ALPHA_BIN  # 1 Hz: as before
+    assert slot_alpha(t0 + 10.0, t0, 200.0) == pytest.approx(ALPHA_BIN / 20.0)  # 20 Hz
+    # Too young to know an interval, no first reading (NaN) or a clock that went back:
+    # per reading.
+    assert slot_alpha(t0 + 0.05, t0, 1.0) == ALPHA_BIN
+    assert slot_alpha(t0, np.nan, 500.0) == ALPHA_BIN
+    assert slot_alpha(t0 - 5.0, t0, 500.0) == ALPHA_BIN
 
 
 def test_the_readings_tail_corrects_its_rate_for_the_counters_dead_time() -> None:

@@ -144,6 +144,28 @@ def test_a_schema_11_checkpoint_resumes_exactly_without_the_shoulder() -> None:
         restore_state(fresh, decode(encode(document).blob, compatibility(fresh)))
 
 
+def test_a_schema_12_checkpoint_takes_each_streams_age_from_its_statistics() -> None:
+    """Schema 13 added each stream's age in readings (with its first reading's time, the
+    sampling interval a fast stream's profile learns by): a schema-12 checkpoint takes it from
+    the stream statistics and scores a 20 Hz fleet exactly as the uninterrupted pipeline."""
+    names, ts, values = readings(6000, seed=1)
+    fast = ts / 60.0  # three streams, each read every 0.05 s
+    trained = make_pipeline()
+    trained.process_readings(names, fast, values)
+    ages = trained.detector.state.age_readings[:3].copy()
+    assert ages.tolist() == [2000.0] * 3
+    document = export_state(trained)
+    document["header"]["schema_version"] = 12
+    del document["state"]["detector"]["age_readings"]
+    restored = make_pipeline()
+    restore_state(restored, decode(encode(document).blob, compatibility(restored)))
+    np.testing.assert_array_equal(restored.detector.state.age_readings[:3], ages)
+    later_names, later_ts, later_values = readings(600, seed=2, start=6000.0)
+    np.testing.assert_array_equal(
+        restored.process_readings(later_names, later_ts / 60.0, later_values).levels,
+        trained.process_readings(later_names, later_ts / 60.0, later_values).levels)
+
+
 def test_a_checkpoint_loads_under_another_heavy_tail_floor() -> None:
     """The floor is how a stream is scored, not what it learned: a state saved at the shipped
     floor resumes at another, its shoulder as saved."""

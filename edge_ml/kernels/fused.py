@@ -60,7 +60,7 @@ def detect_batch(
     split_feature, split_threshold, mass, ref, count, first_window, height, window_size,
     paper_score,
     cal_mean, cal_var, cal_n, short, short_sum, persist, tail, ptail, mtail,
-    first_ts, warmup, warm_early, warm_span_s, discrete, visit, shoulder, shoulder_floor,
+    first_ts, age, warmup, warm_early, warm_span_s, discrete, visit, shoulder, shoulder_floor,
 ):
     """Anomaly levels, raw HST scores, warm-up flags, profile residuals, and per reading the
     view that gave the level and the usual range ``expected[i] = [low, high]`` of a micro-batch.
@@ -70,7 +70,8 @@ def detect_batch(
     ``first_ts``) and the reading's time-of-day slot is grown enough to score it: a slow
     stream's warm-up then ends after days, not after a fixed number of readings (see
     :func:`warming_up`). Its level is then reported as 0 (unknown, not normal) although every
-    stage keeps learning.
+    stage keeps learning. ``age`` counts each stream's readings since its first (through drift
+    resets, as ``first_ts``): the two give its mean sampling interval.
     """
     n_readings = slots.shape[0]
     levels = np.zeros(n_readings, dtype=np.float64)
@@ -92,7 +93,8 @@ def detect_batch(
             values[i], ts[i], period_s, first_ts[s])
         residual[i] = feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean,
                                      ddev, vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i],
-                                     b, period_s, first_ts[s], z)
+                                     b, period_s, first_ts[s], age[s], z)
+        age[s] += 1.0
         # The trees see the features as the staged path computes them; the seasonal view's
         # scale is floored by the stream's discrete structure (kernels.discrete) and by how
         # its slot visits begin (kernels.visits).

@@ -53,6 +53,15 @@ FEATURE_NAMES = ("z_season", "z_value", "z_diff")
 # Learning rate of a profile slot's mean and absolute deviation (never below 1/(count+1), so a
 # young slot averages its first readings equally).
 ALPHA_BIN = 0.02
+# On a stream sampled faster than this, a slot learns ALPHA_BIN per SLOT_RATE_INTERVAL_S of
+# time, not per reading (scaled by the stream's mean interval so far): it remembers about 50 s,
+# as a 1 Hz stream's does. At 2 % a reading, a 20 Hz stream's profile was a 2.5 s moving
+# average that learned a slow fault before any view saw it (the demo fleet's drifts: 29 of 96
+# found over 60 replayed fleets, 92 with this; docs/benchmarks.md, round 17). Streams at 1 Hz
+# or slower (all of NAB and of the calibration suite) learn as before. A longer memory (60 s a
+# reading's worth) found the same drifts but stops a slot following a 10-minute cycle: the
+# issue's -12 dip on a 1 Hz sine scored 0.33 instead of 1.0 (round 15).
+SLOT_RATE_INTERVAL_S = 1.0
 # Learning rate of the offset shared by all slots: follows slow level changes without letting
 # one slot's noise move the others.
 ALPHA_OFFSET = 0.005
@@ -81,6 +90,16 @@ POOL_WEIGHT = 3.0
 # Features for the trees: 0.5 + 0.5 * tanh(z / SQUASH) puts |z| <= 3 in the middle of [0, 1]
 # and leaves the trees' outer half-spaces to outliers.
 SQUASH = 6.0
+
+
+@njit(cache=True)
+def slot_alpha(ts, t_first, age):
+    """A profile slot's learning rate per reading on a stream that has seen ``age`` readings
+    since its first at ``t_first``, before this one at ``ts``: ``ALPHA_BIN``, lowered in
+    proportion to the mean interval when that is shorter than ``SLOT_RATE_INTERVAL_S``."""
+    if age < 2 or not ts > t_first:  # no interval yet, or a clock that went back (or NaN)
+        return ALPHA_BIN
+    return ALPHA_BIN * min(1.0, (ts - t_first) / age / SLOT_RATE_INTERVAL_S)
 
 
 @njit(cache=True)
@@ -210,10 +229,12 @@ def slot_before_z(prof_mean, prof_mean_dev, prof_n, offset, s, b, v, ts, period_
 
 @njit(cache=True)
 def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev, vol,
-                   lr_mean, lr_dev, prev, seen, s, v, ts, b, period_s, t_first, z):
+                   lr_mean, lr_dev, prev, seen, s, v, ts, b, period_s, t_first, age, z):
     """Write the four z-scores of value ``v`` (time ``ts``, profile slot ``b``: its
     :func:`season_bin`) for stream slot ``s`` into ``z``; learn. ``t_first`` is the time of the
-    stream's first reading.
+    stream's first reading and ``age`` the readings it has had since (before this one; a drift
+    reset restarts ``seen``, not the age): with them the profile's learning rate follows the
+    stream's sampling interval (:func:`slot_alpha`).
 
     Returns the profile residual, before ``v`` is learned: what the drift monitor watches (a
     daily cycle is not a drift; a level that stays shifted is, until the profile has learned
@@ -260,7 +281,7 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
     if count == 0:
         prof_mean[s, b] = v - offset[s]
     else:
-        a = max(ALPHA_BIN, 1.0 / (count + 1.0))
+        a = max(slot_alpha(ts, t_first, max(age, n)), 1.0 / (count + 1.0))
         prof_mean_dev[s, b] += a * (abs(res) - prof_mean_dev[s, b])
         prof_mean[s, b] += a * res
     prof_n[s, b] = count + 1
@@ -299,11 +320,11 @@ def squash(z, x):
 
 
 @njit(cache=True)
-def features_batch(slots, values, ts, period_s, first_ts, prof_mean, prof_mean_dev, prof_n,
+def features_batch(slots, values, ts, period_s, first_ts, age, prof_mean, prof_mean_dev, prof_n,
                    offset, mean, dev, dmean, ddev, vol, lr_mean, lr_dev, prev, seen):
     """z-scores ``Z[B, 4]``, tree features ``X[B, 3]`` and profile residuals ``R[B]`` of a
     batch, learning in order. ``first_ts`` holds each stream's first reading time (NaN: taken
-    from this batch)."""
+    from this batch) and ``age`` the readings it has had since (counted here)."""
     n_readings = slots.shape[0]
     Z = np.empty((n_readings, N_Z), dtype=np.float64)
     X = np.empty((n_readings, N_FEATURES), dtype=np.float64)
@@ -315,6 +336,7 @@ def features_batch(slots, values, ts, period_s, first_ts, prof_mean, prof_mean_d
         b = season_bin(ts[i], period_s, prof_n.shape[1])
         R[i] = feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, ddev,
                               vol, lr_mean, lr_dev, prev, seen, s, values[i], ts[i], b,
-                              period_s, first_ts[s], Z[i])
+                              period_s, first_ts[s], age[s], Z[i])
+        age[s] += 1.0
         squash(Z[i], X[i])
     return Z, X, R

@@ -88,7 +88,8 @@ class FeatureSource(Protocol):
 
     def kernel_args(self) -> tuple[np.ndarray, ...]: ...
     def update(self, slots: np.ndarray, values: np.ndarray, ts: np.ndarray,
-               first_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+               first_ts: np.ndarray, age: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 class Detector(Protocol):
@@ -116,8 +117,9 @@ class Detector(Protocol):
 # in units of its own spread, is the shape of its noise, not its level (realAWSCloudwatch
 # +0.8, artificialWithAnomaly +0.4; docs/benchmarks.md, round 12). The HST view's tail
 # (``mtail``) restarts with the forest whose scores it describes. The reading's shoulder is
-# the shape of its noise too.
-KEPT_THROUGH_DRIFT = ("visit", "first_ts", "tail", "ptail", "shoulder")
+# the shape of its noise too. Its age in readings: with the time of its first reading, its
+# sampling interval, which a fast stream's profile learns by (kernels.window.slot_alpha).
+KEPT_THROUGH_DRIFT = ("visit", "first_ts", "age_readings", "tail", "ptail", "shoulder")
 
 
 def _calibration_arrays(capacity: int) -> SlotArrays:
@@ -130,6 +132,7 @@ def _calibration_arrays(capacity: int) -> SlotArrays:
             SlotField("short_sum", np.float64),
             SlotField("persist", np.float64, 0.0, (N_PERSIST,)),
             SlotField("first_ts", np.float64, math.nan),  # time of the stream's first reading
+            SlotField("age_readings", np.float64),  # readings since then
             SlotField("discrete", np.float64, 0.0, (N_DISCRETE,)),  # kernels.discrete
             SlotField("tail", np.float64, 0.0, (N_TAIL,)),  # the stream's own extremes
             SlotField("ptail", np.float64, 0.0, (N_TAIL,)),  # its persistent view's episodes
@@ -166,8 +169,8 @@ class NumbaDetector:
             f.mass, f.ref, f.count, f.first_window, p.height, p.window_size, p.paper_score,
             s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.persist, s.tail, s.ptail,
             s.mtail,
-            s.first_ts, p.warmup, warm_early(p.warmup), WARM_SPAN_S, s.discrete, s.visit,
-            s.shoulder, p.heavy_tail_floor,
+            s.first_ts, s.age_readings, p.warmup, warm_early(p.warmup), WARM_SPAN_S, s.discrete,
+            s.visit, s.shoulder, p.heavy_tail_floor,
         )
         return Detection(levels, raw, warming, residual, view, expected)
 
@@ -250,7 +253,8 @@ class RiverDetector:
             before, z_before, res_before = young_visit_slot_before(
                 s.visit, s.discrete, f.prof_mean, f.prof_mean_dev, f.prof_n, f.offset, f.mean,
                 f.dev, slot, b, values[i], ts[i], features.period_s, t_first)
-            Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1], s.first_ts)
+            Z, X, R = features.update(slots[i:i + 1], values[i:i + 1], ts[i:i + 1], s.first_ts,
+                                      s.age_readings)
             residual[i] = R[0]
             Z[0, 0] = discrete_rescale(s.discrete, slot, values[i], Z[0, Z_RESIDUAL], Z[0, 0])
             Z[0, 0] = visit_rescale(s.visit, slot, b, Z[0, 0], f.prof_n[slot, b])

@@ -37,6 +37,8 @@ from edge_ml.kernels.window import (
     SLOT_RATE_INTERVAL_S,
     SQUASH,
     VOL_ALPHA,
+    VOL_CLIP_AFTER,
+    VOL_CLIP_Z,
     VOL_MIN_DEV,
 )
 
@@ -135,6 +137,8 @@ def features(values: list[float], ts: list[float], period_s: float,
         if n >= 3:  # the log ratio against its own running mean and deviation
             a_lr = max(ALPHA_SD, 1 / (n - 2))
             lr_delta = log_ratio - lr_mean
+            if n >= VOL_CLIP_AFTER:  # a quiet stretch teaches at most VOL_CLIP_Z scales a reading
+                lr_delta = max(lr_delta, -VOL_CLIP_Z * max(DEV_MULT * lr_dev, VOL_MIN_DEV))
             lr_mean += a_lr * lr_delta
             lr_dev += a_lr * (abs(lr_delta) - lr_dev)
         prev = v

@@ -22,10 +22,10 @@ def test_the_demo_as_shipped_finds_its_anomalies_without_false_alarms(tmp_path: 
     """``make demo`` (the defaults: 8 nodes x 20 Hz for 30 s) keeps what the README promises.
 
     The fleet is seeded and readings are stamped at the sensor, so what the daemon finds does
-    not depend on the machine's load: 8 of 8 and no false alarm (7 of 8 until a fast stream's
-    profile learned per second: node-3's slow drift; replayed from 40 start times 53 s apart,
-    8 of 8 every time). It ends with the HTML report of the same readings replayed, labelled with the
-    injected anomalies, readable with no network.
+    not depend on the machine's load: 8 of 8 and no false alarm (7 of 8 until a fast
+    stream's profile learned per second: node-3's slow drift; replayed from 40 start times
+    53 s apart, 8 of 8 every time). It ends with the HTML report of the same readings
+    replayed, labelled with the injected anomalies, readable with no network.
     """
     report = tmp_path / "demo-report.html"
     run = demo("--report", str(report))

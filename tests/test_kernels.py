@@ -46,6 +46,9 @@ CASES = {
     "huge_offset": 1e9 + rng.normal(0.0, 0.01, 500),
     "steps": np.repeat([0.0, 5.0, -5.0, 1e-3], 90),
     "single": np.array([42.0]),
+    # noise that freezes on one value for 80 readings, then moves again
+    "stuck": np.concatenate([rng.normal(20.0, 1.0, 400), np.full(80, 20.3),
+                             rng.normal(20.0, 1.0, 200)]),
 }
 
 

@@ -58,9 +58,9 @@ ALPHA_BIN = 0.02
 # as a 1 Hz stream's does. At 2 % a reading, a 20 Hz stream's profile was a 2.5 s moving
 # average that learned a slow fault before any view saw it (the demo fleet's drifts: 29 of 96
 # found over 60 replayed fleets, 92 with this; docs/benchmarks.md, round 17). Streams at 1 Hz
-# or slower (all of NAB and of the calibration suite) learn as before. A longer memory (60 s a
-# reading's worth) found the same drifts but stops a slot following a 10-minute cycle: the
-# issue's -12 dip on a 1 Hz sine scored 0.33 instead of 1.0 (round 15).
+# or slower (all of NAB and of the calibration suite) learn as before. Learning per minute
+# instead (round 15) found the same drifts but stopped a slot following a 10-minute cycle: the
+# issue's -12 dip on a 1 Hz sine scored 0.33 instead of 1.0.
 SLOT_RATE_INTERVAL_S = 1.0
 # Learning rate of the offset shared by all slots: follows slow level changes without letting
 # one slot's noise move the others.
@@ -90,8 +90,8 @@ VOL_MIN_DEV = 0.05
 # with this). 5, the mildest of 2-5 measured, finds them all as 3 and 4 do: NAB and every
 # calibration-suite kind's false alerts are identical, the suite's stuck values .84 -> .86;
 # at 2 NAB's rogue_agent_key_hold gained 3 false alerts, at 3 and 4 the suite's sparse and
-# quantised counters 1-3 (docs/benchmarks.md, round 17). A sensor that stays stuck is still learned,
-# over hundreds of readings instead of tens.
+# quantised counters 1-3 (docs/benchmarks.md, round 17). A sensor that stays stuck is still
+# learned, over hundreds of readings instead of tens.
 VOL_CLIP_Z = 5.0
 VOL_CLIP_AFTER = 30
 # Weight, in residuals, of the stream's pooled slot deviation in each slot's scale (see

@@ -18,7 +18,6 @@ places of the profile's half-hour slots.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import tempfile
@@ -26,9 +25,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_ml.config import load_config
 from edge_ml.demo import ANOMALY_START, DEMO_CONFIG, DEMO_WARMUP, match_alerts, write_readings
 from edge_ml.replay import replay_tree
+from edge_ml.report import load_stream
 from edge_ml.timestamps import parse_timestamp
 from firmware_bridge.simulator import Fleet
 
@@ -42,13 +44,12 @@ def fleet_alerts(results: Path, streams: list[str]) -> list[dict[str, Any]]:
     """Every alert that opened in the replay's result files, as the daemon's alert rows."""
     alerts = []
     for stream in streams:
-        path = results / f"{stream}.csv"
-        with path.open(newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                if row["alert"] == "1":
-                    alerts.append({"alert_id": f"{stream}:{len(alerts)}", "stream": stream,
-                                   "state": "open", "opened_at": parse_timestamp(row["timestamp"]),
-                                   "score": float(row["anomaly_score"])})
+        result = load_stream(results / f"{stream}.csv")
+        for row in np.flatnonzero(result.opened):
+            alerts.append({"alert_id": f"{stream}:{len(alerts)}", "stream": stream,
+                           "state": "open",
+                           "opened_at": parse_timestamp(result.timestamps[row]),
+                           "score": float(result.scores[row])})
     return alerts
 
 

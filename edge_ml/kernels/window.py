@@ -293,7 +293,7 @@ def feature_update(prof_mean, prof_mean_dev, prof_n, offset, mean, dev, dmean, d
     if count == 0:
         prof_mean[s, b] = v - offset[s]
     else:
-        a = max(slot_alpha(ts, t_first, max(age, n)), 1.0 / (count + 1.0))
+        a = max(slot_alpha(ts, t_first, age), 1.0 / (count + 1.0))
         prof_mean_dev[s, b] += a * (abs(res) - prof_mean_dev[s, b])
         prof_mean[s, b] += a * res
     prof_n[s, b] = count + 1

@@ -3,7 +3,9 @@
 Replays every file under ``--nab DIR/data`` with the shipped defaults (``replay_tree``, the code
 behind ``edge-ml replay``) and prints the pooled normalised score of the pipeline's own alerts,
 the same score for each group of files alone (the group's own null and perfect scores), and with
-``--detail`` one line per file (windows found, false alerts). ``--json`` writes the numbers, so
+``--detail`` one line per file (windows found, false alerts, and its isolated extremes inside
+and outside the windows: readings at level ``TAIL_L0`` or more with none within ``TAIL_GAP``,
+the events a stream's reading tail learns as its normal). ``--json`` writes the numbers, so
 that runs with different constants can be compared group by group (see docs/benchmarks.md,
 "Leave one group out").
 
@@ -18,6 +20,9 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from edge_ml.config import Config, load_config, parse_config
 from edge_ml.evaluate import (
     PROFILES,
@@ -27,7 +32,23 @@ from edge_ml.evaluate import (
     load_labels,
     load_results,
 )
+from edge_ml.kernels.calibration import TAIL_GAP, TAIL_L0
 from edge_ml.replay import replay_tree
+
+
+def isolated_extremes(scores: npt.NDArray[np.float64],
+                      windows: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+    """``(inside, outside)`` the labelled windows (inclusive row pairs): the rows whose score
+    reaches ``TAIL_L0`` with no other such row within ``TAIL_GAP`` before or after."""
+    high = np.flatnonzero(np.nan_to_num(scores) >= TAIL_L0)
+    gaps = np.diff(high)
+    alone = np.ones(len(high), dtype=bool)
+    alone[1:] &= gaps > TAIL_GAP
+    alone[:-1] &= gaps > TAIL_GAP
+    rows = high[alone]
+    inside = sum(int(np.count_nonzero((rows >= first) & (rows <= last)))
+                 for first, last in windows)
+    return inside, len(rows) - inside
 
 
 def group_scores(nab_dir: Path, detail: bool = False,
@@ -39,6 +60,7 @@ def group_scores(nab_dir: Path, detail: bool = False,
         report = evaluate(out, nab_dir / "labels" / "combined_windows.json", ["standard"])
         files = load_results(out, load_labels(nab_dir / "labels" / "combined_windows.json"))
     sweeps = {f.name: f.sweep for f in files}
+    extremes = {f.name: isolated_extremes(f.scores, f.windows) for f in files}
     standard = report.profiles[0]
     groups: dict[str, list] = {}
     for row in standard.files:
@@ -54,8 +76,9 @@ def group_scores(nab_dir: Path, detail: bool = False,
             "fn": sum(r.alert.fn for r in rows), "fp": sum(r.alert.fp for r in rows)}
         if detail:
             for r in rows:
+                inside, outside = extremes[r.name]
                 print(f"  {r.name:60s} windows {r.alert.tp}/{r.windows} false {r.alert.fp:3d} "
-                      f"raw {r.alert.raw:7.2f}")
+                      f"raw {r.alert.raw:7.2f} isolated {inside:2d} in {outside:3d} out")
     return result
 
 

@@ -3,8 +3,9 @@ many readings the decision waits for.
 
 Draws many short streams of each distribution and feeds each, reading by reading, to the
 kernel's own ``scale_learn`` with the decision length under test (the pipeline decides at
-``SCALE_READINGS``). Prints the share of draws that turn logarithmic, and that turn root
-(docs/benchmarks.md, rounds 10 and 14).
+``SCALE_READINGS``), without a second look; the last column is the shipped rule, the decision
+at ``SCALE_READINGS`` and the second look at ``SECOND_LOOK_READINGS``. Prints the share of
+draws that turn logarithmic, and that turn root (docs/benchmarks.md, rounds 10, 14 and 18).
 
 Usage: python benchmarks/scale_decision.py [--draws 2000] [--readings 30 50 100 200]
 """
@@ -19,9 +20,11 @@ import numpy as np
 from edge_ml.kernels.scale import (
     LOG,
     N_SCALE,
+    RAW_PENDING,
     ROOT,
     S_MODE,
     SCALE_READINGS,
+    SECOND_LOOK_READINGS,
     UNDECIDED,
     scale_learn,
 )
@@ -47,13 +50,14 @@ KINDS: dict[str, Draw] = {
 }
 
 
-def decision(values: np.ndarray, readings: int) -> float:
-    """The kernel's decision (``S_MODE``) for this stream at ``readings`` readings."""
+def decision(values: np.ndarray, readings: int, second_look: int = 0) -> float:
+    """The kernel's decision (``S_MODE``) for this stream at ``readings`` readings, and at
+    ``second_look`` readings for one that stayed raw then (0: no second look)."""
     row = np.zeros(N_SCALE)
     for v in values.tolist():
-        if row[S_MODE] != UNDECIDED:
+        if row[S_MODE] not in (UNDECIDED, RAW_PENDING):
             break
-        scale_learn(row, v, readings)
+        scale_learn(row, v, readings, second_look)
     return float(row[S_MODE])
 
 
@@ -65,12 +69,17 @@ def main() -> None:
     rng = np.random.default_rng(0)
     print(f"share of {args.draws} draws that turn logarithmic / root, by readings before the "
           f"decision (shipped: {SCALE_READINGS}):")
-    print(f"  {'distribution':36s}" + "".join(f"{n:>14d}" for n in args.readings))
+    shipped = f"{SCALE_READINGS}, {SECOND_LOOK_READINGS}"
+    print(f"  {'distribution':36s}" + "".join(f"{n:>14d}" for n in args.readings)
+          + f"{shipped:>14s}")
     for name, draw in KINDS.items():
         cells = []
         for n in args.readings:
             modes = np.array([decision(draw(rng, n), n) for _ in range(args.draws)])
             cells.append(f"{np.mean(modes == LOG):.3f} / {np.mean(modes == ROOT):.3f}")
+        modes = np.array([decision(draw(rng, SECOND_LOOK_READINGS), SCALE_READINGS,
+                                   SECOND_LOOK_READINGS) for _ in range(args.draws)])
+        cells.append(f"{np.mean(modes == LOG):.3f} / {np.mean(modes == ROOT):.3f}")
         print(f"  {name:36s}" + "".join(f"{cell:>14s}" for cell in cells))
 
 

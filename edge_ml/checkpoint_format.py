@@ -77,6 +77,9 @@ MAGIC = b"EDGEMLCK"
 #  13: ``age_readings``, each stream's readings since its first (with ``first_ts``, its
 #      sampling interval, which a fast stream's profile learns by; kernels.window.slot_alpha):
 #      the stream statistics' reading count.
+#      Since round 18 a ``scale`` row's mode may also be ``RAW_PENDING`` (a stream awaiting its
+#      second look, kernels.scale): no new layout, so no new version; a build from before
+#      reads it as raw for good, as it would have decided.
 SCHEMA_VERSION = 13
 OLDEST_READABLE = 1
 DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",), 6: ("tail",),

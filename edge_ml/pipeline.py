@@ -292,7 +292,9 @@ class Pipeline:
     def _restart_on_new_scale(self, slot: int) -> None:
         """Forget what ``slot`` learned in raw units, keeping its age: the decision comes
         within its warm-up, so the warm-up ends when it would have (restarting it cost NAB's
-        one stream that turns logarithmic a labelled window, docs/benchmarks.md round 10)."""
+        one stream that turns logarithmic a labelled window, docs/benchmarks.md round 10). A
+        second look (``kernels.scale.SECOND_LOOK_READINGS``) may come after the warm-up of a
+        slow stream: it is scored on from the restart, its profile learned anew."""
         self.detector.reset(slot, keep=("first_ts", "age_readings"))
         self.features.arrays.reset(slot, keep=("seen",))
         self.drift.reset(slot)

@@ -22,6 +22,7 @@ from edge_ml.kernels.scale import (
 )
 from edge_ml.slots import SlotArrays, SlotField
 
+# A stream awaiting its second look (RAW_PENDING) has no name yet: it is still deciding.
 SCALE_NAMES = {RAW: "raw", LOG: "log", ROOT: "root"}
 # Columns of a stream's scale row in checkpoints of schema 10 (before the count root).
 _SCALE_COLUMNS_V10 = 11

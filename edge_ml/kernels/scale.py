@@ -81,15 +81,15 @@ RAW_PENDING = 4.0
 SCALE_READINGS = 50
 # The second look of a positive fractional stream that stayed raw. A log-normal (sigma 1)
 # stream passes the log test 87 % of the time at 50 readings and more than 99 % at 200 (the
-# logarithms' skewness has a sampling spread of sqrt(6 / n): 0.35, then 0.17). Of those that
-# stayed raw, 40 streams once a minute raised 1.53 false alerts / 10k, 60 hourly ones 3.67
-# and 20 at 20 Hz 1.35; with the second look 0.43, 0.44 and 0.27 (docs/benchmarks.md, round
-# 18). It comes within the default warm-up of a stream read every 5 minutes or faster, so
-# that the restart costs such a stream no scored reading. No NAB stream turns at 200 or at
-# 500 (NAB and the calibration suite are identical to a build without it); at 300
-# iio_us-east-1_i-a2eb1cd9_NetworkIn turns and its restarted profile misses a labelled
-# window. Counts take no second look: turning NAB's elb_request_count_8c0756 to roots at
-# 200 or 500 lost a labelled burst.
+# logarithms' skewness has a sampling spread of sqrt(6 / n): 0.35, then 0.17). Anomaly-free
+# log-normal streams, a few of them misjudged at 50, raised 1.53 false alerts / 10k (40 once
+# a minute), 3.67 (60 hourly) and 1.35 (20 at 20 Hz) without it and 0.43, 0.44 and 0.27 with
+# it (docs/benchmarks.md, round 18). It comes within the default warm-up of a stream read
+# every 5 minutes or faster, so that the restart costs such a stream no scored reading. No
+# NAB stream turns at 200 or at 500 (NAB and the calibration suite are identical to a build
+# without it); at 300 iio_us-east-1_i-a2eb1cd9_NetworkIn turns and its restarted profile
+# misses a labelled window. Counts take no second look: turning NAB's elb_request_count_8c0756
+# to roots at 200 or 500 lost a labelled burst.
 SECOND_LOOK_READINGS = 200
 # Raw skewness a log stream must exceed (an exponential distribution has 2, a Gaussian 0).
 RAW_SKEW_MIN = 1.0

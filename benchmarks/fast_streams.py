@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from calibration_suite import replay, write_csv
+from publisher import NOISE, SPIKE, WAVE
 
 from edge_ml.config import Config, load_config
 
@@ -50,7 +51,7 @@ LATENCY_RATE = 1000.0
 SPIKE_EVERY_N = 25
 SPIKE_READINGS = 2
 SPIKE_AFTER_S = 4.0
-NOISE, WAVE, SPIKE = 1.0, 0.3, 25.0  # publisher.py's
+Traffic = tuple[list[np.ndarray], list[np.ndarray], int]
 
 
 def latency_config(config: Config) -> Config:
@@ -74,9 +75,9 @@ def false_alerts(config: Config, seeds: int, readings: int, work: Path) -> dict[
     return rates
 
 
-def latency_traffic(seconds: float, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray],
-                                                            int]:
-    """Timestamps and values per stream of the latency traffic, and the spikes in it."""
+def latency_traffic(seconds: float, seed: int = 0) -> Traffic:
+    """Timestamps and values per stream of the latency traffic, and the spikes in it (the
+    publisher's noise, sine and spike size)."""
     rng = np.random.default_rng(seed)
     noise = rng.normal(0.0, NOISE, 65_536)
     phase = rng.uniform(0.0, 2.0 * math.pi, LATENCY_STREAMS)

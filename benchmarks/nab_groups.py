@@ -4,8 +4,9 @@ Replays every file under ``--nab DIR/data`` with the shipped defaults (``replay_
 behind ``edge-ml replay``) and prints the pooled normalised score of the pipeline's own alerts,
 the same score for each group of files alone (the group's own null and perfect scores), and with
 ``--detail`` one line per file (windows found, false alerts, and its isolated extremes inside
-and outside the windows: readings at level ``TAIL_L0`` or more with none within ``TAIL_GAP``,
-the events a stream's reading tail learns as its normal). ``--json`` writes the numbers, so
+and outside the windows: rows whose score reaches ``TAIL_L0`` with none within ``TAIL_GAP``;
+close to the episodes a stream's reading tail learns as its normal, but counted on the scored
+level, after the tail's own scaling and without its cooldown). ``--json`` writes the numbers, so
 that runs with different constants can be compared group by group (see docs/benchmarks.md,
 "Leave one group out").
 

@@ -178,6 +178,70 @@ def traffic_speed(n, rng):
     return ts, np.clip(signal + rng.normal(0.0, 3.0, n), 0.0, 75.0), signal
 
 
+def _weekday(ts: np.ndarray) -> np.ndarray:
+    return ((ts // DAY + 3) % 7) < 5  # 1970-01-01 was a Thursday
+
+
+def _missing(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
+    """A mask keeping each of ``n`` readings but ``share`` of them (readings that never came)."""
+    return rng.random(n) >= share
+
+
+def occupancy_5min(n, rng):
+    """Lane occupancy (%) every 5 minutes, times jittered as traffic_with_gaps: a few % at
+    night, rush-hour peaks of 25-35 % on weekdays. The noise is gamma (shape 4: right-skewed,
+    lighter below in logarithms than a log-normal's), given to 0.1 %."""
+    ts = _regular(n, 300.0)
+    hour = (ts % DAY) / 3600.0
+    peak = 25.0 * np.exp(-((hour - 8.0) ** 2) / 1.5) + 30.0 * np.exp(-((hour - 17.5) ** 2) / 2.0)
+    base = 3.0 + 7.0 * np.clip(np.sin(np.pi * (hour - 5.0) / 17.0), 0.0, None)
+    signal = base + np.where(_weekday(ts), peak, 0.25 * peak)
+    values = np.round(np.minimum(rng.gamma(4.0, signal / 4.0), 100.0), 1)
+    return np.sort(ts + 90.0 * rng.uniform(-1.0, 1.0, n)), values, signal
+
+
+def travel_time_5min(n, rng):
+    """Travel time in whole seconds every 5 minutes: free flow 300 s, rush hours up to 550 s on
+    weekdays, log-normal noise (sigma 0.12); 5 % of the readings never come."""
+    m = int(1.1 * n) + 50  # enough for n after the missing ones
+    ts = _regular(m, 300.0)
+    hour = (ts % DAY) / 3600.0
+    surge = 250.0 * (np.exp(-((hour - 8.0) ** 2)) + 0.8 * np.exp(-((hour - 17.5) ** 2) / 1.5))
+    signal = 300.0 + np.where(_weekday(ts), surge, 0.1 * surge)
+    values = np.round(signal * rng.lognormal(0.0, 0.12, m))
+    keep = _missing(rng, m, 0.05)
+    return ts[keep][:n], values[keep][:n], signal[keep][:n]
+
+
+def ad_cpc_hourly(n, rng):
+    """An hourly cost per click (like the held-out ad-exchange metrics): clicks are Poisson
+    with a daily cycle, lower at weekends; each click's price is log-normal; the reading is
+    their mean, so its spread grows at night when clicks are few. 3 % of the hours are missing."""
+    m = int(1.05 * n) + 50
+    ts = _regular(m, 3600.0)
+    hour = (ts % DAY) / 3600.0
+    clicks = 15.0 + 120.0 * np.clip(np.sin(np.pi * (hour - 6.0) / 16.0), 0.0, None)
+    count = np.maximum(rng.poisson(clicks * np.where(_weekday(ts), 1.0, 0.6)), 1)
+    prices = rng.lognormal(-1.0, 0.7, int(count.sum()))
+    values = np.add.reduceat(prices, np.cumsum(count) - count) / count
+    signal = np.full(m, np.exp(-1.0 + 0.7 ** 2 / 2.0))
+    keep = _missing(rng, m, 0.03)
+    return ts[keep][:n], values[keep][:n], signal[keep][:n]
+
+
+def mention_wander_5min(n, rng):
+    """Mentions every 5 minutes whose busyness wanders from day to day (a log AR(1) rate, sd
+    about 0.3), a daily cycle, counts overdispersed (gamma rate of shape 4, then Poisson)."""
+    ts = _regular(n, 300.0)
+    hour = (ts % DAY) / 3600.0
+    wander = np.zeros(n)
+    steps = rng.normal(0.0, 0.02, n)
+    for i in range(1, n):
+        wander[i] = 0.998 * wander[i - 1] + steps[i]
+    mu = 12.0 * np.exp(wander) * (1.0 + 0.7 * np.sin(2 * np.pi * (hour - 15.0) / 24.0))
+    return ts, rng.poisson(rng.gamma(4.0, mu / 4.0)).astype(np.float64), mu
+
+
 KINDS: dict[str, tuple[Kind, int]] = {
     # name: (generator, readings per stream; 0 = --readings)
     "gaussian_1min": (gaussian_1min, 0),
@@ -196,6 +260,12 @@ KINDS: dict[str, tuple[Kind, int]] = {
     "traffic_speed_5min": (traffic_speed, 0),
     "mention_counts_5min": (mention_counts, 0),
     "traffic_gaps_5min": (traffic_with_gaps, 0),
+    # Round 19: more held-out-like kinds (traffic occupancy and travel time, ad-exchange cost,
+    # mentions whose busyness wanders).
+    "occupancy_5min": (occupancy_5min, 0),
+    "travel_time_5min": (travel_time_5min, 0),
+    "ad_cpc_hourly_1500": (ad_cpc_hourly, 1500),
+    "mention_wander_5min": (mention_wander_5min, 0),
     # The hourly metric again, labelled part only (anomaly at reading 255, where NAB's scoring
     # of a 1,500-reading file has begun but a 300-reading warm-up had not ended).
     "hourly_short_early": (hourly_short, 1500),
@@ -207,9 +277,10 @@ LABELLED_ONLY = ("hourly_short_early",)
 ISSUE_KINDS = list(KINDS)[:11]
 
 # Count kinds whose injected anomalies go up (a count cannot fall below 0).
-COUNTS_UP = ("poisson_mean0.7", "sparse_counter", "mention_counts_5min")
-# Count kinds: their labelled streams are rounded to whole counts again after the injection.
-COUNTS = ("poisson_mean5", *COUNTS_UP)
+COUNTS_UP = ("poisson_mean0.7", "sparse_counter", "mention_counts_5min", "mention_wander_5min")
+# Whole-number kinds: their labelled streams are rounded to whole numbers again after the
+# injection.
+COUNTS = ("poisson_mean5", "travel_time_5min", *COUNTS_UP)
 
 ANOMALY_TYPES = ("spike", "level_shift", "stuck", "variance_burst", "slow_drift")
 

@@ -283,6 +283,7 @@ COUNTS_UP = ("poisson_mean0.7", "sparse_counter", "mention_counts_5min", "mentio
 COUNTS = ("poisson_mean5", "travel_time_5min", *COUNTS_UP)
 
 ANOMALY_TYPES = ("spike", "level_shift", "stuck", "variance_burst", "slow_drift")
+STUCK_READINGS = 120  # how long an injected stuck value holds
 
 
 def write_csv(path: Path, ts: np.ndarray, values: np.ndarray) -> None:
@@ -359,8 +360,8 @@ def inject(kind: str, anomaly: str, ts: np.ndarray, values: np.ndarray, signal: 
         return out, at + 200
     if anomaly == "stuck":
         stuck = values[at] if np.mean(values == 0.0) < 0.5 else np.mean(values[values != 0.0])
-        out[at:at + 120] = stuck
-        return out, at + 140
+        out[at:at + STUCK_READINGS] = stuck
+        return out, at + STUCK_READINGS + 20
     if anomaly == "variance_burst":
         out[at:at + 200] = signal[at:at + 200] + med + 5.0 * (noise[at:at + 200] - med)
         return out, at + 220

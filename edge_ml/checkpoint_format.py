@@ -80,11 +80,13 @@ MAGIC = b"EDGEMLCK"
 #      Since round 18 a ``scale`` row's mode may also be ``RAW_PENDING`` (a stream awaiting its
 #      second look, kernels.scale): no new layout, so no new version; a build from before
 #      reads it as raw for good, as it would have decided.
-SCHEMA_VERSION = 13
+#  14: ``runs``, each stream's runs of equal readings (kernels.runs, issue 13 round 19): zeros,
+#      learned again (no run is scored before the stream's next 100 changes of value).
+SCHEMA_VERSION = 14
 OLDEST_READABLE = 1
 DETECTOR_ARRAYS_ADDED = {2: ("persist",), 3: ("first_ts",), 4: ("discrete",), 6: ("tail",),
                          7: ("ptail", "mtail"), 8: ("visit",), 12: ("shoulder",),
-                         13: ("age_readings",)}
+                         13: ("age_readings",), 14: ("runs",)}
 DRIFT_ARRAYS_ADDED = {9: ("ref_mean", "ref_mean_m2")}
 _DIGEST = 32
 # Decompressed size refused beyond this (a zip bomb must not take the gateway's memory):
@@ -535,7 +537,7 @@ def detector_arrays_added_since(version: int) -> tuple[str, ...]:
     >>> detector_arrays_added_since(1)[:5]
     ('persist', 'first_ts', 'discrete', 'tail', 'ptail')
     >>> detector_arrays_added_since(1)[5:]
-    ('mtail', 'visit', 'shoulder', 'age_readings')
+    ('mtail', 'visit', 'shoulder', 'age_readings', 'runs')
     >>> detector_arrays_added_since(SCHEMA_VERSION)
     ()
     """

@@ -33,6 +33,7 @@ from edge_ml.kernels.discrete import discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import NOT_LEARNED_LEVEL, young_visit_slot_before
 from edge_ml.kernels.hst import hst_step_into, hst_unlearn
+from edge_ml.kernels.runs import run_level
 from edge_ml.kernels.visits import visit_rescale
 from edge_ml.kernels.window import Z_RESIDUAL, season_bin
 from edge_ml.model.detector import Detection, NumbaDetector, make_detector
@@ -152,9 +153,10 @@ def staged(detector: NumbaDetector, features: FeatureState, slots: np.ndarray,
                           p.warmup, warm_early(p.warmup), WARM_SPAN_S)
         season, unscaled, shift = seasonal_views(s.persist, s.tail, s.ptail, s.shoulder, slot,
                                                  Z[0, 0], warm, p.heavy_tail_floor)
-        level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.mtail, slot,
-                          raw[i], season, Z[0, 3], p.window_size, warm)
-        view[i] = level_view(level, season, shift, Z[0, 3])
+        run = run_level(s.runs, slot, values[i])
+        level = max(calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.mtail,
+                              slot, raw[i], season, Z[0, 3], p.window_size, warm), run)
+        view[i] = level_view(level, season, shift, Z[0, 3], run)
         if not warm and level >= NOT_LEARNED_LEVEL:
             unlearned[0] += hst_unlearn(f.mass, f.ref, f.count, slot, walk, p.height)
         if warm:

@@ -137,26 +137,28 @@ def test_every_alert_names_its_view_fields_and_expected_range(
 # -- the kernel hook, against the calibration it explains ------------------------------------
 
 def test_level_view_names_the_largest_tail() -> None:
-    def reference(level: float, z_season: float, shift: bool, z_vol: float) -> int:
+    def reference(level: float, z_season: float, shift: bool, z_vol: float, run: float) -> int:
         if level <= tail_level(z_season):
             return SHIFT if shift else SEASONAL
-        if level <= tail_level(min(z_vol, 0.0) / QUIET_Z_DIVISOR):
+        if level <= run or level <= tail_level(min(z_vol, 0.0) / QUIET_Z_DIVISOR):
             return STUCK
         return MODEL
 
     rng = np.random.default_rng(0)
     for _ in range(500):
         z_season, z_vol = rng.normal(0, 4, 2)
-        likelihood = rng.uniform(0, 1)
+        likelihood, run = rng.uniform(0, 1, 2) * [1.0, rng.random() < 0.3]
         shift = bool(rng.random() < 0.5)
         level = max(tail_level(z_season), tail_level(min(z_vol, 0.0) / QUIET_Z_DIVISOR),
-                    likelihood)
-        assert level_view(level, tail_level(z_season), shift, z_vol) == reference(
-            level, z_season, shift, z_vol)
-    assert level_view(0.9, tail_level(0.1), False, 0.0) == MODEL  # no stream-level tail is 0.9
-    assert level_view(tail_level(8.0), tail_level(8.0), False, -30.0) == SEASONAL
-    assert level_view(tail_level(8.0), tail_level(8.0), True, -30.0) == SHIFT
-    assert level_view(tail_level(-30.0 / QUIET_Z_DIVISOR), tail_level(0.5), True, -30.0) == STUCK
+                    likelihood, run)
+        assert level_view(level, tail_level(z_season), shift, z_vol, run) == reference(
+            level, z_season, shift, z_vol, run)
+    assert level_view(0.9, tail_level(0.1), False, 0.0, 0.0) == MODEL  # no stream-level tail
+    assert level_view(tail_level(8.0), tail_level(8.0), False, -30.0, 0.0) == SEASONAL
+    assert level_view(tail_level(8.0), tail_level(8.0), True, -30.0, 0.0) == SHIFT
+    assert level_view(tail_level(-30.0 / QUIET_Z_DIVISOR), tail_level(0.5), True, -30.0,
+                      0.0) == STUCK
+    assert level_view(0.8, tail_level(0.5), False, 0.0, 0.8) == STUCK  # a rare run
 
 
 def test_a_level_shift_is_explained_as_a_shift_and_a_spike_as_seasonal() -> None:

@@ -10,7 +10,8 @@ stay right:
   residual;
 - the level is the largest of the seasonal level (the tail of ``z[0]`` or the persistent view
   of it, whichever is larger: :func:`level_view` takes it as ``season``), the "quiet" tail of
-  ``z[3]`` and the HST likelihood.
+  ``z[3]``, the level of the run of equal readings the reading is in (``kernels.runs``) and the
+  HST likelihood.
 
 View codes (the ``VIEWS`` names are what alerts carry): 0 seasonal deviation (one reading
 far from its time-of-day profile), 1 stuck/quiet sensor, 2 the HST model's score likelihood, 3
@@ -39,16 +40,17 @@ EXPECTED_Z = 3.0
 
 
 @njit(cache=True)
-def level_view(level, season, shift, z_volatility):
+def level_view(level, season, shift, z_volatility, run):
     """Which view gave ``level``: the seasonal level ``season`` (a ``shift`` when its persistent
-    part gave it), the quiet tail, else the model's.
+    part gave it), the quiet tail or the ``run`` of equal readings (both the stuck view), else
+    the model's.
 
     Ties go to the seasonal view, then to the stuck one: they name something an operator can
     check on the stream itself.
     """
     if level <= season:
         return SHIFT if shift else SEASONAL
-    if level <= tail_level(min(z_volatility, 0.0) / QUIET_Z_DIVISOR):
+    if level <= run or level <= tail_level(min(z_volatility, 0.0) / QUIET_Z_DIVISOR):
         return STUCK
     return MODEL
 

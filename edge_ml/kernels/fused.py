@@ -16,6 +16,7 @@ from edge_ml.kernels.calibration import calibrate, seasonal_views, tail_learn, w
 from edge_ml.kernels.discrete import discrete_rescale, discrete_z
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.hst import hst_step_into, hst_unlearn
+from edge_ml.kernels.runs import run_level
 from edge_ml.kernels.visits import judged_by_slot_before, visit_rescale
 from edge_ml.kernels.window import (
     N_FEATURES,
@@ -61,6 +62,7 @@ def detect_batch(
     paper_score,
     cal_mean, cal_var, cal_n, short, short_sum, persist, tail, ptail, mtail,
     first_ts, age, warmup, warm_early, warm_span_s, discrete, visit, shoulder, shoulder_floor,
+    runs,
 ):
     """Anomaly levels, raw HST scores, warm-up flags, profile residuals, and per reading the
     view that gave the level and the usual range ``expected[i] = [low, high]`` of a micro-batch.
@@ -71,7 +73,9 @@ def detect_batch(
     stream's warm-up then ends after days, not after a fixed number of readings (see
     :func:`warming_up`). Its level is then reported as 0 (unknown, not normal) although every
     stage keeps learning. ``age`` counts each stream's readings since its first (through drift
-    resets, as ``first_ts``): the two give its mean sampling interval.
+    resets, as ``first_ts``): the two give its mean sampling interval. ``runs`` holds each
+    stream's runs of equal readings (:mod:`edge_ml.kernels.runs`): a run rare for the stream
+    is a level of its own, the stuck view's.
     """
     n_readings = slots.shape[0]
     levels = np.zeros(n_readings, dtype=np.float64)
@@ -112,9 +116,11 @@ def detect_batch(
         warm = warming_up(seen[s], z[0], ts[i] - first_ts[s], warmup, warm_early, warm_span_s)
         season, unscaled, shift = seasonal_views(persist, tail, ptail, shoulder, s, z[0], warm,
                                                  shoulder_floor)
-        level = calibrate(cal_mean, cal_var, cal_n, short, short_sum, mtail, s, score, season,
-                          z[3], window_size, warm)
-        view[i] = level_view(level, season, shift, z[3])  # issue 14 hook: which view's tail it is
+        run = run_level(runs, s, values[i])
+        level = max(calibrate(cal_mean, cal_var, cal_n, short, short_sum, mtail, s, score,
+                              season, z[3], window_size, warm), run)
+        # Issue 14 hook: which view's tail it is.
+        view[i] = level_view(level, season, shift, z[3], run)
         if not warm and level >= NOT_LEARNED_LEVEL:
             hst_unlearn(mass, ref, count, s, walk, height)
         if warm:

@@ -36,6 +36,7 @@ from edge_ml.kernels.discrete import N_DISCRETE, discrete_rescale
 from edge_ml.kernels.explain import expected_range, level_view
 from edge_ml.kernels.fused import NOT_LEARNED_LEVEL, detect_batch, young_visit_slot_before
 from edge_ml.kernels.heap_deltas import arrays_with_deltas, arrays_with_masses
+from edge_ml.kernels.runs import N_RUNS, run_level
 from edge_ml.kernels.visits import N_VISIT, visit_rescale
 from edge_ml.kernels.window import Z_RESIDUAL, season_bin
 from edge_ml.model.forest import ForestState, TreeStructure
@@ -118,8 +119,9 @@ class Detector(Protocol):
 # +0.8, artificialWithAnomaly +0.4; docs/benchmarks.md, round 12). The HST view's tail
 # (``mtail``) restarts with the forest whose scores it describes. The reading's shoulder is
 # the shape of its noise too. Its age in readings: with the time of its first reading, its
-# sampling interval, which a fast stream's profile learns by (kernels.window.slot_alpha).
-KEPT_THROUGH_DRIFT = ("visit", "first_ts", "age_readings", "tail", "ptail", "shoulder")
+# sampling interval, which a fast stream's profile learns by (kernels.window.slot_alpha). And
+# how its readings repeat (kernels.runs): a new level does not change how a sensor reports.
+KEPT_THROUGH_DRIFT = ("visit", "first_ts", "age_readings", "tail", "ptail", "shoulder", "runs")
 
 
 def _calibration_arrays(capacity: int) -> SlotArrays:
@@ -139,6 +141,7 @@ def _calibration_arrays(capacity: int) -> SlotArrays:
             SlotField("mtail", np.float64, 0.0, (N_TAIL,)),  # its HST view's episodes
             SlotField("visit", np.float64, 0.0, (N_VISIT,)),  # kernels.visits
             SlotField("shoulder", np.float64, 0.0, (N_SHOULDER,)),  # its moderate extremes
+            SlotField("runs", np.float64, 0.0, (N_RUNS,)),  # its runs of equal readings
         ],
         capacity,
     )
@@ -170,7 +173,7 @@ class NumbaDetector:
             s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.persist, s.tail, s.ptail,
             s.mtail,
             s.first_ts, s.age_readings, p.warmup, warm_early(p.warmup), WARM_SPAN_S, s.discrete,
-            s.visit, s.shoulder, p.heavy_tail_floor,
+            s.visit, s.shoulder, p.heavy_tail_floor, s.runs,
         )
         return Detection(levels, raw, warming, residual, view, expected)
 
@@ -270,9 +273,11 @@ class RiverDetector:
             season, unscaled, shift = seasonal_views(s.persist, s.tail, s.ptail, s.shoulder,
                                                      slot, Z[0, 0], warm,
                                                      self.params.heavy_tail_floor)
-            level = calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.mtail, slot,
-                              raw[i], season, Z[0, 3], self.params.window_size, warm)
-            view[i] = level_view(level, season, shift, Z[0, 3])
+            run = run_level(s.runs, slot, values[i])
+            level = max(calibrate(s.cal_mean, s.cal_var, s.cal_n, s.short, s.short_sum, s.mtail,
+                                  slot, raw[i], season, Z[0, 3], self.params.window_size, warm),
+                        run)
+            view[i] = level_view(level, season, shift, Z[0, 3], run)
             # As the fused kernel: an anomalous reading is not learned, unless learning it
             # completes the window (the kernel cannot take a pivot back).
             pivots = model.counter + 1 == model.window_size

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from calibration_suite import ANOMALY_TYPES, COUNTS, KINDS, STUCK_READINGS, inject
-from nab_groups import group_scores
+from nab_groups import group_scores, report
 
 from edge_ml.config import load_config, parse_config
 
@@ -117,13 +117,7 @@ def main() -> None:
         files = write_corpus(folder, args.files_per_kind)
         result = group_scores(folder, args.detail, config)
     settings = args.config or "shipped defaults"
-    print(f"{files} held-out-like files ({settings}): pooled alert decisions "
-          f"{result['pooled']:.1f} (best threshold {result['best_threshold']:.1f})")
-    for group, g in result["groups"].items():  # type: ignore[attr-defined]
-        print(f"  {group:10s} {g['score']:6.1f}  windows {g['tp']}/{g['tp'] + g['fn']}  "
-              f"false alerts {g['fp']}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    report(result, f"{files} held-out-like files ({settings}): ", args.json, width=10)
 
 
 if __name__ == "__main__":

@@ -93,14 +93,19 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     config = load_config(args.config) if args.config else parse_config({})
-    result = group_scores(args.nab, args.detail, config)
-    print(f"pooled alert decisions {result['pooled']:.1f} "
+    report(group_scores(args.nab, args.detail, config), "", args.json)
+
+
+def report(result: dict[str, object], heading: str, json_path: Path | None,
+           width: int = 24) -> None:
+    """Print ``group_scores``' result (after ``heading``), and write it to ``json_path``."""
+    print(f"{heading}pooled alert decisions {result['pooled']:.1f} "
           f"(best threshold {result['best_threshold']:.1f})")
     for group, g in result["groups"].items():  # type: ignore[attr-defined]
-        print(f"  {group:24s} {g['score']:6.1f}  windows {g['tp']}/{g['tp'] + g['fn']}  "
+        print(f"  {group:{width}s} {g['score']:6.1f}  windows {g['tp']}/{g['tp'] + g['fn']}  "
               f"false alerts {g['fp']}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

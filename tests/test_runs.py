@@ -1,6 +1,6 @@
 """Runs of equal readings (kernels.runs): against a plain-Python reference, and on the streams it
 is for (a frozen sensor) and against (a quantised sensor's dwells, a counter's zeros), through
-the real pipeline where a view is asserted."""
+the real pipeline where a view is asserted. A checkpoint from before them: test_state.py."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_helpers import make_pipeline, readings
 
-from edge_ml.checkpoint_format import decode, encode
 from edge_ml.config import parse_config
-from edge_ml.errors import CheckpointError
 from edge_ml.kernels.calibration import probability_level
 from edge_ml.kernels.runs import (
     N_RUNS,
@@ -24,7 +21,6 @@ from edge_ml.kernels.runs import (
 )
 from edge_ml.pipeline import Pipeline
 from edge_ml.replay import replay_csv
-from edge_ml.state import compatibility, export_state, restore_state
 
 pytestmark = pytest.mark.kernels  # also run without the JIT (make test)
 
@@ -136,26 +132,3 @@ def test_a_quantised_sensors_dwells_and_a_counters_zeros_raise_no_run_level() ->
     # A machine that starts to idle at 0 (NAB's rogue_agent_key_hold): its profile sees it.
     idling = np.r_[rng.normal(20.0, 1.0, 1000), np.zeros(60), rng.normal(20.0, 1.0, 100)]
     assert kernel_levels(idling).max() < THRESHOLD
-
-
-def test_a_schema_13_checkpoint_loads_without_runs_and_learns_them_again() -> None:
-    """Schema 14 added each stream's runs: a schema-13 checkpoint loads with zeros there (no
-    run scored before RUN_MIN_CHANGES changes, learned again); readings that never repeat
-    score as in the uninterrupted pipeline. A current checkpoint must have them."""
-    trained = make_pipeline()
-    trained.process_readings(*readings(3000, seed=1))
-    assert trained.detector.state.runs[0].any()
-    document = export_state(trained)
-    document["header"]["schema_version"] = 13
-    del document["state"]["detector"]["runs"]
-    restored = make_pipeline()
-    restore_state(restored, decode(encode(document).blob, compatibility(restored)))
-    assert not restored.detector.state.runs.any()
-    later = readings(500, seed=2, start=3000.0)
-    np.testing.assert_array_equal(restored.process_readings(*later).levels,
-                                  trained.process_readings(*later).levels)
-    assert restored.detector.state.runs[0].any()
-    fresh = make_pipeline()
-    document["header"]["schema_version"] = 14
-    with pytest.raises(CheckpointError, match="missing arrays"):
-        restore_state(fresh, decode(encode(document).blob, compatibility(fresh)))

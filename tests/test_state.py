@@ -122,24 +122,29 @@ def test_a_schema_8_checkpoint_keeps_its_drift_state_without_the_means_spread() 
         restore_state(fresh, decode(encode(document).blob, compatibility(fresh)))
 
 
-def test_a_schema_11_checkpoint_resumes_exactly_without_the_shoulder() -> None:
-    """Schema 12 added each stream's shoulder (kernels.calibration): a schema-11 checkpoint
-    loads with zeros there and scores exactly as the uninterrupted pipeline (the shoulder
-    scales nothing at the shipped ``heavy_tail_floor``); a current one must have it."""
+@pytest.mark.parametrize("name, version", [("shoulder", 11), ("runs", 13)])
+def test_a_checkpoint_from_before_an_array_resumes_exactly_without_it(name: str,
+                                                                       version: int) -> None:
+    """Schema 12 added each stream's shoulder (kernels.calibration), schema 14 its runs of equal
+    readings (kernels.runs): a checkpoint from before loads with zeros there, learns them again
+    and scores exactly as the uninterrupted pipeline (the shoulder scales nothing at the shipped
+    ``heavy_tail_floor``; these readings never repeat, and a restored stream scores no run
+    before 100 changes of value anyway); a current one must have it."""
     trained = make_pipeline()
     trained.process_readings(*readings(3000, seed=1))
-    assert trained.detector.state.shoulder[0].any()  # it learned
+    assert getattr(trained.detector.state, name)[0].any()  # it learned
     document = export_state(trained)
-    document["header"]["schema_version"] = 11
-    del document["state"]["detector"]["shoulder"]
+    document["header"]["schema_version"] = version
+    del document["state"]["detector"][name]
     restored = make_pipeline()
     restore_state(restored, decode(encode(document).blob, compatibility(restored)))
-    assert not restored.detector.state.shoulder.any()
+    assert not getattr(restored.detector.state, name).any()
     later = readings(500, seed=2, start=3000.0)
     np.testing.assert_array_equal(restored.process_readings(*later).levels,
                                   trained.process_readings(*later).levels)
+    assert getattr(restored.detector.state, name)[0].any()  # learned again
     fresh = make_pipeline()
-    document["header"]["schema_version"] = 12
+    document["header"]["schema_version"] = version + 1
     with pytest.raises(CheckpointError, match="missing arrays"):
         restore_state(fresh, decode(encode(document).blob, compatibility(fresh)))
 

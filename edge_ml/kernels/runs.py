@@ -47,10 +47,9 @@ RUN_LENGTH = 1  # repeats in the run in progress (readings equal to the one befo
 RUN_SEEN = 2  # finite readings learned
 RUN_CHANGES = 3  # finished runs (a value, then a reading unlike it) ...
 RUN_REPEATED = 4  # ... of which a repeat followed the value
-RUN_REPEATS = 5  # repeats in those runs ...
-RUN_CONTINUED = 6  # ... of which another repeat followed
-RUN_LONGEST = 7  # the longest finished run, in repeats
-N_RUNS = 8
+RUN_REPEATS = 5  # repeats in those runs (all but the first of a run's were continued)
+RUN_LONGEST = 6  # the longest finished run, in repeats
+N_RUNS = 7
 RUN_PRIOR_CHANGES = 100.0
 RUN_PRIOR_REPEATS = 2.0
 RUN_MIN_CHANGES = 100
@@ -69,7 +68,6 @@ def run_learn(row, v):
             if run >= 1.0:
                 row[RUN_REPEATED] += 1.0
                 row[RUN_REPEATS] += run
-                row[RUN_CONTINUED] += run - 1.0
                 row[RUN_LONGEST] = max(row[RUN_LONGEST], run)
         row[RUN_LENGTH] = 0.0
     row[RUN_PREV] = v
@@ -85,7 +83,8 @@ def run_probability(row):
             or row[RUN_CHANGES] < RUN_MIN_CHANGES):
         return 1.0
     r = (row[RUN_REPEATED] + 1.0) / (row[RUN_CHANGES] + RUN_PRIOR_CHANGES)
-    q = (row[RUN_CONTINUED] + 1.0) / (row[RUN_REPEATS] + RUN_PRIOR_REPEATS)
+    continued = row[RUN_REPEATS] - row[RUN_REPEATED]  # each run's repeats after its first
+    q = (continued + 1.0) / (row[RUN_REPEATS] + RUN_PRIOR_REPEATS)
     if longest == 0.0:
         return r * q ** (run - 1.0)
     return r * q ** (run - longest - 1.0) / (row[RUN_REPEATED] + 1.0)

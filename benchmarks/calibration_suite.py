@@ -45,6 +45,10 @@ START = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC, a Tuesday
 Kind = Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
+def _weekday(ts: np.ndarray) -> np.ndarray:
+    return ((ts // DAY + 3) % 7) < 5  # 1970-01-01 was a Thursday
+
+
 def _regular(n: int, step: float) -> np.ndarray:
     return START + step * np.arange(n, dtype=np.float64)
 
@@ -63,7 +67,7 @@ def daily_5min(n, rng):
 def hourly_weekly(n, rng):
     ts = _regular(n, 3600.0)
     hour = (ts % DAY) / 3600.0
-    weekday = ((ts // DAY + 3) % 7) < 5  # 1970-01-01 was a Thursday
+    weekday = _weekday(ts)
     daily = np.clip(np.sin(np.pi * (hour - 7.0) / 12.0), 0.0, None)
     signal = 100.0 + 60.0 * daily * np.where(weekday, 1.0, 0.35)
     return ts, signal + rng.normal(0.0, 5.0, n), signal
@@ -172,14 +176,10 @@ def traffic_speed(n, rng):
     """Road speed every 5 minutes: free flow ~60 with rush-hour dips on weekdays, bounded."""
     ts = _regular(n, 300.0)
     hour = (ts % DAY) / 3600.0
-    weekday = ((ts // DAY + 3) % 7) < 5
+    weekday = _weekday(ts)
     dip = 25.0 * (np.exp(-((hour - 8.0) ** 2) / 1.5) + np.exp(-((hour - 17.5) ** 2) / 2.0))
     signal = 62.0 - np.where(weekday, dip, 0.2 * dip)
     return ts, np.clip(signal + rng.normal(0.0, 3.0, n), 0.0, 75.0), signal
-
-
-def _weekday(ts: np.ndarray) -> np.ndarray:
-    return ((ts // DAY + 3) % 7) < 5  # 1970-01-01 was a Thursday
 
 
 def _missing(rng: np.random.Generator, n: int, share: float) -> np.ndarray:

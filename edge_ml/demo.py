@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_ml.config import load_config
 from edge_ml.devices import JOINT_SUFFIX
 from edge_ml.errors import EdgeMLError
@@ -25,11 +27,13 @@ from edge_ml.report import (
     INSTALL_HINT,
     ReportDependencyError,
     build_report,
+    load_stream,
     require_plotly,
     write_report,
 )
 from edge_ml.status import status_document
 from edge_ml.storage import Storage
+from edge_ml.timestamps import parse_timestamp
 from firmware_bridge.simulator import Fleet
 
 # An alert counts for an injected anomaly when it opens on the same stream between slightly
@@ -204,6 +208,38 @@ def write_readings(fleet: Any, start_ts: float, folder: Path) -> list[str]:
         for handle in files.values():
             handle.close()
     return sorted(files)
+
+
+def replayed_alerts(results: Path, streams: list[str]) -> list[dict[str, Any]]:
+    """Every alert that opened in a replay's result files, as the daemon's alert rows (the
+    fields :func:`match_alerts` reads)."""
+    alerts = []
+    for stream in streams:
+        result = load_stream(results / f"{stream}.csv")
+        for row in np.flatnonzero(result.opened):
+            alerts.append({"alert_id": f"{stream}:{len(alerts)}", "stream": stream,
+                           "state": "open",
+                           "opened_at": parse_timestamp(result.timestamps[row]),
+                           "score": float(result.scores[row])})
+    return alerts
+
+
+def replay_fleet(fleet: Fleet, start_ts: float, work: Path) -> tuple[
+        list[tuple[dict[str, Any], dict[str, Any] | None]], list[dict[str, Any]], int]:
+    """The fleet's readings, stamped from ``start_ts``, replayed through the demo's configuration
+    in ``work``: ``(pairs, false_alarms, readings)`` as :func:`match_alerts` pairs them.
+
+    The live demo's result moves with the wall clock (where its half-hour profile slots begin);
+    this one is the same at every call.
+    """
+    streams = [name.removesuffix(".csv") for name in
+               write_readings(fleet, start_ts, work / "readings")]
+    config = work / "edge-ml.toml"
+    config.write_text(DEMO_CONFIG.format(port=1883, db=work / "unused.db", warmup=DEMO_WARMUP))
+    replay_tree(load_config(config), work / "readings", work / "results")
+    pairs, false_alarms = match_alerts(fleet.truth_rows(start_ts),
+                                       replayed_alerts(work / "results", streams))
+    return pairs, false_alarms, fleet.ticks_total * len(streams)
 
 
 def truth_windows(truth: list[dict[str, Any]], streams: list[str]) -> dict[str, list[list[str]]]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_ml.demo import match_alerts, write_demo_report
+from edge_ml.demo import ANOMALY_START, match_alerts, replay_fleet, write_demo_report
+from firmware_bridge.simulator import Fleet
 
 
 def demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -18,14 +19,20 @@ def demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_the_demo_as_shipped_finds_its_anomalies_without_false_alarms(tmp_path: Path) -> None:
+def test_the_demo_as_shipped_finds_the_injected_anomalies(tmp_path: Path) -> None:
     """``make demo`` (the defaults: 8 nodes x 20 Hz for 30 s) keeps what the README promises.
 
-    The fleet is seeded and readings are stamped at the sensor, so what the daemon finds does
-    not depend on the machine's load: 8 of 8 and no false alarm (7 of 8 until a fast
-    stream's profile learned per second: node-3's slow drift; replayed from 40 start times
-    53 s apart, 8 of 8 every time). It ends with the HTML report of the same readings
-    replayed, labelled with the injected anomalies, readable with no network.
+    The fleet is seeded and readings are stamped at the sensor, but the run starts when the
+    test does, and where a half-hour profile slot begins within it moves what is found.
+    ``benchmarks/fleet_replay.py --first-seed 7 --seeds 1 --starts 900 --start-step 2
+    --first-start 0`` replays this fleet from every even second of a half hour: 896 of the 900
+    starts find 8 of 8 with no false alarm. From 1,780 and 1,782 s into a half hour, node-3's
+    slow drift begins with a new slot and is missed (CI met one); from 1,788 and 1,790 s, a
+    stretch of node-7's temperature noise peaks at 0.50-0.51. So this run may
+    miss one anomaly or raise one false alarm; the exact result is
+    :func:`test_the_demo_fleet_replayed_finds_every_anomaly_without_false_alarms`'s. It ends
+    with the HTML report of the same readings replayed, labelled with the injected anomalies,
+    readable with no network.
     """
     report = tmp_path / "demo-report.html"
     run = demo("--report", str(report))
@@ -41,8 +48,9 @@ def test_the_demo_as_shipped_finds_its_anomalies_without_false_alarms(tmp_path: 
     found = re.search(r"Found (\d+) of (\d+) injected anomalies; (\d+) false alarm", run.stdout)
     assert found, run.stdout
     hits, injected, false_alarms = map(int, found.groups())
-    assert injected == 8 and hits == 8, run.stdout
-    assert false_alarms == 0 and "No false alarms." in run.stdout, run.stdout
+    assert injected == 8 and hits >= 7 and false_alarms <= 1, run.stdout
+    assert hits - false_alarms >= 7, run.stdout  # one slip at most, as replayed
+    assert ("No false alarms." in run.stdout) == (false_alarms == 0), run.stdout
     assert run.stdout.count("MISSED") == injected - hits
     # Each alert says which view raised it (kernels.explain.VIEWS).
     assert len(re.findall(r"opened after .*, view (seasonal|shift|stuck|model|joint)$",
@@ -58,6 +66,20 @@ def test_the_demo_as_shipped_finds_its_anomalies_without_false_alarms(tmp_path: 
     windows = re.findall(r"<a href='#s\d+'>[^<]+</a></td><td>\d+</td><td>\d+</td>"
                          r"<td>[\d.]+</td><td>(\d+)</td>", page)
     assert len(windows) == len(streams) and sum(map(int, windows)) == injected, windows
+
+
+def test_the_demo_fleet_replayed_finds_every_anomaly_without_false_alarms(tmp_path: Path
+                                                                          ) -> None:
+    """The demo's fleet (seed 7, its defaults) stamped from a fixed time, 1,379 s into a half
+    hour, and replayed through the demo's configuration: 8 of 8 found, no false alarm, on
+    every run (``benchmarks/fleet_replay.py``'s start for seed 7). With a 20 Hz stream's
+    profile slots learning per reading again (round 17's bug), node-3's drift is missed."""
+    fleet = Fleet(sensors=8, rate=20.0, seconds=30.0, seed=7, anomaly_after=ANOMALY_START * 30)
+    pairs, false_alarms, readings = replay_fleet(fleet, 1_780_000_000.0 + 7 * 997.0, tmp_path)
+    assert readings == 12_000  # 20 fields (the daemon adds 7 nodes' joint streams: 27)
+    found = {(a["stream"], a["kind"]): alert is not None for a, alert in pairs}
+    assert len(found) == 8 and all(found.values()), found
+    assert false_alarms == [], false_alarms
 
 
 def test_a_demo_too_short_to_score_anything_is_refused_before_it_starts() -> None:

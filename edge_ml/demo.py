@@ -188,8 +188,9 @@ def _stamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def write_readings(fleet: Any, start_ts: float, folder: Path) -> list[str]:
-    """The fleet's readings as ``<stream>.csv`` (``timestamp,value``) under ``folder``.
+def write_readings(fleet: Fleet, start_ts: float, folder: Path) -> list[str]:
+    """The fleet's readings as ``<stream>.csv`` (``timestamp,value``) under ``folder``; the
+    streams' names.
 
     The daemon keeps no per-reading levels, so the report replays the same readings instead:
     the seeded simulator gives them again, stamped as the run stamped them.
@@ -232,8 +233,7 @@ def replay_fleet(fleet: Fleet, start_ts: float, work: Path) -> tuple[
     The live demo's result moves with the wall clock (where its half-hour profile slots begin);
     this one is the same at every call.
     """
-    streams = [name.removesuffix(".csv") for name in
-               write_readings(fleet, start_ts, work / "readings")]
+    streams = write_readings(fleet, start_ts, work / "readings")
     config = work / "edge-ml.toml"
     config.write_text(DEMO_CONFIG.format(port=1883, db=work / "unused.db", warmup=DEMO_WARMUP))
     replay_tree(load_config(config), work / "readings", work / "results")
@@ -251,10 +251,43 @@ def truth_windows(truth: list[dict[str, Any]], streams: list[str]) -> dict[str, 
     return windows
 
 
-def write_demo_report(*, work: Path, config: Path, truth: list[dict[str, Any]], seconds: float,
-                      sensors: int, rate: float, seed: int, report: Path, t0: float,
+def replay_run(*, work: Path, config: Path, truth: list[dict[str, Any]], seconds: float,
+               sensors: int, rate: float, seed: int, t0: float) -> list[str]:
+    """Replay the run's readings (the seeded fleet again, stamped as the run stamped them)
+    through the run's configuration into ``work / "results"``; the streams replayed."""
+    # The demo's own fleet, built as `firmware-bridge simulate` built it.
+    fleet = Fleet(sensors=sensors, rate=rate, seconds=seconds, seed=seed,
+                  anomaly_after=ANOMALY_START * seconds)
+    # The truth file holds absolute times, the fleet relative ones: their gap is the run's start.
+    start_ts = truth[0]["start"] - fleet.truth[0].start if truth and fleet.truth else t0
+    streams = write_readings(fleet, start_ts, work / "readings")
+    replay_tree(load_config(config), work / "readings", work / "results")
+    return streams
+
+
+def replay_agreement(alerts: list[dict[str, Any]], replayed: list[dict[str, Any]]) -> str:
+    """One line: whether the daemon opened the alerts the replay opened, on the same streams at
+    the same readings with the same levels (each field's stream; a node's joint stream is the
+    daemon's alone), or what differs."""
+
+    def key(alert: dict[str, Any]) -> tuple[str, float, float]:
+        return alert["stream"], round(alert["opened_at"], 3), round(alert["score"], 4)
+
+    daemon = {key(a) for a in alerts
+              if a["state"] == "open" and not a["stream"].endswith(JOINT_SUFFIX)}
+    replay = {key(a) for a in replayed}
+    if daemon == replay:
+        return (f"replay     the same readings replayed open the daemon's {len(daemon)} alerts "
+                "(its fields'), at the same readings with the same levels")
+    only = [f"daemon only {k}" for k in sorted(daemon - replay)]
+    only += [f"replay only {k}" for k in sorted(replay - daemon)]
+    return "replay     differs from the daemon: " + "; ".join(only)
+
+
+def write_demo_report(*, work: Path, config: Path, truth: list[dict[str, Any]],
+                      streams: list[str], report: Path,
                       out: Callable[[str], Any]) -> Path | None:
-    """Replay the run's readings through the demo's pipeline and write the HTML report.
+    """Write the HTML report of the run's replay (:func:`replay_run`'s results in ``work``).
 
     Returns the report's path, or None (with a line saying how to get it) without plotly.
     """
@@ -263,13 +296,6 @@ def write_demo_report(*, work: Path, config: Path, truth: list[dict[str, Any]], 
     except ReportDependencyError:
         out(f"report     not written: it needs plotly ({INSTALL_HINT})")
         return None
-    # The demo's own fleet, built as `firmware-bridge simulate` built it.
-    fleet = Fleet(sensors=sensors, rate=rate, seconds=seconds, seed=seed,
-                  anomaly_after=ANOMALY_START * seconds)
-    # The truth file holds absolute times, the fleet relative ones: their gap is the run's start.
-    start_ts = truth[0]["start"] - fleet.truth[0].start if truth and fleet.truth else t0
-    streams = write_readings(fleet, start_ts, work / "readings")
-    replay_tree(load_config(config), work / "readings", work / "results")
     labels = work / "labels.json"
     labels.write_text(json.dumps(truth_windows(truth, streams), indent=1))
     written = write_report(build_report(work / "results", load_config(config), labels), report)
@@ -357,9 +383,13 @@ def run_demo(*, seconds: float = 30.0, sensors: int = 8, rate: float = 20.0, see
         pairs, false_alarms = match_alerts(truth, alerts)
         out(format_report(pairs, false_alarms, t0))
         out("")
-        write_demo_report(work=work, config=config, truth=truth, seconds=seconds,
-                          sensors=sensors, rate=rate, seed=seed,
-                          report=Path(report or DEFAULT_REPORT), t0=t0, out=out)
+        # The daemon keeps no per-reading levels: the report replays the same readings, and
+        # says first whether that replay opens the alerts the daemon opened.
+        streams = replay_run(work=work, config=config, truth=truth, seconds=seconds,
+                             sensors=sensors, rate=rate, seed=seed, t0=t0)
+        out(replay_agreement(alerts, replayed_alerts(work / "results", streams)))
+        write_demo_report(work=work, config=config, truth=truth, streams=streams,
+                          report=Path(report or DEFAULT_REPORT), out=out)
         ok = code == 0
         return ok
     finally:

@@ -30,9 +30,10 @@ def test_the_demo_as_shipped_finds_the_injected_anomalies(tmp_path: Path) -> Non
     slow drift begins with a new slot and is missed (CI met one); from 1,788 and 1,790 s, a
     stretch of node-7's temperature noise peaks at 0.50-0.51. So this run may
     miss one anomaly or raise one false alarm; the exact result is
-    :func:`test_the_demo_fleet_replayed_finds_every_anomaly_without_false_alarms`'s. It ends
-    with the HTML report of the same readings replayed, labelled with the injected anomalies,
-    readable with no network.
+    :func:`test_the_demo_fleet_replayed_finds_every_anomaly_without_false_alarms`'s. What
+    does not move: the daemon opens the alerts the library's replay of the same readings
+    opens, at the same readings with the same levels. It ends with the HTML report of that
+    replay, labelled with the injected anomalies, readable with no network.
     """
     report = tmp_path / "demo-report.html"
     run = demo("--report", str(report))
@@ -52,6 +53,12 @@ def test_the_demo_as_shipped_finds_the_injected_anomalies(tmp_path: Path) -> Non
     assert hits - false_alarms >= 7, run.stdout  # one slip at most, as replayed
     assert ("No false alarms." in run.stdout) == (false_alarms == 0), run.stdout
     assert run.stdout.count("MISSED") == injected - hits
+    # Whatever the clock, the daemon opened exactly the alerts the library's replay of the
+    # same readings opens: same streams, same readings, same levels.
+    agreement = re.search(r"replay     the same readings replayed open the daemon's (\d+) "
+                          r"alerts \(its fields'\), at the same readings with the same levels",
+                          run.stdout)
+    assert agreement and int(agreement.group(1)) >= hits, run.stdout
     # Each alert says which view raised it (kernels.explain.VIEWS).
     assert len(re.findall(r"opened after .*, view (seasonal|shift|stuck|model|joint)$",
                           run.stdout, re.MULTILINE)) == hits, run.stdout
@@ -98,8 +105,7 @@ def test_without_plotly_the_demo_says_how_to_get_its_report(tmp_path: Path,
     monkeypatch.setitem(sys.modules, "plotly", None)
     lines: list[str] = []
     written = write_demo_report(work=tmp_path, config=tmp_path / "edge-ml.toml", truth=[],
-                                seconds=30, sensors=8, rate=20, seed=7,
-                                report=tmp_path / "r.html", t0=0.0, out=lines.append)
+                                streams=[], report=tmp_path / "r.html", out=lines.append)
     assert written is None and not (tmp_path / "r.html").exists()
     assert lines == ["report     not written: it needs plotly (pip install 'edge-ml[report]')"]
 

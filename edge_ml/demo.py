@@ -277,8 +277,9 @@ def replay_agreement(alerts: list[dict[str, Any]], replayed: list[dict[str, Any]
               if a["state"] == "open" and not a["stream"].endswith(JOINT_SUFFIX)}
     replay = {key(a) for a in replayed}
     if daemon == replay:
-        return (f"replay     the same readings replayed open the daemon's {len(daemon)} alerts "
-                "(its fields'), at the same readings with the same levels")
+        alerts_word = "alert" if len(daemon) == 1 else "alerts"
+        return (f"replay     the same readings replayed open the daemon's {len(daemon)} "
+                f"{alerts_word} (its fields'), at the same readings with the same levels")
     only = [f"daemon only {k}" for k in sorted(daemon - replay)]
     only += [f"replay only {k}" for k in sorted(replay - daemon)]
     return "replay     differs from the daemon: " + "; ".join(only)

@@ -265,23 +265,35 @@ def replay_run(*, work: Path, config: Path, truth: list[dict[str, Any]], seconds
     return streams
 
 
+# How near a replayed alert must be to the daemon's to be the same one: a replay file keeps
+# timestamps to the microsecond and levels to 6 decimals, the daemon the floats themselves
+# (two live runs: within 5e-7 s and 5e-7).
+SAME_OPENING_S = 1e-3
+SAME_LEVEL = 1e-5
+
+
 def replay_agreement(alerts: list[dict[str, Any]], replayed: list[dict[str, Any]]) -> str:
     """One line: whether the daemon opened the alerts the replay opened, on the same streams at
     the same readings with the same levels (each field's stream; a node's joint stream is the
     daemon's alone), or what differs."""
+    daemon = [a for a in alerts
+              if a["state"] == "open" and not a["stream"].endswith(JOINT_SUFFIX)]
 
-    def key(alert: dict[str, Any]) -> tuple[str, float, float]:
-        return alert["stream"], round(alert["opened_at"], 3), round(alert["score"], 4)
+    def same(one: dict[str, Any], other: dict[str, Any]) -> bool:
+        return (one["stream"] == other["stream"]
+                and abs(one["opened_at"] - other["opened_at"]) <= SAME_OPENING_S
+                and abs(one["score"] - other["score"]) <= SAME_LEVEL)
 
-    daemon = {key(a) for a in alerts
-              if a["state"] == "open" and not a["stream"].endswith(JOINT_SUFFIX)}
-    replay = {key(a) for a in replayed}
-    if daemon == replay:
+    def named(side: str, alert: dict[str, Any]) -> str:
+        return (f"{side} only {alert['stream']} at {alert['opened_at']:.3f}, "
+                f"level {alert['score']:.4f}")
+
+    only = [named("daemon", a) for a in daemon if not any(same(a, r) for r in replayed)]
+    only += [named("replay", r) for r in replayed if not any(same(r, a) for a in daemon)]
+    if not only:
         alerts_word = "alert" if len(daemon) == 1 else "alerts"
         return (f"replay     the same readings replayed open the daemon's {len(daemon)} "
                 f"{alerts_word} (its fields'), at the same readings with the same levels")
-    only = [f"daemon only {k}" for k in sorted(daemon - replay)]
-    only += [f"replay only {k}" for k in sorted(replay - daemon)]
     return "replay     differs from the daemon: " + "; ".join(only)
 
 

@@ -159,6 +159,9 @@ def test_the_replay_check_names_what_the_daemon_and_the_replay_disagree_on() -> 
         "the same readings with the same levels")
     # Another level at the same reading, or an alert the replay did not open, is named.
     assert replay_agreement([row(field, 100.0, 0.62), row(field, 130.0, 0.7)], replayed) == (
-        "replay     differs from the daemon: daemon only ('sensors/node-1/vibration', 100.0, "
-        "0.62); daemon only ('sensors/node-1/vibration', 130.0, 0.7); replay only "
-        "('sensors/node-1/vibration', 100.0, 0.61)")
+        "replay     differs from the daemon: daemon only sensors/node-1/vibration at 100.000, "
+        "level 0.6200; daemon only sensors/node-1/vibration at 130.000, level 0.7000; replay "
+        "only sensors/node-1/vibration at 100.000, level 0.6100")
+    # A timestamp read back from the microsecond a replay file keeps is the same reading.
+    assert replay_agreement([row(field, 100.0000004, 0.61)], replayed).startswith(
+        "replay     the same readings replayed open the daemon's 1 alert")

@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from edge_ml.config import parse_config
 from edge_ml.demo import ANOMALY_START, replay_fleet
 from firmware_bridge.simulator import Fleet
 
@@ -38,7 +39,9 @@ from firmware_bridge.simulator import Fleet
 # slot boundaries fall everywhere in the run across seeds).
 START_TS = 1_780_000_000.0
 SEED_STEP_S = 997.0
-HALF_HOUR_S = 1800.0  # a profile slot's width (48 a day)
+# A profile slot's width (half an hour at the defaults, which the demo's configuration keeps).
+_FEATURES = parse_config({}).features
+SLOT_S = _FEATURES.season_s / _FEATURES.season_bins
 
 
 def run_fleet(seed: int, *, sensors: int, rate: float, seconds: float, start_ts: float,
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             for start in range(args.starts):
                 first = START_TS + seed * SEED_STEP_S
                 if args.first_start is not None:
-                    first += args.first_start - first % HALF_HOUR_S
+                    first += args.first_start - first % SLOT_S
                 start_ts = first + start * args.start_step
                 fleets.append(run_fleet(seed, sensors=args.sensors, rate=args.rate,
                                         seconds=args.seconds, start_ts=start_ts,
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         for fleet in fleets:
             missed = [kind for kind, hit, _score in fleet["found"] if not hit]
             if missed or fleet["false"]:
-                second = fleet["start_ts"] % HALF_HOUR_S
+                second = fleet["start_ts"] % SLOT_S
                 print(f"  seed {fleet['seed']} starting {second:6.0f} s into a half hour: "
                       f"missed {missed or 'none'}, false {fleet['false'] or 'none'}")
     if args.json:

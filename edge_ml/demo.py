@@ -211,6 +211,14 @@ def write_readings(fleet: Fleet, start_ts: float, folder: Path) -> list[str]:
     return sorted(files)
 
 
+def replay_readings(fleet: Fleet, start_ts: float, config: Path, work: Path) -> list[str]:
+    """The fleet's readings, stamped from ``start_ts``, written under ``work / "readings"`` and
+    replayed through ``config`` into ``work / "results"``; the streams' names."""
+    streams = write_readings(fleet, start_ts, work / "readings")
+    replay_tree(load_config(config), work / "readings", work / "results")
+    return streams
+
+
 def replayed_alerts(results: Path, streams: list[str]) -> list[dict[str, Any]]:
     """Every alert that opened in a replay's result files, as the daemon's alert rows (the
     fields :func:`match_alerts` reads)."""
@@ -233,10 +241,10 @@ def replay_fleet(fleet: Fleet, start_ts: float, work: Path) -> tuple[
     The live demo's result moves with the wall clock (where its half-hour profile slots begin);
     this one is the same at every call.
     """
-    streams = write_readings(fleet, start_ts, work / "readings")
+    work.mkdir(parents=True, exist_ok=True)
     config = work / "edge-ml.toml"
     config.write_text(DEMO_CONFIG.format(port=1883, db=work / "unused.db", warmup=DEMO_WARMUP))
-    replay_tree(load_config(config), work / "readings", work / "results")
+    streams = replay_readings(fleet, start_ts, config, work)
     pairs, false_alarms = match_alerts(fleet.truth_rows(start_ts),
                                        replayed_alerts(work / "results", streams))
     return pairs, false_alarms, fleet.ticks_total * len(streams)
@@ -260,9 +268,7 @@ def replay_run(*, work: Path, config: Path, truth: list[dict[str, Any]], seconds
                   anomaly_after=ANOMALY_START * seconds)
     # The truth file holds absolute times, the fleet relative ones: their gap is the run's start.
     start_ts = truth[0]["start"] - fleet.truth[0].start if truth and fleet.truth else t0
-    streams = write_readings(fleet, start_ts, work / "readings")
-    replay_tree(load_config(config), work / "readings", work / "results")
-    return streams
+    return replay_readings(fleet, start_ts, config, work)
 
 
 # How near a replayed alert must be to the daemon's to be the same one: a replay file keeps
